@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class VoicePlatformConfig(AppConfig):
+    name = "voiceplatform"
+    verbose_name = "Platform"

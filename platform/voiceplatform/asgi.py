@@ -1,0 +1,24 @@
+"""ASGI entry point for daphne: Django for HTTP, Channels for WebSockets."""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
+from django.urls import path  # noqa: E402
+
+from .channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
+from .consumers import TenantEventsConsumer  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws/events", TenantEventsConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns)),
+    }
+)

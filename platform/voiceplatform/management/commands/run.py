@@ -1,0 +1,98 @@
+"""`make run`: the whole platform in the foreground on one machine."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from voiceplatform import demo
+from voiceplatform.embedded import var_dir
+from voiceplatform.processes import ProcessGroup, python_module
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_healthy(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if json.load(response).get("ok"):
+                    return True
+        except OSError:
+            pass
+        except ValueError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+class Command(BaseCommand):
+    help = "Migrate, ensure the demo tenant, and run daphne, a Celery worker and Celery beat until Ctrl-C."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HTTP_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
+        parser.add_argument("--workers", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
+
+    def handle(self, *args, host, port, workers, **options):
+        if not port_is_free(host, port):
+            raise CommandError(f"port {port} on {host} is already in use; stop what uses it or set HTTP_PORT")
+        call_command("migrate_schemas", interactive=False, verbosity=0)
+        credentials = demo.ensure_demo_setup()
+
+        group = ProcessGroup(
+            [
+                python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
+                python_module(
+                    "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO",
+                    "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
+                ),
+                python_module(
+                    "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
+                    "-s", str(var_dir() / "celerybeat-schedule"),
+                ),
+            ]
+        )
+        stopping = False
+
+        def on_signal(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        group.start()
+        try:
+            base = f"http://localhost:{port}"
+            if wait_healthy(f"http://{host}:{port}/healthz", timeout=60):
+                self.stdout.write(demo.banner(base, port, credentials))
+            else:
+                self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
+            while not stopping:
+                exited = group.first_exited()
+                if exited:
+                    name, code = exited
+                    self.stderr.write(f"{name} exited with code {code}; stopping everything")
+                    break
+                time.sleep(0.3)
+        finally:
+            self.stdout.write("stopping…")
+            group.stop()
+        if not stopping:
+            sys.exit(1)

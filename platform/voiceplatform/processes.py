@@ -1,0 +1,91 @@
+"""The one way processes are started: a list of named commands, run as children with their output
+prefixed by name, stopped together. `manage.py run` uses it for the whole platform on one machine;
+on more machines, run the same commands (see README) under any process manager."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(BASE_DIR / "platform"), str(BASE_DIR)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def python_module(name: str, module: str, *args: str, **env: str) -> ProcessSpec:
+    return ProcessSpec(name, [sys.executable, "-m", module, *args], env)
+
+
+class ProcessGroup:
+    """Children with prefixed output; when one exits on its own, the group is stopped."""
+
+    def __init__(self, specs: list[ProcessSpec], out=sys.stdout):
+        self.specs = specs
+        self.out = out
+        self.width = max(len(s.name) for s in specs)
+        self.children: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def say(self, name: str, line: str) -> None:
+        with self._lock:
+            self.out.write(f"{name:<{self.width}} | {line}\n")
+            self.out.flush()
+
+    def _pump(self, name: str, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            self.say(name, raw.decode(errors="replace").rstrip())
+
+    def start(self) -> None:
+        for spec in self.specs:
+            proc = subprocess.Popen(
+                spec.argv,
+                cwd=BASE_DIR,
+                env=child_env(spec.env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own process group: Ctrl-C reaches us only, and we stop children in order.
+                start_new_session=True,
+            )
+            self.children[spec.name] = proc
+            threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True).start()
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, proc in self.children.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(name, "did not stop in time; killed")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

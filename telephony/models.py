@@ -1,0 +1,1 @@
+"""Platform-wide telephony inventory (carriers, numbers). Public schema."""

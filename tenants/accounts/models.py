@@ -1,0 +1,23 @@
+"""What lets a tenant's code in: API keys, stored hashed. Tenant schema."""
+from django.db import models
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100)
+    # The first characters of the secret, shown in lists so a person can tell keys apart.
+    prefix = models.CharField(max_length=12)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

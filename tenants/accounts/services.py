@@ -1,0 +1,47 @@
+"""Issuing, checking and revoking API keys. Run inside the tenant's schema.
+
+A key reads `<account_sid>.<secret>`: the account SID says which tenant (and so which schema) to
+look in, without a special host name; only a SHA-256 of the secret is stored. Plain SHA-256 is
+enough because the secret is 256 random bits, not a password a person chose.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.utils import timezone
+
+from .models import ApiKey
+
+SEPARATOR = "."
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    account_sid, sep, secret = key.strip().partition(SEPARATOR)
+    if not sep or not account_sid.startswith("AC") or not secret:
+        return None
+    return account_sid, secret
+
+
+def issue_api_key(account_sid: str, name: str) -> str:
+    """Create a key and return it in full; this is the only time it can be seen."""
+    secret = secrets.token_urlsafe(32)
+    ApiKey.objects.create(name=name, prefix=secret[:8], secret_hash=hash_secret(secret))
+    return f"{account_sid}{SEPARATOR}{secret}"
+
+
+def find_active_key(secret: str) -> ApiKey | None:
+    key = ApiKey.objects.filter(secret_hash=hash_secret(secret), revoked_at__isnull=True).first()
+    if key is not None:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    return key
+
+
+def revoke_api_key(key_id: int) -> bool:
+    return bool(ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now()))
+
+

@@ -1,0 +1,34 @@
+"""Tenants (companies) and the host names that reach them. Public schema."""
+import uuid
+
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+PUBLIC_SCHEMA = "public"
+
+
+def new_account_sid() -> str:
+    # Twilio's shape (AC + 32 hex), so Twilio client libraries accept it as an account SID.
+    return "AC" + uuid.uuid4().hex
+
+
+class Tenant(TenantMixin):
+    name = models.CharField(max_length=200)
+    account_sid = models.CharField(max_length=34, unique=True, default=new_account_sid)
+    is_suspended = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    auto_create_schema = True
+    auto_drop_schema = True
+
+    def __str__(self) -> str:
+        return self.schema_name
+
+    @property
+    def slug(self) -> str:
+        return self.schema_name
+
+
+class Domain(DomainMixin):
+    def __str__(self) -> str:
+        return self.domain

@@ -1,0 +1,96 @@
+"""The test run's own PostgreSQL and Redis, started before Django loads and stopped at the end.
+
+Tests never use DATABASE_URL / REDIS_URL from the environment (they create and drop schemas): each
+run gets fresh embedded servers in a temporary folder.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+
+from voiceplatform.embedded import RedisServer, start_postgres  # noqa: E402
+
+from tests.support import project_env  # noqa: E402
+
+RUN_DIR = Path(tempfile.mkdtemp(prefix="vp-test-"))
+os.environ["VOICEPLATFORM_VAR_DIR"] = str(RUN_DIR)
+os.environ["DATABASE_URL"] = start_postgres(RUN_DIR / "postgres")
+_redis = RedisServer(RUN_DIR / "redis").start()
+os.environ["REDIS_URL"] = _redis.url
+os.environ["DJANGO_SETTINGS_MODULE"] = "voiceplatform.settings"
+
+import django  # noqa: E402
+
+django.setup()
+
+
+def pytest_unconfigure(config):
+    _redis.stop()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    """Migrate the run's private database in place (it is thrown away with the run)."""
+    from django.core.management import call_command
+
+    from tenants.services import ensure_public_tenant
+
+    with django_db_blocker.unblock():
+        call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
+        ensure_public_tenant()
+
+
+@pytest.fixture
+def committed(django_db_setup, django_db_blocker):
+    """Database access outside a test transaction, for data that other processes must see.
+    Tests using it clean up what they create."""
+    with django_db_blocker.unblock():
+        yield
+
+
+def _make_tenant(slug):
+    from tenants.services import create_tenant
+
+    return create_tenant(slug, f"{slug}.localhost", name=slug.title())
+
+
+@pytest.fixture(scope="session")
+def tenant_a(django_db_setup, django_db_blocker):
+    """Acme: a tenant with its schema, domain acme.localhost, an admin user and an API key."""
+    with django_db_blocker.unblock():
+        return _make_tenant("acme")
+
+
+@pytest.fixture(scope="session")
+def tenant_b(django_db_setup, django_db_blocker):
+    """Globex: a second tenant, to prove Acme's data never reaches it."""
+    with django_db_blocker.unblock():
+        return _make_tenant("globex")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup):
+    """A real Celery worker, as `make run` starts it, against this run's Redis and PostgreSQL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "voiceplatform", "worker", "--pool", "solo", "-l", "WARNING",
+         "-n", f"test-{os.getpid()}@%h"],
+        cwd=ROOT, env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    from voiceplatform.celery import app
+
+    for _ in range(60):
+        if app.control.ping(timeout=0.5):
+            break
+        if proc.poll() is not None:
+            raise RuntimeError("celery worker exited at start")
+    yield proc
+    proc.terminate()
+    proc.wait(20)
