@@ -81,6 +81,7 @@ TENANT_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "tenants.accounts",
+    "telephony.calls",
     "campaigns",
 ]
 INSTALLED_APPS = ["daphne"] + SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
@@ -143,7 +144,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "check-carriers": {"task": "telephony.tasks.check_carriers", "schedule": float(env("CARRIER_HEALTH_INTERVAL", "10"))},
+    "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},
+}
+
+# Carrier health: SIP OPTIONS every CARRIER_HEALTH_INTERVAL seconds; down after N failures in a
+# row, back up after M successes.
+CARRIER_PING_TIMEOUT = float(env("CARRIER_PING_TIMEOUT", "2"))
+CARRIER_DOWN_AFTER = int(env("CARRIER_DOWN_AFTER", "3"))
+CARRIER_UP_AFTER = int(env("CARRIER_UP_AFTER", "2"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.accounts.authentication.ApiKeyAuthentication"],

@@ -1,0 +1,58 @@
+"""Reading the gateways' event stream as a consumer group: several recorders share the work, and
+the events a dead recorder had taken are claimed by the others after CLAIM_IDLE_MS."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import redis
+
+from telephony.gateway import events as gw
+
+from .recorder import record_event
+
+log = logging.getLogger(__name__)
+
+GROUP = "recorder"
+CLAIM_IDLE_MS = 30_000
+
+
+def ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(gw.EVENTS_STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def tenant_of(client: redis.Redis, event: dict) -> str:
+    tenant = event.get("tenant")
+    if not tenant:
+        raw = client.hget(gw.call_key(event["call_id"]), "tenant")
+        tenant = raw.decode() if raw else ""
+    return tenant
+
+
+def handle(client: redis.Redis, entries) -> int:
+    for entry_id, event in gw.decode_entries(entries):
+        try:
+            record_event(event, tenant_of(client, event))
+        except Exception:
+            # Left pending: retried by claim after CLAIM_IDLE_MS rather than lost.
+            log.exception("event %s not recorded", entry_id)
+            continue
+        client.xack(gw.EVENTS_STREAM, GROUP, entry_id)
+    return len(entries)
+
+
+def consume(client: redis.Redis, consumer: str | None = None, block_ms: int = 1000, stop=lambda: False) -> None:
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    ensure_group(client)
+    while not stop():
+        _, claimed, _ = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=100)
+        if claimed:
+            handle(client, claimed)
+        reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=200, block=block_ms)
+        for _, entries in reply or []:
+            handle(client, entries)

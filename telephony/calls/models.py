@@ -1,0 +1,83 @@
+"""Call records, one per call, with every SIP leg. Tenant schema.
+
+A call is written when it is requested and then only from gateway events (telephony.calls.recorder);
+every call ends with an outcome, none stays in progress: the gateway pool reports calls of a dead
+gateway as failed with reason gateway_died.
+"""
+import uuid
+
+from django.db import models
+
+
+def new_call_sid() -> str:
+    return "CA" + uuid.uuid4().hex
+
+
+class Call(models.Model):
+    class Status(models.TextChoices):
+        # Twilio's call statuses, so Twilio-style clients read them unchanged.
+        QUEUED = "queued"
+        INITIATED = "initiated"
+        RINGING = "ringing"
+        IN_PROGRESS = "in-progress"
+        COMPLETED = "completed"
+        BUSY = "busy"
+        NO_ANSWER = "no-answer"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    FINAL_STATUSES = {Status.COMPLETED, Status.BUSY, Status.NO_ANSWER, Status.FAILED, Status.CANCELED}
+
+    sid = models.CharField(max_length=34, unique=True, default=new_call_sid)
+    direction = models.CharField(max_length=16, default="outbound")
+    from_number = models.CharField(max_length=32)
+    to_number = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    outcome = models.CharField(max_length=32, blank=True, help_text="answered, busy, no_answer, carrier_error…")
+    reason = models.CharField(max_length=255, blank=True)
+    sip_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    hangup_by = models.CharField(max_length=16, blank=True)
+    gateway_id = models.CharField(max_length=64, blank=True)
+    carrier = models.ForeignKey("telephony.Carrier", null=True, blank=True, on_delete=models.SET_NULL)
+    stream_url = models.CharField(max_length=500, blank=True)
+    custom_parameters = models.JSONField(default=dict, blank=True)
+    status_callback = models.URLField(max_length=500, blank=True)
+    ring_timeout = models.PositiveSmallIntegerField(default=30)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ringing_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    post_dial_delay_ms = models.PositiveIntegerField(null=True, blank=True)
+    setup_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.sid
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+
+class CallLeg(models.Model):
+    """One SIP attempt of a call on one carrier."""
+
+    call = models.ForeignKey(Call, related_name="legs", on_delete=models.CASCADE)
+    attempt = models.PositiveSmallIntegerField()
+    carrier = models.ForeignKey("telephony.Carrier", null=True, blank=True, on_delete=models.SET_NULL)
+    uri = models.CharField(max_length=500, blank=True)
+    sip_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    failed_over = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ringing_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["call", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["call", "attempt"], name="one_leg_per_attempt")]

@@ -1,0 +1,88 @@
+"""Placing and hanging up single calls. Runs in the tenant's schema (the caller's)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from voiceplatform.redis_client import get_redis
+
+from telephony import routing
+from telephony.gateway import client as gateway
+from telephony.models import Carrier, Number
+from telephony.validators import validate_e164
+
+from .models import Call
+
+
+class CallRequestError(ValueError):
+    """A call request that cannot be placed; `field` names the input at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class CallRequest:
+    to: str
+    from_: str
+    stream_url: str = ""
+    custom_parameters: dict = field(default_factory=dict)
+    status_callback: str = ""
+    ring_timeout: int = 30
+    max_duration: int = 3600
+
+
+def _checked_number(value: str, name: str) -> str:
+    try:
+        return validate_e164(value)
+    except ValueError as exc:
+        raise CallRequestError(name, str(exc)) from None
+
+
+def caller_id_number(tenant, e164: str) -> Number:
+    number = Number.objects.filter(e164=e164, tenant=tenant).first()
+    if number is None:
+        raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
+    return number
+
+
+def plan_legs(to: str, region: str | None) -> list[dict]:
+    carriers = [carrier.as_route() for carrier in Carrier.objects.filter(enabled=True, healthy=True)]
+    return [
+        {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
+         "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None}
+        for leg in routing.plan_route(carriers, region, to)
+    ]
+
+
+def place_call(tenant, request: CallRequest) -> Call:
+    """Record the call and hand it to the gateway pool once the record is committed.
+
+    With no usable carrier the call is still recorded, as failed with reason no_carrier_available.
+    """
+    to = _checked_number(request.to, "to")
+    from_number = caller_id_number(tenant, _checked_number(request.from_, "from"))
+    legs = plan_legs(to, from_number.region or None)
+    call = Call.objects.create(
+        from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
+        custom_parameters=request.custom_parameters, status_callback=request.status_callback,
+        ring_timeout=request.ring_timeout,
+    )
+    if not legs:
+        Call.objects.filter(pk=call.pk).update(
+            status=Call.Status.FAILED, outcome="carrier_error", reason="no_carrier_available"
+        )
+        call.refresh_from_db()
+        return call
+    command = {
+        "call_id": call.sid, "tenant": connection.schema_name, "from": from_number.e164, "to": to,
+        "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
+        "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
+    }
+    transaction.on_commit(lambda: gateway.originate(get_redis(), command))
+    return call
+
+
+def hang_up(call: Call) -> str:
+    return gateway.hangup(get_redis(), call.sid)
