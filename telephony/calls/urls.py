@@ -1,0 +1,2 @@
+"""Single-call endpoints, mounted under /api/v1/."""
+urlpatterns: list = []
