@@ -1,4 +1,5 @@
 """Tenants (companies) and the host names that reach them. Public schema."""
+import secrets
 import uuid
 
 from django.db import models
@@ -12,9 +13,15 @@ def new_account_sid() -> str:
     return "AC" + uuid.uuid4().hex
 
 
+def new_webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
 class Tenant(TenantMixin):
     name = models.CharField(max_length=200)
     account_sid = models.CharField(max_length=34, unique=True, default=new_account_sid)
+    # Signs status callbacks (HMAC); the tenant verifies them with it, as with a Twilio auth token.
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
     is_suspended = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

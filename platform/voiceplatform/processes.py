@@ -37,6 +37,10 @@ def python_module(name: str, module: str, *args: str, **env: str) -> ProcessSpec
     return ProcessSpec(name, [sys.executable, "-m", module, *args], env)
 
 
+def manage_command(name: str, command: str, *args: str, **env: str) -> ProcessSpec:
+    return ProcessSpec(name, [sys.executable, str(BASE_DIR / "manage.py"), command, *args], env)
+
+
 class ProcessGroup:
     """Children with prefixed output; when one exits on its own, the group is stopped."""
 

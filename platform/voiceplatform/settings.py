@@ -144,6 +144,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
+# Status callbacks have a queue (and worker) of their own: a slow receiver never delays dialing.
+CELERY_TASK_ROUTES = {"telephony.calls.tasks.deliver_webhook": {"queue": "webhooks"}}
 CELERY_BEAT_SCHEDULE = {
     "check-carriers": {"task": "telephony.tasks.check_carriers", "schedule": float(env("CARRIER_HEALTH_INTERVAL", "10"))},
     "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},

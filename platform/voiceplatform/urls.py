@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from telephony.calls import twilio_api
+
 from . import views
 
 urlpatterns = [
@@ -10,6 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("telephony.calls.urls")),
+    path("2010-04-01/Accounts/<str:account_sid>/Calls.json", twilio_api.CallsView.as_view()),
+    path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>.json", twilio_api.CallView.as_view()),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

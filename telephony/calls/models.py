@@ -81,3 +81,22 @@ class CallLeg(models.Model):
     class Meta:
         ordering = ["call", "attempt"]
         constraints = [models.UniqueConstraint(fields=["call", "attempt"], name="one_leg_per_attempt")]
+
+
+class WebhookDelivery(models.Model):
+    """One status callback for one call event, and what became of it (the tenant's delivery log)."""
+
+    call = models.ForeignKey(Call, related_name="webhook_deliveries", on_delete=models.CASCADE)
+    event = models.CharField(max_length=16)  # initiated, ringing, answered, completed
+    url = models.CharField(max_length=500)
+    payload = models.JSONField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=255, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["call", "event"], name="one_delivery_per_call_event")]

@@ -17,6 +17,7 @@ from telephony.gateway import events as gw
 from telephony.models import Carrier
 from tenants.models import Tenant
 
+from . import webhooks
 from .models import Call, CallLeg
 
 log = logging.getLogger(__name__)
@@ -112,5 +113,6 @@ def record_event(event: dict, tenant_schema: str) -> None:
             return
         _apply(call, event)
         call.refresh_from_db()
+        webhooks.enqueue(call, event["type"])
     publish_tenant_event(tenant_schema, {"type": f"call.{event['type']}", "call": call.sid, "status": call.status,
                                          "outcome": call.outcome, "reason": call.reason})

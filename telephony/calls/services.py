@@ -31,6 +31,9 @@ class CallRequest:
     status_callback: str = ""
     ring_timeout: int = 30
     max_duration: int = 3600
+    # From TwiML: seconds of silence after answer before streaming, or hang up at once.
+    pause_seconds: int = 0
+    hangup_on_answer: bool = False
 
 
 def _checked_number(value: str, name: str) -> str:
@@ -79,6 +82,8 @@ def place_call(tenant, request: CallRequest) -> Call:
         "call_id": call.sid, "tenant": connection.schema_name, "from": from_number.e164, "to": to,
         "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
         "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
+        "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
+        "account_sid": tenant.account_sid,
     }
     transaction.on_commit(lambda: gateway.originate(get_redis(), command))
     return call

@@ -1,2 +1,9 @@
 """Single-call endpoints, mounted under /api/v1/."""
-urlpatterns: list = []
+from rest_framework.routers import DefaultRouter
+
+from .api import CallViewSet
+
+router = DefaultRouter(trailing_slash=False)
+router.register("calls", CallViewSet, basename="call")
+
+urlpatterns = router.urls

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from voiceplatform import demo
 from voiceplatform.embedded import var_dir
-from voiceplatform.processes import ProcessGroup, python_module
+from voiceplatform.processes import ProcessGroup, manage_command, python_module
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -60,9 +60,14 @@ class Command(BaseCommand):
             [
                 python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
                 python_module(
-                    "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO",
+                    "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
                     "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
                 ),
+                python_module(
+                    "webhooks", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "webhooks",
+                    "--pool", "threads", "--concurrency", "16", "-n", f"webhooks-{os.getpid()}@%h",
+                ),
+                manage_command("recorder", "record_calls"),
                 python_module(
                     "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
                     "-s", str(var_dir() / "celerybeat-schedule"),

@@ -1,0 +1,62 @@
+"""/api/v1/calls: place a call, follow it, hang it up, list and export records."""
+import csv
+
+from django.db import connection
+from django.http import StreamingHttpResponse
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from . import selectors, services
+from .serializers import CallCreateSerializer, CallSerializer
+
+EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
+                  "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s"]
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    lookup_field = "sid"
+    serializer_class = CallSerializer
+
+    def get_queryset(self):
+        return selectors.calls(self.request.query_params)
+
+    def create(self, request):
+        data = CallCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        try:
+            call = services.place_call(
+                connection.tenant,
+                services.CallRequest(
+                    to=fields["to"], from_=fields["from"], stream_url=fields.get("stream_url", ""),
+                    status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
+                    max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
+                ),
+            )
+        except services.CallRequestError as error:
+            raise ValidationError({error.field: [str(error)]}) from None
+        return Response(CallSerializer(call).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def hangup(self, request, sid=None):
+        call = self.get_object()
+        return Response({"sid": call.sid, "hangup": services.hang_up(call)}, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=False, methods=["get"], url_path="export")
+    def export(self, request):
+        """All matching records as CSV (streamed, so large exports do not load into memory)."""
+        writer = csv.writer(_Echo())
+        rows = self.get_queryset().values_list(*EXPORT_COLUMNS).iterator(chunk_size=2000)
+        lines = (writer.writerow(row) for row in rows)
+        response = StreamingHttpResponse(
+            (line for part in ([writer.writerow(EXPORT_COLUMNS)], lines) for line in part), content_type="text/csv"
+        )
+        response["Content-Disposition"] = 'attachment; filename="calls.csv"'
+        return response

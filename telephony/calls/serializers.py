@@ -1,0 +1,56 @@
+from urllib.parse import urlsplit
+
+from rest_framework import serializers
+
+from .models import Call, CallLeg
+
+
+def ws_url(value: str) -> str:
+    if value and urlsplit(value).scheme not in ("ws", "wss"):
+        raise serializers.ValidationError("must be a ws:// or wss:// URL")
+    return value
+
+
+def http_url(value: str) -> str:
+    if value and urlsplit(value).scheme not in ("http", "https"):
+        raise serializers.ValidationError("must be an http:// or https:// URL")
+    return value
+
+
+class CallCreateSerializer(serializers.Serializer):
+    to = serializers.CharField(max_length=32)
+    from_ = serializers.CharField(max_length=32)
+    stream_url = serializers.CharField(max_length=500, required=False, allow_blank=True, validators=[ws_url])
+    status_callback = serializers.CharField(max_length=500, required=False, allow_blank=True,
+                                            validators=[http_url])
+    timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
+    max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
+    custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
+                                              default=dict)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")  # `from` is a keyword in Python, not in JSON
+        return fields
+
+
+class CallLegSerializer(serializers.ModelSerializer):
+    carrier = serializers.CharField(source="carrier.name", default=None)
+
+    class Meta:
+        model = CallLeg
+        fields = ["attempt", "carrier", "uri", "sip_code", "reason", "failed_over", "started_at", "ringing_at",
+                  "answered_at", "ended_at"]
+
+
+class CallSerializer(serializers.ModelSerializer):
+    carrier = serializers.CharField(source="carrier.name", default=None)
+    legs = CallLegSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Call
+        fields = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
+                  "hangup_by", "carrier", "stream_url", "custom_parameters", "status_callback", "ring_timeout",
+                  "created_at", "started_at", "ringing_at", "answered_at", "ended_at", "post_dial_delay_ms",
+                  "setup_ms", "duration_s", "legs"]
+        read_only_fields = fields

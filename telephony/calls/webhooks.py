@@ -1,0 +1,109 @@
+"""Status callbacks: a signed HTTP POST to the call's status_callback at initiated, ringing, answered
+and completed. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
+receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
+
+Signatures, both with the tenant's webhook secret:
+- X-Signature: hex HMAC-SHA256 of "<X-Signature-Timestamp>.<raw body>";
+- X-Twilio-Signature: Twilio's scheme (base64 HMAC-SHA1 of the URL followed by each POST parameter
+  name and value, sorted by name), so Twilio's RequestValidator(secret) accepts our callbacks.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tenants.selectors import current_tenant
+
+from .models import Call, WebhookDelivery
+
+CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
+                   "completed": "completed", "failed": "completed"}
+MAX_ATTEMPTS = 6
+TIMEOUT_S = 5.0
+
+
+def backoff_seconds(attempt: int) -> int:
+    return min(2 ** attempt, 300)
+
+
+def twilio_signature(secret: str, url: str, params: dict[str, str]) -> str:
+    signed = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+    return base64.b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+
+
+def body_signature(secret: str, timestamp: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
+    fields = {
+        "AccountSid": account_sid, "CallSid": call.sid, "CallStatus": call.status, "CallbackEvent": event,
+        "From": call.from_number, "To": call.to_number, "Direction": call.direction,
+        "Timestamp": timezone.now().isoformat(), "Outcome": call.outcome, "Reason": call.reason,
+        "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
+        "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
+    }
+    return {key: str(value) for key, value in fields.items() if value not in (None, "")}
+
+
+def enqueue(call: Call, gateway_event: str) -> None:
+    """Record and queue the callback for this event, at most once per call and event."""
+    event = CALLBACK_EVENTS.get(gateway_event)
+    if not call.status_callback or event is None:
+        return
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                call=call, event=event, url=call.status_callback,
+                payload=payload_for(call, event, current_tenant().account_sid),
+            )
+    except IntegrityError:
+        return  # this event's callback already exists (an event read twice)
+    from .tasks import deliver_webhook
+
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+
+
+def deliver(delivery_id: int) -> int | None:
+    """One attempt; returns the seconds until the next one, or None when done (delivered or given up)."""
+    delivery = WebhookDelivery.objects.select_related("call").get(pk=delivery_id)
+    if delivery.delivered_at or delivery.gave_up_at:
+        return None
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
+    attempt = delivery.attempts + 1
+    body = urllib.parse.urlencode(delivery.payload).encode()
+    timestamp = str(int(time.time()))
+    secret = current_tenant().webhook_secret
+    request = urllib.request.Request(delivery.url, data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "voiceplatform-webhooks/1",
+        "X-Signature-Timestamp": timestamp,
+        "X-Signature": body_signature(secret, timestamp, body),
+        "X-Twilio-Signature": twilio_signature(secret, delivery.url, delivery.payload),
+    })
+    status_code, error = None, ""
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            status_code = response.status
+    except urllib.error.HTTPError as exc:
+        status_code, error = exc.code, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        error = str(getattr(exc, "reason", exc))[:255]
+    now = timezone.now()
+    if status_code is not None and 200 <= status_code < 300:
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status_code=status_code, error="", delivered_at=now)
+        return None
+    gave_up = attempt >= MAX_ATTEMPTS
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status_code=status_code, error=error, gave_up_at=now if gave_up else None
+    )
+    return None if gave_up else backoff_seconds(attempt)

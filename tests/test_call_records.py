@@ -1,0 +1,137 @@
+"""Gateway events become call records: every leg, the outcome, the timings; repeated or late events
+change nothing; and each step reaches the tenant's status callback, signed."""
+import base64
+import hashlib
+import hmac
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from telephony.calls import webhooks
+from telephony.calls.models import Call, WebhookDelivery
+from telephony.calls.recorder import record_event
+from telephony.gateway import events as gw
+from telephony.models import Carrier
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def back_to_public():
+    yield
+    connection.set_schema_to_public()
+
+
+def events_of_a_call_that_fails_over(sid, primary, backup):
+    t = time.time()
+    return [
+        gw.make_event(sid, gw.INITIATED, ts=t, gateway_id="gw-1"),
+        gw.make_event(sid, gw.LEG_STARTED, ts=t + 0.01, leg=0, carrier_id=str(primary.pk)),
+        gw.make_event(sid, gw.LEG_FAILED, ts=t + 0.05, leg=0, carrier_id=str(primary.pk), sip_code=503,
+                      reason="Service Unavailable", failover=True),
+        gw.make_event(sid, gw.LEG_STARTED, ts=t + 0.06, leg=1, carrier_id=str(backup.pk)),
+        gw.make_event(sid, gw.RINGING, ts=t + 0.3, leg=1, carrier_id=str(backup.pk), pdd_ms=240),
+        gw.make_event(sid, gw.ANSWERED, ts=t + 2.0, leg=1, carrier_id=str(backup.pk), setup_ms=1940),
+        gw.make_event(sid, gw.COMPLETED, ts=t + 12.0, leg=1, carrier_id=str(backup.pk), outcome="answered",
+                      hangup_by="callee", duration_s=10.0, sip_code=200, reason="remote_hangup"),
+    ]
+
+
+def test_a_failed_over_answered_call_is_recorded_leg_by_leg(tenant_a):
+    primary = Carrier.objects.create(name="Primary", host="127.0.0.1", priority=1)
+    backup = Carrier.objects.create(name="Backup", host="127.0.0.1", priority=2)
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    for event in events_of_a_call_that_fails_over(call.sid, primary, backup):
+        record_event(event, "acme")
+
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert (call.status, call.outcome, call.hangup_by) == ("completed", "answered", "callee")
+        assert call.carrier == backup and call.setup_ms == 1940 and call.post_dial_delay_ms == 240
+        assert call.duration_s == 10.0 and call.ended_at is not None
+        legs = list(call.legs.order_by("attempt"))
+        assert [(leg.attempt, leg.carrier, leg.sip_code, leg.failed_over) for leg in legs] == [
+            (1, primary, 503, True), (2, backup, 200, False)
+        ]
+
+
+def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    busy = gw.make_event(call.sid, gw.FAILED, outcome="busy", sip_code=486, reason="Busy Here")
+    record_event(busy, "acme")
+    record_event(gw.make_event(call.sid, gw.RINGING, leg=0), "acme")  # late
+    record_event(busy, "acme")  # read twice
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert (call.status, call.outcome, call.sip_code) == ("busy", "busy", 486)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A tenant's webhook endpoint; answers with the status the test sets."""
+
+    status = 200
+    received: list
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    Receiver.received, Receiver.status = [], 200
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/status", Receiver
+    server.shutdown()
+
+
+def test_status_callbacks_are_signed_and_verifiable_with_twilios_scheme(tenant_a, receiver):
+    url, endpoint = receiver
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199", status_callback=url,
+                                   status="completed", outcome="answered", duration_s=3.2)
+        webhooks.enqueue(call, gw.COMPLETED)
+        webhooks.enqueue(call, gw.COMPLETED)  # the same event again: one delivery
+        delivery = WebhookDelivery.objects.get(call=call)
+        assert webhooks.deliver(delivery.pk) is None
+        delivery.refresh_from_db()
+        assert delivery.delivered_at and delivery.status_code == 200 and delivery.attempts == 1
+
+    [(headers, body)] = endpoint.received
+    params = dict(urllib.parse.parse_qsl(body.decode()))
+    assert params["CallSid"] == call.sid and params["CallStatus"] == "completed"
+    secret = Tenant.objects.get(schema_name="acme").webhook_secret
+    expected = hmac.new(secret.encode(), headers["X-Signature-Timestamp"].encode() + b"." + body,
+                        hashlib.sha256).hexdigest()
+    assert headers["X-Signature"] == expected
+    signed = url + "".join(k + params[k] for k in sorted(params))
+    twilio = base64.b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+    assert headers["X-Twilio-Signature"] == twilio
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(tenant_a, receiver):
+    url, endpoint = receiver
+    endpoint.status = 500
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199", status_callback=url)
+        webhooks.enqueue(call, gw.INITIATED)
+        delivery = WebhookDelivery.objects.get(call=call)
+        delays = [webhooks.deliver(delivery.pk) for _ in range(webhooks.MAX_ATTEMPTS)]
+        delivery.refresh_from_db()
+    assert delays == [2, 4, 8, 16, 32, None]
+    assert delivery.attempts == webhooks.MAX_ATTEMPTS and delivery.gave_up_at and delivery.status_code == 500
+    assert len(endpoint.received) == webhooks.MAX_ATTEMPTS
