@@ -1,6 +1,7 @@
+"""Shapes of the REST API: input checked for types here, business rules in services."""
 from rest_framework import serializers
 
-from .models import Contact, ContactList
+from .models import Campaign, Contact, ContactList, DoNotCall
 
 
 class ContactListSerializer(serializers.ModelSerializer):
@@ -8,10 +9,89 @@ class ContactListSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ContactList
-        fields = ["id", "name", "created_at", "contact_count"]
+        fields = ["id", "name", "default_region", "created_at", "contact_count"]
+
+    def validate_default_region(self, value: str) -> str:
+        return value.upper()
+
+
+class ContactUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV, UTF-8: a header row with a phone column; name, time zone optional")
+    default_region = serializers.CharField(
+        required=False, allow_blank=True, max_length=2,
+        help_text="country for numbers without '+' (default: the list's default_region)",
+    )
+
+    def validate_default_region(self, value: str) -> str:
+        import phonenumbers
+
+        if value and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise serializers.ValidationError(f"unknown region {value!r}: use a two-letter country code such as 'US'")
+        return value.upper()
+
+
+class ImportErrorSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+    value = serializers.CharField()
+
+
+class ImportReportSerializer(serializers.Serializer):
+    imported = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    do_not_call = serializers.IntegerField()
+    errors = ImportErrorSerializer(many=True, help_text="at most 1000; errors_not_shown counts the rest")
+    error_count = serializers.IntegerField()
+    errors_not_shown = serializers.IntegerField()
+    total_rows = serializers.IntegerField()
 
 
 class ContactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Contact
         fields = ["id", "contact_list", "phone", "name", "time_zone", "variables"]
+
+
+class DoNotCallSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DoNotCall
+        fields = ["id", "phone", "reason", "created_at"]
+        extra_kwargs = {"phone": {"validators": []}}  # adding a number twice is fine (idempotent)
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    caller_ids = serializers.ListField(child=serializers.CharField(max_length=32), allow_empty=True)
+    weekdays = serializers.ListField(child=serializers.IntegerField(), allow_empty=True, required=False)
+    custom_parameters = serializers.DictField(required=False)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "name", "contact_list", "state", "start_at", "caller_ids", "stream_url", "custom_parameters",
+            "cps", "max_concurrent", "window_start", "window_end", "weekdays", "default_time_zone",
+            "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
+            "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
+            "ring_timeout", "fallback_message", "optout_digit", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = ["state", "created_at", "started_at", "finished_at"]
+        # Range rules live in Campaign.clean() (one message per field, whatever the client).
+        extra_kwargs = {
+            "cps": {"validators": []},
+            "max_concurrent": {"validators": [], "min_value": None},
+            "ring_timeout": {"validators": [], "min_value": None},
+            "default_time_zone": {"validators": []},
+        }
+
+
+class CampaignProgressSerializer(serializers.Serializer):
+    campaign = serializers.IntegerField()
+    state = serializers.CharField()
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    dialing = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    dnc = serializers.IntegerField()
+    answered = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    eta_seconds = serializers.IntegerField(allow_null=True)

@@ -1,0 +1,338 @@
+"""Writes: contact lists, do-not-call entries, campaigns, their state machine and the outcome of each
+call attempt. Every state change is one conditional UPDATE (… WHERE state IN …), never read-then-write,
+so two requests or two workers racing on the same campaign or contact cannot both win.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import IO
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Case, CharField, DateTimeField, Exists, F, OuterRef, Q, Value, When
+from django.utils import timezone
+
+from telephony.models import Number
+from telephony.validators import validate_e164
+
+from . import imports
+from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall
+
+State = Campaign.State
+ContactState = CampaignContact.State
+
+# Which states each action may leave from, and where it goes.
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start": ((State.DRAFT, State.SCHEDULED), State.RUNNING),
+    "pause": ((State.RUNNING,), State.PAUSED),
+    "resume": ((State.PAUSED,), State.RUNNING),
+    "cancel": ((State.DRAFT, State.SCHEDULED, State.RUNNING, State.PAUSED), State.CANCELLED),
+}
+RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed")
+OUTCOME_ALIASES = {"no-answer": "no_answer", "completed": "answered", "opted-out": "opted_out"}
+CAMPAIGN_FIELDS = {
+    "name", "contact_list", "start_at", "caller_ids", "stream_url", "custom_parameters", "cps", "max_concurrent",
+    "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
+    "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
+    "ring_timeout", "fallback_message", "optout_digit",
+}
+
+
+class TransitionNotAllowed(Exception):
+    """The campaign is not in a state the action may leave from (HTTP 409)."""
+
+    def __init__(self, action: str, state: str):
+        self.action, self.state = action, state
+        super().__init__(f"cannot {action} a campaign that is {state}")
+
+
+class CampaignLocked(Exception):
+    """The campaign cannot be changed or deleted in its current state (HTTP 409)."""
+
+
+# --- contact lists and do-not-call ---------------------------------------------------------------
+
+
+def contact_list_create(*, name: str, default_region: str = "US") -> ContactList:
+    contact_list = ContactList(name=name, default_region=default_region.upper())
+    contact_list.full_clean()
+    contact_list.save()
+    return contact_list
+
+
+def contact_list_delete(contact_list: ContactList) -> None:
+    if contact_list.campaigns.exists():
+        raise CampaignLocked("this contact list is used by a campaign: delete the campaign first")
+    contact_list.delete()
+
+
+def contact_list_import(contact_list: ContactList, stream: IO[bytes], *, size: int | None = None,
+                        default_region: str | None = None) -> imports.ImportReport:
+    """Import a CSV upload; raises imports.ImportRejected (nothing imported) for a file that is too big,
+    not UTF-8, or has no phone column."""
+    return imports.import_contacts(contact_list, stream, size=size, default_region=default_region)
+
+
+def do_not_call_add(*, phone: str, reason: str = "") -> tuple[DoNotCall, bool]:
+    """Put a number on the tenant's do-not-call list (idempotent); contacts still waiting in any
+    campaign are taken out of it at once."""
+    try:
+        phone = validate_e164(phone, strict=False)
+    except ValueError as exc:
+        raise ValidationError({"phone": str(exc)}) from None
+    with transaction.atomic():
+        entry, created = DoNotCall.objects.get_or_create(phone=phone, defaults={"reason": reason})
+        CampaignContact.objects.filter(contact__phone=phone, state=ContactState.PENDING).update(
+            state=ContactState.DNC, next_attempt_at=None, updated_at=timezone.now()
+        )
+    return entry, created
+
+
+def do_not_call_delete(entry: DoNotCall) -> None:
+    entry.delete()
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+
+def _owned_numbers(numbers: list[str]) -> set[str]:
+    # Numbers are platform inventory (public schema); the current schema is the calling tenant's.
+    return set(
+        Number.objects.filter(e164__in=numbers, tenant__schema_name=connection.schema_name).values_list("e164", flat=True)
+    )
+
+
+def validate_caller_ids(caller_ids) -> list[str]:
+    """The caller IDs in E.164, each one a number of the current tenant; ValidationError by field."""
+    if not isinstance(caller_ids, list) or not caller_ids:
+        return caller_ids  # Campaign.clean() names the problem
+    normalized, problems = [], []
+    for raw in caller_ids:
+        try:
+            normalized.append(validate_e164(str(raw), strict=False))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValidationError({"caller_ids": problems})
+    normalized = list(dict.fromkeys(normalized))
+    missing = [n for n in normalized if n not in _owned_numbers(normalized)]
+    if missing:
+        raise ValidationError({"caller_ids": [f"{n} is not a number of this account" for n in missing]})
+    return normalized
+
+
+def _validated(campaign: Campaign) -> Campaign:
+    errors: dict = {}
+    try:
+        campaign.caller_ids = validate_caller_ids(campaign.caller_ids)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        # The check constraints are the same rules as Campaign.clean(), which names the field.
+        campaign.full_clean(validate_constraints=False)
+    except ValidationError as exc:
+        for key, messages in exc.message_dict.items():
+            errors.setdefault(key, []).extend(m for m in messages if m not in errors.get(key, []))
+    if errors:
+        raise ValidationError(errors)
+    return campaign
+
+
+def campaign_create(**fields) -> Campaign:
+    unknown = set(fields) - CAMPAIGN_FIELDS
+    if unknown:
+        raise TypeError(f"unknown campaign fields: {', '.join(sorted(unknown))}")
+    campaign = _validated(Campaign(**fields))
+    if campaign.start_at is not None:
+        campaign.state = State.SCHEDULED
+    campaign.save()
+    return campaign
+
+
+def campaign_update(campaign: Campaign, **fields) -> Campaign:
+    """Change a campaign's settings. A finished campaign cannot change; the contact list cannot
+    change once the campaign has started (its contacts were taken from it)."""
+    unknown = set(fields) - CAMPAIGN_FIELDS
+    if unknown:
+        raise TypeError(f"unknown campaign fields: {', '.join(sorted(unknown))}")
+    if campaign.is_final:
+        raise CampaignLocked(f"a {campaign.state} campaign cannot be changed")
+    if "contact_list" in fields and fields["contact_list"] != campaign.contact_list and campaign.started_at:
+        raise ValidationError({"contact_list": "cannot change once the campaign has started"})
+    for name, value in fields.items():
+        setattr(campaign, name, value)
+    _validated(campaign)
+    # Only the settings are written, guarded by the state, so a concurrent start/cancel is never undone.
+    updated = Campaign.objects.filter(pk=campaign.pk).exclude(state__in=Campaign.FINAL_STATES).update(
+        **{name: getattr(campaign, name) for name in fields}
+    )
+    if not updated:
+        raise CampaignLocked("the campaign finished meanwhile and cannot be changed")
+    if "start_at" in fields:
+        # Scheduling follows start_at while the campaign has not started.
+        target, source = (State.SCHEDULED, State.DRAFT) if campaign.start_at else (State.DRAFT, State.SCHEDULED)
+        Campaign.objects.filter(pk=campaign.pk, state=source).update(state=target)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_delete(campaign: Campaign) -> None:
+    deleted, _ = Campaign.objects.filter(pk=campaign.pk).exclude(state__in=(State.RUNNING, State.PAUSED)).delete()
+    if not deleted:
+        raise CampaignLocked(f"a {campaign.state} campaign cannot be deleted: cancel it first")
+
+
+def _transition(campaign_id: int, action: str, **extra) -> Campaign:
+    sources, target = TRANSITIONS[action]
+    updated = Campaign.objects.filter(pk=campaign_id, state__in=sources).update(state=target, **extra)
+    campaign = Campaign.objects.get(pk=campaign_id)
+    if not updated:
+        raise TransitionNotAllowed(action, campaign.state)
+    return campaign
+
+
+@transaction.atomic
+def campaign_start(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
+    """draft/scheduled → running; the campaign's contacts are created from its list in the same
+    transaction (one INSERT … SELECT), numbers on the do-not-call list as `dnc`."""
+    now = now or timezone.now()
+    campaign = _transition(campaign_id, "start", started_at=now)
+    _create_campaign_contacts(campaign, now)
+    _complete_if_finished(campaign.pk, now)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_pause(campaign_id: int) -> Campaign:
+    return _transition(campaign_id, "pause")
+
+
+@transaction.atomic
+def campaign_resume(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
+    campaign = _transition(campaign_id, "resume")
+    if _complete_if_finished(campaign.pk, now or timezone.now()):
+        campaign.refresh_from_db()
+    return campaign
+
+
+@transaction.atomic
+def campaign_cancel(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
+    """Any state but completed/cancelled → cancelled. Calls already in flight finish and are recorded;
+    nothing new is dialed."""
+    return _transition(campaign_id, "cancel", finished_at=now or timezone.now())
+
+
+def campaigns_start_due(now: dt.datetime | None = None) -> list[int]:
+    """Start every scheduled campaign whose start_at has come (for a periodic task); returns their ids."""
+    now = now or timezone.now()
+    started = []
+    for campaign_id in Campaign.objects.filter(state=State.SCHEDULED, start_at__lte=now).values_list("pk", flat=True):
+        try:
+            campaign_start(campaign_id, now)
+        except TransitionNotAllowed:
+            continue  # cancelled or started meanwhile
+        started.append(campaign_id)
+    return started
+
+
+def _create_campaign_contacts(campaign: Campaign, now: dt.datetime) -> int:
+    table = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table(CampaignContact._meta.db_table)}
+                (campaign_id, contact_id, state, attempts, last_outcome, last_call_sid, updated_at)
+            SELECT %s, c.id,
+                   CASE WHEN EXISTS (SELECT 1 FROM {table(DoNotCall._meta.db_table)} d WHERE d.phone = c.phone)
+                        THEN %s ELSE %s END,
+                   0, '', '', %s
+            FROM {table(Contact._meta.db_table)} c
+            WHERE c.contact_list_id = %s
+            ON CONFLICT (campaign_id, contact_id) DO NOTHING
+            """,
+            [campaign.pk, ContactState.DNC, ContactState.PENDING, now, campaign.contact_list_id],
+        )
+        return cursor.rowcount
+
+
+def _complete_if_finished(campaign_id: int, now: dt.datetime) -> bool:
+    """running → completed when no contact is pending or dialing any more (one conditional UPDATE)."""
+    open_contacts = CampaignContact.objects.filter(
+        campaign=OuterRef("pk"), state__in=(ContactState.PENDING, ContactState.DIALING)
+    )
+    return bool(
+        Campaign.objects.filter(pk=campaign_id, state=State.RUNNING)
+        .filter(~Exists(open_contacts))
+        .update(state=State.COMPLETED, finished_at=now)
+    )
+
+
+# --- dialing -------------------------------------------------------------------------------------
+
+
+def campaign_contacts_claim(ids: list[int], now: dt.datetime | None = None) -> list[int]:
+    """pending → dialing for those of `ids` still pending; returns the ids this caller won. For the
+    dialer: after `selectors.due_contacts`, claim before placing calls so two workers never dial the
+    same contact."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = list(
+            CampaignContact.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, state=ContactState.PENDING)
+            .values_list("pk", flat=True)
+        )
+        CampaignContact.objects.filter(pk__in=claimed, state=ContactState.PENDING).update(
+            state=ContactState.DIALING, updated_at=now
+        )
+    return claimed
+
+
+def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str = "",
+                           now: dt.datetime | None = None) -> CampaignContact | None:
+    """Apply the result of one call to a campaign contact, atomically:
+
+    - answered → done;
+    - opted_out (the callee pressed the opt-out digit) → dnc, and the number goes on do-not-call;
+    - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
+      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
+
+    The attempt is counted once per call SID: a repeated report of the same call changes nothing
+    (returns None), as does a report for a contact that is already finished.
+    """
+    now = now or timezone.now()
+    outcome = OUTCOME_ALIASES.get(outcome, outcome)
+    cc = CampaignContact.objects.select_related("campaign", "contact").get(pk=campaign_contact_id)
+    open_row = CampaignContact.objects.filter(
+        pk=campaign_contact_id, state__in=(ContactState.PENDING, ContactState.DIALING)
+    )
+    if call_sid:
+        open_row = open_row.exclude(last_call_sid=call_sid)
+    common = {"attempts": F("attempts") + 1, "last_outcome": outcome[:32], "last_call_sid": call_sid, "updated_at": now}
+
+    with transaction.atomic():
+        if outcome == "answered":
+            updated = open_row.update(state=ContactState.DONE, next_attempt_at=None, **common)
+        elif outcome == "opted_out":
+            updated = open_row.update(state=ContactState.DNC, next_attempt_at=None, **common)
+            if updated:
+                do_not_call_add(phone=cc.contact.phone, reason=f"opted out during campaign {cc.campaign.name!r}")
+        else:
+            policy_outcome = outcome if outcome in RETRYABLE_OUTCOMES else "failed"
+            max_attempts, delay_s = cc.campaign.retry_policy(policy_outcome)
+            # SET expressions see the row before the update: attempts here is the count before this call.
+            retry = Q(attempts__lt=max_attempts - 1)
+            updated = open_row.update(
+                state=Case(
+                    When(retry, then=Value(ContactState.PENDING.value)),
+                    default=Value(ContactState.FAILED.value), output_field=CharField(),
+                ),
+                next_attempt_at=Case(
+                    When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
+                    default=Value(None), output_field=DateTimeField(),
+                ),
+                **common,
+            )
+        if not updated:
+            return None
+        _complete_if_finished(cc.campaign_id, now)
+    return CampaignContact.objects.get(pk=campaign_contact_id)
