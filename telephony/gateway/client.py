@@ -1,0 +1,124 @@
+"""What the rest of the platform (dialer, REST API) calls to use the gateway pool.
+
+Only needs a ``redis.Redis`` client; no pjsua2, no Django. See docs/gateway.md for the protocol.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+from . import events as ev
+from .store import Store, _s
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def originate(redis, command: dict) -> str:
+    """Queue an outbound call; returns its call_id (generated if the command has none).
+
+    command: {"call_id", "from", "to", "ring_timeout", "max_duration", "legs": [{"carrier_id", "uri",
+    "username", "password", "from_domain"}, ...], "tenant", "headers", "provisional_timeout"}.
+    The first gateway with a free slot takes it; its events then appear on ``calls:events``.
+    """
+    cmd = dict(command)
+    cmd["type"] = "originate"
+    cmd.setdefault("call_id", new_call_id())
+    cmd.setdefault("queued_at", round(time.time(), 3))
+    if not cmd.get("legs"):
+        raise ValueError("originate needs at least one leg")
+    call_id = cmd["call_id"]
+    p = redis.pipeline(transaction=True)
+    p.hset(ev.call_key(call_id), mapping={
+        "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
+        "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
+    })
+    p.rpush(ev.ORIGINATE_QUEUE, json.dumps(cmd, separators=(",", ":")))
+    p.execute()
+    return call_id
+
+
+def hangup(redis, call_id: str) -> str:
+    """Ask for a call to end (CANCEL if ringing, BYE if answered; a queued call is never dialed).
+
+    Returns the gateway id it was sent to, "queued" (not picked up yet: the gateway that takes it
+    ends it at once) or "ended" (it already had its final event).
+    """
+    return Store(redis).request_hangup(call_id)
+
+
+def call_state(redis, call_id: str) -> dict:
+    """The call:{id} hash (gateway, state, leg, carrier_id, answered_at, final...) as str -> str."""
+    return {k.decode(): v.decode() for k, v in redis.hgetall(ev.call_key(call_id)).items()}
+
+
+def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: int = 500
+                ) -> list[tuple[str, dict]]:
+    """One XREAD of calls:events after last_id: [(entry_id, event)]; [] on timeout.
+
+    Use "0" to read from the start of the (trimmed) stream, "$" for new events only (then pass the
+    last entry id you got to the next call). For load-shared consumption use a consumer group
+    (XREADGROUP) on the same stream instead.
+    """
+    res = redis.xread({ev.EVENTS_STREAM: last_id}, count=count, block=block_ms)
+    if not res:
+        return []
+    return ev.decode_entries(res[0][1])
+
+
+def iter_events(redis, last_id: str = "$", call_id: str | None = None, timeout: float | None = None
+                ) -> Iterator[dict]:
+    """Follow calls:events (optionally only one call's events) until timeout seconds pass."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if last_id == "$":
+        last = redis.xrevrange(ev.EVENTS_STREAM, count=1)
+        last_id = last[0][0].decode() if last else "0"
+    while deadline is None or time.monotonic() < deadline:
+        for entry_id, event in read_events(redis, last_id, block_ms=200):
+            last_id = entry_id
+            if call_id is None or event.get("call_id") == call_id:
+                yield event
+
+
+def call_events(redis, call_id: str) -> list[dict]:
+    """Every event of one call still in the stream (a scan: for tests and debugging)."""
+    return [e for _, e in ev.decode_entries(redis.xrange(ev.EVENTS_STREAM)) if e.get("call_id") == call_id]
+
+
+def pool_status(redis) -> list[dict]:
+    """Every known gateway: id, alive, capacity, active, pid, node, sip_port, restarts, updated_at."""
+    ids = sorted(x.decode() for x in redis.smembers(ev.GATEWAYS_SET))
+    pool = {k.decode(): v.decode() for k, v in redis.hgetall(ev.POOL_HASH).items()}
+    p = redis.pipeline(transaction=False)
+    for gid in ids:
+        p.hgetall(ev.gw_key(gid))
+        p.exists(ev.gw_alive_key(gid))
+        p.scard(ev.gw_calls_key(gid))
+    res = p.execute()
+    out = []
+    for i, gid in enumerate(ids):
+        h = {k.decode(): v.decode() for k, v in res[3 * i].items()}
+        out.append({
+            "gateway_id": gid,
+            "alive": bool(res[3 * i + 1]),
+            "capacity": int(h.get("capacity", 0)),
+            "active": int(h.get("active", 0)),
+            "calls": res[3 * i + 2],
+            "pid": int(h["pid"]) if h.get("pid") else None,
+            "node": h.get("node"),
+            "sip_port": int(h["sip_port"]) if h.get("sip_port") else None,
+            "state": h.get("state"),
+            "started_at": float(h["started_at"]) if h.get("started_at") else None,
+            "updated_at": float(h["updated_at"]) if h.get("updated_at") else None,
+            "restarts": int(pool.get(f"{gid}:restarts", 0)),
+        })
+    return out
+
+
+def pool_capacity(redis) -> tuple[int, int]:
+    """(total capacity, active calls) of the gateways that are alive."""
+    alive = [g for g in pool_status(redis) if g["alive"]]
+    return sum(g["capacity"] for g in alive), sum(g["active"] for g in alive)

@@ -1,0 +1,151 @@
+"""Call events the gateway pool publishes, and the Redis keys it uses.
+
+One Redis stream, ``calls:events``; each entry has a single field ``event`` holding a flat JSON
+document. Every call gets exactly one final event (``completed`` or ``failed``). See docs/gateway.md.
+
+This module is imported by Django-side code too: keep it free of pjsua2, Django and anything heavy.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+# ---- Redis keys -------------------------------------------------------------------------------
+EVENTS_STREAM = "calls:events"
+EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~)
+ORIGINATE_QUEUE = "gw:originate"  # shared list: RPUSH by clients, LPOP by gateways with a free slot
+GATEWAYS_SET = "gw:all"  # every gateway id that ever announced itself
+POOL_HASH = "gw:pool"  # supervisor bookkeeping: "{gateway_id}:restarts" -> count
+INBOUND_REJECTED = "gw:inbound:rejected"  # counter of INVITEs refused for their source address
+CARRIER_ADDRESSES = "carriers:addresses"  # set of IP strings allowed to send us INVITEs
+NUMBER_ROUTES = "numbers:routes"  # hash E.164 -> JSON {"tenant":..., "stream_url":..., ...}
+CALL_TTL = 86_400  # seconds a call:{id} hash lives after its final event
+
+
+def gw_key(gateway_id: str) -> str:
+    return f"gw:{gateway_id}"
+
+
+def gw_alive_key(gateway_id: str) -> str:
+    return f"gw:{gateway_id}:alive"
+
+
+def gw_calls_key(gateway_id: str) -> str:
+    return f"gw:{gateway_id}:calls"
+
+
+def gw_commands_key(gateway_id: str) -> str:
+    return f"gw:{gateway_id}:commands"
+
+
+def call_key(call_id: str) -> str:
+    return f"call:{call_id}"
+
+
+# ---- event types, in the order a call goes through them -----------------------------------------
+INITIATED = "initiated"
+LEG_STARTED = "leg_started"
+RINGING = "ringing"
+ANSWERED = "answered"
+LEG_FAILED = "leg_failed"
+COMPLETED = "completed"  # final: the call was answered and has ended
+FAILED = "failed"  # final: the call was never answered
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED)
+FINAL_TYPES = (COMPLETED, FAILED)
+
+# ---- outcomes (field "outcome" of final events) --------------------------------------------------
+OUTCOME_ANSWERED = "answered"  # of every `completed` event
+OUTCOME_BUSY = "busy"  # 486, 600
+OUTCOME_NO_ANSWER = "no_answer"  # our ring timeout expired (CANCEL -> 487)
+OUTCOME_DECLINED = "declined"  # 603
+OUTCOME_NOT_FOUND = "not_found"  # 404, 484, 604
+OUTCOME_UNAVAILABLE = "unavailable"  # 480
+OUTCOME_REJECTED = "rejected"  # any other final code that is not a carrier failure
+OUTCOME_CARRIER_ERROR = "carrier_error"  # every leg failed at carrier level (5xx, 408, timeout...)
+OUTCOME_CANCELLED = "cancelled"  # hangup requested before answer
+OUTCOME_GATEWAY_DIED = "gateway_died"  # the gateway process holding the call died
+OUTCOME_SHUTDOWN = "gateway_shutdown"  # the gateway was stopped (SIGTERM) before answer
+OUTCOME_INVALID = "invalid_command"  # the originate command could not be used
+
+# ---- who hung up (field "hangup_by" of completed) ----------------------------------------------
+BY_CALLER = "caller"
+BY_CALLEE = "callee"
+BY_PLATFORM = "platform"
+
+# ---- reasons (field "reason"): why the platform ended something ----------------------------------
+REASON_HANGUP_REQUESTED = "hangup_requested"
+REASON_MAX_DURATION = "max_duration"
+REASON_RING_TIMEOUT = "ring_timeout"
+REASON_NO_PROVISIONAL = "no_provisional_response"
+REASON_TRANSPORT_ERROR = "transport_error"
+REASON_GATEWAY_DIED = "gateway_died"
+REASON_SHUTDOWN = "gateway_shutdown"
+REASON_REMOTE_HANGUP = "remote_hangup"
+
+DIRECTION_OUTBOUND = "outbound"
+DIRECTION_INBOUND = "inbound"
+
+# SIP final codes after which the next carrier leg is tried at once. 401/407 here mean the leg's
+# credentials were refused (pjsua already retried with them), 403 is a carrier refusing us.
+FAILOVER_CODES = frozenset({401, 403, 407, 408})
+
+
+def is_failover_code(code: int) -> bool:
+    return code in FAILOVER_CODES or 500 <= code <= 599 or code == 0
+
+
+def outcome_for_code(code: int) -> str:
+    """Outcome of a call whose last leg ended with this final SIP code (user-level codes)."""
+    if code in (486, 600):
+        return OUTCOME_BUSY
+    if code == 603:
+        return OUTCOME_DECLINED
+    if code in (404, 484, 604):
+        return OUTCOME_NOT_FOUND
+    if code == 480:
+        return OUTCOME_UNAVAILABLE
+    if code == 487:
+        return OUTCOME_NO_ANSWER
+    if is_failover_code(code):
+        return OUTCOME_CARRIER_ERROR
+    return OUTCOME_REJECTED
+
+
+def make_event(call_id: str, type: str, **fields: Any) -> dict:
+    """A flat event document; None values are left out; ts defaults to now (unix seconds)."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    ev = {"call_id": call_id, "type": type, "ts": fields.pop("ts", None) or time.time()}
+    ev.update({k: v for k, v in fields.items() if v is not None})
+    return ev
+
+
+def encode(event: dict) -> dict:
+    """Stream entry fields for XADD."""
+    return {"event": json.dumps(event, separators=(",", ":"))}
+
+
+def decode(fields: dict) -> dict:
+    """Event from a stream entry's fields (bytes or str keys/values)."""
+    raw = fields.get("event", fields.get(b"event"))
+    if raw is None:
+        raise ValueError("stream entry has no 'event' field")
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return json.loads(raw)
+
+
+def decode_entries(entries: Iterable) -> list[tuple[str, dict]]:
+    """[(entry_id, event)] from an XRANGE / one stream of an XREAD reply."""
+    out = []
+    for entry_id, fields in entries:
+        if isinstance(entry_id, bytes):
+            entry_id = entry_id.decode()
+        out.append((entry_id, decode(fields)))
+    return out
+
+
+def is_final(event: dict) -> bool:
+    return event.get("type") in FINAL_TYPES

@@ -1,0 +1,148 @@
+"""The few Redis operations that must be atomic, shared by worker, supervisor and client.
+
+Lua scripts (run server-side, atomically) so that:
+- a gateway that pops an originate command has already recorded the call as its own
+  (``gw:{id}:calls`` + ``call:{id}`` gateway field) before it could die: nothing is lost in between;
+- exactly one final event is published per call even when a worker and the supervisor race
+  (``HSETNX call:{id} final``);
+- a hangup request either reaches the gateway holding the call or is seen by the gateway that pops
+  the still-queued command.
+
+The scripts build ``call:{id}`` / ``gw:{id}:commands`` key names inside Lua, which is fine on one
+Redis server (not Redis Cluster).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from . import events as ev
+
+# KEYS: originate queue, gw:{id}:calls    ARGV: max count, gateway id, now
+_POP_ORIGINATE = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('LPOP', KEYS[1])
+  if not raw then break end
+  local ok, cmd = pcall(cjson.decode, raw)
+  local flag = 'bad'
+  if ok and type(cmd) == 'table' and type(cmd['call_id']) == 'string' then
+    local ck = 'call:' .. cmd['call_id']
+    if redis.call('HEXISTS', ck, 'final') == 1 then
+      flag = 'done'
+    else
+      redis.call('SADD', KEYS[2], cmd['call_id'])
+      redis.call('HSET', ck, 'gateway', ARGV[2], 'state', 'accepted', 'accepted_at', ARGV[3])
+      if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+    end
+  end
+  table.insert(out, raw)
+  table.insert(out, flag)
+end
+return out
+"""
+
+# KEYS: call:{id}, gw:{gw}:calls (may be ''), events stream    ARGV: call id, final type, event json,
+# maxlen, ttl, state
+_FINALIZE = """
+local first = redis.call('HSETNX', KEYS[1], 'final', ARGV[2])
+if KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end
+if first == 1 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_at', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+end
+return first
+"""
+
+# KEYS: call:{id}    ARGV: command json
+_HANGUP = """
+redis.call('HSET', KEYS[1], 'hangup_requested', '1')
+if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 'ended' end
+local gw = redis.call('HGET', KEYS[1], 'gateway')
+if gw then
+  redis.call('RPUSH', 'gw:' .. gw .. ':commands', ARGV[1])
+  return gw
+end
+return 'queued'
+"""
+
+
+class Store:
+    def __init__(self, redis):
+        self.r = redis
+        self._pop = redis.register_script(_POP_ORIGINATE)
+        self._finalize = redis.register_script(_FINALIZE)
+        self._hangup = redis.register_script(_HANGUP)
+
+    # ---- gateway side ------------------------------------------------------------------------
+    def pop_originates(self, gateway_id: str, count: int, client=None) -> list[tuple[bytes, str]]:
+        res = self._pop(
+            keys=[ev.ORIGINATE_QUEUE, ev.gw_calls_key(gateway_id)],
+            args=[count, gateway_id, f"{time.time():.3f}"],
+            client=client,
+        )
+        return [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
+                for i in range(0, len(res), 2)]
+
+    def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
+        """A non-final event, plus optional fields for the call:{id} hash."""
+        p = pipe if pipe is not None else self.r.pipeline(transaction=False)
+        p.xadd(ev.EVENTS_STREAM, ev.encode(event), maxlen=ev.EVENTS_MAXLEN, approximate=True)
+        if state:
+            p.hset(ev.call_key(event["call_id"]), mapping={k: _s(v) for k, v in state.items()})
+        if pipe is None:
+            p.execute()
+
+    def finalize(self, event: dict, gateway_id: str | None) -> bool:
+        """Publish a final event unless the call already has one; drop it from the gateway's set."""
+        assert ev.is_final(event), event
+        return bool(self._finalize(
+            keys=[ev.call_key(event["call_id"]), ev.gw_calls_key(gateway_id) if gateway_id else "",
+                  ev.EVENTS_STREAM],
+            args=[event["call_id"], event["type"], json.dumps(event, separators=(",", ":")),
+                  ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{time.time():.3f}"],
+        ))
+
+    # ---- client side -------------------------------------------------------------------------
+    def request_hangup(self, call_id: str) -> str:
+        cmd = json.dumps({"type": "hangup", "call_id": call_id})
+        res = self._hangup(keys=[ev.call_key(call_id)], args=[cmd])
+        return res.decode() if isinstance(res, bytes) else res
+
+
+def _s(v) -> str | int | float:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return int(v)
+    return v if isinstance(v, (int, float)) else str(v)
+
+
+def close_out_gateway_calls(store: Store, gateway_id: str, reason: str = ev.REASON_GATEWAY_DIED) -> list[str]:
+    """Give every call a dead gateway held its final event; returns the call ids closed out."""
+    r = store.r
+    calls_key = ev.gw_calls_key(gateway_id)
+    closed = []
+    for raw in r.smembers(calls_key):
+        call_id = raw.decode() if isinstance(raw, bytes) else raw
+        info = {k.decode(): v.decode() for k, v in r.hgetall(ev.call_key(call_id)).items()}
+        if "final" in info:
+            r.srem(calls_key, call_id)
+            continue
+        fields = dict(
+            gateway_id=gateway_id, reason=reason, direction=info.get("direction"),
+            tenant=info.get("tenant") or None, carrier_id=info.get("carrier_id") or None,
+            leg=int(info["leg"]) if info.get("leg") else None,
+        )
+        if info.get("state") == "answered":
+            answered_at = float(info.get("answered_at") or time.time())
+            event = ev.make_event(call_id, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED,
+                                  hangup_by=ev.BY_PLATFORM,
+                                  duration=round(max(0.0, time.time() - answered_at), 3), **fields)
+        else:
+            event = ev.make_event(call_id, ev.FAILED, outcome=ev.OUTCOME_GATEWAY_DIED, **fields)
+        if store.finalize(event, gateway_id):
+            closed.append(call_id)
+    r.delete(calls_key)
+    return closed

@@ -1,0 +1,241 @@
+"""Runs and watches a pool of gateway worker processes on one node.
+
+    python -m telephony.gateway.supervisor --processes N --redis-url URL [--base-sip-port P]
+
+- starts N workers (gateway ids ``{node}-{n}``), each on its own SIP port (P+n, or any free port)
+  and its own RTP port range;
+- restarts a worker that exits, or whose heartbeat key ``gw:{id}:alive`` expired (it is killed
+  first), with a back-off when it keeps dying at start; counts restarts in ``gw:pool``
+  (field ``{id}:restarts``);
+- when a worker died, gives every call it held (``gw:{id}:calls``) its final event with reason
+  ``gateway_died`` (``completed`` if the call had been answered, else ``failed``) before restarting it;
+- SIGTERM/SIGINT: forwards SIGTERM to the workers, waits for their clean exit (they hang up their
+  calls and publish final events), closes out whatever a worker could not, exits 0.
+
+Every line a worker prints (Python logging and pjsua's own) is re-printed prefixed with its id.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import events as ev
+from .store import Store, close_out_gateway_calls
+
+log = logging.getLogger("gateway.supervisor")
+
+
+@dataclass
+class Slot:
+    index: int
+    gateway_id: str
+    sip_port: int
+    rtp_port: int
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    seen_alive: bool = False
+    restarts: int = 0
+    fast_failures: int = 0
+    restart_at: float = 0.0
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except Exception:
+        pass
+
+
+def _pump(prefix: str, stream, out) -> None:
+    for line in iter(stream.readline, b""):
+        try:
+            out.write(f"{prefix} | {line.decode(errors='replace').rstrip()}\n")
+            out.flush()
+        except (ValueError, OSError):
+            break
+    stream.close()
+
+
+class Supervisor:
+    def __init__(self, args):
+        self.args = args
+        self.node = args.node or socket.gethostname().split(".")[0]
+        self.r = redis.Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.store = Store(self.r)
+        self.stopping = False
+        self.slots = [
+            Slot(i, f"{self.node}-{i}",
+                 args.base_sip_port + i if args.base_sip_port else 0,
+                 args.base_rtp_port + i * args.rtp_ports_per_worker)
+            for i in range(args.processes)
+        ]
+
+    def worker_cmd(self, slot: Slot) -> list[str]:
+        a = self.args
+        cmd = [sys.executable, "-m", "telephony.gateway.worker", "--gateway-id", slot.gateway_id,
+               "--redis-url", a.redis_url, "--sip-port", str(slot.sip_port),
+               "--rtp-port", str(slot.rtp_port), "--rtp-port-range", str(a.rtp_ports_per_worker)]
+        if a.public_ip:
+            cmd += ["--public-ip", a.public_ip]
+        if a.bind:
+            cmd += ["--bind", a.bind]
+        return cmd + list(a.worker_args or [])
+
+    def spawn(self, slot: Slot) -> None:
+        # own session: a terminal's Ctrl-C reaches only the supervisor, which stops workers in order;
+        # PDEATHSIG: workers get SIGTERM if the supervisor itself is killed
+        slot.proc = subprocess.Popen(self.worker_cmd(slot), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        slot.started = time.monotonic()
+        slot.seen_alive = False
+        threading.Thread(target=_pump, args=(slot.gateway_id, slot.proc.stdout, sys.stderr),
+                         daemon=True).start()
+        try:
+            self.r.hset(ev.POOL_HASH, mapping={f"{slot.gateway_id}:pid": slot.proc.pid,
+                                               f"{slot.gateway_id}:node": self.node})
+        except redis.RedisError as exc:
+            log.error("[%s] redis: %s", slot.gateway_id, exc)
+        log.info("[%s] started worker pid %s (sip port %s)", slot.gateway_id, slot.proc.pid,
+                 slot.sip_port or "any")
+
+    def close_out(self, slot: Slot) -> None:
+        for _attempt in range(50):
+            try:
+                closed = close_out_gateway_calls(self.store, slot.gateway_id, ev.REASON_GATEWAY_DIED)
+                self.r.delete(ev.gw_alive_key(slot.gateway_id))
+                self.r.hset(ev.gw_key(slot.gateway_id), mapping={"active": 0, "state": "dead"})
+                if closed:
+                    log.warning("[%s] closed out %d calls: %s", slot.gateway_id, len(closed), " ".join(closed))
+                return
+            except redis.RedisError as exc:
+                log.error("[%s] close-out failed (%s), retrying", slot.gateway_id, exc)
+                time.sleep(0.2)
+
+    def on_exit(self, slot: Slot, why: str) -> None:
+        rc = slot.proc.returncode if slot.proc else None
+        log.warning("[%s] worker pid %s %s (exit code %s)", slot.gateway_id,
+                    slot.proc.pid if slot.proc else None, why, rc)
+        slot.proc = None
+        self.close_out(slot)
+        if self.stopping:
+            return
+        slot.restarts += 1
+        try:
+            self.r.hincrby(ev.POOL_HASH, f"{slot.gateway_id}:restarts", 1)
+        except redis.RedisError:
+            pass
+        if time.monotonic() - slot.started < self.args.startup_grace:
+            slot.fast_failures += 1
+        else:
+            slot.fast_failures = 0
+        delay = 0.0 if slot.fast_failures <= 1 else min(30.0, 0.5 * 2 ** (slot.fast_failures - 1))
+        slot.restart_at = time.monotonic() + delay
+        if delay:
+            log.warning("[%s] failing at start, restarting in %.1fs", slot.gateway_id, delay)
+
+    def check(self, slot: Slot) -> None:
+        now = time.monotonic()
+        if slot.proc is None:
+            if not self.stopping and now >= slot.restart_at:
+                self.spawn(slot)
+            return
+        if slot.proc.poll() is not None:
+            self.on_exit(slot, "exited")
+            return
+        try:
+            alive = bool(self.r.exists(ev.gw_alive_key(slot.gateway_id)))
+        except redis.RedisError:
+            return  # cannot tell: never kill on a Redis outage
+        if alive:
+            slot.seen_alive = True
+        elif (slot.seen_alive or now - slot.started > self.args.startup_grace) and not self.stopping:
+            log.error("[%s] heartbeat stale: killing pid %s", slot.gateway_id, slot.proc.pid)
+            slot.proc.kill()
+            slot.proc.wait()
+            self.on_exit(slot, "killed (stale heartbeat)")
+
+    def run(self) -> int:
+        for slot in self.slots:  # calls left by a previous run of the same ids
+            try:
+                if not self.r.exists(ev.gw_alive_key(slot.gateway_id)):
+                    self.close_out(slot)
+            except redis.RedisError as exc:
+                log.error("redis: %s", exc)
+            self.spawn(slot)
+        self.r.hset(ev.POOL_HASH, mapping={f"supervisor:{self.node}": os.getpid()})
+        while not self.stopping:
+            for slot in self.slots:
+                self.check(slot)
+            time.sleep(self.args.check_interval)
+        return self.stop()
+
+    def stop(self) -> int:
+        log.info("stopping %d workers", sum(1 for s in self.slots if s.proc))
+        for slot in self.slots:
+            if slot.proc and slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.args.stop_timeout
+        for slot in self.slots:
+            if slot.proc is None:
+                continue
+            try:
+                slot.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("[%s] did not stop in time: killing", slot.gateway_id)
+                slot.proc.kill()
+                slot.proc.wait()
+            if slot.proc.returncode != 0:
+                log.warning("[%s] exit code %s", slot.gateway_id, slot.proc.returncode)
+            self.close_out(slot)  # no-op after a clean exit
+            slot.proc = None
+        log.info("stopped")
+        return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Supervise a pool of gateway worker processes")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--base-sip-port", type=int, default=0, help="worker n listens on P+n (0 = any free)")
+    p.add_argument("--base-rtp-port", type=int, default=20000)
+    p.add_argument("--rtp-ports-per-worker", type=int, default=200)
+    p.add_argument("--public-ip", default=None)
+    p.add_argument("--bind", default=None)
+    p.add_argument("--node", default=None, help="node name used in gateway ids (default hostname)")
+    p.add_argument("--check-interval", type=float, default=0.2)
+    p.add_argument("--startup-grace", type=float, default=10.0,
+                   help="seconds a new worker has to show a heartbeat")
+    p.add_argument("--stop-timeout", type=float, default=15.0)
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("worker_args", nargs="*", help="extra worker arguments, after --")
+    args = p.parse_args(argv)
+    if not args.redis_url:
+        p.error("--redis-url or REDIS_URL is required")
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    sup = Supervisor(args)
+
+    def on_signal(signum, frame):
+        log.info("signal %s: stopping", signum)
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return sup.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,808 @@
+"""One media-gateway process: a pjsua2 Endpoint, one UDP SIP transport, calls driven from Redis.
+
+    python -m telephony.gateway.worker --gateway-id ID --redis-url URL [--sip-port N] [--public-ip IP]
+
+Threading: pjsua2 runs with threadCnt=0 / mainThreadOnly=True, so every SIP event and every Python
+callback runs in the one main thread that calls ``libHandleEvents``. That same loop polls Redis
+(commands, originate queue), checks call timers and writes the heartbeat. Callbacks only record
+state and queue Redis writes; nothing in them waits on the network except cheap Redis calls made
+from this same thread. The media thread and the null-audio clock thread stay in native code.
+
+This module must not import Django (the gateway stays small). See docs/gateway.md.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pjsua2 as pj
+
+from . import events as ev
+from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
+from .store import Store
+
+log = logging.getLogger("gateway")
+
+# Compiled into the pjsua2 wheel: PJSUA_MAX_CALLS=4 (measured: the 5th makeCall raises PJ_ETOOMANY)
+# and PJSUA_MAX_ACC=8 (the 9th Account.create aborts the process on an assertion).
+PJSUA_MAX_CALLS = 4
+PJSUA_MAX_ACC = 8
+MAX_CRED_ACCOUNTS = PJSUA_MAX_ACC - 2  # the default account + one spare
+PJSIP_T1_MS, PJSIP_T2_MS, PJSIP_T4_MS = 500, 4000, 5000  # RFC 3261 defaults, unchanged
+
+# headers an originate command may not set
+RESERVED_HEADERS = {"via", "from", "to", "call-id", "cseq", "contact", "content-type", "content-length",
+                    "max-forwards", "route", "record-route", "authorization", "proxy-authorization"}
+
+
+@dataclass
+class Session:
+    """One logical call (all its carrier legs, or one inbound call)."""
+
+    call_id: str
+    direction: str
+    cmd: dict = field(default_factory=dict)
+    legs: list = field(default_factory=list)
+    leg: int = -1
+    pjcall: GatewayCall | None = None
+    state: str = "new"  # new, dialing, ringing, answered, ended
+    leg_start_pending: bool = False
+    leg_started_at: float = 0.0  # monotonic
+    leg_started_wall: float = 0.0
+    got_provisional: bool = False
+    ringing_sent: bool = False
+    pdd_ms: float | None = None
+    setup_ms: float | None = None
+    answered_wall: float = 0.0
+    answered_mono: float = 0.0
+    ring_timeout: float = 30.0
+    provisional_timeout: float = 5.0
+    max_duration: float = 3600.0
+    hangup_reason: str | None = None  # set when the platform ends the call/leg
+    hangup_sent_at: float = 0.0
+    tenant: str | None = None
+    sip_call_id: str | None = None  # SIP Call-ID of the current leg
+    extra: dict = field(default_factory=dict)  # fields copied into every event (from, to, route...)
+
+    @property
+    def carrier_id(self):
+        if 0 <= self.leg < len(self.legs):
+            return self.legs[self.leg].get("carrier_id")
+        return None
+
+
+class GatewayCall(pj.Call):
+    def __init__(self, worker: Worker, acc: pj.Account, session: Session | None,
+                 call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(acc, call_id)
+        self.worker = worker
+        self.session = session
+        self.disconnected = False
+        self.hangup_done = False
+
+    def onCallState(self, prm):
+        try:
+            self.worker.on_call_state(self)
+        except Exception:  # never let an exception cross into pjsua
+            log.exception("onCallState")
+
+    def onCallTsxState(self, prm):
+        try:
+            if self.session is None or self.session.got_provisional:
+                return
+            e = prm.e
+            if e.type == pj.PJSIP_EVENT_TSX_STATE:
+                tsx = e.body.tsxState.tsx
+                if tsx.method == "INVITE" and 100 <= tsx.statusCode < 200:
+                    self.session.got_provisional = True
+        except Exception:
+            log.exception("onCallTsxState")
+
+    def onCallMediaState(self, prm):
+        try:
+            self.worker.on_call_media_state(self)
+        except Exception:
+            log.exception("onCallMediaState")
+
+
+class GatewayAccount(pj.Account):
+    def __init__(self, worker: Worker):
+        super().__init__()
+        self.worker = worker
+        self.in_use = 0
+        self.last_used = time.monotonic()
+
+    def onIncomingCall(self, prm):
+        try:
+            self.worker.on_incoming_call(self, prm)
+        except Exception:
+            log.exception("onIncomingCall")
+
+
+def set_transaction_timeout(ms: int) -> None:
+    """Shorten pjsip's transaction timeout (Timer B/F/H and Timer D, RFC default 32 s).
+
+    Why: an INVITE hung up before any response (dead carrier, our provisional timeout) keeps its
+    pjsua call slot until Timer B fires, and a process has only 4 slots. pjsua2 does not expose
+    pjsip_tsx_set_timers(), so it is called through ctypes on the loaded _pjsua2 library. Timer B
+    stops at the first provisional response: ringing calls are not affected (measured).
+    """
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL(pj._pjsua2.__file__)
+        lib.pjsip_tsx_set_timers(PJSIP_T1_MS, PJSIP_T2_MS, PJSIP_T4_MS, ms)
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot set the SIP transaction timeout (%s): dead carriers hold slots 32 s", exc)
+
+
+def _quiet(fn):
+    """Run fn with the process's stdout (fd 1) sent to /dev/null."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return fn()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _parse_uri_user(uri_text: str) -> str:
+    """User part of a SIP URI in a header value or request line ('"x" <sip:+1555@h;p>' -> '+1555')."""
+    s = uri_text
+    if "<" in s:
+        s = s.split("<", 1)[1].split(">", 1)[0]
+    for scheme in ("sips:", "sip:", "tel:"):
+        i = s.find(scheme)
+        if i >= 0:
+            s = s[i + len(scheme):]
+            break
+    user = s.split("@", 1)[0] if "@" in s else s.split(";", 1)[0]
+    return user.split(";", 1)[0].strip()
+
+
+def parse_invite(whole_msg: str) -> tuple[str, str]:
+    """(dialed user from the request URI, caller user from From) of a raw INVITE."""
+    lines = whole_msg.split("\r\n") if "\r\n" in whole_msg else whole_msg.split("\n")
+    parts = lines[0].split()
+    dialed = _parse_uri_user(parts[1]) if len(parts) >= 2 else ""
+    caller = ""
+    for line in lines[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("from", "f"):
+            caller = _parse_uri_user(value)
+            break
+    return dialed, caller
+
+
+class Worker:
+    def __init__(self, args):
+        self.args = args
+        self.gateway_id: str = args.gateway_id
+        self.capacity = min(args.capacity, PJSUA_MAX_CALLS)
+        self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.store = Store(self.r)
+        self.sessions: dict[str, Session] = {}
+        # Every live pjsua call (outbound legs, inbound, rejects). The only strong references to
+        # GatewayCall objects are here and in Session.pjcall, and both are dropped *inside* the
+        # DISCONNECTED callback: pjsua2's ~Call() hangs up whatever call holds its slot id, so a
+        # wrapper freed after pjsua reused the slot would kill the new call (measured).
+        self.pjcalls: set[GatewayCall] = set()
+        # A call hung up before any response says DISCONNECTED at once but keeps its pjsua slot
+        # until the INVITE transaction times out (Timer B; measured): count those slots.
+        self.zombies: list[float] = []
+        self.zombie_seconds = args.tsx_timeout + 1.0
+        self.outbox: collections.deque = collections.deque()  # ('publish'|'finalize', event, state)
+        self.stopping = False
+        self.started_at = time.time()
+        self.sip_port = 0
+        self.ep: pj.Endpoint | None = None
+        self.acc: GatewayAccount | None = None
+        self.cred_accounts: dict[tuple, GatewayAccount] = {}
+        self.redis_ok = True
+        self.stats = collections.Counter()
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        a = self.args
+        ep = self.ep = pj.Endpoint()
+        _quiet(ep.libCreate)  # pjlib logs its start-up at level 5 before any config applies
+        cfg = pj.EpConfig()
+        cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.userAgent = f"voiceplatform-gw/{self.gateway_id}"
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.channelCount = 1
+        cfg.medConfig.noVad = True
+        cfg.medConfig.ecTailLen = 0
+        cfg.logConfig.level = a.pj_log_level
+        cfg.logConfig.consoleLevel = a.pj_log_level
+        cfg.logConfig.msgLogging = a.pj_log_level >= 5
+        ep.libInit(cfg)
+        set_transaction_timeout(int(a.tsx_timeout * 1000))
+        tc = pj.TransportConfig()
+        tc.port = a.sip_port
+        if a.bind:
+            tc.boundAddress = a.bind
+        if a.public_ip:
+            tc.publicAddress = a.public_ip
+        tid = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        self.sip_port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[-1]
+        self.sip_port = int(self.sip_port)
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        for ci in ep.codecEnum2():
+            prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(ci.codecId, 0)
+            ep.codecSetPriority(ci.codecId, prio)
+        self.acc = self._new_account(f"sip:gateway@{a.public_ip or '127.0.0.1'}", None, None)
+        log.info("started pid=%s sip_port=%s capacity=%s", os.getpid(), self.sip_port, self.capacity)
+        self.heartbeat()
+
+    def _new_account(self, id_uri: str, username: str | None, password: str | None) -> GatewayAccount:
+        acfg = pj.AccountConfig()
+        acfg.idUri = id_uri
+        acfg.regConfig.registrarUri = ""
+        acfg.regConfig.registerOnAdd = False
+        if username:
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", username, 0, password or ""))
+        mt = acfg.mediaConfig.transportConfig
+        mt.port = self.args.rtp_port
+        mt.portRange = self.args.rtp_port_range
+        if self.args.public_ip:
+            mt.publicAddress = self.args.public_ip
+        if self.args.bind:
+            mt.boundAddress = self.args.bind
+        acc = GatewayAccount(self)
+        acc.create(acfg)
+        return acc
+
+    def account_for(self, leg: dict) -> GatewayAccount:
+        user = leg.get("username")
+        if not user:
+            return self.acc
+        key = (user, leg.get("password") or "", leg.get("from_domain") or "")
+        acc = self.cred_accounts.get(key)
+        if acc is None:
+            if len(self.cred_accounts) >= MAX_CRED_ACCOUNTS:
+                idle = [k for k, a in self.cred_accounts.items() if a.in_use == 0]
+                if not idle:
+                    raise RuntimeError("no free credential account slot")
+                victim = min(idle, key=lambda k: self.cred_accounts[k].last_used)
+                old = self.cred_accounts.pop(victim)
+                old.shutdown()
+                del old
+            host = leg.get("from_domain") or self.args.public_ip or "127.0.0.1"
+            acc = self._new_account(f"sip:{user}@{host}", user, leg.get("password"))
+            self.cred_accounts[key] = acc
+        acc.last_used = time.monotonic()
+        return acc
+
+    def run(self) -> int:
+        self.start()
+        poll_every = self.args.poll_ms / 1000.0
+        next_poll = next_hb = 0.0
+        last = time.monotonic()
+        while not self.stopping:
+            self.ep.libHandleEvents(10)
+            now = time.monotonic()
+            if now - last > 0.25:  # SIP timers (T1 = 500 ms) suffer from longer stalls
+                self.stats["stalls"] += 1
+                log.warning("event loop stalled %.0f ms (%d stalls so far)", (now - last) * 1000,
+                            self.stats["stalls"])
+            last = now
+            self.check_timers(now)
+            if now >= next_poll:
+                self.poll_redis()
+                next_poll = now + poll_every
+            self.flush_outbox()
+            if now >= next_hb:
+                self.heartbeat()
+                next_hb = now + 1.0
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        log.info("shutting down: %d calls", len(self.sessions))
+        self._hangup_everything()
+        deadline = time.monotonic() + self.args.shutdown_timeout
+        while self.pjcalls and time.monotonic() < deadline:
+            self.ep.libHandleEvents(20)
+        self._finish_leftovers()
+        self.flush_outbox()
+        try:
+            self.r.delete(ev.gw_alive_key(self.gateway_id))
+            self.r.hset(ev.gw_key(self.gateway_id), mapping={"active": 0, "state": "stopped",
+                                                             "updated_at": f"{time.time():.3f}"})
+        except redis.RedisError:
+            pass
+        # every pjsua2 object must be gone before libDestroy, or it asserts; no local variable of
+        # this frame may still hold one
+        self._drop_calls()
+        self._drop_accounts()
+        gc.collect()
+        self.ep.libDestroy()
+        self.ep = None
+        log.info("stopped")
+
+    def _hangup_everything(self) -> None:
+        for s in list(self.sessions.values()):
+            self.end_session(s, ev.REASON_SHUTDOWN)
+        for c in list(self.pjcalls):
+            if c.session is None:
+                self._hangup_pj(c)
+
+    def _finish_leftovers(self) -> None:
+        """Final events for calls pjsua did not report disconnected in time."""
+        for s in list(self.sessions.values()):
+            self.finish(s, code=0, sip_reason="", by=ev.BY_PLATFORM)
+
+    def _drop_calls(self) -> None:
+        for c in self.pjcalls:
+            c.session = None
+        self.pjcalls.clear()
+        for s in self.sessions.values():
+            s.pjcall = None
+        self.sessions.clear()
+
+    def _drop_accounts(self) -> None:
+        for a in list(self.cred_accounts.values()) + [self.acc]:
+            a.shutdown()
+        self.cred_accounts.clear()
+        self.acc = None
+
+    # ------------------------------------------------------------------------------ redis I/O
+    def heartbeat(self) -> None:
+        try:
+            p = self.r.pipeline(transaction=False)
+            p.hset(ev.gw_key(self.gateway_id), mapping={
+                "pid": os.getpid(), "node": socket.gethostname(), "capacity": self.capacity,
+                "active": len(self.sessions), "sip_port": self.sip_port,
+                "public_ip": self.args.public_ip or "", "started_at": f"{self.started_at:.3f}",
+                "updated_at": f"{time.time():.3f}", "state": "stopping" if self.stopping else "running",
+            })
+            p.set(ev.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
+            p.sadd(ev.GATEWAYS_SET, self.gateway_id)
+            p.execute()
+            if not self.redis_ok:
+                log.info("redis reachable again")
+            self.redis_ok = True
+        except redis.RedisError as exc:
+            if self.redis_ok:
+                log.error("redis unreachable: %s", exc)
+            self.redis_ok = False
+
+    def free_slots(self) -> int:
+        now = time.monotonic()
+        if self.zombies:
+            self.zombies = [t for t in self.zombies if t > now]
+        return self.capacity - max(len(self.sessions), len(self.pjcalls) + len(self.zombies))
+
+    def poll_redis(self) -> None:
+        if not self.redis_ok:
+            return
+        try:
+            cmds = self.r.lpop(ev.gw_commands_key(self.gateway_id), 50) or []
+            popped = []
+            free = self.free_slots()
+            if free > 0 and not self.stopping:
+                popped = self.store.pop_originates(self.gateway_id, free)
+        except redis.RedisError as exc:
+            log.error("redis poll failed: %s", exc)
+            self.redis_ok = False
+            return
+        for raw in cmds:
+            self.handle_command(raw)
+        for raw, flag in popped:
+            self.handle_originate(raw, flag)
+
+    def emit(self, s: Session, type_: str, state: dict | None = None, **fields) -> None:
+        fields.setdefault("gateway_id", self.gateway_id)
+        fields.setdefault("direction", s.direction)
+        if s.tenant:
+            fields.setdefault("tenant", s.tenant)
+        if s.leg >= 0 and type_ not in (ev.INITIATED,):
+            fields.setdefault("leg", s.leg)
+            fields.setdefault("carrier_id", s.carrier_id)
+        for k, v in s.extra.items():
+            fields.setdefault(k, v)
+        if s.sip_call_id and type_ not in (ev.INITIATED, ev.LEG_STARTED):
+            fields.setdefault("sip_call_id", s.sip_call_id)
+        event = ev.make_event(s.call_id, type_, **fields)
+        self.outbox.append(("finalize" if ev.is_final(event) else "publish", event, state))
+        log.info("event %s %s %s", s.call_id, type_,
+                 {k: v for k, v in fields.items() if k in ("leg", "sip_code", "outcome", "reason")})
+
+    def flush_outbox(self) -> None:
+        while self.outbox:
+            kind, event, state = self.outbox[0]
+            try:
+                if kind == "publish":
+                    self.store.publish(event, state)
+                else:
+                    self.store.finalize(event, self.gateway_id)
+            except redis.RedisError as exc:
+                if self.redis_ok:
+                    log.error("redis write failed (%s); %d events queued", exc, len(self.outbox))
+                self.redis_ok = False
+                return
+            self.outbox.popleft()
+
+    # ------------------------------------------------------------------------------ commands
+    def handle_command(self, raw: bytes) -> None:
+        try:
+            cmd = json.loads(raw)
+        except ValueError:
+            log.error("bad command %r", raw[:200])
+            return
+        if cmd.get("type") == "hangup":
+            s = self.sessions.get(cmd.get("call_id"))
+            if s is None:
+                log.info("hangup for unknown call %s", cmd.get("call_id"))
+                return
+            self.end_session(s, ev.REASON_HANGUP_REQUESTED)
+        else:
+            log.error("unknown command %r", cmd)
+
+    def handle_originate(self, raw: bytes, flag: str) -> None:
+        try:
+            cmd = json.loads(raw)
+        except ValueError:
+            cmd = None
+        if flag == "bad" or not isinstance(cmd, dict):
+            log.error("dropping malformed originate %r", raw[:200])
+            return
+        call_id = cmd["call_id"]
+        if flag == "done":
+            log.info("call %s already ended, not dialing", call_id)
+            return
+        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cmd, legs=list(cmd.get("legs") or []))
+        s.tenant = cmd.get("tenant")
+        s.extra = {"from": cmd.get("from"), "to": cmd.get("to")}
+        s.ring_timeout = float(cmd.get("ring_timeout") or self.args.ring_timeout)
+        s.max_duration = float(cmd.get("max_duration") or self.args.max_duration)
+        s.provisional_timeout = float(cmd.get("provisional_timeout") or self.args.provisional_timeout)
+        self.sessions[call_id] = s
+        queued_at = cmd.get("queued_at")
+        queue_ms = round((time.time() - float(queued_at)) * 1000, 1) if queued_at else None
+        self.emit(s, ev.INITIATED, state={"state": "initiated", "direction": s.direction},
+                  queue_ms=queue_ms, legs=len(s.legs))
+        if flag == "cancel":
+            self.fail(s, ev.OUTCOME_CANCELLED, code=0, reason=ev.REASON_HANGUP_REQUESTED)
+            return
+        bad = not s.legs or not all(isinstance(leg, dict) and leg.get("uri") for leg in s.legs)
+        if bad or not cmd.get("to"):
+            self.fail(s, ev.OUTCOME_INVALID, code=0, reason="no legs / uri / to in command")
+            return
+        self.start_leg(s, 0)
+
+    # ------------------------------------------------------------------------------ outbound legs
+    def start_leg(self, s: Session, index: int, defer: bool = False) -> None:
+        """Start leg `index`; with defer (from inside a pjsua callback) the INVITE goes out from the
+        main loop, once the slot of the leg that just ended is free."""
+        s.leg = index
+        s.state = "dialing"
+        s.got_provisional = s.ringing_sent = False
+        s.pdd_ms = s.setup_ms = None
+        s.hangup_reason = None
+        s.sip_call_id = None
+        s.leg_started_at = time.monotonic()
+        s.leg_started_wall = time.time()
+        leg = s.legs[index]
+        self.emit(s, ev.LEG_STARTED, state={"state": "dialing", "leg": index, "carrier_id": s.carrier_id or ""},
+                  uri=leg["uri"])
+        if defer:
+            s.leg_start_pending = True
+        else:
+            self.place_leg(s)
+
+    def place_leg(self, s: Session) -> None:
+        """makeCall for the current leg; retried from check_timers while pjsua has no free slot."""
+        leg = s.legs[s.leg]
+        s.leg_start_pending = False
+        try:
+            acc = self.account_for(leg)
+            call = GatewayCall(self, acc, s)
+            prm = pj.CallOpParam(True)
+            host = leg.get("from_domain") or self.args.public_ip or "127.0.0.1"
+            if s.cmd.get("from"):
+                prm.txOption.localUri = f"sip:{s.cmd['from']}@{host}"
+            for name, value in (s.cmd.get("headers") or {}).items():
+                if name.lower() in RESERVED_HEADERS:
+                    continue
+                h = pj.SipHeader()
+                h.hName = str(name)
+                h.hValue = str(value)
+                prm.txOption.headers.append(h)
+            call.makeCall(leg["uri"], prm)
+        except pj.Error as exc:
+            # PJ_ETOOMANY: every pjsua slot is taken (an inbound call raced us, or a zombie): wait
+            if exc.status == 70010 and time.monotonic() - s.leg_started_at < self.zombie_seconds + 2:
+                s.leg_start_pending = True
+                return
+            self.leg_failed(s, 0, exc.reason, ev.REASON_TRANSPORT_ERROR)
+            return
+        except Exception as exc:  # bad URI type, no account slot...
+            self.leg_failed(s, 0, str(exc), ev.REASON_TRANSPORT_ERROR)
+            return
+        acc.in_use += 1
+        call.account = acc
+        s.leg_started_at = time.monotonic()  # timers and PDD count from the INVITE actually sent
+        try:
+            s.sip_call_id = call.getInfo().callIdString
+        except pj.Error:
+            pass
+        s.pjcall = call
+        self.pjcalls.add(call)
+
+    def leg_failed(self, s: Session, code: int, sip_reason: str, reason: str | None = None) -> None:
+        """The current outbound leg ended without answer: fail over or end the call."""
+        platform = s.hangup_reason
+        if platform in (ev.REASON_NO_PROVISIONAL,):
+            failover_cause = True
+        elif platform:  # ring timeout, hangup requested, shutdown: the call ends here
+            failover_cause = False
+        else:
+            failover_cause = ev.is_failover_code(code)
+        more = s.leg + 1 < len(s.legs)
+        failover = failover_cause and more and not self.stopping
+        self.emit(s, ev.LEG_FAILED, sip_code=code, sip_reason=sip_reason, reason=platform or reason or sip_reason,
+                  failover=failover, pdd_ms=s.pdd_ms)
+        if failover:
+            self.start_leg(s, s.leg + 1, defer=True)
+            return
+        if platform == ev.REASON_RING_TIMEOUT:
+            outcome = ev.OUTCOME_NO_ANSWER
+        elif platform == ev.REASON_HANGUP_REQUESTED:
+            outcome = ev.OUTCOME_CANCELLED
+        elif platform == ev.REASON_SHUTDOWN:
+            outcome = ev.OUTCOME_SHUTDOWN
+        elif failover_cause:
+            outcome = ev.OUTCOME_CARRIER_ERROR
+        else:
+            outcome = ev.outcome_for_code(code)
+        self.fail(s, outcome, code=code, reason=platform or reason or sip_reason, sip_reason=sip_reason)
+
+    def fail(self, s: Session, outcome: str, code: int, reason: str, sip_reason: str | None = None) -> None:
+        s.state = "ended"
+        self.sessions.pop(s.call_id, None)
+        self.emit(s, ev.FAILED, outcome=outcome, sip_code=code, sip_reason=sip_reason, reason=reason,
+                  legs_tried=s.leg + 1 if s.leg >= 0 else 0)
+
+    def finish(self, s: Session, code: int, sip_reason: str, by: str, leg_ended: bool = False) -> None:
+        """Final event of a session whose pjsua call is gone (leg_ended: pjsua reported it)."""
+        if s.state == "answered":
+            s.state = "ended"
+            self.sessions.pop(s.call_id, None)
+            duration = round(time.monotonic() - s.answered_mono, 3)
+            self.emit(s, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED, hangup_by=by, sip_code=code,
+                      sip_reason=sip_reason, reason=s.hangup_reason or ev.REASON_REMOTE_HANGUP,
+                      duration=duration, setup_ms=s.setup_ms)
+        elif s.direction == ev.DIRECTION_INBOUND:
+            self.fail(s, ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED,
+                      code=code, reason=s.hangup_reason or sip_reason, sip_reason=sip_reason)
+        elif not leg_ended:
+            self.fail(s, ev.OUTCOME_SHUTDOWN if self.stopping else ev.OUTCOME_CANCELLED, code=code,
+                      reason=s.hangup_reason or sip_reason)
+        else:
+            self.leg_failed(s, code, sip_reason)
+
+    # ------------------------------------------------------------------------------ ending
+    def end_session(self, s: Session, reason: str) -> None:
+        """Platform-side end: CANCEL if not answered, BYE if answered."""
+        if s.hangup_reason is None:
+            s.hangup_reason = reason
+        if s.pjcall is None or s.leg_start_pending:
+            s.leg_start_pending = False
+            self.finish(s, code=0, sip_reason="", by=ev.BY_PLATFORM)
+            return
+        self._hangup_pj(s.pjcall)
+
+    def _hangup_pj(self, call: GatewayCall, code: int = 0, force: bool = False) -> None:
+        if call.disconnected or (call.hangup_done and not force):
+            return
+        call.hangup_done = True
+        prm = pj.CallOpParam(True)
+        if code:
+            prm.statusCode = code
+        s = call.session
+        if s is not None:
+            s.hangup_sent_at = time.monotonic()
+            if s.direction == ev.DIRECTION_OUTBOUND and not s.got_provisional and s.state == "dialing":
+                self.zombies.append(time.monotonic() + self.zombie_seconds)
+        try:
+            call.hangup(prm)
+        except pj.Error as exc:
+            log.warning("hangup failed: %s", exc.reason)
+
+    def check_timers(self, now: float) -> None:
+        for s in list(self.sessions.values()):
+            if s.leg_start_pending:
+                self.place_leg(s)
+                continue
+            if s.pjcall is None or s.hangup_reason:
+                continue
+            if s.state in ("dialing", "ringing") and s.direction == ev.DIRECTION_OUTBOUND:
+                if not s.got_provisional and now - s.leg_started_at > s.provisional_timeout:
+                    s.hangup_reason = ev.REASON_NO_PROVISIONAL
+                    self._hangup_pj(s.pjcall)
+                elif now - s.leg_started_at > s.ring_timeout:
+                    s.hangup_reason = ev.REASON_RING_TIMEOUT
+                    self._hangup_pj(s.pjcall)
+            elif s.state == "answered" and now - s.answered_mono > s.max_duration:
+                s.hangup_reason = ev.REASON_MAX_DURATION
+                self._hangup_pj(s.pjcall)
+
+    # ------------------------------------------------------------------------------ pjsua callbacks
+    def on_call_state(self, call: GatewayCall) -> None:
+        ci = call.getInfo()
+        st = ci.state
+        s = call.session
+        if st == pj.PJSIP_INV_STATE_DISCONNECTED:
+            call.disconnected = True
+            self.pjcalls.discard(call)  # freed when this callback returns (see Worker.pjcalls)
+            acc = getattr(call, "account", None)
+            if acc is not None:
+                acc.in_use -= 1
+            if s is None or s.pjcall is not call:
+                return
+            s.pjcall = None
+            by = ev.BY_PLATFORM if s.hangup_reason else (
+                ev.BY_CALLEE if s.direction == ev.DIRECTION_OUTBOUND else ev.BY_CALLER)
+            self.finish(s, ci.lastStatusCode, ci.lastReason, by, leg_ended=True)
+            return
+        if s is None or s.pjcall is not call:
+            return
+        if st == pj.PJSIP_INV_STATE_EARLY:
+            s.got_provisional = True
+            if not s.ringing_sent and 180 <= ci.lastStatusCode < 190 and not s.hangup_reason:
+                s.ringing_sent = True
+                s.state = "ringing"
+                s.pdd_ms = round((time.monotonic() - s.leg_started_at) * 1000, 1)
+                self.emit(s, ev.RINGING, state={"state": "ringing"}, sip_code=ci.lastStatusCode, pdd_ms=s.pdd_ms)
+        elif st in (pj.PJSIP_INV_STATE_CONNECTING, pj.PJSIP_INV_STATE_CONFIRMED):
+            if s.setup_ms is None:
+                s.setup_ms = round((time.monotonic() - s.leg_started_at) * 1000, 1)
+            if st == pj.PJSIP_INV_STATE_CONFIRMED and s.state != "answered":
+                s.state = "answered"
+                s.answered_mono = time.monotonic()
+                s.answered_wall = time.time()
+                fields = {"setup_ms": s.setup_ms, "pdd_ms": s.pdd_ms} if s.direction == ev.DIRECTION_OUTBOUND else {}
+                self.emit(s, ev.ANSWERED, state={"state": "answered", "answered_at": f"{s.answered_wall:.3f}"},
+                          sip_code=200, **fields)
+                self.on_answered(s, call)
+                if s.hangup_reason:  # a hangup raced the 200 OK: BYE now
+                    self._hangup_pj(call, force=True)
+
+    def on_call_media_state(self, call: GatewayCall) -> None:
+        """Media is up or changed. The media bridge will connect the call's AudioMedia here."""
+
+    def on_answered(self, s: Session, call: GatewayCall) -> None:
+        """THE hook for the media bridge (media/ package): attach the call's audio to the agent stream.
+
+        Called once per answered call, from the main loop thread, with the Session (call_id, tenant,
+        extra['route'] for inbound calls with the tenant's stream_url) and the pjsua2 Call. Nothing is
+        connected for now: pjsua runs on the null audio device and sends/receives nothing of ours.
+        """
+
+    def on_incoming_call(self, acc: GatewayAccount, prm) -> None:
+        rdata = prm.rdata
+        src = rdata.srcAddress
+        ip = src.rsplit(":", 1)[0].strip("[]") if src else ""
+        call = GatewayCall(self, acc, None, prm.callId)
+        self.pjcalls.add(call)
+        try:
+            allowed = bool(self.r.sismember(ev.CARRIER_ADDRESSES, ip))
+        except redis.RedisError as exc:
+            log.error("inbound: redis failed (%s), rejecting with 503", exc)
+            self._hangup_pj(call, 503)
+            return
+        if not allowed:
+            log.warning("inbound INVITE from %s rejected (403)", src)
+            try:
+                self.r.incr(ev.INBOUND_REJECTED)
+            except redis.RedisError:
+                pass
+            self._hangup_pj(call, 403)
+            return
+        dialed, caller = parse_invite(rdata.wholeMsg)
+        route_raw = None
+        try:
+            for cand in (dialed, "+" + dialed) if dialed and not dialed.startswith("+") else (dialed,):
+                route_raw = self.r.hget(ev.NUMBER_ROUTES, cand) if cand else None
+                if route_raw:
+                    dialed = cand
+                    break
+        except redis.RedisError:
+            self._hangup_pj(call, 503)
+            return
+        if not route_raw:
+            log.info("inbound call to unknown number %r from %s: 404", dialed, src)
+            self._hangup_pj(call, 404)
+            return
+        try:
+            route = json.loads(route_raw)
+        except ValueError:
+            route = {}
+        if self.stopping or len(self.sessions) >= self.capacity:
+            self._hangup_pj(call, 503)
+            return
+        call_id = uuid.uuid4().hex
+        s = Session(call_id=call_id, direction=ev.DIRECTION_INBOUND, state="answering")
+        s.tenant = route.get("tenant")
+        s.max_duration = float(route.get("max_duration") or self.args.max_duration)
+        ci = call.getInfo()
+        s.extra = {"from": caller, "to": dialed, "route": route, "sip_call_id": ci.callIdString,
+                   "source": ip}
+        s.leg_started_at = time.monotonic()
+        s.pjcall = call
+        call.session = s
+        self.sessions[call_id] = s
+        try:
+            p = self.r.pipeline(transaction=True)
+            p.sadd(ev.gw_calls_key(self.gateway_id), call_id)
+            p.hset(ev.call_key(call_id), mapping={"gateway": self.gateway_id, "direction": s.direction,
+                                                  "tenant": s.tenant or "", "state": "initiated"})
+            p.execute()
+        except redis.RedisError as exc:
+            log.error("inbound: redis failed (%s)", exc)
+        self.emit(s, ev.INITIATED)
+        aprm = pj.CallOpParam(True)
+        aprm.statusCode = 200
+        call.answer(aprm)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--gateway-id", required=True)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--sip-port", type=int, default=0, help="UDP SIP port (0 = any free)")
+    p.add_argument("--public-ip", default=None, help="address put in Contact/Via/SDP")
+    p.add_argument("--bind", default=None, help="bind address for SIP and RTP (default all)")
+    p.add_argument("--rtp-port", type=int, default=4000, help="first RTP port tried")
+    p.add_argument("--rtp-port-range", type=int, default=0, help="RTP ports to try (0 = pjsua default)")
+    p.add_argument("--capacity", type=int, default=PJSUA_MAX_CALLS)
+    p.add_argument("--ring-timeout", type=float, default=30.0)
+    p.add_argument("--provisional-timeout", type=float, default=5.0,
+                   help="fail over to the next leg when no 1xx arrives within this many seconds")
+    p.add_argument("--max-duration", type=float, default=3600.0)
+    p.add_argument("--tsx-timeout", type=float, default=8.0,
+                   help="SIP transaction timeout in seconds (Timer B/F/D; RFC default 32)")
+    p.add_argument("--poll-ms", type=int, default=20, help="Redis poll interval")
+    p.add_argument("--shutdown-timeout", type=float, default=5.0)
+    p.add_argument("--pj-log-level", type=int, default=1)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    if not args.redis_url:
+        p.error("--redis-url or REDIS_URL is required")
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format=f"%(asctime)s [{args.gateway_id}] %(levelname)s %(message)s")
+    worker = Worker(args)
+
+    def on_signal(signum, frame):
+        log.info("signal %s: stopping", signum)
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

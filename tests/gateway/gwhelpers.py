@@ -1,0 +1,146 @@
+"""Helpers for the gateway tests (SIPp and gateway processes, event waits)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from telephony.gateway import events as ev
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+ENV = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def call_events(r, call_id: str) -> list[dict]:
+    return [e for _, e in ev.decode_entries(r.xrange(ev.EVENTS_STREAM)) if e.get("call_id") == call_id]
+
+
+def wait_event(r, call_id: str, type_: str, timeout: float = 15.0) -> dict:
+    def find():
+        return next((e for e in call_events(r, call_id) if e["type"] == type_), None)
+    return wait_for(find, timeout, what=f"{type_} event of {call_id}")
+
+
+def wait_final(r, call_id: str, timeout: float = 15.0) -> list[dict]:
+    def done():
+        evs = call_events(r, call_id)
+        return evs if any(ev.is_final(e) for e in evs) else None
+    return wait_for(done, timeout, what=f"final event of {call_id}")
+
+
+class Sipp:
+    """One SIPp process on 127.0.0.1:port (UAS carrier or UAC caller)."""
+
+    def __init__(self, workdir: Path, scenario: str, port: int, args=(), subst: dict | None = None):
+        self.port = port
+        self.workdir = workdir
+        if scenario.startswith("@"):  # SIPp built-in scenario, e.g. "@uac"
+            path = None
+        else:
+            path = SCENARIOS / scenario
+        if subst:  # SIPp validates some fields at load time: write a filled-in copy
+            text = path.read_text()
+            for k, v in subst.items():
+                text = text.replace(f"@{k}@", str(v))
+            path = workdir / f"{path.stem}_{port}.xml"
+            path.write_text(text)
+        self.scenario = path
+        cmd = [SIPP, *(["-sn", scenario[1:]] if path is None else ["-sf", str(path)]), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
+               "-trace_msg", "-message_file", str(workdir / f"sipp_{port}_messages.log"),
+               "-trace_err", "-error_file", str(workdir / f"sipp_{port}_errors.log"),
+               "-mp", str(free_udp_port()), *map(str, args)]
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.15)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"sipp failed: {self.proc.stderr.read().decode()[-2000:]}")
+
+    @property
+    def uri_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def messages(self) -> str:
+        p = self.workdir / f"sipp_{self.port}_messages.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class GatewayProc:
+    def __init__(self, redis_url: str, gateway_id: str, log_path: Path, extra=()):
+        self.gateway_id = gateway_id
+        self.sip_port = free_udp_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.gateway.worker", "--gateway-id", gateway_id,
+             "--redis-url", redis_url, "--sip-port", str(self.sip_port), "--bind", "127.0.0.1",
+             "--public-ip", "127.0.0.1", "--rtp-port", str(30000 + (self.sip_port % 200) * 100),
+             "--rtp-port-range", "100", *extra],
+            cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_alive(self, r, timeout: float = 15.0) -> None:
+        def alive():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
+            return r.exists(ev.gw_alive_key(self.gateway_id))
+        wait_for(alive, timeout, what=f"gateway {self.gateway_id} heartbeat")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def types(events: list[dict]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def leg(uri_host: str, carrier_id: str, number: str = "+15550002222", **kw) -> dict:
+    return {"carrier_id": carrier_id, "uri": f"sip:{number}@{uri_host}", "username": None,
+            "password": None, "from_domain": None, **kw}
+
+
+def dumps(events) -> str:
+    return json.dumps(events, indent=1)
