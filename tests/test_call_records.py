@@ -39,7 +39,7 @@ def events_of_a_call_that_fails_over(sid, primary, backup):
         gw.make_event(sid, gw.RINGING, ts=t + 0.3, leg=1, carrier_id=str(backup.pk), pdd_ms=240),
         gw.make_event(sid, gw.ANSWERED, ts=t + 2.0, leg=1, carrier_id=str(backup.pk), setup_ms=1940),
         gw.make_event(sid, gw.COMPLETED, ts=t + 12.0, leg=1, carrier_id=str(backup.pk), outcome="answered",
-                      hangup_by="callee", duration_s=10.0, sip_code=200, reason="remote_hangup"),
+                      hangup_by="callee", duration=10.0, sip_code=200, reason="remote_hangup"),
     ]
 
 
@@ -54,11 +54,11 @@ def test_a_failed_over_answered_call_is_recorded_leg_by_leg(tenant_a):
     with schema_context("acme"):
         call.refresh_from_db()
         assert (call.status, call.outcome, call.hangup_by) == ("completed", "answered", "callee")
-        assert call.carrier == backup and call.setup_ms == 1940 and call.post_dial_delay_ms == 240
+        assert call.carrier_name == "Backup" and call.setup_ms == 1940 and call.post_dial_delay_ms == 240
         assert call.duration_s == 10.0 and call.ended_at is not None
         legs = list(call.legs.order_by("attempt"))
-        assert [(leg.attempt, leg.carrier, leg.sip_code, leg.failed_over) for leg in legs] == [
-            (1, primary, 503, True), (2, backup, 200, False)
+        assert [(leg.attempt, leg.carrier_name, leg.sip_code, leg.failed_over) for leg in legs] == [
+            (1, "Primary", 503, True), (2, "Backup", 200, False)
         ]
 
 

@@ -42,13 +42,20 @@ def manage_command(name: str, command: str, *args: str, **env: str) -> ProcessSp
 
 
 class ProcessGroup:
-    """Children with prefixed output; when one exits on its own, the group is stopped."""
+    """Children with prefixed output; one that exits on its own is started again, after a pause that
+    doubles with each quick exit (1 s up to 30 s), so a crash loop does not spin."""
+
+    MAX_BACKOFF = 30.0
 
     def __init__(self, specs: list[ProcessSpec], out=sys.stdout):
-        self.specs = specs
+        self.specs = {spec.name: spec for spec in specs}
         self.out = out
         self.width = max(len(s.name) for s in specs)
         self.children: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+        self.restart_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def say(self, name: str, line: str) -> None:
@@ -60,26 +67,39 @@ class ProcessGroup:
         for raw in iter(stream.readline, b""):
             self.say(name, raw.decode(errors="replace").rstrip())
 
-    def start(self) -> None:
-        for spec in self.specs:
-            proc = subprocess.Popen(
-                spec.argv,
-                cwd=BASE_DIR,
-                env=child_env(spec.env),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # Own process group: Ctrl-C reaches us only, and we stop children in order.
-                start_new_session=True,
-            )
-            self.children[spec.name] = proc
-            threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True).start()
+    def _spawn(self, spec: ProcessSpec) -> None:
+        proc = subprocess.Popen(
+            spec.argv,
+            cwd=BASE_DIR,
+            env=child_env(spec.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own process group: Ctrl-C reaches us only, and we stop children in order.
+            start_new_session=True,
+        )
+        self.children[spec.name] = proc
+        self.started_at[spec.name] = time.monotonic()
+        threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True).start()
 
-    def first_exited(self) -> tuple[str, int] | None:
+    def start(self) -> None:
+        for spec in self.specs.values():
+            self._spawn(spec)
+
+    def supervise(self) -> None:
+        """Call regularly: restarts children that exited, with backoff."""
+        now = time.monotonic()
         for name, proc in self.children.items():
-            if proc.poll() is not None:
-                return name, proc.returncode
-        return None
+            if proc.poll() is None:
+                continue
+            if name not in self.restart_at:
+                lived = now - self.started_at[name]
+                self.backoff[name] = 1.0 if lived > 60 else min(self.MAX_BACKOFF, self.backoff.get(name, 0.5) * 2)
+                self.restart_at[name] = now + self.backoff[name]
+                self.say(name, f"exited with code {proc.returncode}; restarting in {self.backoff[name]:.0f} s")
+            elif now >= self.restart_at.pop(name):
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._spawn(self.specs[name])
 
     def stop(self, timeout: float = 15.0) -> None:
         for proc in self.children.values():

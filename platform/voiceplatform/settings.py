@@ -130,7 +130,8 @@ REDIS_URL = env("REDIS_URL")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "vp:asgi"},
+        # channels_redis blocks 5 s per receive: the socket timeout must be longer (redis-py's default is 5 s).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "vp:asgi"},
     }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -149,7 +150,11 @@ CELERY_TASK_ROUTES = {"telephony.calls.tasks.deliver_webhook": {"queue": "webhoo
 CELERY_BEAT_SCHEDULE = {
     "check-carriers": {"task": "telephony.tasks.check_carriers", "schedule": float(env("CARRIER_HEALTH_INTERVAL", "10"))},
     "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},
+    "dispatch-dialers": {"task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0},
 }
+
+# /metrics (Prometheus) asks for `Authorization: Bearer <METRICS_TOKEN>` when it is set.
+METRICS_TOKEN = env("METRICS_TOKEN")
 
 # Carrier health: SIP OPTIONS every CARRIER_HEALTH_INTERVAL seconds; down after N failures in a
 # row, back up after M successes.

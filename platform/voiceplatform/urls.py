@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("telephony.metrics.urls")),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("telephony.calls.urls")),
     path("2010-04-01/Accounts/<str:account_sid>/Calls.json", twilio_api.CallsView.as_view()),

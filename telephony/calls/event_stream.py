@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 import redis
 
@@ -46,13 +47,22 @@ def handle(client: redis.Redis, entries) -> int:
     return len(entries)
 
 
-def consume(client: redis.Redis, consumer: str | None = None, block_ms: int = 1000, stop=lambda: False) -> None:
-    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+def read_once(client: redis.Redis, consumer: str, block_ms: int) -> int:
     ensure_group(client)
+    _, claimed, _ = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=100)
+    done = handle(client, claimed) if claimed else 0
+    reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=200, block=block_ms)
+    for _, entries in reply or []:
+        done += handle(client, entries)
+    return done
+
+
+def consume(client: redis.Redis, consumer: str | None = None, block_ms: int = 1000, stop=lambda: False) -> None:
+    """Record events until stop() is true; rides out Redis outages (events wait in the stream)."""
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
     while not stop():
-        _, claimed, _ = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=100)
-        if claimed:
-            handle(client, claimed)
-        reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=200, block=block_ms)
-        for _, entries in reply or []:
-            handle(client, entries)
+        try:
+            read_once(client, consumer, block_ms)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis unavailable (%s); retrying in 1 s", exc)
+            time.sleep(1)

@@ -38,11 +38,17 @@ class Call(models.Model):
     sip_code = models.PositiveSmallIntegerField(null=True, blank=True)
     hangup_by = models.CharField(max_length=16, blank=True)
     gateway_id = models.CharField(max_length=64, blank=True)
-    carrier = models.ForeignKey("telephony.Carrier", null=True, blank=True, on_delete=models.SET_NULL)
+    # The carrier as it was when the call ran (carriers live in the public schema and may be deleted).
+    carrier_id = models.PositiveIntegerField(null=True, blank=True)
+    carrier_name = models.CharField(max_length=100, blank=True)
     stream_url = models.CharField(max_length=500, blank=True)
     custom_parameters = models.JSONField(default=dict, blank=True)
     status_callback = models.URLField(max_length=500, blank=True)
     ring_timeout = models.PositiveSmallIntegerField(default=30)
+    max_duration = models.PositiveIntegerField(default=3600)
+    # Set for calls a campaign placed (plain ids: calls do not depend on campaigns).
+    campaign_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
+    campaign_contact_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ringing_at = models.DateTimeField(null=True, blank=True)
@@ -68,7 +74,8 @@ class CallLeg(models.Model):
 
     call = models.ForeignKey(Call, related_name="legs", on_delete=models.CASCADE)
     attempt = models.PositiveSmallIntegerField()
-    carrier = models.ForeignKey("telephony.Carrier", null=True, blank=True, on_delete=models.SET_NULL)
+    carrier_id = models.PositiveIntegerField(null=True, blank=True)
+    carrier_name = models.CharField(max_length=100, blank=True)
     uri = models.CharField(max_length=500, blank=True)
     sip_code = models.PositiveSmallIntegerField(null=True, blank=True)
     reason = models.CharField(max_length=255, blank=True)

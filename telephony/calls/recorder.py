@@ -14,6 +14,7 @@ from django_tenants.utils import schema_context
 from voiceplatform.events import publish_tenant_event
 
 from telephony.gateway import events as gw
+from telephony.metrics.services import metrics_fields, record_call_event
 from telephony.models import Carrier
 from tenants.models import Tenant
 
@@ -35,18 +36,19 @@ def _at(event: dict) -> datetime:
     return datetime.fromtimestamp(float(event["ts"]), tz=UTC)
 
 
-def _carrier_id(event: dict) -> int | None:
+def _carrier(event: dict) -> dict:
+    """carrier_id and carrier_name as they are now, to keep with the record."""
     try:
         carrier_id = int(event.get("carrier_id"))
     except (TypeError, ValueError):
-        return None
-    return carrier_id if Carrier.objects.filter(pk=carrier_id).exists() else None
+        return {}
+    name = Carrier.objects.filter(pk=carrier_id).values_list("name", flat=True).first()
+    return {"carrier_id": carrier_id, "carrier_name": name or ""}
 
 
 def _leg(call: Call, event: dict) -> CallLeg:
     leg, _ = CallLeg.objects.get_or_create(
-        call=call, attempt=int(event.get("leg", 0)) + 1,
-        defaults={"carrier_id": _carrier_id(event), "uri": event.get("uri", "")},
+        call=call, attempt=int(event.get("leg", 0)) + 1, defaults={**_carrier(event), "uri": event.get("uri", "")},
     )
     return leg
 
@@ -64,7 +66,7 @@ def _apply(call: Call, event: dict) -> None:
         )
     elif kind == gw.LEG_STARTED:
         CallLeg.objects.filter(pk=_leg(call, event).pk, started_at__isnull=True).update(started_at=at)
-        calls.filter(carrier__isnull=True).update(carrier_id=_carrier_id(event))
+        calls.filter(carrier_id__isnull=True).update(**_carrier(event))
     elif kind == gw.RINGING:
         CallLeg.objects.filter(pk=_leg(call, event).pk, ringing_at__isnull=True).update(ringing_at=at)
         calls.filter(status__in=[Call.Status.QUEUED, Call.Status.INITIATED]).update(
@@ -78,15 +80,14 @@ def _apply(call: Call, event: dict) -> None:
     elif kind == gw.ANSWERED:
         CallLeg.objects.filter(pk=_leg(call, event).pk).update(answered_at=at, sip_code=200)
         calls.filter(NOT_FINAL).update(
-            status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")),
-            carrier_id=_carrier_id(event),
+            status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")), **_carrier(event)
         )
     elif kind in gw.FINAL_TYPES:
         outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
         calls.filter(NOT_FINAL).update(
             status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
             reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
-            hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration_s"),
+            hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"),
         )
         CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
 
@@ -114,5 +115,6 @@ def record_event(event: dict, tenant_schema: str) -> None:
         _apply(call, event)
         call.refresh_from_db()
         webhooks.enqueue(call, event["type"])
+    record_call_event(tenant_schema, event, metrics_fields(call))
     publish_tenant_event(tenant_schema, {"type": f"call.{event['type']}", "call": call.sid, "status": call.status,
                                          "outcome": call.outcome, "reason": call.reason})

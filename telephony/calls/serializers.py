@@ -35,7 +35,7 @@ class CallCreateSerializer(serializers.Serializer):
 
 
 class CallLegSerializer(serializers.ModelSerializer):
-    carrier = serializers.CharField(source="carrier.name", default=None)
+    carrier = serializers.CharField(source="carrier_name")
 
     class Meta:
         model = CallLeg
@@ -44,7 +44,7 @@ class CallLegSerializer(serializers.ModelSerializer):
 
 
 class CallSerializer(serializers.ModelSerializer):
-    carrier = serializers.CharField(source="carrier.name", default=None)
+    carrier = serializers.CharField(source="carrier_name")
     legs = CallLegSerializer(many=True, read_only=True)
 
     class Meta:

@@ -34,6 +34,8 @@ class CallRequest:
     # From TwiML: seconds of silence after answer before streaming, or hang up at once.
     pause_seconds: int = 0
     hangup_on_answer: bool = False
+    campaign_id: int | None = None
+    campaign_contact_id: int | None = None
 
 
 def _checked_number(value: str, name: str) -> str:
@@ -70,7 +72,8 @@ def place_call(tenant, request: CallRequest) -> Call:
     call = Call.objects.create(
         from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
         custom_parameters=request.custom_parameters, status_callback=request.status_callback,
-        ring_timeout=request.ring_timeout,
+        ring_timeout=request.ring_timeout, max_duration=request.max_duration, campaign_id=request.campaign_id,
+        campaign_contact_id=request.campaign_contact_id,
     )
     if not legs:
         Call.objects.filter(pk=call.pk).update(

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 import urllib.request
 
@@ -90,14 +89,8 @@ class Command(BaseCommand):
             else:
                 self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
             while not stopping:
-                exited = group.first_exited()
-                if exited:
-                    name, code = exited
-                    self.stderr.write(f"{name} exited with code {code}; stopping everything")
-                    break
+                group.supervise()
                 time.sleep(0.3)
         finally:
             self.stdout.write("stopping…")
             group.stop()
-        if not stopping:
-            sys.exit(1)

@@ -1,0 +1,1 @@
+"""Call metrics: aggregates in Redis, Prometheus /metrics, live dashboards (see keys.py, services.py)."""

@@ -1,0 +1,103 @@
+"""One metrics update as a single Redis round trip, applied at most once.
+
+A `Batch` collects hash increments, expiries, sorted-set and list changes, then `apply` runs them
+all in one EVALSHA of a small Lua script guarded by SET NX on an idempotency key: gateway events are
+delivered at least once, and a replayed event must not count twice (or leave a call "active").
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import redis
+
+_SCRIPT = """
+if KEYS[1] ~= '' then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+end
+local i = 2
+local n = #ARGV
+while i <= n do
+  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if op == 'hi' then redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'hf' then redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'hs' then redis.call('HSET', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'ea' then redis.call('EXPIREAT', key, ARGV[i + 2]); i = i + 3
+  elseif op == 'ex' then redis.call('EXPIRE', key, ARGV[i + 2]); i = i + 3
+  elseif op == 'za' then redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'zr' then redis.call('ZREM', key, ARGV[i + 2]); i = i + 3
+  elseif op == 'lp' then
+    redis.call('LPUSH', key, ARGV[i + 2]); redis.call('LTRIM', key, 0, tonumber(ARGV[i + 3]) - 1); i = i + 4
+  elseif op == 'in' then redis.call('INCR', key); i = i + 2
+  else return redis.error_reply('unknown metrics op ' .. op) end
+end
+return 1
+"""
+
+_scripts: dict[int, redis.commands.core.Script] = {}
+
+
+def _script(client: redis.Redis):
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_SCRIPT)
+    return script
+
+
+class Batch:
+    def __init__(self) -> None:
+        self._keys: dict[str, int] = {}
+        self._ints: dict[tuple[str, str], int] = defaultdict(int)
+        self._floats: dict[tuple[str, str], float] = defaultdict(float)
+        self._expire_at: dict[str, int] = {}
+        self._ops: list = []
+
+    def incr(self, key: str, field: str, amount: int = 1) -> None:
+        self._ints[key, field] += amount
+
+    def incr_float(self, key: str, field: str, amount: float) -> None:
+        self._floats[key, field] += amount
+
+    def expire_at(self, key: str, when: int) -> None:
+        self._expire_at[key] = when
+
+    def hset(self, key: str, field: str, value, ttl: int) -> None:
+        self._ops += [("hs", key, field, value), ("ex", key, ttl)]
+
+    def zadd(self, key: str, score: float, member: str) -> None:
+        self._ops.append(("za", key, score, member))
+
+    def zrem(self, key: str, member: str) -> None:
+        self._ops.append(("zr", key, member))
+
+    def push_capped(self, key: str, value: str, length: int) -> None:
+        self._ops.append(("lp", key, value, length))
+
+    def bump(self, key: str) -> None:
+        self._ops.append(("in", key))
+
+    def __bool__(self) -> bool:
+        return bool(self._ints or self._floats or self._ops)
+
+    def _ix(self, key: str) -> int:
+        if key not in self._keys:
+            self._keys[key] = len(self._keys) + 2  # KEYS[1] is the guard
+        return self._keys[key]
+
+    def args(self) -> list:
+        argv: list = []
+        for (key, field), amount in self._ints.items():
+            if amount:
+                argv += ["hi", self._ix(key), field, amount]
+        for (key, field), amount in self._floats.items():
+            argv += ["hf", self._ix(key), field, repr(float(amount))]
+        for key, when in self._expire_at.items():
+            argv += ["ea", self._ix(key), when]
+        for op, key, *rest in self._ops:
+            argv += [op, self._ix(key), *rest]
+        return argv
+
+    def apply(self, client: redis.Redis, guard: str = "", guard_ttl: int = 86400) -> bool:
+        """Run everything in one round trip; False if the guard key was already there."""
+        argv = self.args()
+        keys = [guard, *sorted(self._keys, key=self._keys.get)]
+        return bool(_script(client)(keys=keys, args=[guard_ttl, *argv]))
