@@ -198,7 +198,7 @@ def campaign_start(campaign_id: int, now: dt.datetime | None = None) -> Campaign
     now = now or timezone.now()
     campaign = _transition(campaign_id, "start", started_at=now)
     _create_campaign_contacts(campaign, now)
-    _complete_if_finished(campaign.pk, now)
+    complete_if_finished(campaign.pk, now)
     campaign.refresh_from_db()
     return campaign
 
@@ -210,7 +210,7 @@ def campaign_pause(campaign_id: int) -> Campaign:
 @transaction.atomic
 def campaign_resume(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
     campaign = _transition(campaign_id, "resume")
-    if _complete_if_finished(campaign.pk, now or timezone.now()):
+    if complete_if_finished(campaign.pk, now or timezone.now()):
         campaign.refresh_from_db()
     return campaign
 
@@ -255,7 +255,7 @@ def _create_campaign_contacts(campaign: Campaign, now: dt.datetime) -> int:
         return cursor.rowcount
 
 
-def _complete_if_finished(campaign_id: int, now: dt.datetime) -> bool:
+def complete_if_finished(campaign_id: int, now: dt.datetime) -> bool:
     """running → completed when no contact is pending or dialing any more (one conditional UPDATE)."""
     open_contacts = CampaignContact.objects.filter(
         campaign=OuterRef("pk"), state__in=(ContactState.PENDING, ContactState.DIALING)
@@ -334,5 +334,5 @@ def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str
             )
         if not updated:
             return None
-        _complete_if_finished(cc.campaign_id, now)
+        complete_if_finished(cc.campaign_id, now)
     return CampaignContact.objects.get(pk=campaign_contact_id)

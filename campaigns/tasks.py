@@ -1,5 +1,9 @@
+"""Celery entry points of the dialer; thin: the work is in campaigns.dialer and campaigns.services."""
+from django_tenants.utils import get_tenant_model, schema_context
+
 from voiceplatform.celery import app
 
+from . import dialer, selectors, services
 from .models import ContactList
 
 
@@ -7,3 +11,21 @@ from .models import ContactList
 def count_contacts(contact_list_id: int) -> int:
     """Counted in the tenant's schema: tenant-schemas-celery passes the schema with the task."""
     return ContactList.objects.get(pk=contact_list_id).contacts.count()
+
+
+@app.task(ignore_result=True)
+def dispatch_dialers() -> None:
+    """Every second (beat): start due campaigns and make sure each running one has a dialing loop."""
+    for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
+        with schema_context(schema):
+            services.campaigns_start_due()
+            for campaign_id in selectors.campaigns_running().values_list("pk", flat=True):
+                dial_campaign.delay(campaign_id)
+
+
+@app.task(ignore_result=True)
+def dial_campaign(campaign_id: int) -> None:
+    """One slice of dialing; hands over to a fresh task while the campaign runs."""
+    report = dialer.dial_slice(campaign_id)
+    if report.running and report.placed + report.finished:
+        dial_campaign.delay(campaign_id)

@@ -27,20 +27,20 @@ def calls_of_a_short_campaign():
     c1, c2, c3 = (f"CA{uuid.uuid4().hex}" for _ in range(3))
     return [
         (c1, event(c1, gw.INITIATED)),
-        (c1, event(c1, gw.LEG_STARTED, leg=0, carrier_id=7)),
-        (c1, event(c1, gw.LEG_FAILED, leg=0, carrier_id=7, sip_code=503, failover=True)),
-        (c1, event(c1, gw.LEG_STARTED, leg=1, carrier_id=9)),
-        (c1, event(c1, gw.RINGING, leg=1, carrier_id=9, pdd_ms=400)),  # PDD bucket le 500
-        (c1, event(c1, gw.ANSWERED, leg=1, carrier_id=9, setup_ms=900)),  # setup bucket le 1000
-        (c1, event(c1, gw.COMPLETED, leg=1, carrier_id=9, outcome="answered", duration=30.0)),
+        (c1, event(c1, gw.LEG_STARTED, leg=0, carrier_id=900007)),
+        (c1, event(c1, gw.LEG_FAILED, leg=0, carrier_id=900007, sip_code=503, failover=True)),
+        (c1, event(c1, gw.LEG_STARTED, leg=1, carrier_id=900009)),
+        (c1, event(c1, gw.RINGING, leg=1, carrier_id=900009, pdd_ms=400)),  # PDD bucket le 500
+        (c1, event(c1, gw.ANSWERED, leg=1, carrier_id=900009, setup_ms=900)),  # setup bucket le 1000
+        (c1, event(c1, gw.COMPLETED, leg=1, carrier_id=900009, outcome="answered", duration=30.0)),
         (c2, event(c2, gw.INITIATED)),
-        (c2, event(c2, gw.LEG_STARTED, leg=0, carrier_id=9)),
-        (c2, event(c2, gw.RINGING, leg=0, carrier_id=9, pdd_ms=250)),  # PDD bucket le 300
-        (c2, event(c2, gw.FAILED, leg=0, carrier_id=9, outcome="busy", sip_code=486)),
+        (c2, event(c2, gw.LEG_STARTED, leg=0, carrier_id=900009)),
+        (c2, event(c2, gw.RINGING, leg=0, carrier_id=900009, pdd_ms=250)),  # PDD bucket le 300
+        (c2, event(c2, gw.FAILED, leg=0, carrier_id=900009, outcome="busy", sip_code=486)),
         (c3, event(c3, gw.INITIATED)),
-        (c3, event(c3, gw.LEG_STARTED, leg=0, carrier_id=9)),
-        (c3, event(c3, gw.ANSWERED, leg=0, carrier_id=9, setup_ms=1800)),  # setup bucket le 2000
-        (c3, event(c3, gw.COMPLETED, leg=0, carrier_id=9, outcome="answered", duration=90.0, setup_ms=1800,
+        (c3, event(c3, gw.LEG_STARTED, leg=0, carrier_id=900009)),
+        (c3, event(c3, gw.ANSWERED, leg=0, carrier_id=900009, setup_ms=1800)),  # setup bucket le 2000
+        (c3, event(c3, gw.COMPLETED, leg=0, carrier_id=900009, outcome="answered", duration=90.0, setup_ms=1800,
                    jitter_ms=12.0, loss_percent=1.5, latency_ms=80)),
     ]
 
@@ -62,7 +62,7 @@ def test_a_short_campaign_yields_counts_asr_acd_and_histograms(schema):
     assert totals["outcomes"] == {"answered": 2, "busy": 1}
 
     # a carrier's attempts are its legs: 7 got one and failed it over, 9 got three and answered two
-    carrier_7, carrier_9 = series["by"]["carrier"]["7"], series["by"]["carrier"]["9"]
+    carrier_7, carrier_9 = series["by"]["carrier"]["900007"], series["by"]["carrier"]["900009"]
     assert (carrier_7["attempted"], carrier_7["answered"], carrier_7["failovers"]) == (1, 0, 1)
     assert (carrier_9["attempted"], carrier_9["answered"], carrier_9["asr"]) == (3, 2, pytest.approx(0.6667))
     assert series["by"]["campaign"]["12"]["attempted"] == 3
@@ -87,7 +87,7 @@ def test_a_short_campaign_yields_counts_asr_acd_and_histograms(schema):
     latest = selectors.latest_calls(schema)
     assert [c["outcome"] for c in latest] == ["answered", "busy", "answered"]
     assert latest[0]["mos"] == pytest.approx(4.247, abs=0.001) and latest[0]["jitter_ms"] == 12
-    assert latest[0]["duration_s"] == 90 and latest[0]["setup_ms"] == 1800 and latest[0]["carrier"] == "9"
+    assert latest[0]["duration_s"] == 90 and latest[0]["setup_ms"] == 1800 and latest[0]["carrier"] == "900009"
 
 
 def test_a_redelivered_event_is_counted_once(schema):
@@ -107,13 +107,13 @@ def test_a_redelivered_event_is_counted_once(schema):
 def test_calls_in_flight_follow_the_call_and_its_carrier(schema):
     sid = f"CA{uuid.uuid4().hex}"
     record_call_event(schema, event(sid, gw.INITIATED), {"sid": sid, "region": "us"})
-    record_call_event(schema, event(sid, gw.LEG_STARTED, leg=0, carrier_id=4242), {"sid": sid, "region": "us"})
-    record_call_event(schema, event(sid, gw.ANSWERED, leg=0, carrier_id=4242, setup_ms=700),
+    record_call_event(schema, event(sid, gw.LEG_STARTED, leg=0, carrier_id=904242), {"sid": sid, "region": "us"})
+    record_call_event(schema, event(sid, gw.ANSWERED, leg=0, carrier_id=904242, setup_ms=700),
                       {"sid": sid, "region": "us"})
     assert selectors.tenant_now(schema)["active"] == 1
     assert selectors.active_by_tenant([schema]) == {schema: 1}
 
-    record_call_event(schema, event(sid, gw.COMPLETED, leg=0, carrier_id=4242, outcome="answered", duration=5),
+    record_call_event(schema, event(sid, gw.COMPLETED, leg=0, carrier_id=904242, outcome="answered", duration=5),
                       {"sid": sid, "region": "us"})
     assert selectors.tenant_now(schema)["active"] == 0
 

@@ -54,7 +54,7 @@ def socket(host: str, path: str, session_key: str = "") -> WebsocketCommunicator
     return WebsocketCommunicator(application, path, headers=headers)
 
 
-def a_call(schema: str, carrier_id: int = 31) -> str:
+def a_call(schema: str, carrier_id: int = 900031) -> str:
     """One answered call of the tenant, from the first event to the last."""
     sid = f"CA{uuid.uuid4().hex}"
     fields = {"sid": sid, "region": "eu", "to": "+15550123"}
@@ -75,7 +75,7 @@ async def updates_until(communicator, condition, max_messages: int = 6):
         seen.append(message)
         if condition(message):
             return seen
-    raise AssertionError(f"no matching update in {max_messages} pushes")
+    raise AssertionError(f"no matching update in {max_messages} pushes; last: {json.dumps(seen[-1])[:1500]}")
 
 
 def test_a_tenant_dashboard_shows_its_call_that_just_ended_and_never_another_tenants(tenant_a, tenant_b):

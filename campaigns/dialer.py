@@ -1,0 +1,153 @@
+"""The campaign dialer: paces each running campaign to its CPS and concurrency cap, within the free
+capacity of the gateway pool, and turns finished calls into attempt outcomes (and retries).
+
+One loop per campaign at a time, cluster-wide: a Redis lock with a short lease decides who dials
+(a dead worker's lease runs out within seconds and the next beat tick starts a new loop). Contacts
+are claimed (pending → dialing) in the database before they are dialed, so two loops can never dial
+the same contact; a contact claimed by a loop that died before placing its call goes back to pending.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from telephony.calls.models import Call
+from telephony.calls.services import CallRequest, CallRequestError, place_call
+from telephony.gateway import client as gateway
+from telephony.gateway import events as gw
+from telephony.limits import RateLimiter
+from tenants.selectors import current_tenant
+from voiceplatform.redis_client import get_redis
+
+from . import selectors, services
+from .models import Campaign, CampaignContact
+
+ContactState = CampaignContact.State
+SLICE_S = 1.0  # a loop dials for this long, then hands over (pause/cancel seen within a tick)
+LEASE_MS = 3000
+UNPLACED_GRACE = dt.timedelta(seconds=30)  # claimed but no call recorded: the loop died in between
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+
+@dataclass
+class SliceReport:
+    placed: int = 0
+    finished: int = 0
+    running: bool = True
+
+
+def lock_key(campaign_id: int) -> str:
+    return f"dialer:{connection.schema_name}:{campaign_id}"
+
+
+def caller_id_for(caller_ids: list[str], to: str, turn: int) -> str:
+    """Rotate through the campaign's numbers, preferring those local to the callee (same country and
+    area prefix, e.g. +1415…) when the tenant owns any."""
+    local = [number for number in caller_ids if number[:5] == to[:5]]
+    pool = local or caller_ids
+    return pool[turn % len(pool)]
+
+
+def ws_url(url: str) -> str:
+    return "ws" + url[4:] if url.startswith("http") else url
+
+
+def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
+    return {**{k: str(v) for k, v in campaign.custom_parameters.items()},
+            **{k: str(v) for k, v in contact.variables.items()},
+            "contact_name": contact.name, "from_number": caller_id, "to_number": contact.phone,
+            "campaign": str(campaign.pk)}
+
+
+def reconcile(campaign: Campaign, now: dt.datetime) -> int:
+    """Outcomes of the campaign's finished calls → attempt outcomes (retries scheduled by policy)."""
+    finished = Call.objects.filter(
+        campaign_id=campaign.pk, status__in=Call.FINAL_STATUSES,
+        campaign_contact_id__in=CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING)
+        .values("pk"),
+    ).values_list("campaign_contact_id", "outcome", "sid")
+    count = 0
+    for contact_id, outcome, sid in finished:
+        if services.record_attempt_outcome(contact_id, outcome or "failed", sid, now) is not None:
+            count += 1
+    # Claimed, but the loop that claimed them died before recording a call: dial them again.
+    placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk)
+    CampaignContact.objects.filter(
+        campaign=campaign, state=ContactState.DIALING, updated_at__lt=now - UNPLACED_GRACE
+    ).filter(~Exists(placed)).update(state=ContactState.PENDING, updated_at=now)
+    return count
+
+
+def gateway_room(redis) -> int:
+    """Calls the pool can take now: free slots of live gateways minus calls already queued for them."""
+    capacity, active = gateway.pool_capacity(redis)
+    return capacity - active - redis.llen(gw.ORIGINATE_QUEUE)
+
+
+def _dial_one(campaign: Campaign, contact_row: CampaignContact, tenant, turn: int) -> bool:
+    contact = contact_row.contact
+    caller_id = caller_id_for(campaign.caller_ids, contact.phone, turn)
+    try:
+        with transaction.atomic():
+            place_call(tenant, CallRequest(
+                to=contact.phone, from_=caller_id, stream_url=ws_url(campaign.stream_url),
+                custom_parameters=agent_parameters(campaign, contact, caller_id),
+                ring_timeout=campaign.ring_timeout, campaign_id=campaign.pk, campaign_contact_id=contact_row.pk,
+            ))
+    except CallRequestError as error:
+        services.record_attempt_outcome(contact_row.pk, "failed", f"rejected:{error.field}")
+        return False
+    return True
+
+
+def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
+    """Dial one campaign for about `slice_s` seconds, if no other loop is dialing it."""
+    redis, token = get_redis(), uuid.uuid4().hex
+    key = lock_key(campaign_id)
+    if not redis.set(key, token, nx=True, px=LEASE_MS):
+        return SliceReport(running=True)
+    report, tenant = SliceReport(), current_tenant()
+    try:
+        campaign = Campaign.objects.get(pk=campaign_id)
+        pacer = RateLimiter(redis, f"cps:campaign:{connection.schema_name}:{campaign_id}", campaign.cps)
+        deadline = time.monotonic() + slice_s
+        queue: list[CampaignContact] = []
+        while time.monotonic() < deadline:
+            redis.eval(_RENEW, 1, key, token, LEASE_MS)
+            campaign.refresh_from_db(fields=["state", "cps", "max_concurrent"])
+            if campaign.state != Campaign.State.RUNNING:
+                report.running = False
+                break
+            now = timezone.now()
+            report.finished += reconcile(campaign, now)
+            in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
+            room = min(campaign.max_concurrent - in_flight, gateway_room(redis))
+            if room <= 0:
+                time.sleep(0.05)
+                continue
+            if not queue:
+                queue = selectors.due_contacts(campaign, now, limit=max(1, int(campaign.cps * slice_s) + 1))
+                if not queue:
+                    services.complete_if_finished(campaign.pk, now)
+                    time.sleep(0.1)
+                    continue
+            wait = pacer.try_acquire()
+            if wait > 0:
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                continue
+            contact_row = queue.pop(0)
+            if services.campaign_contacts_claim([contact_row.pk], now) and _dial_one(
+                campaign, contact_row, tenant, report.placed
+            ):
+                report.placed += 1
+    finally:
+        redis.eval(_RELEASE, 1, key, token)
+    return report
