@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import redis
+if TYPE_CHECKING:  # the gateway passes its small Redis client; nothing here needs redis-py itself
+    import redis
 
 # KEYS: limit keys. ARGV: holder, ttl_ms, limit_1..limit_n.
 # Returns 1 when every key admitted the holder, else -(i) with i the 1-based index of the first full key.

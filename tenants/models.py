@@ -23,6 +23,8 @@ class Tenant(TenantMixin):
     # Signs status callbacks (HMAC); the tenant verifies them with it, as with a Twilio auth token.
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
     is_suspended = models.BooleanField(default=False)
+    # Caps over all the tenant's calls, enforced cluster-wide by the gateways (0: no cap).
+    max_concurrent_calls = models.PositiveIntegerField(default=100)
     created_at = models.DateTimeField(auto_now_add=True)
 
     auto_create_schema = True

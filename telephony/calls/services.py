@@ -53,11 +53,12 @@ def caller_id_number(tenant, e164: str) -> Number:
 
 
 def plan_legs(to: str, region: str | None) -> list[dict]:
-    carriers = [carrier.as_route() for carrier in Carrier.objects.filter(enabled=True, healthy=True)]
+    carriers = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
     return [
         {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
-         "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None}
-        for leg in routing.plan_route(carriers, region, to)
+         "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None,
+         "max_concurrent": carriers[leg.carrier.id].max_concurrent, "max_cps": carriers[leg.carrier.id].max_cps}
+        for leg in routing.plan_route([carrier.as_route() for carrier in carriers.values()], region, to)
     ]
 
 
@@ -86,7 +87,7 @@ def place_call(tenant, request: CallRequest) -> Call:
         "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
         "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
         "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
-        "account_sid": tenant.account_sid,
+        "account_sid": tenant.account_sid, "tenant_max_concurrent": tenant.max_concurrent_calls,
     }
     transaction.on_commit(lambda: gateway.originate(get_redis(), command))
     return call

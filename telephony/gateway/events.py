@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from telephony import routing
+
 # ---- Redis keys -------------------------------------------------------------------------------
 EVENTS_STREAM = "calls:events"
 EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~)
@@ -83,34 +85,21 @@ REASON_TRANSPORT_ERROR = "transport_error"
 REASON_GATEWAY_DIED = "gateway_died"
 REASON_SHUTDOWN = "gateway_shutdown"
 REASON_REMOTE_HANGUP = "remote_hangup"
+REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"
 
-# SIP final codes after which the next carrier leg is tried at once. 401/407 here mean the leg's
-# credentials were refused (pjsua already retried with them), 403 is a carrier refusing us.
-FAILOVER_CODES = frozenset({401, 403, 407, 408})
-
-
 def is_failover_code(code: int) -> bool:
-    return code in FAILOVER_CODES or 500 <= code <= 599 or code == 0
+    """Whether the next carrier is tried after a leg ended with this final code (0: no response or
+    transport failure). The policy lives in telephony.routing, shared with the routing side."""
+    return routing.should_fail_over(code or None)
 
 
 def outcome_for_code(code: int) -> str:
-    """Outcome of a call whose last leg ended with this final SIP code (user-level codes)."""
-    if code in (486, 600):
-        return OUTCOME_BUSY
-    if code == 603:
-        return OUTCOME_DECLINED
-    if code in (404, 484, 604):
-        return OUTCOME_NOT_FOUND
-    if code == 480:
-        return OUTCOME_UNAVAILABLE
-    if code == 487:
-        return OUTCOME_NO_ANSWER
-    if is_failover_code(code):
-        return OUTCOME_CARRIER_ERROR
-    return OUTCOME_REJECTED
+    """Outcome of a call whose last leg ended with this final SIP code."""
+    outcome = routing.outcome_for(code or None)
+    return OUTCOME_REJECTED if outcome == routing.Outcome.FAILED else outcome
 
 
 def make_event(call_id: str, type: str, **fields: Any) -> dict:

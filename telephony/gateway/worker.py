@@ -29,6 +29,7 @@ import pjsua2 as pj
 
 from . import events as ev
 from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
+from .call_limits import CallLimits
 from .store import Store
 
 log = logging.getLogger("gateway")
@@ -73,6 +74,9 @@ class Session:
     tenant: str | None = None
     sip_call_id: str | None = None  # SIP Call-ID of the current leg
     extra: dict = field(default_factory=dict)  # fields copied into every event (from, to, route...)
+    held: list = field(default_factory=list)  # concurrency slots (carrier, tenant) of the current leg
+    admitted_leg: int = -1  # the leg that passed the caps (a CPS grant is taken once per leg)
+    not_before: float = 0.0  # monotonic: the carrier's CPS pacing holds the leg until then
 
     @property
     def carrier_id(self):
@@ -197,6 +201,7 @@ class Worker:
         self.capacity = min(args.capacity, PJSUA_MAX_CALLS)
         self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.store = Store(self.r)
+        self.limits = CallLimits(self.r)
         self.sessions: dict[str, Session] = {}
         # Every live pjsua call (outbound legs, inbound, rejects). The only strong references to
         # GatewayCall objects are here and in Session.pjcall, and both are dropped *inside* the
@@ -380,6 +385,7 @@ class Worker:
             p.set(ev.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
             p.sadd(ev.GATEWAYS_SET, self.gateway_id)
             p.execute()
+            self.limits.renew((s.call_id, s.held) for s in self.sessions.values())
             if not self.redis_ok:
                 log.info("redis reachable again")
             self.redis_ok = True
@@ -512,10 +518,31 @@ class Worker:
         else:
             self.place_leg(s)
 
+    def admit_leg(self, s: Session, leg: dict) -> bool:
+        """The carrier's and tenant's caps, once per leg: False when the leg waits for its CPS turn
+        (placed later from check_timers) or was failed because the carrier is at capacity."""
+        if s.admitted_leg == s.leg:
+            return True
+        if time.monotonic() < s.not_before:
+            s.leg_start_pending = True
+            return False
+        verdict, wait = self.limits.admit(s.call_id, s.cmd, leg, s.held)
+        if verdict == CallLimits.WAIT:
+            s.not_before = time.monotonic() + wait
+            s.leg_start_pending = True
+            return False
+        if verdict == CallLimits.FULL:
+            self.leg_failed(s, 0, "carrier at capacity", ev.REASON_CARRIER_AT_CAPACITY)
+            return False
+        s.admitted_leg = s.leg
+        return True
+
     def place_leg(self, s: Session) -> None:
         """makeCall for the current leg; retried from check_timers while pjsua has no free slot."""
         leg = s.legs[s.leg]
         s.leg_start_pending = False
+        if not self.admit_leg(s, leg):
+            return
         try:
             acc = self.account_for(leg)
             call = GatewayCall(self, acc, s)
@@ -553,6 +580,7 @@ class Worker:
 
     def leg_failed(self, s: Session, code: int, sip_reason: str, reason: str | None = None) -> None:
         """The current outbound leg ended without answer: fail over or end the call."""
+        self.limits.release(s.call_id, s.held)
         platform = s.hangup_reason
         if platform in (ev.REASON_NO_PROVISIONAL,):
             failover_cause = True
@@ -580,6 +608,7 @@ class Worker:
         self.fail(s, outcome, code=code, reason=platform or reason or sip_reason, sip_reason=sip_reason)
 
     def fail(self, s: Session, outcome: str, code: int, reason: str, sip_reason: str | None = None) -> None:
+        self.limits.release(s.call_id, s.held)
         s.state = "ended"
         self.sessions.pop(s.call_id, None)
         self.emit(s, ev.FAILED, outcome=outcome, sip_code=code, sip_reason=sip_reason, reason=reason,
@@ -588,6 +617,7 @@ class Worker:
     def finish(self, s: Session, code: int, sip_reason: str, by: str, leg_ended: bool = False) -> None:
         """Final event of a session whose pjsua call is gone (leg_ended: pjsua reported it)."""
         if s.state == "answered":
+            self.limits.release(s.call_id, s.held)
             s.state = "ended"
             self.sessions.pop(s.call_id, None)
             duration = round(time.monotonic() - s.answered_mono, 3)
