@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from voiceplatform.redis_client import get_redis
 
 from telephony.calls.models import Call
 from telephony.calls.services import CallRequest, CallRequestError, place_call
@@ -23,7 +24,6 @@ from telephony.gateway import client as gateway
 from telephony.gateway import events as gw
 from telephony.limits import RateLimiter
 from tenants.selectors import current_tenant
-from voiceplatform.redis_client import get_redis
 
 from . import selectors, services
 from .models import Campaign, CampaignContact

@@ -1,6 +1,5 @@
 """Celery entry points of the dialer; thin: the work is in campaigns.dialer and campaigns.services."""
 from django_tenants.utils import get_tenant_model, schema_context
-
 from voiceplatform.celery import app
 
 from . import dialer, selectors, services

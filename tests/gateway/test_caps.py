@@ -37,7 +37,7 @@ def test_a_concurrency_cap_of_k_holds_with_3k_calls_across_two_gateways(r, new_g
 
     finals = {call_id: wait_final(r, call_id, timeout=40) for call_id in calls}
     answered = []
-    for call_id, events in finals.items():
+    for events in finals.values():
         by_type = {e["type"]: e for e in events}
         if "answered" in by_type:
             answered.append((by_type["answered"]["ts"], by_type["completed"]["ts"]))
