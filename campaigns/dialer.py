@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -31,7 +32,6 @@ from .models import Campaign, CampaignContact
 ContactState = CampaignContact.State
 SLICE_S = 1.0  # a loop dials for this long, then hands over (pause/cancel seen within a tick)
 LEASE_MS = 3000
-UNPLACED_GRACE = dt.timedelta(seconds=30)  # claimed but no call recorded: the loop died in between
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -81,7 +81,8 @@ def reconcile(campaign: Campaign, now: dt.datetime) -> int:
     # Claimed, but the loop that claimed them died before recording a call: dial them again.
     placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk)
     CampaignContact.objects.filter(
-        campaign=campaign, state=ContactState.DIALING, updated_at__lt=now - UNPLACED_GRACE
+        campaign=campaign, state=ContactState.DIALING,
+        updated_at__lt=now - dt.timedelta(seconds=settings.DIALER_UNPLACED_GRACE_S),
     ).filter(~Exists(placed)).update(state=ContactState.PENDING, updated_at=now)
     return count
 

@@ -153,6 +153,9 @@ CELERY_BEAT_SCHEDULE = {
     "dispatch-dialers": {"task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0},
 }
 
+# Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
+DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
+
 # /metrics (Prometheus) asks for `Authorization: Bearer <METRICS_TOKEN>` when it is set.
 METRICS_TOKEN = env("METRICS_TOKEN")
 

@@ -49,7 +49,8 @@ def handle(client: redis.Redis, entries) -> int:
 
 def read_once(client: redis.Redis, consumer: str, block_ms: int) -> int:
     ensure_group(client)
-    _, claimed, _ = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=100)
+    # Redis 6.2 answers [cursor, entries], Redis 7 adds deleted ids: the entries are second either way.
+    claimed = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=100)[1]
     done = handle(client, claimed) if claimed else 0
     reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=200, block=block_ms)
     for _, entries in reply or []:

@@ -1,0 +1,67 @@
+"""The platform's own processes, started for a test as `make run` starts them: the gateway pool,
+the call recorder, Celery workers and beat, each against this test run's PostgreSQL and Redis."""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT, free_udp_port, project_env
+
+GATEWAY_SCENARIOS = ROOT / "tests" / "gateway" / "scenarios"
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], log_dir: Path, **env):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=project_env(**env), stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def gateway_pool(log_dir: Path, processes: int = 2) -> Process:
+    return Process("gateways", [sys.executable, "-m", "telephony.gateway.supervisor", "--processes", str(processes),
+                                "--bind", "127.0.0.1", "--public-ip", "127.0.0.1",
+                                "--base-rtp-port", str(30000 + free_udp_port() % 20000)], log_dir)
+
+
+def recorder(log_dir: Path) -> Process:
+    return Process("recorder", [sys.executable, "manage.py", "record_calls"], log_dir)
+
+
+def celery_worker(log_dir: Path, name: str, **env) -> Process:
+    return Process(name, [sys.executable, "-m", "celery", "-A", "voiceplatform", "worker", "-Q", "celery",
+                          "--pool", "threads", "--concurrency", "4", "-l", "WARNING", "-n", f"{name}@%h"],
+                   log_dir, **env)
+
+
+def celery_beat(log_dir: Path) -> Process:
+    return Process("beat", [sys.executable, "-m", "celery", "-A", "voiceplatform", "beat", "-l", "WARNING",
+                            "-s", str(log_dir / "beat-schedule")], log_dir)
+
+
+def sipp_carrier(log_dir: Path, scenario: str = "uas_answer_bye.xml", *args: str) -> tuple[Process, int]:
+    """SIPp as a carrier on 127.0.0.1: answers every call (and, by default, hangs up after -d ms)."""
+    port = free_udp_port()
+    argv = [shutil.which("sipp"), "-sf", str(GATEWAY_SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
+            "-nostdin", "-mp", str(free_udp_port()), *args]
+    return Process(f"sipp-{port}", argv, log_dir), port
