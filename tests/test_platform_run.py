@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import redis
 
-from tests.support import ROOT, project_env, run_manage
+from tests.support import ROOT, free_udp_port, project_env, run_manage
 
 
 def free_port() -> int:
@@ -55,7 +55,8 @@ def test_run_starts_everything_embedded_reports_health_and_stops_on_ctrl_c(embed
     port = free_port()
     log = open(tmp_path / "run.log", "w+")
     run = subprocess.Popen(
-        [sys.executable, "manage.py", "run", "--port", str(port)],
+        [sys.executable, "manage.py", "run", "--port", str(port), "--demo-carrier-port", str(free_udp_port()),
+         "--demo-agent-port", str(free_port())],
         cwd=ROOT, env=embedded_env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -51,7 +51,29 @@ def ensure_demo_setup() -> dict:
     return saved
 
 
-def banner(base_url: str, port: int, saved: dict) -> str:
+DEMO_CARRIER = "Demo carrier"
+DEMO_NUMBER = "+14155550100"
+
+
+def ensure_demo_telephony(carrier_port: int, agent_port: int) -> None:
+    """The built-in far end as a carrier, a number for the demo tenant answered by the demo agent,
+    and the gateways' copy of that inventory in Redis."""
+    from telephony.models import Carrier, Number
+    from telephony.services import publish_inventory
+
+    connection.set_schema_to_public()
+    Carrier.objects.update_or_create(
+        name=DEMO_CARRIER, defaults={"host": "127.0.0.1", "port": carrier_port, "transport": "udp",
+                                     "enabled": True, "max_cps": 50, "max_concurrent": 200},
+    )
+    Number.objects.update_or_create(
+        e164=DEMO_NUMBER, defaults={"tenant": Tenant.objects.get(schema_name=DEMO_SLUG),
+                                    "inbound_stream_url": f"ws://127.0.0.1:{agent_port}"},
+    )
+    publish_inventory()
+
+
+def banner(base_url: str, port: int, saved: dict, agent_port: int) -> str:
     admin = saved["platform_admin"]
     tenant = saved["demo_tenant"]
     return "\n".join(
@@ -63,6 +85,9 @@ def banner(base_url: str, port: int, saved: dict) -> str:
             f"  demo tenant    http://{tenant['domain']}:{port}/admin/   user {tenant['admin_user']}  "
             f"password {tenant['admin_password']}",
             f"  REST API       {base_url}/api/docs   Authorization: Bearer {tenant['api_key']}",
+            f"  try a call     curl -s -H 'Authorization: Bearer {tenant['api_key']}' -H 'Content-Type: application/json' "
+            f"-d '{{\"to\": \"+14155550199\", \"from\": \"{DEMO_NUMBER}\", \"stream_url\": \"ws://127.0.0.1:{agent_port}\"}}' "
+            f"{base_url}/api/v1/calls",
             "  demo tenant credentials as JSON:",
             "  " + json.dumps(tenant),
             "Ctrl-C stops everything.",

@@ -16,9 +16,10 @@ from voiceplatform.embedded import var_dir
 from voiceplatform.processes import ProcessGroup, manage_command, python_module
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def port_is_free(host: str, port: int, udp: bool = False) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as probe:
+        if not udp:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -42,31 +43,44 @@ def wait_healthy(url: str, timeout: float) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Migrate, ensure the demo tenant, and run daphne, a Celery worker and Celery beat until Ctrl-C."
+    help = ("Migrate, ensure the demo tenant, carrier and agent, and run the whole platform (web, Celery, "
+            "the gateway pool, the call recorder, the demo carrier and agent) until Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HTTP_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
-        parser.add_argument("--workers", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
+        parser.add_argument("--workers", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "8")))
+        parser.add_argument("--gateways", type=int, default=int(os.environ.get("GATEWAY_PROCESSES", "2")))
+        parser.add_argument("--demo-carrier-port", type=int, default=int(os.environ.get("DEMO_CARRIER_PORT", "5090")))
+        parser.add_argument("--demo-agent-port", type=int, default=int(os.environ.get("DEMO_AGENT_PORT", "8765")))
 
-    def handle(self, *args, host, port, workers, **options):
-        if not port_is_free(host, port):
-            raise CommandError(f"port {port} on {host} is already in use; stop what uses it or set HTTP_PORT")
+    def handle(self, *args, host, port, workers, gateways, demo_carrier_port, demo_agent_port, **options):
+        for what, variable, number, udp in (("HTTP", "HTTP_PORT", port, False),
+                                            ("demo carrier", "DEMO_CARRIER_PORT", demo_carrier_port, True),
+                                            ("demo agent", "DEMO_AGENT_PORT", demo_agent_port, False)):
+            if not port_is_free(host if what == "HTTP" else "127.0.0.1", number, udp):
+                raise CommandError(f"port {number} ({what}) is already in use; stop what uses it or set {variable}")
         call_command("migrate_schemas", interactive=False, verbosity=0)
         credentials = demo.ensure_demo_setup()
+        demo.ensure_demo_telephony(demo_carrier_port, demo_agent_port)
 
         group = ProcessGroup(
             [
                 python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
                 python_module(
                     "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
-                    "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
+                    "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
                 ),
                 python_module(
                     "webhooks", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "webhooks",
                     "--pool", "threads", "--concurrency", "16", "-n", f"webhooks-{os.getpid()}@%h",
                 ),
                 manage_command("recorder", "record_calls"),
+                python_module("gateways", "telephony.gateway.supervisor", "--processes", str(gateways),
+                              "--bind", "127.0.0.1", "--public-ip", "127.0.0.1"),
+                python_module("carrier", "telephony.demo_carrier", "--host", "127.0.0.1",
+                              "--port", str(demo_carrier_port)),
+                python_module("agent", "media.demo_agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
                 python_module(
                     "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
                     "-s", str(var_dir() / "celerybeat-schedule"),
@@ -85,7 +99,7 @@ class Command(BaseCommand):
         try:
             base = f"http://localhost:{port}"
             if wait_healthy(f"http://{host}:{port}/healthz", timeout=60):
-                self.stdout.write(demo.banner(base, port, credentials))
+                self.stdout.write(demo.banner(base, port, credentials, demo_agent_port))
             else:
                 self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
             while not stopping:
