@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each script measures against a baseline run on the same machine."""

@@ -1,0 +1,46 @@
+"""`make bench`: run every benchmark in turn; each prints JSON and writes it under bench/results/.
+
+    make bench                       # all, full length
+    BENCH_ARGS="--quick" make bench  # shorter runs (figures noisier), for a first look
+    BENCH_ARGS="gateway_capacity" make bench
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS = {
+    "import_contacts": ([], ["--rows", "20000"]),
+    "gateway_capacity": ([], ["--duration", "15", "--hold-workers", "20", "--hold", "20"]),
+    "dialer": ([], ["--duration", "10"]),
+    "media_bridge": ([], ["--quick"]),
+    "dashboard_lag": ([], ["--seconds", "5"]),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    args = parser.parse_args()
+    failed = []
+    for name in args.names or list(BENCHMARKS):
+        script = HERE / f"{name}.py"
+        if not script.exists():
+            print(f"== {name}: not present, skipped", flush=True)
+            continue
+        full, quick = BENCHMARKS[name]
+        print(f"== {name}", flush=True)
+        if subprocess.run([sys.executable, str(script), *(quick if args.quick else full)]).returncode:
+            failed.append(name)
+    if failed:
+        print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
