@@ -35,7 +35,8 @@ def free_port() -> int:
 
 
 def start(argv, log_dir: Path, name: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}")
+    # No carrier health checks: the SIPp scenario answers INVITEs, not OPTIONS.
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}", CARRIER_HEALTH_INTERVAL="3600")
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=open(log_dir / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
 
