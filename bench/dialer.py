@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--rates", default="5,20,50,100")
-    parser.add_argument("--gateways", type=int, default=6)
+    parser.add_argument("--gateways", type=int, default=12)
     parser.add_argument("--post-rate", type=float, default=20)
     args = parser.parse_args()
 
