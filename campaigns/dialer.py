@@ -33,6 +33,7 @@ ContactState = CampaignContact.State
 SLICE_S = 1.0  # a loop dials for this long, then hands over (pause/cancel seen within a tick)
 LEASE_MS = 3000
 BOOKKEEPING_S = 0.2
+ABANDONMENT_LIMIT = 0.03
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -110,6 +111,13 @@ def _dial_one(campaign: Campaign, contact_row: CampaignContact, tenant, turn: in
     return True
 
 
+def paced_cps(campaign: Campaign) -> float:
+    """The campaign's CPS, halved while its abandonment rate is over ABANDONMENT_LIMIT (agents not
+    streaming in time: dial slower rather than leave more callees in silence)."""
+    rate = selectors.abandonment_rate(campaign)
+    return campaign.cps / 2 if rate is not None and rate > ABANDONMENT_LIMIT else campaign.cps
+
+
 def _claimed_batch(campaign: Campaign, now: dt.datetime, size: int) -> list[CampaignContact]:
     due = selectors.due_contacts(campaign, now, limit=size)
     won = set(services.campaign_contacts_claim([row.pk for row in due], now))
@@ -131,7 +139,7 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
     queue: list[CampaignContact] = []
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
-        pacer = RateLimiter(redis, f"cps:campaign:{connection.schema_name}:{campaign_id}", campaign.cps)
+        pacer = RateLimiter(redis, f"cps:campaign:{connection.schema_name}:{campaign_id}", paced_cps(campaign))
         deadline = time.monotonic() + slice_s
         next_bookkeeping, room = 0.0, 0
         while time.monotonic() < deadline:

@@ -36,7 +36,19 @@ def campaign_progress(campaign: Campaign) -> dict:
         answered=Count("id", filter=Q(last_outcome="answered")),
     )
     counts["remaining"] = counts[ContactState.PENDING] + counts[ContactState.DIALING]
-    return {"campaign": campaign.pk, "state": campaign.state, **counts, "eta_seconds": None}
+    running = campaign.state == Campaign.State.RUNNING
+    eta = round(counts["remaining"] / campaign.cps) if running and campaign.cps else None
+    return {"campaign": campaign.pk, "state": campaign.state, **counts, "eta_seconds": eta,
+            "abandonment_rate": abandonment_rate(campaign)}
+
+
+def abandonment_rate(campaign: Campaign) -> float | None:
+    """Abandoned / answered calls of the campaign (None before any answer)."""
+    from telephony.calls.models import Call
+
+    figures = Call.objects.filter(campaign_id=campaign.pk, answered_at__isnull=False).aggregate(
+        answered=Count("id"), abandoned=Count("id", filter=Q(abandoned=True)))
+    return round(figures["abandoned"] / figures["answered"], 4) if figures["answered"] else None
 
 
 def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:

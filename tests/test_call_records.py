@@ -135,3 +135,17 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(tenant_a, rece
     assert delays == [2, 4, 8, 16, 32, None]
     assert delivery.attempts == webhooks.MAX_ATTEMPTS and delivery.gave_up_at and delivery.status_code == 500
     assert len(endpoint.received) == webhooks.MAX_ATTEMPTS
+
+
+@pytest.mark.parametrize("ai_connect_ms, abandoned", [(None, True), (2500, True), (400, False)])
+def test_an_answered_call_whose_agent_was_not_streaming_within_2_s_is_abandoned(tenant_a, ai_connect_ms, abandoned):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                   stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, leg=0, setup_ms=900), "acme")
+    if ai_connect_ms is not None:
+        record_event(gw.make_event(call.sid, gw.STREAM_STARTED, leg=0, ai_connect_ms=ai_connect_ms), "acme")
+    record_event(gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=4.0), "acme")
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert call.abandoned is abandoned and call.ai_connect_ms == ai_connect_ms

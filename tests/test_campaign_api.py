@@ -149,7 +149,9 @@ def test_starting_creates_the_campaign_contacts_and_progress_counts_them(tenant_
     assert {k: progress[k] for k in ("total", "pending", "dialing", "done", "failed", "dnc", "answered", "remaining")} == {
         "total": 3, "pending": 2, "dialing": 0, "done": 0, "failed": 0, "dnc": 1, "answered": 0, "remaining": 2,
     }
-    assert progress["eta_seconds"] is None
+    cps = api(key).get(f"/api/v1/campaigns/{campaign_id}").json()["cps"]
+    assert progress["eta_seconds"] == round(2 / cps)  # the remaining contacts at the campaign's pace
+    assert progress["abandonment_rate"] is None  # nothing answered yet
 
     with schema_context(tenant_a.tenant):
         first, second = CampaignContact.objects.filter(campaign_id=campaign_id, state="pending").order_by("id")

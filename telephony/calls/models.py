@@ -26,6 +26,7 @@ class Call(models.Model):
         FAILED = "failed"
         CANCELED = "canceled"
 
+    ABANDON_AFTER_MS = 2000
     FINAL_STATUSES = {Status.COMPLETED, Status.BUSY, Status.NO_ANSWER, Status.FAILED, Status.CANCELED}
 
     sid = models.CharField(max_length=34, unique=True, default=new_call_sid)
@@ -55,6 +56,10 @@ class Call(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     post_dial_delay_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Answer to the agent's stream starting; an answered call whose agent was not streaming within
+    # ABANDON_AFTER_MS is abandoned (the callee heard silence).
+    ai_connect_ms = models.PositiveIntegerField(null=True, blank=True)
+    abandoned = models.BooleanField(default=False)
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
 

@@ -82,6 +82,8 @@ def _apply(call: Call, event: dict) -> None:
         calls.filter(NOT_FINAL).update(
             status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")), **_carrier(event)
         )
+    elif kind == gw.STREAM_STARTED:
+        calls.filter(ai_connect_ms__isnull=True).update(ai_connect_ms=_ms(event.get("ai_connect_ms")))
     elif kind in gw.FINAL_TYPES:
         outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
         calls.filter(NOT_FINAL).update(
@@ -90,6 +92,9 @@ def _apply(call: Call, event: dict) -> None:
             hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"),
         )
         CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
+        calls.filter(answered_at__isnull=False).exclude(stream_url="").filter(
+            Q(ai_connect_ms__isnull=True) | Q(ai_connect_ms__gt=Call.ABANDON_AFTER_MS)
+        ).update(abandoned=True)
 
 
 def _call_for(event: dict) -> Call | None:
