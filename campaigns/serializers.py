@@ -95,3 +95,4 @@ class CampaignProgressSerializer(serializers.Serializer):
     answered = serializers.IntegerField()
     remaining = serializers.IntegerField()
     eta_seconds = serializers.IntegerField(allow_null=True)
+    abandonment_rate = serializers.FloatField(allow_null=True, help_text="abandoned / answered calls")
