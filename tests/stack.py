@@ -3,12 +3,11 @@ the call recorder, Celery workers and beat, each against this test run's Postgre
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, free_udp_port, project_env
+from tests.support import ROOT, free_udp_port, project_env, stop_process
 
 GATEWAY_SCENARIOS = ROOT / "tests" / "gateway" / "scenarios"
 
@@ -29,12 +28,7 @@ class Process:
         self.proc.wait()
 
     def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, timeout)
         self.log.close()
 
 

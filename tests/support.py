@@ -30,7 +30,7 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     import time
 
     deadline = time.monotonic() + timeout
@@ -41,3 +41,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from tests.gateway.gwhelpers import (
     wait_final,
     wait_for,
 )
+from tests.support import stop_process
 
 CALL_LINE = re.compile(r"call (?P<call_id>\S+) from=(?P<from>\S+) to=(?P<to>\S+) result=(?P<result>\S+) "
                        r"reason=(?P<reason>\S+) duration=(?P<duration>[\d.]+) sent=(?P<sent>\d+) "
@@ -60,15 +60,9 @@ class DemoCarrierProc:
         return wait_for(lambda: next(iter(self.call_lines()), None), timeout, what="demo carrier call log line")
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, timeout)
         self.log.close()
-        return self.proc.returncode
+        return code
 
 
 @pytest.fixture
