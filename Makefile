@@ -14,11 +14,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# SIPp (Debian's sip-tester) is the far end in tests and benchmarks.
+# SIPp (Debian's sip-tester) is the far end in tests and benchmarks; Debian's chromium runs the
+# browser tests.
 system-deps:
-	@command -v sipp >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester; \
-	  else echo "SIPp is missing: sudo apt-get install sip-tester"; exit 1; fi; }
+	@{ command -v sipp >/dev/null && test -x /usr/bin/chromium; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester chromium; \
+	  else echo "SIPp or chromium is missing: sudo apt-get install sip-tester chromium"; exit 1; fi; }
 
 run: venv
 	$(PY) manage.py run

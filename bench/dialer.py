@@ -87,6 +87,7 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
     from django_tenants.utils import schema_context
+    from voiceplatform.redis_client import get_redis
 
     from campaigns import services
     from campaigns.models import Campaign, Contact, ContactList
@@ -95,7 +96,6 @@ def main() -> None:
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
-    from voiceplatform.redis_client import get_redis
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     ensure_public_tenant()

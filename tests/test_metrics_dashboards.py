@@ -201,7 +201,7 @@ def test_metrics_exposes_totals_with_tenant_labels_on_the_platform_host(tenant_a
 
 def test_dashboard_pages_are_for_signed_in_users_and_plotly_is_served_locally(tenant_a):
     acme = Client(HTTP_HOST=tenant_a.domain)
-    assert acme.get("/dashboard/")["Location"].startswith("/admin/login/")
+    assert acme.get("/dashboard/")["Location"].startswith("/accounts/login/")
     acme.cookies[settings.SESSION_COOKIE_NAME] = signed_in_session(tenant_a.tenant, "ada")
     page = acme.get("/dashboard/")
     assert page.status_code == 200

@@ -104,6 +104,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "voiceplatform.urls"
+LOGIN_URL = "/accounts/login/"
 ASGI_APPLICATION = "voiceplatform.asgi.application"
 WSGI_APPLICATION = None
 

@@ -17,4 +17,5 @@ urlpatterns = [
     path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>.json", twilio_api.CallView.as_view()),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("voiceplatform.ui.urls")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import plotly
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseRedirect
@@ -15,7 +16,7 @@ from django_tenants.utils import get_public_schema_name
 
 from . import selectors
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = settings.LOGIN_URL
 YEAR = 365 * 86400
 
 

@@ -1,0 +1,127 @@
+"""Reads the pages need beyond the apps' own selectors: a campaign's live progress with the figures a
+person watching it wants (dialed, ETA, abandonment), and its results for export. Built on
+campaigns.selectors.campaign_progress; no writes here."""
+from __future__ import annotations
+
+import logging
+import time
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignContact
+from campaigns.selectors import campaign_progress
+
+log = logging.getLogger(__name__)
+ContactState = CampaignContact.State
+ABANDONMENT_CACHE_S = 5
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if 0 < seconds < 1:
+        return "< 1 s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours // 24} days {hours % 24} h"
+
+
+def _abandonment_rate(campaign: Campaign) -> float | None:
+    """Abandoned / answered calls of the campaign, from the live call metrics (Redis), over the
+    smallest metrics window that covers the campaign's run; None when nothing was answered yet."""
+    if not campaign.started_at:
+        return None
+    key = f"ui:abandonment:{connection.schema_name}:{campaign.pk}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached.get("rate")
+    from telephony.metrics.selectors import tenant_series
+
+    age = (timezone.now() - campaign.started_at).total_seconds()
+    window = next((w for w, limit in (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400)) if age <= limit), "30d")
+    try:
+        figures = tenant_series(connection.schema_name, window)["by"]["campaign"].get(str(campaign.pk)) or {}
+    except Exception:  # metrics are a nice-to-have on this page: never break the progress poll
+        log.warning("campaign %s: abandonment rate unavailable", campaign.pk, exc_info=True)
+        figures = {}
+    answered = figures.get("answered") or 0
+    rate = round(figures.get("abandoned", 0) / answered, 4) if answered else None
+    cache.set(key, {"rate": rate}, ABANDONMENT_CACHE_S)
+    return rate
+
+
+def campaign_live_progress(campaign: Campaign, now=None) -> dict:
+    """campaign_progress plus: dialed (contacts called at least once), failed, percent done, an ETA
+    from the pace so far (or from the configured CPS before there is one) and the abandonment rate."""
+    now = now or timezone.now()
+    progress = campaign_progress(campaign)
+    extra = CampaignContact.objects.filter(campaign=campaign).aggregate(
+        dialed=Count("id", filter=Q(attempts__gt=0) | Q(state=ContactState.DIALING)),
+    )
+    total, remaining = progress["total"], progress["remaining"]
+    finished = total - remaining
+    eta = None
+    if campaign.state == Campaign.State.RUNNING and remaining:
+        # The pace so far: contacts that ended with a call (not those skipped as do-not-call at start).
+        called = finished - progress[ContactState.DNC]
+        elapsed = (now - campaign.started_at).total_seconds() if campaign.started_at else 0
+        pace = called / elapsed if called and elapsed > 5 else None
+        eta = remaining / pace if pace else (progress.get("eta_seconds") or remaining / campaign.cps)
+    elif campaign.state == Campaign.State.COMPLETED or (total and not remaining):
+        eta = 0
+    # campaigns.selectors gives the rate from the call records when it knows it; else the live metrics.
+    abandonment = progress["abandonment_rate"] if "abandonment_rate" in progress else _abandonment_rate(campaign)
+    return {
+        **progress,
+        "dialed": extra["dialed"],
+        "failed": progress[ContactState.FAILED],
+        "percent_done": round(finished * 100 / total, 1) if total else 0,
+        "eta_seconds": None if eta is None else round(eta),
+        "eta_text": "paused" if campaign.state == Campaign.State.PAUSED and remaining else _duration_text(eta),
+        "abandonment_rate": abandonment,
+        "abandonment_text": "–" if abandonment is None else f"{abandonment * 100:.1f} %",
+        "state_label": campaign.get_state_display(),
+        "updated_at": time.time(),
+    }
+
+
+def campaigns_with_counts():
+    return Campaign.objects.select_related("contact_list").annotate(
+        total=Count("campaign_contacts"),
+        remaining=Count("campaign_contacts", filter=Q(campaign_contacts__state__in=(
+            ContactState.PENDING, ContactState.DIALING))),
+        answered=Count("campaign_contacts", filter=Q(campaign_contacts__last_outcome="answered")),
+    )
+
+
+EXPORT_COLUMNS = ["phone", "name", "time_zone", "state", "attempts", "last_outcome", "last_call_sid",
+                  "next_attempt_at", "updated_at", "variables"]
+
+
+def campaign_results(campaign: Campaign):
+    """One row per contact of the campaign (after it started; before that, the list's contacts as
+    not started), in the order of EXPORT_COLUMNS, streamed from the database."""
+    import json
+
+    if campaign.started_at or CampaignContact.objects.filter(campaign=campaign).exists():
+        rows = (CampaignContact.objects.filter(campaign=campaign).select_related("contact").order_by("id")
+                .iterator(chunk_size=2000))
+        for cc in rows:
+            c = cc.contact
+            yield [c.phone, c.name, c.time_zone, cc.state, cc.attempts, cc.last_outcome, cc.last_call_sid,
+                   cc.next_attempt_at.isoformat() if cc.next_attempt_at else "", cc.updated_at.isoformat(),
+                   json.dumps(c.variables, ensure_ascii=False) if c.variables else ""]
+    else:
+        for c in campaign.contact_list.contacts.order_by("id").iterator(chunk_size=2000):
+            yield [c.phone, c.name, c.time_zone, "not started", 0, "", "", "", "",
+                   json.dumps(c.variables, ensure_ascii=False) if c.variables else ""]

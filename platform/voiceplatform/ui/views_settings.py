@@ -1,0 +1,155 @@
+"""Tenant settings, for the tenant's admins on the tenant's host: API keys, webhooks (signing secret
+and delivery log), the do-not-call list, users. A secret made here is shown once, on the page right
+after it was made (kept in the session until then), and never again."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from campaigns import services as campaign_services
+from campaigns.selectors import do_not_call_entries
+from telephony.calls.models import WebhookDelivery
+from tenants.accounts.models import ApiKey
+from tenants.accounts.services import issue_api_key, revoke_api_key
+
+from . import services, uploads
+from .access import tenant_page
+from .forms import ApiKeyForm, DoNotCallForm, DoNotCallUploadForm, UserCreateForm
+
+NEW_KEY = "ui_new_api_key"
+PAGE_SIZE = 50
+
+
+@tenant_page(admin=True)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def api_keys(request):
+    if request.method == "POST":
+        form = ApiKeyForm(request.POST)
+        if form.is_valid():
+            key = issue_api_key(request.tenant.account_sid, name=form.cleaned_data["name"])
+            request.session[NEW_KEY] = {"name": form.cleaned_data["name"], "key": key}
+            return redirect("ui:api-keys")
+    else:
+        form = ApiKeyForm()
+    return render(request, "ui/settings/api_keys.html", {
+        "form": form, "keys": ApiKey.objects.all(), "new_key": request.session.pop(NEW_KEY, None),
+        "account_sid": request.tenant.account_sid,
+    })
+
+
+@tenant_page(admin=True)
+@require_POST
+def api_key_revoke(request, pk: int):
+    key = get_object_or_404(ApiKey, pk=pk)
+    if revoke_api_key(key.pk):
+        messages.success(request, f"Key “{key.name}” ({key.prefix}…) revoked: it no longer works.")
+    else:
+        messages.info(request, f"Key “{key.name}” was already revoked.")
+    return redirect("ui:api-keys")
+
+
+@tenant_page(admin=True)
+@never_cache
+@require_GET
+def webhooks(request):
+    deliveries = WebhookDelivery.objects.select_related("call").order_by("-created_at")
+    status = request.GET.get("status", "")
+    if status == "failed":
+        deliveries = deliveries.filter(gave_up_at__isnull=False)
+    elif status == "delivered":
+        deliveries = deliveries.filter(delivered_at__isnull=False)
+    elif status == "pending":
+        deliveries = deliveries.filter(delivered_at__isnull=True, gave_up_at__isnull=True)
+    page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "ui/settings/webhooks.html", {
+        "secret": request.tenant.webhook_secret, "page": page, "status": status,
+    })
+
+
+@tenant_page(admin=True)
+@require_http_methods(["GET", "POST"])
+def do_not_call(request):
+    add_form, upload_form, result = DoNotCallForm(), DoNotCallUploadForm(), None
+    if request.method == "POST" and request.POST.get("form") == "add":
+        add_form = DoNotCallForm(request.POST)
+        if add_form.is_valid():
+            try:
+                entry, created = campaign_services.do_not_call_add(**add_form.cleaned_data)
+            except ValidationError as exc:
+                for problem in exc.message_dict.get("phone", exc.messages):
+                    add_form.add_error("phone", problem)
+            else:
+                if created:
+                    messages.success(request, f"{entry.phone} is on the do-not-call list.")
+                else:
+                    messages.info(request, f"{entry.phone} was already on the do-not-call list.")
+                return redirect("ui:do-not-call")
+    elif request.method == "POST" and request.POST.get("form") == "upload":
+        upload_form = DoNotCallUploadForm(request.POST, request.FILES)
+        if upload_form.is_valid():
+            data = b"".join(upload_form.cleaned_data["file"].chunks())
+            try:
+                result = services.do_not_call_import(data)
+            except UnicodeDecodeError:
+                upload_form.add_error("file", f"This file is not UTF-8. Save it as CSV UTF-8: {uploads.ACCEPTED} "
+                                              "is accepted.")
+            else:
+                upload_form = DoNotCallUploadForm()
+    query = request.GET.get("q", "").strip()
+    entries = do_not_call_entries()
+    if query:
+        entries = entries.filter(phone__contains=query.replace(" ", ""))
+    page = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "ui/settings/do_not_call.html", {
+        "add_form": add_form, "upload_form": upload_form, "result": result, "page": page, "q": query,
+    })
+
+
+@tenant_page(admin=True)
+@require_POST
+def do_not_call_remove(request, pk: int):
+    entry = get_object_or_404(do_not_call_entries(), pk=pk)
+    campaign_services.do_not_call_delete(entry)
+    messages.success(request, f"{entry.phone} removed from the do-not-call list.")
+    return redirect("ui:do-not-call")
+
+
+@tenant_page(admin=True)
+@require_http_methods(["GET", "POST"])
+def users(request):
+    if request.method == "POST":
+        form = UserCreateForm(request.POST)
+        if form.is_valid():
+            user = services.user_create(
+                username=form.cleaned_data["username"], email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"], is_admin=form.cleaned_data["is_admin"],
+            )
+            role = "an admin" if user.is_staff else "a member"
+            messages.success(request, f"{user.username} can now sign in at {request.get_host()} as {role}.")
+            return redirect("ui:users")
+    else:
+        form = UserCreateForm()
+    return render(request, "ui/settings/users.html", {
+        "form": form, "users": get_user_model().objects.order_by("username"),
+    })
+
+
+@tenant_page(admin=True)
+@require_POST
+def user_role(request, pk: int):
+    user = get_object_or_404(get_user_model(), pk=pk)
+    make_admin = request.POST.get("role") == "admin"
+    if user.pk == request.user.pk:
+        messages.error(request, "You cannot change your own role: ask another admin.")
+    elif user.is_superuser:
+        messages.error(request, f"{user.username} is the account owner (superuser) and stays an admin.")
+    else:
+        services.user_set_admin(user, make_admin)
+        messages.success(request, f"{user.username} is now {'an admin' if make_admin else 'a member'}.")
+    return redirect("ui:users")

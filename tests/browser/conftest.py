@@ -1,0 +1,185 @@
+"""End-to-end browser tests: Debian's chromium driven by Playwright against daphne serving the
+platform on a free port. Host names *.localhost reach it (chromium resolves them to loopback), so a
+tenant's pages are at http://<tenant>.localhost:<port>/ and the platform's at http://localhost:<port>/.
+
+The tests get their own tenant (created here, dropped at the end) so nothing they commit can meet
+the other tests' data; public-schema rows they make (carriers, numbers, users) are removed too.
+Screenshots go to tests/artifacts/ui/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, project_env
+
+ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOP = "uishop"
+
+
+def pytest_collection_modifyitems(config, items):
+    # `make test` installs Debian's chromium; a missing browser is an error, never a skipped test.
+    if not Path(CHROMIUM).exists():
+        raise pytest.UsageError(f"{CHROMIUM} is missing: apt-get install chromium (make test does this as root)")
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def async_unsafe_allowed():
+    """Playwright's sync API runs an event loop in this thread between our calls; the ORM calls the
+    tests make meanwhile are ordinary blocking calls, so Django's async-context guard is lifted."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="module")
+def ui_server(django_db_setup):
+    """daphne serving the platform, as `make run` starts it, against this run's database and Redis."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_tcp_port()
+    log = open(ARTIFACTS / "daphne.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "voiceplatform.asgi:application"],
+        cwd=ROOT, env=project_env(DEBUG="false"), stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"daphne did not start: see {ARTIFACTS / 'daphne.log'}") from None
+            time.sleep(0.2)
+    yield port
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def shop(django_db_setup, django_db_blocker):
+    """A tenant of the browser tests' own, with an admin, a member and a caller-ID number."""
+    from django.contrib.auth import get_user_model
+    from django_tenants.utils import schema_context
+
+    from telephony.models import Number
+    from tenants.models import Tenant
+    from tenants.services import create_tenant, drop_tenant
+
+    with django_db_blocker.unblock():
+        if Tenant.objects.filter(schema_name=SHOP).exists():
+            drop_tenant(SHOP)
+        credentials = create_tenant(SHOP, f"{SHOP}.localhost", name="UI Shop")
+        with schema_context(SHOP):
+            get_user_model().objects.create_user("member", password="member-pass-1")
+        number = Number.objects.create(e164="+14155550150", tenant=Tenant.objects.get(schema_name=SHOP))
+    yield credentials
+    with django_db_blocker.unblock():
+        Number.objects.filter(pk=number.pk).delete()
+        if Tenant.objects.filter(schema_name=SHOP).exists():
+            drop_tenant(SHOP)
+
+
+@pytest.fixture(scope="module")
+def platform_admin(django_db_setup, django_db_blocker):
+    from django.contrib.auth import get_user_model
+
+    with django_db_blocker.unblock():
+        get_user_model().objects.filter(username="uiroot").delete()
+        user = get_user_model().objects.create_superuser("uiroot", password="root-pass-1")
+    yield ("uiroot", "root-pass-1")
+    with django_db_blocker.unblock():
+        get_user_model().objects.filter(pk=user.pk).delete()
+
+
+@pytest.fixture(scope="module")
+def browser(async_unsafe_allowed):
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread until it
+    stops, which other tests' asyncio.run() must not meet."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+@pytest.fixture(scope="module")
+def sipp_options_port():
+    """SIPp answering SIP OPTIONS with 200: a carrier that is up."""
+    from tests.support import free_udp_port
+
+    sipp = shutil.which("sipp")
+    if not sipp:
+        yield None
+        return
+    port = free_udp_port()
+    scenario = ROOT / "tests" / "telephony_units" / "scenarios" / "options_uas.xml"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
+                            cwd=ARTIFACTS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield port
+    proc.terminate()
+    proc.wait(5)

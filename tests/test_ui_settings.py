@@ -1,0 +1,93 @@
+"""Tenant settings pages: API keys shown once and revocable, the webhook secret and delivery log,
+the do-not-call list (add, upload, remove) and users (create, roles), each validating its input."""
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from campaigns.models import DoNotCall
+from tenants.accounts.models import ApiKey
+from tests.ui_support import make_user, signed_in
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def back_to_public():
+    yield
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def admin(tenant_a):
+    return signed_in(tenant_a.domain, tenant_a.admin_user, tenant_a.admin_password)
+
+
+def test_an_api_key_is_shown_once_and_can_be_revoked(admin, tenant_a):
+    assert "This field is required" in admin.post("/settings/api-keys/", {"name": ""}).content.decode()
+    response = admin.post("/settings/api-keys/", {"name": "CRM"}, follow=True)
+    html = response.content.decode()
+    assert 'id="new-api-key"' in html and tenant_a.account_sid + "." in html
+    assert 'id="new-api-key"' not in admin.get("/settings/api-keys/").content.decode()
+    with schema_context(tenant_a.tenant):
+        key = ApiKey.objects.get(name="CRM")
+    admin.post(f"/settings/api-keys/{key.pk}/revoke/")
+    with schema_context(tenant_a.tenant):
+        key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_webhooks_page_shows_the_secret_and_filters_the_log(admin, tenant_a):
+    from tenants.models import Tenant
+
+    html = admin.get("/settings/webhooks/").content.decode()
+    assert Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret in html
+    assert admin.get("/settings/webhooks/?status=failed").status_code == 200
+
+
+def test_do_not_call_add_validates_and_keeps_input(admin, tenant_a):
+    response = admin.post("/settings/do-not-call/", {"form": "add", "phone": "12345", "reason": "asked"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "must start with" in html and 'value="asked"' in html
+    admin.post("/settings/do-not-call/", {"form": "add", "phone": "+1 415 555 0177", "reason": "asked"})
+    with schema_context(tenant_a.tenant):
+        entry = DoNotCall.objects.get(phone="+14155550177")
+    admin.post(f"/settings/do-not-call/{entry.pk}/remove/")
+    with schema_context(tenant_a.tenant):
+        assert not DoNotCall.objects.filter(phone="+14155550177").exists()
+
+
+def test_do_not_call_upload_reports_bad_lines_and_refuses_other_formats(admin, tenant_a):
+    content = b"phone,reason\n+14155550181,complaint\nnope,x\n+14155550182,\n"
+    response = admin.post("/settings/do-not-call/", {"form": "upload", "file": SimpleUploadedFile("dnc.csv", content)})
+    html = response.content.decode()
+    assert "<strong>2</strong> numbers added" in html and "nope" in html
+    with schema_context(tenant_a.tenant):
+        assert DoNotCall.objects.filter(phone__in=["+14155550181", "+14155550182"]).count() == 2
+    refused = admin.post("/settings/do-not-call/", {"form": "upload", "file": SimpleUploadedFile("dnc.xlsx", b"PK\x03\x04")})
+    assert "Save it as CSV UTF-8" in refused.content.decode()
+
+
+def test_users_are_created_as_members_or_admins_and_roles_change(admin, tenant_a):
+    bad = admin.post("/settings/users/", {"username": "bob", "password": "short", "email": "x"})
+    html = bad.content.decode()
+    assert "too short" in html and "valid email" in html and 'value="bob"' in html
+    assert 'value="short"' not in html  # passwords are never sent back
+    admin.post("/settings/users/", {"username": "bob", "password": "a-long-password", "email": "bob@example.com"})
+    with schema_context(tenant_a.tenant):
+        bob = get_user_model().objects.get(username="bob")
+        assert not bob.is_staff
+    bob_client = signed_in(tenant_a.domain, "bob", "a-long-password")
+    assert bob_client.get("/settings/users/").status_code == 403
+    admin.post(f"/settings/users/{bob.pk}/role/", {"role": "admin"})
+    assert bob_client.get("/settings/users/").status_code == 200
+    taken = admin.post("/settings/users/", {"username": "BOB", "password": "a-long-password"})
+    assert "This user name is taken" in taken.content.decode()
+
+
+def test_an_admin_cannot_change_their_own_role(tenant_a):
+    me = make_user(tenant_a.tenant, "carol", staff=True)
+    client = signed_in(tenant_a.domain, "carol")
+    response = client.post(f"/settings/users/{me.pk}/role/", {"role": "member"}, follow=True)
+    assert "cannot change your own role" in response.content.decode()
