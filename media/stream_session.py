@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from . import codec
+from .latency import LatencyHist
 from .playout import PlayoutBuffer
 from .protocol import (
     DTMF_DIGITS,
@@ -90,6 +91,7 @@ class SessionStats:
     bridge_in_count: int = 0
     bridge_in_sum: float = 0.0
     bridge_in_max: float = 0.0
+    bridge_in_hist: LatencyHist | None = None  # per-frame histogram (set by StreamSession)
 
     @property
     def bridge_in_avg_ms(self) -> float:
@@ -128,7 +130,9 @@ class StreamSession:
             max_seconds=playout_max_seconds,
             bytes_per_second=self.encoder.bytes_per_frame * 50,
         )
-        self.stats = SessionStats()
+        self.stats = SessionStats(bridge_in_hist=LatencyHist())
+        # Called on the event loop once `start` went out (the gateway reports "stream started").
+        self.on_started: Callable[[], None] | None = None
         self.max_bad_messages = max_bad_messages
         self.on_agent_message = on_agent_message
         self.end_reason: str | None = None
@@ -144,6 +148,7 @@ class StreamSession:
         self._wake_pending = False
         self._stopping = False  # stop() called: no more items accepted
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_tid = 0  # thread id of the loop: pushes made on it wake the sender directly
         # asyncio.Event binds to the running loop on first use (Python >= 3.10): safe to create here.
         self._wake = asyncio.Event()  # set on the loop when there is something to send / it ended
         self._ended = asyncio.Event()
@@ -226,6 +231,9 @@ class StreamSession:
         loop = self._loop
         if loop is None:
             return
+        if threading.get_ident() == self._loop_tid:  # already on the loop: no self-pipe write
+            self._wake.set()
+            return
         try:
             loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:  # loop closed: the session is over
@@ -243,6 +251,7 @@ class StreamSession:
         loop = asyncio.get_running_loop()
         with self._lock:
             self._loop = loop
+            self._loop_tid = threading.get_ident()
             self._wake_pending = True  # we drain right away
             if self._stopping:
                 self.stop_requested.set()
@@ -250,6 +259,11 @@ class StreamSession:
         try:
             await send_text(enc.connected())
             await send_text(enc.start())
+            if self.on_started is not None:
+                try:
+                    self.on_started()
+                except Exception:  # noqa: BLE001 - a hook must not break the stream
+                    log.exception("media stream %s: on_started hook failed", self.stream_sid)
             while not self._ended.is_set():
                 item = self._pop()
                 if item is None:
@@ -302,6 +316,7 @@ class StreamSession:
             st.bridge_in_sum += lat
             if lat > st.bridge_in_max:
                 st.bridge_in_max = lat
+            st.bridge_in_hist.add(lat)
         elif kind == _MARK:
             await send_text(enc.mark(item[1]))
             self.stats.marks_sent += 1

@@ -1,30 +1,8 @@
-from django import forms
 from django.contrib import admin
 from voiceplatform.admin_scope import PublicSchemaAdmin
 
+from .forms import CarrierForm
 from .models import Carrier, CarrierHealthEvent, Number
-
-
-class CarrierForm(forms.ModelForm):
-    password = forms.CharField(
-        required=False, widget=forms.PasswordInput(render_value=False),
-        help_text="digest password; stored encrypted and never shown. Leave empty to keep the current one.",
-    )
-    clear_password = forms.BooleanField(required=False)
-
-    class Meta:
-        model = Carrier
-        exclude = ["healthy", "health_failures", "health_successes", "health_checked_at", "health_rtt_ms"]
-
-    def save(self, commit=True):
-        carrier = super().save(commit=False)
-        if self.cleaned_data.get("clear_password"):
-            carrier.set_password("")
-        elif self.cleaned_data.get("password"):
-            carrier.set_password(self.cleaned_data["password"])
-        if commit:
-            carrier.save()
-        return carrier
 
 
 class HealthEventInline(admin.TabularInline):

@@ -53,8 +53,14 @@ class Carrier(models.Model):
         return self.name
 
     def clean(self) -> None:
-        self.host = _validated(validators.validate_host, "host", self.host)
-        self.port = _validated(validators.validate_port, "port", self.port)
+        errors = {}
+        for field, check in (("host", validators.validate_host), ("port", validators.validate_port)):
+            try:
+                setattr(self, field, check(getattr(self, field)))
+            except ValueError as exc:
+                errors[field] = str(exc)
+        if errors:
+            raise ValidationError(errors)
 
     def set_password(self, plaintext: str) -> None:
         self.password_encrypted = secrets.encrypt(plaintext, settings.FIELD_ENCRYPTION_KEY) if plaintext else ""

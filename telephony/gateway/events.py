@@ -54,7 +54,8 @@ ANSWERED = "answered"
 LEG_FAILED = "leg_failed"
 COMPLETED = "completed"  # final: the call was answered and has ended
 FAILED = "failed"  # final: the call was never answered
-EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED)
+STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------
@@ -85,6 +86,13 @@ REASON_TRANSPORT_ERROR = "transport_error"
 REASON_GATEWAY_DIED = "gateway_died"
 REASON_SHUTDOWN = "gateway_shutdown"
 REASON_REMOTE_HANGUP = "remote_hangup"
+# media bridge: the agent stream ended the call
+REASON_AGENT_CONNECT_FAILED = "agent_connect_failed"  # refused, DNS, TLS, HTTP status other than 101
+REASON_AGENT_CONNECT_TIMEOUT = "agent_connect_timeout"  # no WebSocket within the connect timeout
+REASON_AGENT_CLOSED = "agent_closed"  # the agent closed the socket or the connection was lost
+REASON_AGENT_PROTOCOL_ERROR = "agent_protocol_error"  # binary frames / too many malformed messages
+REASON_MEDIA_ERROR = "media_error"  # a bug or resource problem in the media bridge
+REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at once (TwiML <Hangup/>)
 REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap
 
 DIRECTION_OUTBOUND = "outbound"

@@ -30,6 +30,7 @@ import pjsua2 as pj
 from . import events as ev
 from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
 from .call_limits import CallLimits
+from .media_bridge import GatewayEndpoint, MediaBridge
 from .store import Store
 
 log = logging.getLogger("gateway")
@@ -117,6 +118,20 @@ class GatewayCall(pj.Call):
             self.worker.on_call_media_state(self)
         except Exception:
             log.exception("onCallMediaState")
+
+    def onCallSdpCreated(self, prm):
+        # media bridge: point the SDP's audio at the bridge's own RTP socket (bridged calls only)
+        try:
+            self.worker.bridge.on_sdp_created(self.session, prm)
+        except Exception:
+            log.exception("onCallSdpCreated")
+
+    def onDtmfDigit(self, prm):
+        # SIP INFO digits (RFC 4733 digits never reach pjsua: the bridge reads the RTP itself)
+        try:
+            self.worker.bridge.on_dtmf(self.session, prm.digit)
+        except Exception:
+            log.exception("onDtmfDigit")
 
 
 class GatewayAccount(pj.Account):
@@ -225,7 +240,7 @@ class Worker:
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         a = self.args
-        ep = self.ep = pj.Endpoint()
+        ep = self.ep = GatewayEndpoint()  # its timer runs the media bridge's main-thread actions
         _quiet(ep.libCreate)  # pjlib logs its start-up at level 5 before any config applies
         cfg = pj.EpConfig()
         cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
@@ -252,6 +267,9 @@ class Worker:
         self.sip_port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[-1]
         self.sip_port = int(self.sip_port)
         ep.libStart()
+        self.bridge = MediaBridge(self, a.media_port_min, a.media_port_max, a.bind, a.agent_connect_timeout)
+        ep.bridge = self.bridge
+        ep.start_polling()
         ep.audDevManager().setNullDev()
         for ci in ep.codecEnum2():
             prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(ci.codecId, 0)
@@ -339,6 +357,8 @@ class Worker:
             pass
         # every pjsua2 object must be gone before libDestroy, or it asserts; no local variable of
         # this frame may still hold one
+        self.bridge.shutdown()  # `stop` to the agents, sockets closed, loop thread ended
+        self.ep.polling = False
         self._drop_calls()
         self._drop_accounts()
         gc.collect()
@@ -356,6 +376,7 @@ class Worker:
     def _finish_leftovers(self) -> None:
         """Final events for calls pjsua did not report disconnected in time."""
         for s in list(self.sessions.values()):
+            self.bridge.on_call_ended(s)
             self.finish(s, code=0, sip_reason="", by=ev.BY_PLATFORM)
 
     def _drop_calls(self) -> None:
@@ -695,6 +716,7 @@ class Worker:
             s.pjcall = None
             by = ev.BY_PLATFORM if s.hangup_reason else (
                 ev.BY_CALLEE if s.direction == ev.DIRECTION_OUTBOUND else ev.BY_CALLER)
+            self.bridge.on_call_ended(s)  # media quality fields into the final event, `stop` to the agent
             self.finish(s, ci.lastStatusCode, ci.lastReason, by, leg_ended=True)
             return
         if s is None or s.pjcall is not call:
@@ -721,15 +743,24 @@ class Worker:
                     self._hangup_pj(call, force=True)
 
     def on_call_media_state(self, call: GatewayCall) -> None:
-        """Media is up or changed. The media bridge will connect the call's AudioMedia here."""
+        """Media is up or changed (also re-INVITEs): the bridge re-reads the negotiated stream."""
+        s = call.session
+        if s is not None and s.pjcall is call:
+            self.bridge.on_media_state(s, call)
 
     def on_answered(self, s: Session, call: GatewayCall) -> None:
-        """THE hook for the media bridge (media/ package): attach the call's audio to the agent stream.
+        """Called once per answered call (both directions), from the main loop thread.
 
-        Called once per answered call, from the main loop thread, with the Session (call_id, tenant,
-        extra['route'] for inbound calls with the tenant's stream_url) and the pjsua2 Call. Nothing is
-        connected for now: pjsua runs on the null audio device and sends/receives nothing of ours.
+        ``hangup_on_answer`` (TwiML <Hangup/>) ends the call at once; a call with a stream URL
+        (originate ``stream_url`` / the inbound number route's ``stream_url``) is bridged to its
+        agent by the media bridge (see media_bridge.py); other calls carry no audio of ours.
         """
+        cmd = s.cmd if s.direction == ev.DIRECTION_OUTBOUND else (s.extra.get("route") or {})
+        if cmd.get("hangup_on_answer"):
+            if s.hangup_reason is None:
+                s.hangup_reason = ev.REASON_HANGUP_ON_ANSWER
+            return  # on_call_state sends the BYE right after this hook
+        self.bridge.on_answered(s, call)
 
     def on_incoming_call(self, acc: GatewayAccount, prm) -> None:
         rdata = prm.rdata
@@ -812,6 +843,10 @@ def main(argv=None) -> int:
     p.add_argument("--provisional-timeout", type=float, default=5.0,
                    help="fail over to the next leg when no 1xx arrives within this many seconds")
     p.add_argument("--max-duration", type=float, default=3600.0)
+    p.add_argument("--media-port-min", type=int, default=20000, help="media bridge RTP ports (pairs)")
+    p.add_argument("--media-port-max", type=int, default=30000)
+    p.add_argument("--agent-connect-timeout", type=float, default=10.0,
+                   help="seconds for the agent's WebSocket to connect (else agent_connect_timeout)")
     p.add_argument("--tsx-timeout", type=float, default=8.0,
                    help="SIP transaction timeout in seconds (Timer B/F/D; RFC default 32)")
     p.add_argument("--poll-ms", type=int, default=20, help="Redis poll interval")

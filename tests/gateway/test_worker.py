@@ -176,7 +176,7 @@ def test_inbound_unknown_number_is_404(r, gateway, sipp):
 
 def test_inbound_call_answered(r, gateway, sipp):
     r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
-    route = {"tenant": "acme", "stream_url": "wss://agent.example/stream"}
+    route = {"tenant": "acme"}  # no agent: answered and held (bridged inbound calls: test_media_bridge)
     r.hset(ev.NUMBER_ROUTES, "+15550005555", json.dumps(route))
     last = r.xrevrange(ev.EVENTS_STREAM, count=1)
     start = f"({last[0][0].decode()}" if last else "-"

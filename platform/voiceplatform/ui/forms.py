@@ -13,8 +13,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
 from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
-from telephony import validators
-from telephony.models import Carrier, Number
+from telephony import forms as telephony_forms
+from telephony.models import Number
 from tenants.models import Tenant
 
 from . import uploads
@@ -291,41 +291,8 @@ class UserCreateForm(forms.Form):
 
 # --- platform ------------------------------------------------------------------------------------
 
+CarrierForm = telephony_forms.CarrierForm  # one form for the admin and these pages
 
-class CarrierForm(forms.ModelForm):
-    password = forms.CharField(
-        required=False, strip=False, widget=forms.PasswordInput(render_value=False), label="Digest password",
-        help_text="stored encrypted and never shown again; leave empty to keep the current one",
-    )
-    clear_password = forms.BooleanField(required=False, label="Remove the stored password")
-
-    class Meta:
-        model = Carrier
-        fields = ["name", "host", "port", "transport", "username", "password", "clear_password", "from_domain",
-                  "priority", "weight", "region", "max_cps", "max_concurrent", "strip_digits", "add_prefix", "enabled"]
-        labels = {"max_cps": "Max calls per second", "max_concurrent": "Max concurrent calls"}
-
-    def clean_port(self):
-        try:
-            return validators.validate_port(self.cleaned_data["port"])
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-
-    def clean_host(self):
-        try:
-            return validators.validate_host(self.cleaned_data["host"])
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-
-    def save(self, commit=True):
-        carrier = super().save(commit=False)
-        if self.cleaned_data.get("clear_password"):
-            carrier.set_password("")
-        elif self.cleaned_data.get("password"):
-            carrier.set_password(self.cleaned_data["password"])
-        if commit:
-            carrier.save()
-        return carrier
 
 
 class NumberForm(forms.ModelForm):
