@@ -149,3 +149,20 @@ def test_an_answered_call_whose_agent_was_not_streaming_within_2_s_is_abandoned(
     with schema_context("acme"):
         call.refresh_from_db()
         assert call.abandoned is abandoned and call.ai_connect_ms == ai_connect_ms
+
+
+def test_quality_from_the_final_event_is_kept_with_the_record(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                   stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, leg=0, setup_ms=800), "acme")
+    record_event(gw.make_event(call.sid, gw.STREAM_STARTED, leg=0, ai_connect_ms=35), "acme")
+    record_event(gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=30.0, jitter_ms=2.4,
+                               loss_percent=0.5, mos=4.31, bridge_in_p50_ms=0.4, bridge_in_p99_ms=1.9,
+                               bridge_out_p50_ms=9.8, bridge_out_p99_ms=19.5, frames_to_agent=1500,
+                               frames_dropped=0), "acme")
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert (call.jitter_ms, call.loss_percent, call.mos) == (2.4, 0.5, 4.31)
+        assert (call.bridge_in_p99_ms, call.bridge_out_p99_ms, call.frames_to_agent) == (1.9, 19.5, 1500)
+        assert call.rtt_ms is None and call.ai_connect_ms == 35 and not call.abandoned

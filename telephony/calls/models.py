@@ -60,6 +60,19 @@ class Call(models.Model):
     # ABANDON_AFTER_MS is abandoned (the callee heard silence).
     ai_connect_ms = models.PositiveIntegerField(null=True, blank=True)
     abandoned = models.BooleanField(default=False)
+    # Quality, from the gateway's final event (docs/gateway.md, "Media bridge"): RTP as received from
+    # the caller (RFC 3550 jitter, loss), RTCP round trip when the far end reports, estimated MOS, and
+    # the bridge's own latency each way (p50/p99).
+    jitter_ms = models.FloatField(null=True, blank=True)
+    loss_percent = models.FloatField(null=True, blank=True)
+    rtt_ms = models.FloatField(null=True, blank=True)
+    mos = models.FloatField(null=True, blank=True)
+    bridge_in_p50_ms = models.FloatField(null=True, blank=True)
+    bridge_in_p99_ms = models.FloatField(null=True, blank=True)
+    bridge_out_p50_ms = models.FloatField(null=True, blank=True)
+    bridge_out_p99_ms = models.FloatField(null=True, blank=True)
+    frames_to_agent = models.PositiveIntegerField(null=True, blank=True)
+    frames_dropped = models.PositiveIntegerField(null=True, blank=True)
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
 

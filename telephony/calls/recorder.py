@@ -30,6 +30,8 @@ STATUS_FOR_OUTCOME = {
     gw.OUTCOME_CANCELLED: Call.Status.CANCELED,
 }
 NOT_FINAL = ~Q(status__in=Call.FINAL_STATUSES)
+QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
+                  "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped")
 
 
 def _at(event: dict) -> datetime:
@@ -90,6 +92,7 @@ def _apply(call: Call, event: dict) -> None:
             status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
             reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
             hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"),
+            **{name: event[name] for name in QUALITY_FIELDS if event.get(name) is not None},
         )
         CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
         calls.filter(answered_at__isnull=False).exclude(stream_url="").filter(

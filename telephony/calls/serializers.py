@@ -52,5 +52,7 @@ class CallSerializer(serializers.ModelSerializer):
         fields = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "carrier", "stream_url", "custom_parameters", "status_callback", "ring_timeout",
                   "created_at", "started_at", "ringing_at", "answered_at", "ended_at", "post_dial_delay_ms",
-                  "setup_ms", "duration_s", "legs"]
+                  "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
+                  "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",
+                  "frames_to_agent", "frames_dropped", "legs"]
         read_only_fields = fields
