@@ -13,11 +13,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# name: (arguments of the full run, arguments of --quick)
 BENCHMARKS = {
     "import_contacts": ([], ["--rows", "20000"]),
     "gateway_capacity": ([], ["--duration", "15", "--hold-workers", "20", "--hold", "20"]),
-    "dialer": ([], ["--duration", "10"]),
-    "media_bridge": ([], ["--quick"]),
+    "dialer": ([], ["--duration", "10", "--rates", "5,20"]),
+    "media_bridge": ([], ["--levels", "1,10,20", "--hold", "5"]),
     "dashboard_lag": ([], ["--seconds", "5"]),
 }
 
