@@ -30,7 +30,7 @@ from . import selectors, services
 from .models import Campaign, CampaignContact
 
 ContactState = CampaignContact.State
-SLICE_S = 1.0  # a loop dials for this long, then hands over (pause/cancel seen within a tick)
+SLICE_S = 5.0  # a loop dials for this long, then hands over; state is re-read every BOOKKEEPING_S
 LEASE_MS = 3000
 BOOKKEEPING_S = 0.2
 ABANDONMENT_LIMIT = 0.03
