@@ -75,9 +75,11 @@ def reconcile(campaign: Campaign, now: dt.datetime) -> int:
         campaign_id=campaign.pk, status__in=Call.FINAL_STATUSES,
         campaign_contact_id__in=CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING)
         .values("pk"),
-    ).values_list("campaign_contact_id", "outcome", "sid")
+    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits")
     count = 0
-    for contact_id, outcome, sid in finished:
+    for contact_id, outcome, sid, digits in finished:
+        if campaign.optout_digit and campaign.optout_digit in digits:
+            outcome = "opted_out"  # the callee pressed the opt-out digit: onto the do-not-call list
         if services.record_attempt_outcome(contact_id, outcome or "failed", sid, now) is not None:
             count += 1
     # Claimed, but the loop that claimed them died before recording a call: dial them again.

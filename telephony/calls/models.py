@@ -73,6 +73,7 @@ class Call(models.Model):
     bridge_out_p99_ms = models.FloatField(null=True, blank=True)
     frames_to_agent = models.PositiveIntegerField(null=True, blank=True)
     frames_dropped = models.PositiveIntegerField(null=True, blank=True)
+    dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
 

@@ -31,7 +31,7 @@ STATUS_FOR_OUTCOME = {
 }
 NOT_FINAL = ~Q(status__in=Call.FINAL_STATUSES)
 QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
-                  "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped")
+                  "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits")
 
 
 def _at(event: dict) -> datetime:

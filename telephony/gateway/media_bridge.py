@@ -194,7 +194,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.packets_in = 0
         self.late_ticks = 0
         self.ticks = 0
-        self.dtmf_in = 0
+        self.dtmf_in = ""  # the caller's digits, in order (campaign opt-out reads them from the final event)
         self.ai_connect_ms: float | None = None
         self.out_hist = LatencyHist()
         self.out_marks: collections.deque = collections.deque()  # (byte position, arrival)
@@ -321,14 +321,14 @@ class CallBridge(asyncio.DatagramProtocol):
         elif pt in self.event_pts:
             digit = self.dtmf.on_packet(ts, payload)
             if digit is not None:
-                self.dtmf_in += 1
+                self.dtmf_in = (self.dtmf_in + digit)[-32:]
                 if self.session is not None:
                     self.session.push_dtmf(digit)
                 elif not self.closing:
                     self.early.append((time.monotonic(), digit, True))
 
     def push_dtmf(self, digit: str) -> None:  # SIP INFO digits reported by pjsua
-        self.dtmf_in += 1
+        self.dtmf_in = (self.dtmf_in + digit)[-32:]
         if self.session is not None:
             self.session.push_dtmf(digit)
 

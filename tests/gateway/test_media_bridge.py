@@ -288,7 +288,7 @@ def test_dtmf_reaches_agent(r, gateway, sipp, agents, digit, pcap):
     assert [d["dtmf"] for d in dtmf] == [{"track": "inbound_track", "digit": digit}]
     client.hangup(r, call_id)
     done = wait_final(r, call_id)[-1]
-    assert done["dtmf_digits"] == 1
+    assert done["dtmf_digits"] == digit
     assert uas.wait(10) == 0
 
 
