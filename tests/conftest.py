@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from voiceplatform.embedded import RedisServer, start_postgres  # noqa: E402
+from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
 
 from tests.support import project_env  # noqa: E402
 
@@ -32,7 +32,11 @@ django.setup()
 
 
 def pytest_unconfigure(config):
+    from django.db import connections
+
+    connections.close_all()
     _redis.stop()
+    stop_postgres(RUN_DIR / "postgres")
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 

@@ -53,6 +53,16 @@ def start_postgres(data_dir: Path) -> str:
     return server.get_uri()
 
 
+def stop_postgres(data_dir: Path) -> None:
+    """Give up this process's handle now (the server stops if it was the last), rather than at exit:
+    for callers that delete data_dir afterwards, which would leave pg_ctl nothing to stop."""
+    import pgserver
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
+
+
 @dataclass
 class RedisServer:
     """A redis-server process on a unix socket (no port to collide with)."""
