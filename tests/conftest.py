@@ -52,6 +52,15 @@ def django_db_setup(django_db_blocker):
         ensure_public_tenant()
 
 
+@pytest.fixture(autouse=True)
+def back_to_public():
+    """Tests switch schemas (API calls, schema_context left open by an assertion); each starts public."""
+    yield
+    from django.db import connection
+
+    connection.set_schema_to_public()
+
+
 @pytest.fixture
 def committed(django_db_setup, django_db_blocker):
     """Database access outside a test transaction, for data that other processes must see.

@@ -2,17 +2,11 @@
 own host and sees nothing of the platform's or another tenant's."""
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 def signed_in(host: str, username: str, password: str) -> Client:

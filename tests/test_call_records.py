@@ -9,7 +9,6 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from django.db import connection
 from django_tenants.utils import schema_context
 
 from telephony.calls import webhooks
@@ -21,11 +20,6 @@ from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 def events_of_a_call_that_fails_over(sid, primary, backup):

@@ -2,7 +2,6 @@
 import datetime as dt
 
 import pytest
-from django.db import connection
 from django_tenants.utils import schema_context
 
 from campaigns import dialer, selectors
@@ -11,11 +10,6 @@ from telephony.calls.models import Call
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 def test_over_3_percent_abandoned_halves_the_pace_and_progress_shows_the_rate(tenant_a):

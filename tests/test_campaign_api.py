@@ -1,7 +1,6 @@
 """Acme sets up its spring campaign over the REST API: validation errors name the field, the state
 machine refuses what it must with 409, progress counts the contacts, and Globex sees none of it."""
 import pytest
-from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
@@ -15,11 +14,6 @@ pytestmark = pytest.mark.django_db
 ACME_NUMBER = "+14155559000"
 GLOBEX_NUMBER = "+14155559001"
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 def api(key):

@@ -2,7 +2,6 @@
 import datetime as dt
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -14,11 +13,6 @@ from telephony.gateway import events as gw
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 def test_pressing_the_opt_out_digit_puts_the_number_on_do_not_call(tenant_a):

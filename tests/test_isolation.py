@@ -1,6 +1,5 @@
 """Acme's contacts never reach Globex: not through the ORM, not through the REST API."""
 import pytest
-from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
@@ -8,11 +7,6 @@ from campaigns.models import Contact, ContactList
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

@@ -11,11 +11,7 @@ from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-from django.contrib.sessions.backends.db import SessionStore
-from django.db import connection
 from django.test import Client
-from django_tenants.utils import schema_context
 from voiceplatform.channels_tenancy import TenantWebsocketMiddleware
 from voiceplatform.redis_client import get_redis
 
@@ -23,6 +19,7 @@ from telephony.gateway import events as gw
 from telephony.metrics.routing import websocket_urlpatterns
 from telephony.metrics.services import record_call_event
 from telephony.models import Carrier
+from tests.sessions import signed_in_session
 
 pytestmark = [pytest.mark.usefixtures("committed"), pytest.mark.urls("tests.test_metrics_urls")]
 
@@ -30,21 +27,6 @@ pytestmark = [pytest.mark.usefixtures("committed"), pytest.mark.urls("tests.test
 application = TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns))
 
 
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
-
-
-def signed_in_session(schema: str, username: str, staff: bool = False) -> str:
-    with schema_context(schema):
-        user, _ = get_user_model().objects.update_or_create(username=username, defaults={"is_staff": staff})
-        session = SessionStore()
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        session.create()
-        return session.session_key
 
 
 def socket(host: str, path: str, session_key: str = "") -> WebsocketCommunicator:

@@ -1,7 +1,6 @@
 """Who sees which page of the browser UI: platform admins on the public host, a tenant's admins and
 members on the tenant's host, nobody on another tenant's host, nobody signed out."""
 import pytest
-from django.db import connection
 
 from tests.ui_support import make_user, signed_in
 
@@ -12,11 +11,6 @@ TENANT_ADMIN_PAGES = ["/settings/api-keys/", "/settings/webhooks/", "/settings/d
 PLATFORM_PAGES = ["/platform/carriers/", "/platform/carriers/new/", "/platform/numbers/", "/platform/numbers/new/",
                   "/platform/tenants/", "/platform/gateways/"]
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django_tenants.utils import schema_context
 
 from campaigns.models import Campaign, CampaignContact
@@ -29,11 +28,6 @@ CSV = (
     "+14155550101,Ada again,UTC,gold,x6\n"
 )
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

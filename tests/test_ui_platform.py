@@ -2,7 +2,6 @@
 health), numbers assigned and published, tenants created with credentials shown once, suspended and
 capped, and the gateway pool."""
 import pytest
-from django.db import connection
 
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
@@ -14,11 +13,6 @@ CARRIER = {"name": "trunk-a", "host": "127.0.0.1", "port": "9", "transport": "ud
            "region": "us", "max_cps": "10", "max_concurrent": "100", "strip_digits": "0", "add_prefix": "+",
            "enabled": "on", "password": "digest-secret"}
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

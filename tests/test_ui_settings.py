@@ -3,7 +3,6 @@ the do-not-call list (add, upload, remove) and users (create, roles), each valid
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django_tenants.utils import schema_context
 
 from campaigns.models import DoNotCall
@@ -12,11 +11,6 @@ from tests.ui_support import make_user, signed_in
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def back_to_public():
-    yield
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

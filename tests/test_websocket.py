@@ -6,24 +6,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-from django.contrib.sessions.backends.db import SessionStore
-from django_tenants.utils import schema_context
 from voiceplatform.asgi import application
 from voiceplatform.events import publish_tenant_event
 
+from tests.sessions import signed_in_session
+
 pytestmark = pytest.mark.usefixtures("committed")
 
-
-def signed_in_session(tenant_slug: str, username: str) -> str:
-    with schema_context(tenant_slug):
-        user, _ = get_user_model().objects.get_or_create(username=username)
-        session = SessionStore()
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        session.create()
-        return session.session_key
 
 
 def socket(host: str, session_key: str = "") -> WebsocketCommunicator:
