@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import time
 
-from django.core.cache import cache
-from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -16,7 +14,6 @@ from campaigns.selectors import campaign_progress
 
 log = logging.getLogger(__name__)
 ContactState = CampaignContact.State
-ABANDONMENT_CACHE_S = 5
 
 
 def _duration_text(seconds: float | None) -> str:
@@ -34,30 +31,6 @@ def _duration_text(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes:02d} min"
     return f"{hours // 24} days {hours % 24} h"
-
-
-def _abandonment_rate(campaign: Campaign) -> float | None:
-    """Abandoned / answered calls of the campaign, from the live call metrics (Redis), over the
-    smallest metrics window that covers the campaign's run; None when nothing was answered yet."""
-    if not campaign.started_at:
-        return None
-    key = f"ui:abandonment:{connection.schema_name}:{campaign.pk}"
-    cached = cache.get(key)
-    if cached is not None:
-        return cached.get("rate")
-    from telephony.metrics.selectors import tenant_series
-
-    age = (timezone.now() - campaign.started_at).total_seconds()
-    window = next((w for w, limit in (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400)) if age <= limit), "30d")
-    try:
-        figures = tenant_series(connection.schema_name, window)["by"]["campaign"].get(str(campaign.pk)) or {}
-    except Exception:  # metrics are a nice-to-have on this page: never break the progress poll
-        log.warning("campaign %s: abandonment rate unavailable", campaign.pk, exc_info=True)
-        figures = {}
-    answered = figures.get("answered") or 0
-    rate = round(figures.get("abandoned", 0) / answered, 4) if answered else None
-    cache.set(key, {"rate": rate}, ABANDONMENT_CACHE_S)
-    return rate
 
 
 def campaign_live_progress(campaign: Campaign, now=None) -> dict:
@@ -80,7 +53,7 @@ def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     elif campaign.state == Campaign.State.COMPLETED or (total and not remaining):
         eta = 0
     # campaigns.selectors gives the rate from the call records when it knows it; else the live metrics.
-    abandonment = progress["abandonment_rate"] if "abandonment_rate" in progress else _abandonment_rate(campaign)
+    abandonment = progress["abandonment_rate"]
     return {
         **progress,
         "dialed": extra["dialed"],
