@@ -2,11 +2,11 @@
 
 One ``StreamSession`` bridges one call to one agent WebSocket. Both connect modes use it:
 
-* outbound (the platform dials the agent's ws:// or wss:// URL): ``await run_outbound(url, session)``;
-* inbound (the agent connects to the platform's Channels consumer with a per-call token): the
-  consumer does ``task = create_task(session.run(self.send_text_coro))`` on connect, calls
-  ``session.feed_text(text)`` for each received text frame, ``session.feed_binary()`` for binary
-  frames, and ``session.transport_closed()`` on disconnect; ``await task`` gives the end reason.
+* the platform dials the agent's ws:// or wss:// URL: ``await run_outbound(url, session)``;
+* the agent connects in (to daphne, with a per-call token): the gateway dials the platform's own
+  relay (telephony.calls.agent_stream) with ``run_outbound(relay_url, session,
+  ready_message=RELAY_READY)``, which waits for the relay to say the agent is there before it
+  sends ``connected``/``start``; the relay passes the text frames through unchanged.
 
 The gateway side (pjsua2 media port, another thread) uses only thread-safe, non-blocking calls:
 
@@ -58,6 +58,7 @@ __all__ = [
     "SessionStats",
     "StreamSession",
     "run_outbound",
+    "RELAY_READY",
 ]
 
 # End reasons (also the call's hang-up reason when the stream ends first).
@@ -67,6 +68,9 @@ CONNECT_FAILED = "connect_failed"  # refused, DNS, TLS, HTTP status other than 1
 CONNECT_TIMEOUT = "connect_timeout"  # no WebSocket within connect_timeout
 PROTOCOL_ERROR = "protocol_error"  # binary frames, or too many malformed messages
 INTERNAL_ERROR = "internal_error"  # a bug on our side (logged with traceback)
+
+# What the platform's relay sends the gateway once the agent has connected in (never sent to agents).
+RELAY_READY = '{"event":"relay.agent_connected"}'
 
 CALLER_CODECS = ("pcmu", "pcma")
 
@@ -242,19 +246,23 @@ class StreamSession:
     # ---------------------------------------------------------------------------------------------
     # transport side: event loop only
     # ---------------------------------------------------------------------------------------------
+    def bind_loop(self) -> None:
+        """Attach to the running loop, so that stop() from another thread sets ``stop_requested``."""
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._loop_tid = threading.get_ident()
+            if self._stopping:
+                self.stop_requested.set()
+
     async def run(self, send_text: Callable[[str], Awaitable[object]]) -> str:
         """Send connected + start, then forward everything queued until the stream ends.
 
         Returns the end reason: CALL_ENDED after sending `stop`, or whatever ended it first
         (``transport_closed``, a protocol error, or AGENT_CLOSED if ``send_text`` raised).
         """
-        loop = asyncio.get_running_loop()
+        self.bind_loop()
         with self._lock:
-            self._loop = loop
-            self._loop_tid = threading.get_ident()
             self._wake_pending = True  # we drain right away
-            if self._stopping:
-                self.stop_requested.set()
         enc = self.encoder
         try:
             await send_text(enc.connected())
@@ -409,6 +417,7 @@ async def run_outbound(
     additional_headers: dict[str, str] | None = None,
     ssl=None,
     max_message_bytes: int = 2 ** 21,
+    ready_message: str | None = None,
 ) -> str:
     """Connect to the agent's ws:// or wss:// URL, run ``session`` over it, return the end reason.
 
@@ -416,6 +425,9 @@ async def run_outbound(
     AGENT_CLOSED (the agent closed the socket or it was lost), PROTOCOL_ERROR, CALL_ENDED (the
     platform called ``session.stop()``; `stop` was sent and the socket closed with 1000).
     ``session.end_detail`` has the details. Never raises (except CancelledError).
+
+    With ``ready_message`` (the relay for agents that connect in) the stream starts only once that
+    text arrives; ``connect_timeout`` covers the wait, and CONNECT_TIMEOUT means the agent never came.
 
     After ``session.stop()`` the queued audio and `stop` get ``stop_grace`` seconds to go out; a
     socket that does not drain by then is dropped without a close handshake. Otherwise the socket
@@ -432,8 +444,9 @@ async def run_outbound(
     }
     if ssl is not None:
         kwargs["ssl"] = ssl
+    deadline = asyncio.get_running_loop().time() + connect_timeout
     try:
-        async with asyncio.timeout(connect_timeout):
+        async with asyncio.timeout_at(deadline):
             ws = await connect(url, **kwargs)
     except TimeoutError:
         session._finish(CONNECT_TIMEOUT, f"no WebSocket within {connect_timeout} s")
@@ -441,6 +454,11 @@ async def run_outbound(
     except (OSError, InvalidHandshake, InvalidURI, ValueError) as exc:
         session._finish(CONNECT_FAILED, f"{type(exc).__name__}: {exc}")
         return CONNECT_FAILED
+    if ready_message is not None and not await _await_ready(ws, session, ready_message, deadline, connect_timeout):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(close_timeout):
+                await ws.close(1000, "")
+        return session.end_reason or CONNECT_FAILED
 
     async def reader() -> None:
         try:
@@ -488,3 +506,34 @@ async def run_outbound(
             if transport is not None:
                 transport.abort()
     return session.end_reason or AGENT_CLOSED
+
+
+async def _await_ready(ws, session: StreamSession, ready_message: str, deadline: float, timeout: float) -> bool:
+    """Wait for ``ready_message`` on ``ws`` until ``deadline``; False (session finished) if it does
+    not come, the socket closes, or the call ends meanwhile."""
+    from websockets.exceptions import ConnectionClosed
+
+    session.bind_loop()
+    recv = asyncio.ensure_future(ws.recv())
+    stop_wait = asyncio.ensure_future(session.stop_requested.wait())
+    try:
+        done, _ = await asyncio.wait((recv, stop_wait), timeout=max(0.0, deadline - asyncio.get_running_loop().time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (recv, stop_wait):
+            task.cancel()
+        await asyncio.gather(recv, stop_wait, return_exceptions=True)
+    if recv in done:
+        try:
+            message = recv.result()
+        except ConnectionClosed as exc:
+            session._finish(CONNECT_FAILED, f"relay closed before the agent connected: {exc}")
+            return False
+        if message == ready_message:
+            return True
+        session._finish(PROTOCOL_ERROR, f"expected the relay's ready message, got {str(message)[:80]!r}")
+    elif stop_wait in done:
+        session._finish(CALL_ENDED, "call ended before the agent connected")
+    else:
+        session._finish(CONNECT_TIMEOUT, f"the agent did not connect within {timeout} s")
+    return False

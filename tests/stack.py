@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, free_udp_port, project_env, stop_process
+from tests.support import ROOT, free_tcp_port, free_udp_port, project_env, stop_process, wait_until
 
 GATEWAY_SCENARIOS = ROOT / "tests" / "gateway" / "scenarios"
 
@@ -36,6 +36,22 @@ def gateway_pool(log_dir: Path, processes: int = 2) -> Process:
     return Process("gateways", [sys.executable, "-m", "telephony.gateway.supervisor", "--processes", str(processes),
                                 "--bind", "127.0.0.1", "--public-ip", "127.0.0.1",
                                 "--base-rtp-port", str(30000 + free_udp_port() % 20000)], log_dir)
+
+
+def web(log_dir: Path) -> tuple[Process, int]:
+    """daphne serving HTTP and WebSockets on a free port, up when this returns."""
+    import socket
+
+    port = free_tcp_port()
+    process = Process("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                              "voiceplatform.asgi:application"], log_dir)
+
+    def listening():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, 60, 0.1, what="daphne to listen")
+    return process, port
 
 
 def recorder(log_dir: Path) -> Process:

@@ -30,6 +30,14 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     import time
 

@@ -157,6 +157,16 @@ CELERY_BEAT_SCHEDULE = {
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
 
+# Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
+# good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits
+# AGENT_STREAM_CONNECT_TIMEOUT_S for the agent before hanging up (agent_connect_timeout).
+AGENT_STREAM_TOKEN_TTL_S = int(env("AGENT_STREAM_TOKEN_TTL_S", "300"))
+AGENT_STREAM_CONNECT_TIMEOUT_S = float(env("AGENT_STREAM_CONNECT_TIMEOUT_S", "10"))
+# Our WebSocket server as gateways reach it (the relay), and as agents reach it (in status callbacks;
+# API responses use the host the request came to).
+MEDIA_RELAY_URL = env("MEDIA_RELAY_URL", f"ws://127.0.0.1:{env('HTTP_PORT', '8000')}")
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", f"http://{PUBLIC_DOMAIN}:{env('HTTP_PORT', '8000')}")
+
 # /metrics (Prometheus) asks for `Authorization: Bearer <METRICS_TOKEN>` when it is set.
 METRICS_TOKEN = env("METRICS_TOKEN")
 

@@ -36,13 +36,14 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 connection.tenant,
                 services.CallRequest(
                     to=fields["to"], from_=fields["from"], stream_url=fields.get("stream_url", ""),
+                    agent_connects=fields["agent_connects"],
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
                 ),
             )
         except services.CallRequestError as error:
             raise ValidationError({error.field: [str(error)]}) from None
-        return Response(CallSerializer(call).data, status=status.HTTP_201_CREATED)
+        return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
     def hangup(self, request, sid=None):

@@ -43,6 +43,8 @@ class Call(models.Model):
     carrier_id = models.PositiveIntegerField(null=True, blank=True)
     carrier_name = models.CharField(max_length=100, blank=True)
     stream_url = models.CharField(max_length=500, blank=True)
+    # The agent connects in to our WebSocket (stream_access.agent_connect_url) instead of us to stream_url.
+    agent_connects = models.BooleanField(default=False)
     custom_parameters = models.JSONField(default=dict, blank=True)
     status_callback = models.URLField(max_length=500, blank=True)
     ring_timeout = models.PositiveSmallIntegerField(default=30)

@@ -1,7 +1,10 @@
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.db import connection
 from rest_framework import serializers
 
+from . import stream_access
 from .models import Call, CallLeg
 
 
@@ -23,6 +26,9 @@ class CallCreateSerializer(serializers.Serializer):
     stream_url = serializers.CharField(max_length=500, required=False, allow_blank=True, validators=[ws_url])
     status_callback = serializers.CharField(max_length=500, required=False, allow_blank=True,
                                             validators=[http_url])
+    agent_connects = serializers.BooleanField(
+        default=False, help_text="the agent connects in to stream_connect_url (in the response and status "
+                                 "callbacks) instead of us connecting to stream_url")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
@@ -46,11 +52,20 @@ class CallLegSerializer(serializers.ModelSerializer):
 class CallSerializer(serializers.ModelSerializer):
     carrier = serializers.CharField(source="carrier_name")
     legs = CallLegSerializer(many=True, read_only=True)
+    stream_connect_url = serializers.SerializerMethodField(
+        help_text="agent_connects calls not yet ended: where the agent connects in (the token in it expires)")
+
+    def get_stream_connect_url(self, call: Call) -> str | None:
+        if not call.agent_connects or call.status in Call.FINAL_STATUSES:
+            return None
+        request = self.context.get("request")
+        base = request.build_absolute_uri("/") if request is not None else settings.PUBLIC_BASE_URL
+        return stream_access.agent_connect_url(base, connection.schema_name, call.sid)
 
     class Meta:
         model = Call
         fields = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
-                  "hangup_by", "carrier", "stream_url", "custom_parameters", "status_callback", "ring_timeout",
+                  "hangup_by", "carrier", "stream_url", "agent_connects", "stream_connect_url", "custom_parameters", "status_callback", "ring_timeout",
                   "created_at", "started_at", "ringing_at", "answered_at", "ended_at", "post_dial_delay_ms",
                   "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
                   "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",

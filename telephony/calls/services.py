@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection, transaction
 from voiceplatform.redis_client import get_redis
 
@@ -11,6 +12,7 @@ from telephony.gateway import client as gateway
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
+from . import stream_access
 from .models import Call
 
 
@@ -27,6 +29,8 @@ class CallRequest:
     to: str
     from_: str
     stream_url: str = ""
+    # The agent connects in (to the call's stream_connect_url) instead of us dialing stream_url.
+    agent_connects: bool = False
     custom_parameters: dict = field(default_factory=dict)
     status_callback: str = ""
     ring_timeout: int = 30
@@ -67,11 +71,14 @@ def place_call(tenant, request: CallRequest) -> Call:
 
     With no usable carrier the call is still recorded, as failed with reason no_carrier_available.
     """
+    if request.agent_connects and request.stream_url:
+        raise CallRequestError("agent_connects", "give stream_url (we connect to the agent) or agent_connects, not both")
     to = _checked_number(request.to, "to")
     from_number = caller_id_number(tenant, _checked_number(request.from_, "from"))
     legs = plan_legs(to, from_number.region or None)
     call = Call.objects.create(
         from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
+        agent_connects=request.agent_connects,
         custom_parameters=request.custom_parameters, status_callback=request.status_callback,
         ring_timeout=request.ring_timeout, max_duration=request.max_duration, campaign_id=request.campaign_id,
         campaign_contact_id=request.campaign_contact_id,
@@ -89,6 +96,10 @@ def place_call(tenant, request: CallRequest) -> Call:
         "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
         "account_sid": tenant.account_sid, "tenant_max_concurrent": tenant.max_concurrent_calls,
     }
+    if request.agent_connects:
+        # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
+        command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid), stream_via_relay=True,
+                       stream_connect_timeout=settings.AGENT_STREAM_CONNECT_TIMEOUT_S)
     transaction.on_commit(lambda: gateway.originate(get_redis(), command))
     return call
 

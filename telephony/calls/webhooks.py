@@ -17,12 +17,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from tenants.selectors import current_tenant
 
+from . import stream_access
 from .models import Call, WebhookDelivery
 
 CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
@@ -52,6 +54,9 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
         "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
         "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
     }
+    if call.agent_connects and event != "completed":
+        fields["StreamConnectUrl"] = stream_access.agent_connect_url(
+            settings.PUBLIC_BASE_URL, connection.schema_name, call.sid)
     return {key: str(value) for key, value in fields.items() if value not in (None, "")}
 
 

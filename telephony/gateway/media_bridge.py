@@ -51,6 +51,7 @@ from media.stream_session import (
     CONNECT_FAILED,
     CONNECT_TIMEOUT,
     PROTOCOL_ERROR,
+    RELAY_READY,
     StreamSession,
     run_outbound,
 )
@@ -128,6 +129,8 @@ def stream_config(s) -> dict | None:
         "pause": float(src.get("pause_seconds") or 0),
         "direction": s.direction,
         "connect_timeout": float(src.get("stream_connect_timeout") or 0),
+        # the URL is the platform's relay and the agent connects in to it: wait until it has
+        "via_relay": bool(src.get("stream_via_relay")),
     }
 
 
@@ -268,7 +271,8 @@ class CallBridge(asyncio.DatagramProtocol):
 
     async def _run_stream(self, s: StreamSession, timeout: float) -> None:
         try:
-            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout)
+            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout,
+                                        ready_message=RELAY_READY if self.cfg["via_relay"] else None)
         except Exception as exc:  # noqa: BLE001
             log.exception("call %s: stream failed", self.call_id)
             reason = "internal_error"

@@ -64,6 +64,10 @@ class Command(BaseCommand):
         credentials = demo.ensure_demo_setup()
         demo.ensure_demo_telephony(demo_carrier_port, demo_agent_port)
 
+        # Children (web, workers, API) tell gateways and agents where daphne listens for media streams.
+        local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ.setdefault("MEDIA_RELAY_URL", f"ws://{local_host}:{port}")
+        os.environ.setdefault("PUBLIC_BASE_URL", f"http://localhost:{port}")
         group = ProcessGroup(
             [
                 python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
