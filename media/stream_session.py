@@ -433,68 +433,58 @@ async def run_outbound(
     socket that does not drain by then is dropped without a close handshake. Otherwise the socket
     is closed with 1000 (1008 after a protocol error), waiting at most ``close_timeout`` seconds.
     """
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+    from . import ws_client
 
-    kwargs = {
-        "open_timeout": None,  # we time the whole connect ourselves
-        "compression": None,  # per-message deflate costs CPU per frame and buys little on base64
-        "max_size": max_message_bytes,
-        "additional_headers": additional_headers,
-    }
-    if ssl is not None:
-        kwargs["ssl"] = ssl
     deadline = asyncio.get_running_loop().time() + connect_timeout
     try:
         async with asyncio.timeout_at(deadline):
-            ws = await connect(url, **kwargs)
+            ws = await ws_client.connect(url, additional_headers=additional_headers, ssl=ssl,
+                                         max_size=max_message_bytes)
     except TimeoutError:
         session._finish(CONNECT_TIMEOUT, f"no WebSocket within {connect_timeout} s")
         return CONNECT_TIMEOUT
-    except (OSError, InvalidHandshake, InvalidURI, ValueError) as exc:
+    except (OSError, ws_client.HandshakeError, ValueError) as exc:
         session._finish(CONNECT_FAILED, f"{type(exc).__name__}: {exc}")
         return CONNECT_FAILED
     if ready_message is not None and not await _await_ready(ws, session, ready_message, deadline, connect_timeout):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(close_timeout):
                 await ws.close(1000, "")
+        ws.abort()
         return session.end_reason or CONNECT_FAILED
 
-    async def reader() -> None:
-        try:
-            async for message in ws:
-                if isinstance(message, str):
-                    session.feed_text(message)
-                else:
-                    session.feed_binary(message)
-                if session.ended:
-                    return
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a bug in a handler must not leave the call hanging
-            log.exception("media stream %s: reader failed", session.stream_sid)
-            session._finish(INTERNAL_ERROR, repr(exc))
+    def on_message(data: bytes, is_text: bool) -> None:
+        if session.ended:
             return
-        code = getattr(ws, "close_code", None)
-        reason = getattr(ws, "close_reason", None) or ""
-        session.transport_closed(AGENT_CLOSED, f"close code {code or 1006} {reason}".strip())
+        try:
+            if is_text:
+                session.feed_text(data)
+            else:
+                session.feed_binary(data)
+        except Exception as exc:  # noqa: BLE001 - a bug in a handler must not leave the call hanging
+            log.exception("media stream %s: handling an agent message failed", session.stream_sid)
+            session._finish(INTERNAL_ERROR, repr(exc))
 
+    ws.set_handlers(on_message)
     sender = asyncio.create_task(session.run(ws.send), name=f"media-send-{session.stream_sid}")
-    receiver = asyncio.create_task(reader(), name=f"media-recv-{session.stream_sid}")
     stop_wait = asyncio.create_task(session.stop_requested.wait())
+    ended_wait = asyncio.create_task(session.wait_ended())
     try:
-        done, _ = await asyncio.wait((sender, receiver, stop_wait), return_when=asyncio.FIRST_COMPLETED)
-        if stop_wait in done and not sender.done() and not receiver.done():
+        done, _ = await asyncio.wait((sender, ws.closed, stop_wait, ended_wait), return_when=asyncio.FIRST_COMPLETED)
+        if ws.closed.done():
+            code, why = ws.closed.result()
+            session.transport_closed(AGENT_CLOSED, f"close code {code} {why}".strip())
+        elif stop_wait in done and not sender.done():
             # The call ended: give the sender a moment to flush the queue and send `stop`.
-            await asyncio.wait((sender, receiver), timeout=stop_grace, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sender, ws.closed), timeout=stop_grace, return_when=asyncio.FIRST_COMPLETED)
             if not sender.done():
                 session._finish(CALL_ENDED, f"`stop` not delivered within {stop_grace} s")
     finally:
         session._finish(AGENT_CLOSED, "socket ended")  # no-op when a reason is already set
         stalled = not sender.done()  # still blocked in send(): the socket does not drain
-        for t in (sender, receiver, stop_wait):
+        for t in (sender, stop_wait, ended_wait):
             t.cancel()
-        await asyncio.gather(sender, receiver, stop_wait, return_exceptions=True)
+        await asyncio.gather(sender, stop_wait, ended_wait, return_exceptions=True)
         code, why = (1008, "protocol error") if session.end_reason == PROTOCOL_ERROR else (1000, "")
         try:
             if stalled:
@@ -502,16 +492,14 @@ async def run_outbound(
             async with asyncio.timeout(close_timeout):
                 await ws.close(code, why)
         except Exception:  # noqa: BLE001 - stalled or broken socket: drop it
-            transport = getattr(ws, "transport", None)
-            if transport is not None:
-                transport.abort()
+            ws.abort()
     return session.end_reason or AGENT_CLOSED
 
 
 async def _await_ready(ws, session: StreamSession, ready_message: str, deadline: float, timeout: float) -> bool:
     """Wait for ``ready_message`` on ``ws`` until ``deadline``; False (session finished) if it does
     not come, the socket closes, or the call ends meanwhile."""
-    from websockets.exceptions import ConnectionClosed
+    from .ws_client import ConnectionClosedError
 
     session.bind_loop()
     recv = asyncio.ensure_future(ws.recv())
@@ -526,12 +514,12 @@ async def _await_ready(ws, session: StreamSession, ready_message: str, deadline:
     if recv in done:
         try:
             message = recv.result()
-        except ConnectionClosed as exc:
+        except ConnectionClosedError as exc:
             session._finish(CONNECT_FAILED, f"relay closed before the agent connected: {exc}")
             return False
-        if message == ready_message:
+        if message == ready_message.encode():
             return True
-        session._finish(PROTOCOL_ERROR, f"expected the relay's ready message, got {str(message)[:80]!r}")
+        session._finish(PROTOCOL_ERROR, f"expected the relay's ready message, got {message[:80]!r}")
     elif stop_wait in done:
         session._finish(CALL_ENDED, "call ended before the agent connected")
     else:
