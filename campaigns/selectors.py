@@ -90,3 +90,30 @@ def due_contacts(campaign: Campaign, now: dt.datetime, limit: int) -> list[Campa
 
 def campaigns_running() -> QuerySet[Campaign]:
     return Campaign.objects.filter(state=Campaign.State.RUNNING)
+
+
+def campaign_dialed(campaign: Campaign) -> int:
+    """Contacts of the campaign called at least once (or being called now)."""
+    return CampaignContact.objects.filter(campaign=campaign).filter(
+        Q(attempts__gt=0) | Q(state=ContactState.DIALING)).count()
+
+
+PACE_MIN_ELAPSED_S = 5  # before this, the pace so far says little: the configured CPS is used
+
+
+def campaign_eta_seconds(campaign: Campaign, progress: dict, now: dt.datetime) -> float | None:
+    """Seconds until the campaign's remaining contacts are done, from `progress` (campaign_progress):
+    for a running campaign, from the pace so far (contacts that ended with a call, per second since
+    it started; contacts skipped as do-not-call at the start do not count) once it has run
+    PACE_MIN_ELAPSED_S, else from the configured CPS; 0 when nothing remains; None otherwise
+    (a draft, scheduled or paused campaign has no pace)."""
+    total, remaining = progress["total"], progress["remaining"]
+    if campaign.state == Campaign.State.RUNNING and remaining:
+        called = total - remaining - progress[ContactState.DNC]
+        elapsed = (now - campaign.started_at).total_seconds() if campaign.started_at else 0
+        if called and elapsed > PACE_MIN_ELAPSED_S:
+            return remaining / (called / elapsed)
+        return progress.get("eta_seconds") or remaining / campaign.cps
+    if campaign.state == Campaign.State.COMPLETED or (total and not remaining):
+        return 0
+    return None

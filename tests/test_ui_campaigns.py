@@ -2,11 +2,14 @@
 what was typed (messages next to the field, input kept), the CSV import reports bad rows by line and
 keeps the good ones, and the campaign page's actions and progress go through the campaign services."""
 import csv
+import datetime as dt
 import io
 import json
+import zoneinfo
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from campaigns.models import Campaign, CampaignContact
@@ -255,3 +258,122 @@ def test_another_tenants_campaign_is_not_found(member, tenant_a, tenant_b, acme_
                  f"/campaigns/{campaign.pk}/export.csv", f"/campaigns/{campaign.pk}/review/"):
         assert globex.get(path).status_code == 404, path
     assert globex.post(f"/campaigns/{campaign.pk}/cancel/").status_code == 404
+
+
+# --- a scheduled start -----------------------------------------------------------------------------
+
+
+def schedule(client, campaign, start_at: str, time_zone: str):
+    return client.post(f"/campaigns/{campaign.pk}/review/", {"action": "schedule", "start_at": start_at,
+                                                             "time_zone": time_zone})
+
+
+def tomorrow_in(zone: str) -> dt.datetime:
+    local = timezone.now().astimezone(zoneinfo.ZoneInfo(zone)) + dt.timedelta(days=1)
+    return local.replace(second=0, microsecond=0)
+
+
+def test_a_start_time_in_the_past_is_refused_next_to_the_field_and_nothing_typed_is_lost(member, acme_number):
+    campaign = build_draft(member)
+    review = member.get(f"/campaigns/{campaign.pk}/review/").content.decode()
+    assert "Start on (date and time)" in review and "Time zone of that time" in review
+    assert "data-browser-zone" in review  # ui.js puts the browser's zone in
+
+    response = schedule(member, campaign, "2020-03-01T09:30", "Europe/Paris")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="id_start_at_error"><li>This time has passed' in html  # next to the field
+    assert 'value="2020-03-01T09:30"' in html and 'value="Europe/Paris"' in html  # kept
+    assert "data-browser-zone" not in html  # what was typed is not replaced by the browser's zone
+
+    year = timezone.now().year + 1  # next spring, when the clocks in Paris skip from 02:00 to 03:00
+    spring_forward = max(d for d in (dt.date(year, 3, day) for day in range(25, 32)) if d.weekday() == 6)
+    skipped = schedule(member, campaign, f"{spring_forward}T02:30", "Europe/Paris").content.decode()
+    assert 'id="id_start_at_error"><li>This time does not exist in Europe/Paris' in skipped
+
+    unknown = schedule(member, campaign, tomorrow_in("UTC").strftime("%Y-%m-%dT%H:%M"), "Mars/Olympus").content.decode()
+    assert "Unknown time zone" in unknown and 'value="Mars/Olympus"' in unknown
+    campaign.refresh_from_db()
+    assert campaign.state == "draft" and campaign.start_at is None
+
+
+def test_a_scheduled_campaign_shows_when_it_starts_and_can_be_unscheduled_or_cancelled(member, tenant_a, acme_number):
+    campaign = build_draft(member)
+    start = tomorrow_in("Europe/Paris")
+    response = schedule(member, campaign, start.strftime("%Y-%m-%dT%H:%M"), "Europe/Paris")
+    assert response["Location"] == f"/campaigns/{campaign.pk}/"
+    campaign.refresh_from_db()
+    assert campaign.state == "scheduled" and campaign.start_at == start  # the wall-clock time in Paris
+
+    page = member.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert f"scheduled: it starts by itself on {start:%Y-%m-%d at %H:%M} (Europe/Paris)" in page  # as typed
+    assert 'id="campaign-state">Scheduled<' in page
+    assert f'datetime="{campaign.start_at.isoformat()}"' in page  # shown in the browser's zone by ui.js
+    assert f"{campaign.start_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC" in page  # …and in UTC without script
+    progress = member.get(f"/campaigns/{campaign.pk}/progress.json").json()
+    assert progress["state"] == "scheduled" and progress["start_at"] == campaign.start_at.isoformat()
+    assert "starts <time" in member.get("/campaigns/").content.decode()
+
+    # Back to a draft, scheduled again, then cancelled before its time: nobody is ever called.
+    member.post(f"/campaigns/{campaign.pk}/review/", {"action": "unschedule"})
+    campaign.refresh_from_db()
+    assert campaign.state == "draft" and campaign.start_at is None
+    schedule(member, campaign, start.strftime("%Y-%m-%dT%H:%M"), "Europe/Paris")
+    member.post(f"/campaigns/{campaign.pk}/cancel/")
+    campaign.refresh_from_db()
+    assert campaign.state == "cancelled" and campaign.started_at is None
+    with schema_context(tenant_a.tenant):
+        assert not CampaignContact.objects.filter(campaign=campaign).exists()
+
+
+def test_a_scheduled_campaign_starts_by_itself_when_its_time_comes(member, tenant_a, acme_number, settings,
+                                                                  monkeypatch):
+    from campaigns import tasks
+
+    campaign = build_draft(member)
+    schedule(member, campaign, tomorrow_in("America/New_York").strftime("%Y-%m-%dT%H:%M"), "America/New_York")
+    assert settings.CELERY_BEAT_SCHEDULE["dispatch-dialers"] == {
+        "task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0}  # beat runs it every second
+    dialing = []
+    monkeypatch.setattr(tasks.dial_campaign, "delay", dialing.append)
+
+    tasks.dispatch_dialers()
+    campaign.refresh_from_db()
+    assert campaign.state == "scheduled" and dialing == []  # not yet
+
+    with schema_context(tenant_a.tenant):  # its time comes
+        Campaign.objects.filter(pk=campaign.pk).update(start_at=timezone.now() - dt.timedelta(seconds=1))
+    tasks.dispatch_dialers()
+    campaign.refresh_from_db()
+    assert campaign.state == "running" and campaign.started_at is not None
+    assert dialing == [campaign.pk]  # and its dialing loop is started
+    progress = member.get(f"/campaigns/{campaign.pk}/progress.json").json()
+    assert progress["state"] == "running" and progress["total"] == 3
+
+
+def test_the_time_left_follows_the_pace_so_far_once_there_is_one(tenant_a):
+    """campaigns.selectors.campaign_eta_seconds, which the campaign page shows: the configured CPS at
+    first, then the pace the campaign really keeps; nothing left is 0; paused has none."""
+    from campaigns.models import Contact, ContactList
+    from campaigns.selectors import campaign_eta_seconds, campaign_progress
+    from campaigns.services import campaign_pause, campaign_start
+
+    with schema_context(tenant_a.tenant):
+        contacts = ContactList.objects.create(name="Pace")
+        Contact.objects.bulk_create(Contact(contact_list=contacts, phone=f"+1415555{300 + i:04d}") for i in range(40))
+        campaign = Campaign.objects.create(name="Pace", contact_list=contacts, caller_ids=["+14155550199"],
+                                           stream_url="wss://agent.example.com", cps=2, window_start=dt.time(0),
+                                           window_end=dt.time(23, 59), weekdays=list(range(7)))
+        started = timezone.now()
+        campaign = campaign_start(campaign.pk, now=started)
+        assert campaign_eta_seconds(campaign, campaign_progress(campaign), started) == 20  # 40 at 2 calls/s
+
+        ids = list(CampaignContact.objects.filter(campaign=campaign).order_by("pk").values_list("pk", flat=True))
+        campaign_contacts_claim(ids[:10], now=started)
+        for pk in ids[:10]:
+            record_attempt_outcome(pk, "answered", "CApace")
+        later = started + dt.timedelta(seconds=20)  # 10 done in 20 s: 0.5 a second, 30 left
+        assert campaign_eta_seconds(campaign, campaign_progress(campaign), later) == 60
+
+        campaign = campaign_pause(campaign.pk)
+        assert campaign_eta_seconds(campaign, campaign_progress(campaign), later) is None

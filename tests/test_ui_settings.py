@@ -85,3 +85,37 @@ def test_an_admin_cannot_change_their_own_role(tenant_a):
     client = signed_in(tenant_a.domain, "carol")
     response = client.post(f"/settings/users/{me.pk}/role/", {"role": "member"}, follow=True)
     assert "cannot change your own role" in response.content.decode()
+
+
+def test_a_do_not_call_file_without_a_header_is_read_from_its_first_column(tenant_a):
+    """campaigns.dnc, which the upload form uses: numbers already listed are counted apart, bad lines
+    are reported with their line number, and the good ones are kept."""
+    from campaigns.dnc import do_not_call_import
+
+    with schema_context(tenant_a.tenant):
+        DoNotCall.objects.create(phone="+14155550191")
+        report = do_not_call_import(b"+14155550191\n\n+14155550192,moved\nnot a phone\n+1 415 555 0193\n")
+        assert (report.added, report.already, report.error_count) == (2, 1, 1)
+        assert [(e["line"], e["value"]) for e in report.errors] == [(4, "not a phone")]
+        assert DoNotCall.objects.get(phone="+14155550193").reason == ""
+
+
+def test_roles_change_through_the_account_services_with_their_two_refusals(tenant_a):
+    """tenants.accounts.services, which the users page uses: nobody changes their own role, the owner
+    stays an admin, anyone else can be made an admin or a member."""
+    from tenants.accounts.services import RoleChangeRefused, user_create, user_set_role
+
+    with schema_context(tenant_a.tenant):
+        owner = get_user_model().objects.get(username=tenant_a.admin_user)
+        dora = user_create(username="dora", password="a-long-password", is_admin=True)
+        eve = user_create(username="eve", email="eve@example.com", password="a-long-password")
+        assert dora.is_staff and not eve.is_staff
+        user_set_role(eve, is_admin=True, changed_by=dora)
+        eve.refresh_from_db()
+        assert eve.is_staff
+        with pytest.raises(RoleChangeRefused, match="your own role"):
+            user_set_role(dora, is_admin=False, changed_by=dora)
+        with pytest.raises(RoleChangeRefused, match="account owner"):
+            user_set_role(owner, is_admin=False, changed_by=dora)
+        owner.refresh_from_db()
+        assert owner.is_staff

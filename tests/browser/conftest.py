@@ -4,7 +4,9 @@ tenant's pages are at http://<tenant>.localhost:<port>/ and the platform's at ht
 
 The tests get their own tenant (created here, dropped at the end) so nothing they commit can meet
 the other tests' data; public-schema rows they make (carriers, numbers, users) are removed too.
-Screenshots go to tests/artifacts/ui/.
+`voice_stack` starts the call path as `make run` does (gateway pool, recorder, Celery worker and beat,
+the demo AI agent) with SIPp as the carrier, so a campaign started in the browser is really dialed.
+Screenshots go to tests/artifacts/ui/, the processes' logs to tests/artifacts/ui/logs/.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOP = "uishop"
+BROWSER_ZONE = "Europe/Paris"  # the browser's time zone (the server's is UTC)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -135,7 +139,8 @@ def browser(async_unsafe_allowed):
 
 @pytest.fixture
 def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True,
+                                  timezone_id=BROWSER_ZONE)
     context.set_default_timeout(15000)
     page = context.new_page()
     errors: list[str] = []
@@ -183,3 +188,54 @@ def sipp_options_port():
     yield port
     proc.terminate()
     proc.wait(5)
+
+
+@dataclass
+class VoiceStack:
+    agent_url: str  # the demo AI agent's WebSocket, for a campaign's AI endpoint
+    processes: list
+
+    def tails(self, chars: int = 1500) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail(chars)}" for p in self.processes)
+
+
+def wait_for_tcp(port: int, process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} did not listen on {port}:\n{process.tail()}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def voice_stack(django_db_setup, django_db_blocker):
+    """The call path of `make run` against this run's database and Redis: SIPp as the only carrier
+    (answers every call, hangs up after 2 s), the demo AI agent, two gateway processes, the call
+    recorder, a Celery worker and beat (beat's carrier OPTIONS checks are off: SIPp's call scenario
+    does not answer OPTIONS)."""
+    from telephony.models import Carrier
+    from tests import stack
+
+    logs = ARTIFACTS / "logs"
+    shutil.rmtree(logs, ignore_errors=True)  # the last run's
+    logs.mkdir(parents=True)
+    sipp, sipp_port = stack.sipp_carrier(logs, "uas_answer_bye.xml", "-d", "2000")
+    with django_db_blocker.unblock():
+        carrier = Carrier.objects.create(name="Browser SIPp trunk", host="127.0.0.1", port=sipp_port,
+                                         max_cps=50, max_concurrent=50)
+    agent_port = free_tcp_port()
+    agent = stack.Process("agent", [sys.executable, "-m", "media.demo_agent", "--port", str(agent_port)], logs)
+    processes = [sipp, agent, stack.gateway_pool(logs, processes=2), stack.recorder(logs),
+                 stack.celery_worker(logs, "ui-worker"), stack.celery_beat(logs)]
+    try:
+        wait_for_tcp(agent_port, agent)
+        yield VoiceStack(agent_url=f"ws://127.0.0.1:{agent_port}/", processes=processes)
+    finally:
+        for process in processes:
+            process.stop()
+        with django_db_blocker.unblock():
+            Carrier.objects.filter(pk=carrier.pk).delete()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zoneinfo
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
 from telephony import forms as telephony_forms
@@ -233,6 +235,54 @@ class AgentForm(forms.Form):
         if digit and digit not in DTMF_DIGITS:
             raise ValidationError("Use one key: 0-9, * or #.")
         return digit
+
+
+class ScheduleForm(forms.Form):
+    """A start time typed as a date and a wall-clock time in a named time zone (the browser's, filled in
+    by ui.js when the page opens; the campaign's default time zone without JavaScript)."""
+
+    start_at = forms.DateTimeField(
+        label="Start on (date and time)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="the campaign starts by itself at this moment; until then you can still change or cancel it",
+    )
+    time_zone = forms.CharField(
+        max_length=64, label="Time zone of that time",
+        widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off"}),
+        help_text="the zone the date and time above are in, such as Europe/Paris",
+    )
+
+    def __init__(self, *args, browser_zone: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if browser_zone:  # ui.js fills in the browser's time zone
+            self.fields["time_zone"].widget.attrs["data-browser-zone"] = ""
+            self.fields["time_zone"].help_text = ("filled in with your browser's time zone; change it to schedule "
+                                                  "in another one, such as Europe/Paris")
+
+    def clean_time_zone(self):
+        zone = self.cleaned_data["time_zone"].strip()
+        if zone not in known_time_zones():
+            raise ValidationError(f"Unknown time zone {zone!r}: use a name such as Europe/Paris or America/New_York.")
+        return zone
+
+    def clean(self):
+        data = super().clean()
+        typed, zone = data.get("start_at"), data.get("time_zone")
+        if typed is not None and zone:
+            # The field made the wall-clock time aware in the server's zone: it is meant in `zone`.
+            wall_clock = timezone.make_naive(typed) if timezone.is_aware(typed) else typed
+            local = wall_clock.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+            now = timezone.now().astimezone(local.tzinfo)
+            if local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) != wall_clock:
+                self.add_error("start_at", f"This time does not exist in {zone}: the clocks skip it that day. "
+                                           "Pick another time.")
+            elif local <= now:
+                self.add_error("start_at", f"This time has passed (it is now {now:%Y-%m-%d %H:%M} in {zone}): "
+                                           "pick a later one, or start the campaign now.")
+            else:
+                data["start_at"] = local
+        return data
 
 
 class TestCallForm(forms.Form):

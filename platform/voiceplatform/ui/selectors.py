@@ -1,18 +1,16 @@
-"""Reads the pages need beyond the apps' own selectors: a campaign's live progress with the figures a
-person watching it wants (dialed, ETA, abandonment), and its results for export. Built on
-campaigns.selectors.campaign_progress; no writes here."""
+"""Reads the pages need beyond the apps' own selectors: a campaign's live progress as its page shows
+it (the figures come from campaigns.selectors; only their wording is here), the campaign list with
+counts, and a campaign's results for export. No writes here."""
 from __future__ import annotations
 
-import logging
 import time
 
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
-from campaigns.selectors import campaign_progress
+from campaigns.selectors import campaign_dialed, campaign_eta_seconds, campaign_progress
 
-log = logging.getLogger(__name__)
 ContactState = CampaignContact.State
 
 
@@ -34,36 +32,24 @@ def _duration_text(seconds: float | None) -> str:
 
 
 def campaign_live_progress(campaign: Campaign, now=None) -> dict:
-    """campaign_progress plus: dialed (contacts called at least once), failed, percent done, an ETA
-    from the pace so far (or from the configured CPS before there is one) and the abandonment rate."""
+    """campaign_progress plus what a person watching the campaign page wants, as the page shows it:
+    dialed, failed, percent done, the ETA (campaigns.selectors.campaign_eta_seconds) and the
+    abandonment rate as text."""
     now = now or timezone.now()
     progress = campaign_progress(campaign)
-    extra = CampaignContact.objects.filter(campaign=campaign).aggregate(
-        dialed=Count("id", filter=Q(attempts__gt=0) | Q(state=ContactState.DIALING)),
-    )
     total, remaining = progress["total"], progress["remaining"]
-    finished = total - remaining
-    eta = None
-    if campaign.state == Campaign.State.RUNNING and remaining:
-        # The pace so far: contacts that ended with a call (not those skipped as do-not-call at start).
-        called = finished - progress[ContactState.DNC]
-        elapsed = (now - campaign.started_at).total_seconds() if campaign.started_at else 0
-        pace = called / elapsed if called and elapsed > 5 else None
-        eta = remaining / pace if pace else (progress.get("eta_seconds") or remaining / campaign.cps)
-    elif campaign.state == Campaign.State.COMPLETED or (total and not remaining):
-        eta = 0
-    # campaigns.selectors gives the rate from the call records when it knows it; else the live metrics.
+    eta = campaign_eta_seconds(campaign, progress, now)
     abandonment = progress["abandonment_rate"]
     return {
         **progress,
-        "dialed": extra["dialed"],
+        "dialed": campaign_dialed(campaign),
         "failed": progress[ContactState.FAILED],
-        "percent_done": round(finished * 100 / total, 1) if total else 0,
+        "percent_done": round((total - remaining) * 100 / total, 1) if total else 0,
         "eta_seconds": None if eta is None else round(eta),
         "eta_text": "paused" if campaign.state == Campaign.State.PAUSED and remaining else _duration_text(eta),
-        "abandonment_rate": abandonment,
         "abandonment_text": "–" if abandonment is None else f"{abandonment * 100:.1f} %",
         "state_label": campaign.get_state_display(),
+        "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
         "updated_at": time.time(),
     }
 

@@ -4,20 +4,20 @@ after it was made (kept in the session until then), and never again."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from campaigns import dnc
 from campaigns import services as campaign_services
 from campaigns.selectors import do_not_call_entries
 from telephony.calls.models import WebhookDelivery
-from tenants.accounts.models import ApiKey
-from tenants.accounts.services import issue_api_key, revoke_api_key
+from tenants.accounts import selectors as account_selectors
+from tenants.accounts import services as account_services
 
-from . import services, uploads
+from . import uploads
 from .access import tenant_page
 from .forms import ApiKeyForm, DoNotCallForm, DoNotCallUploadForm, UserCreateForm
 
@@ -32,13 +32,13 @@ def api_keys(request):
     if request.method == "POST":
         form = ApiKeyForm(request.POST)
         if form.is_valid():
-            key = issue_api_key(request.tenant.account_sid, name=form.cleaned_data["name"])
+            key = account_services.issue_api_key(request.tenant.account_sid, name=form.cleaned_data["name"])
             request.session[NEW_KEY] = {"name": form.cleaned_data["name"], "key": key}
             return redirect("ui:api-keys")
     else:
         form = ApiKeyForm()
     return render(request, "ui/settings/api_keys.html", {
-        "form": form, "keys": ApiKey.objects.all(), "new_key": request.session.pop(NEW_KEY, None),
+        "form": form, "keys": account_selectors.api_keys(), "new_key": request.session.pop(NEW_KEY, None),
         "account_sid": request.tenant.account_sid,
     })
 
@@ -46,8 +46,8 @@ def api_keys(request):
 @tenant_page(admin=True)
 @require_POST
 def api_key_revoke(request, pk: int):
-    key = get_object_or_404(ApiKey, pk=pk)
-    if revoke_api_key(key.pk):
+    key = get_object_or_404(account_selectors.api_keys(), pk=pk)
+    if account_services.revoke_api_key(key.pk):
         messages.success(request, f"Key “{key.name}” ({key.prefix}…) revoked: it no longer works.")
     else:
         messages.info(request, f"Key “{key.name}” was already revoked.")
@@ -95,7 +95,7 @@ def do_not_call(request):
         if upload_form.is_valid():
             data = b"".join(upload_form.cleaned_data["file"].chunks())
             try:
-                result = services.do_not_call_import(data)
+                result = dnc.do_not_call_import(data)
             except UnicodeDecodeError:
                 upload_form.add_error("file", f"This file is not UTF-8. Save it as CSV UTF-8: {uploads.ACCEPTED} "
                                               "is accepted.")
@@ -126,7 +126,7 @@ def users(request):
     if request.method == "POST":
         form = UserCreateForm(request.POST)
         if form.is_valid():
-            user = services.user_create(
+            user = account_services.user_create(
                 username=form.cleaned_data["username"], email=form.cleaned_data["email"],
                 password=form.cleaned_data["password"], is_admin=form.cleaned_data["is_admin"],
             )
@@ -136,20 +136,19 @@ def users(request):
     else:
         form = UserCreateForm()
     return render(request, "ui/settings/users.html", {
-        "form": form, "users": get_user_model().objects.order_by("username"),
+        "form": form, "users": account_selectors.users(),
     })
 
 
 @tenant_page(admin=True)
 @require_POST
 def user_role(request, pk: int):
-    user = get_object_or_404(get_user_model(), pk=pk)
+    user = get_object_or_404(account_selectors.users(), pk=pk)
     make_admin = request.POST.get("role") == "admin"
-    if user.pk == request.user.pk:
-        messages.error(request, "You cannot change your own role: ask another admin.")
-    elif user.is_superuser:
-        messages.error(request, f"{user.username} is the account owner (superuser) and stays an admin.")
+    try:
+        account_services.user_set_role(user, is_admin=make_admin, changed_by=request.user)
+    except account_services.RoleChangeRefused as exc:
+        messages.error(request, str(exc))
     else:
-        services.user_set_admin(user, make_admin)
         messages.success(request, f"{user.username} is now {'an admin' if make_admin else 'a member'}.")
     return redirect("ui:users")

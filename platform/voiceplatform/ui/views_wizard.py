@@ -2,7 +2,8 @@
 
 1 contacts (name + CSV upload, or an existing list) → 2 columns (preview and mapping) → 3 import
 report → 4 calling (caller IDs, pacing, window, retries) → 5 AI agent → a draft Campaign is created
-(campaigns.services.campaign_create) → 6 test call (optional) → 7 review and start.
+(campaigns.services.campaign_create) → 6 test call (optional) → 7 review, then start now or schedule
+the start (Campaign.start_at: the campaign is `scheduled` and the dialer's periodic task starts it).
 
 Until the draft exists the answers wait in the session (the upload in the cache, see ui.uploads); from
 then on each step writes through campaigns.services.campaign_update, so the draft is the truth and
@@ -34,6 +35,7 @@ from .forms import (
     CallingForm,
     CampaignStartForm,
     ColumnMappingForm,
+    ScheduleForm,
     TestCallForm,
     parameters_as_text,
 )
@@ -331,27 +333,65 @@ def test_call_status(request, pk: int, sid: str):
 @tenant_page()
 @require_http_methods(["GET", "POST"])
 def review(request, pk: int):
-    """Step 7: everything on one page; start now, or keep it as a draft."""
+    """Step 7: everything on one page; start now, schedule the start, or keep it as a draft."""
     campaign = get_object_or_404(Campaign.objects.select_related("contact_list"), pk=pk)
     _adopt(request, campaign)
-    if request.method == "POST":
-        if request.POST.get("action") == "start":
-            try:
-                services.campaign_start(campaign.pk)
-            except services.TransitionNotAllowed as exc:
-                messages.error(request, f"Not started: {exc}.")
-                return redirect("ui:campaign", pk=campaign.pk)
-            messages.success(request, f"Campaign “{campaign.name}” started.")
-        else:
-            messages.info(request, f"Campaign “{campaign.name}” saved as a draft.")
+    schedule_form = None
+    action = request.POST.get("action") if request.method == "POST" else None
+    if action == "start":
+        try:
+            services.campaign_start(campaign.pk)
+        except services.TransitionNotAllowed as exc:
+            messages.error(request, f"Not started: {exc}.")
+            return redirect("ui:campaign", pk=campaign.pk)
+        messages.success(request, f"Campaign “{campaign.name}” started.")
         _clear(request)
         return redirect("ui:campaign", pk=campaign.pk)
+    if action == "schedule":
+        schedule_form = ScheduleForm(request.POST)
+        if schedule_form.is_valid():
+            try:
+                campaign = _schedule(campaign, schedule_form.cleaned_data["start_at"])
+            except ValidationError as exc:
+                _attach(schedule_form, exc)
+            except services.CampaignLocked as exc:
+                messages.error(request, f"Not scheduled: {exc}.")
+                return redirect("ui:campaign", pk=campaign.pk)
+            else:
+                when = schedule_form.cleaned_data["start_at"]
+                messages.success(request, f"Campaign “{campaign.name}” scheduled: it starts by itself on "
+                                          f"{when:%Y-%m-%d at %H:%M} ({schedule_form.cleaned_data['time_zone']}).")
+                _clear(request)
+                return redirect("ui:campaign", pk=campaign.pk)
+    elif action == "unschedule":
+        if campaign.state == Campaign.State.SCHEDULED:
+            services.campaign_update(campaign, start_at=None)
+            messages.info(request, f"Campaign “{campaign.name}” is no longer scheduled: it is a draft again.")
+        _clear(request)
+        return redirect("ui:campaign", pk=campaign.pk)
+    elif action is not None:
+        messages.info(request, f"Campaign “{campaign.name}” saved as a draft.")
+        _clear(request)
+        return redirect("ui:campaign", pk=campaign.pk)
+    if schedule_form is None:
+        if campaign.start_at:  # already scheduled: shown in UTC, and the zone field says so
+            schedule_form = ScheduleForm(initial={"time_zone": "UTC",
+                                                  "start_at": campaign.start_at.astimezone(dt.UTC).replace(tzinfo=None)})
+        else:  # a fresh form: ui.js puts the browser's time zone in (the campaign's default without script)
+            schedule_form = ScheduleForm(initial={"time_zone": campaign.default_time_zone}, browser_zone=True)
     weekdays = ", ".join(name for value, name in CallingForm.base_fields["weekdays"].choices
                          if int(value) in campaign.weekdays)
     return _page(request, "review", "ui/wizard/review.html", {
         "campaign": campaign, "contact_count": campaign.contact_list.contacts.count(), "weekdays": weekdays,
         "can_start": campaign.state in (Campaign.State.DRAFT, Campaign.State.SCHEDULED),
+        "schedule_form": schedule_form, "time_zones": sorted(_common_zones()),
     })
+
+
+def _schedule(campaign: Campaign, start_at: dt.datetime) -> Campaign:
+    if campaign.state not in (Campaign.State.DRAFT, Campaign.State.SCHEDULED):
+        raise services.CampaignLocked(f"the campaign is {campaign.state}")
+    return services.campaign_update(campaign, start_at=start_at)
 
 
 @tenant_page()

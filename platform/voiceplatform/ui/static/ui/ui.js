@@ -72,5 +72,15 @@
     document.querySelectorAll("[data-epoch]").forEach(el => {  // epoch seconds → local time
       el.textContent = new Date(Number(el.dataset.epoch) * 1000).toLocaleString();
     });
+    // <time datetime="ISO" data-local-time>: shown in the browser's time zone, named; UTC stays in the title.
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    document.querySelectorAll("time[data-local-time]").forEach(el => {
+      const when = new Date(el.getAttribute("datetime"));
+      if (Number.isNaN(when.getTime())) return;
+      el.title = el.textContent.trim();
+      el.textContent = `${when.toLocaleString([], {dateStyle: "medium", timeStyle: "short"})} (${zone})`;
+    });
+    // <input data-browser-zone> (a form shown afresh, nothing typed yet): the browser's time zone.
+    document.querySelectorAll("input[data-browser-zone]").forEach(input => { if (zone) input.value = zone; });
   });
 })();
