@@ -5,6 +5,7 @@ import datetime as dt
 import zoneinfo
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall, known_time_zones
 
@@ -27,19 +28,19 @@ def campaigns() -> QuerySet[Campaign]:
     return Campaign.objects.all()
 
 
-def campaign_progress(campaign: Campaign) -> dict:
-    """Counts of the campaign's contacts by dialing state; all zero before it starts (its contacts
-    are taken from the list when it starts). ETA is not estimated yet (null)."""
+def campaign_progress(campaign: Campaign, now: dt.datetime | None = None) -> dict:
+    """Counts of the campaign's contacts by dialing state (all zero before it starts: its contacts
+    are taken from the list when it starts), contacts dialed so far, the ETA and the abandonment rate."""
     counts = CampaignContact.objects.filter(campaign=campaign).aggregate(
         total=Count("id"),
         **{state.value: Count("id", filter=Q(state=state)) for state in ContactState},
         answered=Count("id", filter=Q(last_outcome="answered")),
+        dialed=Count("id", filter=Q(attempts__gt=0) | Q(state=ContactState.DIALING)),
     )
     counts["remaining"] = counts[ContactState.PENDING] + counts[ContactState.DIALING]
-    running = campaign.state == Campaign.State.RUNNING
-    eta = round(counts["remaining"] / campaign.cps) if running and campaign.cps else None
-    return {"campaign": campaign.pk, "state": campaign.state, **counts, "eta_seconds": eta,
-            "abandonment_rate": abandonment_rate(campaign)}
+    eta = _eta_seconds(campaign, counts, now or timezone.now())
+    return {"campaign": campaign.pk, "state": campaign.state, **counts,
+            "eta_seconds": None if eta is None else round(eta), "abandonment_rate": abandonment_rate(campaign)}
 
 
 def abandonment_rate(campaign: Campaign) -> float | None:
@@ -92,17 +93,11 @@ def campaigns_running() -> QuerySet[Campaign]:
     return Campaign.objects.filter(state=Campaign.State.RUNNING)
 
 
-def campaign_dialed(campaign: Campaign) -> int:
-    """Contacts of the campaign called at least once (or being called now)."""
-    return CampaignContact.objects.filter(campaign=campaign).filter(
-        Q(attempts__gt=0) | Q(state=ContactState.DIALING)).count()
-
-
 PACE_MIN_ELAPSED_S = 5  # before this, the pace so far says little: the configured CPS is used
 
 
-def campaign_eta_seconds(campaign: Campaign, progress: dict, now: dt.datetime) -> float | None:
-    """Seconds until the campaign's remaining contacts are done, from `progress` (campaign_progress):
+def _eta_seconds(campaign: Campaign, progress: dict, now: dt.datetime) -> float | None:
+    """Seconds until the campaign's remaining contacts are done, from its contact counts:
     for a running campaign, from the pace so far (contacts that ended with a call, per second since
     it started; contacts skipped as do-not-call at the start do not count) once it has run
     PACE_MIN_ELAPSED_S, else from the configured CPS; 0 when nothing remains; None otherwise
@@ -113,7 +108,7 @@ def campaign_eta_seconds(campaign: Campaign, progress: dict, now: dt.datetime) -
         elapsed = (now - campaign.started_at).total_seconds() if campaign.started_at else 0
         if called and elapsed > PACE_MIN_ELAPSED_S:
             return remaining / (called / elapsed)
-        return progress.get("eta_seconds") or remaining / campaign.cps
+        return remaining / campaign.cps if campaign.cps else None
     if campaign.state == Campaign.State.COMPLETED or (total and not remaining):
         return 0
     return None

@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
-from campaigns.selectors import campaign_dialed, campaign_eta_seconds, campaign_progress
+from campaigns.selectors import campaign_progress
 
 ContactState = CampaignContact.State
 
@@ -33,19 +33,15 @@ def _duration_text(seconds: float | None) -> str:
 
 def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     """campaign_progress plus what a person watching the campaign page wants, as the page shows it:
-    dialed, failed, percent done, the ETA (campaigns.selectors.campaign_eta_seconds) and the
-    abandonment rate as text."""
+    failed, percent done, the ETA and the abandonment rate as text."""
     now = now or timezone.now()
-    progress = campaign_progress(campaign)
-    total, remaining = progress["total"], progress["remaining"]
-    eta = campaign_eta_seconds(campaign, progress, now)
+    progress = campaign_progress(campaign, now)
+    total, remaining, eta = progress["total"], progress["remaining"], progress["eta_seconds"]
     abandonment = progress["abandonment_rate"]
     return {
         **progress,
-        "dialed": campaign_dialed(campaign),
         "failed": progress[ContactState.FAILED],
         "percent_done": round((total - remaining) * 100 / total, 1) if total else 0,
-        "eta_seconds": None if eta is None else round(eta),
         "eta_text": "paused" if campaign.state == Campaign.State.PAUSED and remaining else _duration_text(eta),
         "abandonment_text": "–" if abandonment is None else f"{abandonment * 100:.1f} %",
         "state_label": campaign.get_state_display(),
