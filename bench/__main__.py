@@ -20,6 +20,7 @@ BENCHMARKS = {
     "dialer": ([], ["--duration", "10", "--rates", "5,20"]),
     "media_bridge": ([], ["--levels", "1,10,20", "--hold", "5"]),
     "dashboard_lag": ([], ["--seconds", "5"]),
+    "metrics_cost": ([], ["--calls", "4", "--hold", "4", "--replays", "5"]),
 }
 
 

@@ -41,7 +41,7 @@ def calls_of_a_short_campaign():
         (c3, event(c3, gw.LEG_STARTED, leg=0, carrier_id=900009)),
         (c3, event(c3, gw.ANSWERED, leg=0, carrier_id=900009, setup_ms=1800)),  # setup bucket le 2000
         (c3, event(c3, gw.COMPLETED, leg=0, carrier_id=900009, outcome="answered", duration=90.0, setup_ms=1800,
-                   jitter_ms=12.0, loss_percent=1.5, latency_ms=80)),
+                   jitter_ms=12.0, loss_percent=1.5, latency_ms=80, ai_response_ms=640.0, ai_response_turns=3)),
     ]
 
 
@@ -79,6 +79,10 @@ def test_a_short_campaign_yields_counts_asr_acd_and_histograms(schema):
     assert series["histograms"]["jitter_ms"]["counts"][H.JITTER.bounds.index(20)] == 1
     assert series["histograms"]["loss_percent"]["counts"][H.LOSS.bounds.index(2)] == 1
     assert series["histograms"]["mos"]["counts"][H.MOS.bounds.index(4.3)] == 1
+    # its AI response time (median of its turns) is one observation of the distribution: le 750 ms
+    ai = series["histograms"]["ai_response_ms"]
+    assert ai["count"] == 1 and ai["counts"][H.AI_RESPONSE.bounds.index(750)] == 1
+    assert series["by"]["carrier"]["900009"]["ai_response_ms_p50"] == pytest.approx(640, abs=150)
 
     now = selectors.tenant_now(schema)
     assert now["active"] == 0
@@ -87,6 +91,7 @@ def test_a_short_campaign_yields_counts_asr_acd_and_histograms(schema):
     latest = selectors.latest_calls(schema)
     assert [c["outcome"] for c in latest] == ["answered", "busy", "answered"]
     assert latest[0]["mos"] == pytest.approx(4.247, abs=0.001) and latest[0]["jitter_ms"] == 12
+    assert latest[0]["ai_response_ms"] == 640 and latest[1]["ai_response_ms"] is None
     assert latest[0]["duration_s"] == 90 and latest[0]["setup_ms"] == 1800 and latest[0]["carrier"] == "900009"
 
 

@@ -42,7 +42,8 @@ def a_call(schema: str, carrier_id: int = 900031) -> str:
     fields = {"sid": sid, "region": "eu", "to": "+15550123"}
     for type_, extra in ((gw.INITIATED, {}), (gw.LEG_STARTED, {"leg": 0}),
                          (gw.ANSWERED, {"leg": 0, "setup_ms": 850}),
-                         (gw.COMPLETED, {"leg": 0, "outcome": "answered", "duration": 12.5, "setup_ms": 850})):
+                         (gw.COMPLETED, {"leg": 0, "outcome": "answered", "duration": 12.5, "setup_ms": 850,
+                                         "ai_response_ms": 640.0, "ai_response_turns": 2})):
         event = gw.make_event(sid, type_, ts=time.time(), carrier_id=carrier_id, **extra)
         assert record_call_event(schema, event, fields)
     return sid
@@ -171,6 +172,7 @@ def test_metrics_exposes_totals_with_tenant_labels_on_the_platform_host(tenant_a
         'voice_calls_active{tenant="acme"}',
         'voice_call_setup_seconds_bucket{le="1.0",tenant="acme"}',
         'voice_call_setup_seconds_count{tenant="acme"}',
+        'voice_ai_response_seconds_bucket{le="0.75",tenant="acme"}',
         f'voice_carrier_up{{carrier="{carrier.pk}",name="{carrier.name}",region="eu"}} 0.0',
         f'voice_gateway_capacity{{gateway="{gateway_id}",node="node-1"}} 40.0',
         f'voice_gateway_restarts_total{{gateway="{gateway_id}",node="node-1"}} 2.0',

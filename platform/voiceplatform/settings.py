@@ -208,8 +208,10 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
+    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"}},
+    "formatters": {"kv": {"()": "voiceplatform.logs.KeyValueFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["call_sid"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
 }

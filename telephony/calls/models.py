@@ -75,6 +75,10 @@ class Call(models.Model):
     bridge_out_p99_ms = models.FloatField(null=True, blank=True)
     frames_to_agent = models.PositiveIntegerField(null=True, blank=True)
     frames_dropped = models.PositiveIntegerField(null=True, blank=True)
+    # End of the caller's speech to the agent's first audio back: median over the caller's turns
+    # the agent answered (media/speech.py), and how many turns that was.
+    ai_response_ms = models.FloatField(null=True, blank=True)
+    ai_response_turns = models.PositiveIntegerField(null=True, blank=True)
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
 from voiceplatform.events import publish_tenant_event
+from voiceplatform.logs import call_context
 
 from telephony.gateway import events as gw
 from telephony.metrics.services import metrics_fields, record_call_event
@@ -31,7 +32,8 @@ STATUS_FOR_OUTCOME = {
 }
 NOT_FINAL = ~Q(status__in=Call.FINAL_STATUSES)
 QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
-                  "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits")
+                  "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits",
+                  "ai_response_ms", "ai_response_turns")
 
 
 def _at(event: dict) -> datetime:
@@ -112,6 +114,11 @@ def _call_for(event: dict) -> Call | None:
 
 
 def record_event(event: dict, tenant_schema: str) -> None:
+    with call_context(event.get("call_id")):
+        _record(event, tenant_schema)
+
+
+def _record(event: dict, tenant_schema: str) -> None:
     if not tenant_schema or not Tenant.objects.filter(schema_name=tenant_schema).exists():
         log.warning("event for unknown tenant %r dropped: %s", tenant_schema, event)
         return
@@ -122,6 +129,7 @@ def record_event(event: dict, tenant_schema: str) -> None:
             return
         _apply(call, event)
         call.refresh_from_db()
+        log.debug("%s recorded: %s", event["type"], call.status)
         webhooks.enqueue(call, event["type"])
     record_call_event(tenant_schema, event, metrics_fields(call))
     publish_tenant_event(tenant_schema, {"type": f"call.{event['type']}", "call": call.sid, "status": call.status,

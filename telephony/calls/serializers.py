@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import connection
 from rest_framework import serializers
 
+from media.protocol import MEDIA_FORMATS
+
 from . import stream_access
 from .models import Call, CallLeg
 
@@ -29,6 +31,12 @@ class CallCreateSerializer(serializers.Serializer):
     agent_connects = serializers.BooleanField(
         default=False, help_text="the agent connects in to stream_connect_url (in the response and status "
                                  "callbacks) instead of us connecting to stream_url")
+    stream_encoding = serializers.ChoiceField(
+        choices=sorted(MEDIA_FORMATS), default="audio/x-mulaw",
+        help_text="audio on the stream: 8 kHz mu-law (as Twilio) or 16 kHz 16-bit linear")
+    fallback_message = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="",
+        help_text="spoken to the callee (espeak-ng) if the agent cannot be reached or drops, before hanging up")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
@@ -69,5 +77,5 @@ class CallSerializer(serializers.ModelSerializer):
                   "created_at", "started_at", "ringing_at", "answered_at", "ended_at", "post_dial_delay_ms",
                   "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
                   "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",
-                  "frames_to_agent", "frames_dropped", "legs"]
+                  "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "legs"]
         read_only_fields = fields

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import time
 import urllib.error
 import urllib.parse
@@ -21,6 +22,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from voiceplatform.logs import call_context
 
 from tenants.selectors import current_tenant
 
@@ -31,6 +33,8 @@ CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "
                    "completed": "completed", "failed": "completed"}
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def backoff_seconds(attempt: int) -> int:
@@ -83,6 +87,11 @@ def deliver(delivery_id: int) -> int | None:
     delivery = WebhookDelivery.objects.select_related("call").get(pk=delivery_id)
     if delivery.delivered_at or delivery.gave_up_at:
         return None
+    with call_context(delivery.call.sid):
+        return _attempt(delivery)
+
+
+def _attempt(delivery: WebhookDelivery) -> int | None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     attempt = delivery.attempts + 1
     body = urllib.parse.urlencode(delivery.payload).encode()
@@ -106,9 +115,13 @@ def deliver(delivery_id: int) -> int | None:
     now = timezone.now()
     if status_code is not None and 200 <= status_code < 300:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status_code=status_code, error="", delivered_at=now)
+        log.info("%s callback delivered to %s (HTTP %s, attempt %d)", delivery.event, delivery.url, status_code, attempt)
         return None
     gave_up = attempt >= MAX_ATTEMPTS
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status_code=status_code, error=error, gave_up_at=now if gave_up else None
     )
-    return None if gave_up else backoff_seconds(attempt)
+    retry_in = None if gave_up else backoff_seconds(attempt)
+    log.warning("%s callback to %s failed (attempt %d): %s; %s", delivery.event, delivery.url, attempt, error,
+                "gave up" if gave_up else f"retry in {retry_in} s")
+    return retry_in

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -40,11 +42,14 @@ import threading
 import time
 
 import pjsua2 as pj
+import uvloop
 
 from media import codec
 from media.latency import LatencyHist
+from media.protocol import MULAW_8K
 from media.quality import RtpQuality, estimated_mos
 from media.rtp import DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp, rewrite_sdp_media
+from media.speech import ResponseTimer
 from media.stream_session import (
     AGENT_CLOSED,
     CALL_ENDED,
@@ -64,7 +69,6 @@ FRAME_S = 0.020
 FRAME_BYTES = 160
 LATE_TICK_S = 0.010  # a playout tick more than this late counts as a late frame
 RTCP_INTERVAL_S = 5.0
-POLL_MS = 20
 
 STREAM_END_REASONS = {
     AGENT_CLOSED: ev.REASON_AGENT_CLOSED,
@@ -74,31 +78,6 @@ STREAM_END_REASONS = {
 }
 
 SILENCE = {"pcmu": bytes([codec.ULAW_SILENCE]) * FRAME_BYTES, "pcma": bytes([codec.ALAW_SILENCE]) * FRAME_BYTES}
-
-
-class GatewayEndpoint(pj.Endpoint):
-    """pj.Endpoint whose timer callback drives ``MediaBridge.poll`` on the worker's main thread."""
-
-    def __init__(self):
-        super().__init__()
-        self.bridge: MediaBridge | None = None
-        self.polling = False
-
-    def start_polling(self) -> None:
-        self.polling = True
-        self.utilTimerSchedule(POLL_MS, None)
-
-    def onTimer(self, prm):
-        try:
-            if self.bridge is not None:
-                self.bridge.poll()
-        except Exception:  # never let an exception cross into pjsua
-            log.exception("media bridge poll")
-        if self.polling:
-            try:
-                self.utilTimerSchedule(POLL_MS, None)
-            except pj.Error:
-                pass
 
 
 def stream_config(s) -> dict | None:
@@ -131,7 +110,21 @@ def stream_config(s) -> dict | None:
         "connect_timeout": float(src.get("stream_connect_timeout") or 0),
         # the URL is the platform's relay and the agent connects in to it: wait until it has
         "via_relay": bool(src.get("stream_via_relay")),
+        # Redis key of the message played when the agent fails (media.fallback), or ""
+        "fallback_key": str(src.get("fallback_audio_key") or ""),
+        "encoding": src.get("stream_encoding") or MULAW_8K["encoding"],  # what the agent sends and receives
     }
+
+
+PJMEDIA_DIR_ENCODING = 1  # pjmedia_dir: the sending direction of a stream
+
+
+@functools.cache
+def _pjmedia() -> ctypes.CDLL:
+    """The C library inside the pjsua2 wheel, for pjmedia calls pjsua2 does not wrap."""
+    lib = ctypes.CDLL(pj._pjsua2.__file__)
+    lib.pjmedia_stream_pause.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    return lib
 
 
 def _bind_pair(host: str, lo: int, hi: int) -> tuple[socket.socket, socket.socket]:
@@ -192,6 +185,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.last_rtcp = 0.0
         self.answered_mono = 0.0
         self.closing = False
+        self.fallback: tuple[bytes, str, str] | None = None  # (audio, end reason, detail) while it plays
+        self.fallback_pos = 0
         self.closed = False
         # stats
         self.packets_in = 0
@@ -200,6 +195,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.dtmf_in = ""  # the caller's digits, in order (campaign opt-out reads them from the final event)
         self.ai_connect_ms: float | None = None
         self.out_hist = LatencyHist()
+        # AI response time: end of caller speech -> agent audio (in the stream's encoding)
+        self.responses = ResponseTimer(agent_l16=cfg.get("encoding") == "audio/x-l16")
         self.out_marks: collections.deque = collections.deque()  # (byte position, arrival)
         # caller frames that arrive before the stream session exists (RTP can beat the loop's view
         # of the answer): flushed into the session if they came after the answer
@@ -221,6 +218,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.remote_rtcp = rtcp_addr or (addr[0], addr[1] + 1)
         self.codec = "pcma" if codec_name.upper().startswith("PCMA") else "pcmu"
         self.silence = SILENCE[self.codec]
+        self.responses.set_caller_codec(self.codec)
         self.rx_pt = rx_pt
         self.event_pts = tuple(p for p in event_pts if p and p > 0)
         if self.sender is None:
@@ -253,6 +251,7 @@ class CallBridge(asyncio.DatagramProtocol):
             return
         cfg = self.cfg
         s = self.session = StreamSession(cfg["account_sid"], cfg["call_sid"], custom_parameters=cfg["params"],
+                                         encoding=cfg["encoding"],
                                          caller_codec=self.codec, on_agent_message=self._on_agent_message)
         s.on_started = self._on_started
         if self.cfg["pause"] <= 0:
@@ -279,8 +278,8 @@ class CallBridge(asyncio.DatagramProtocol):
             s._finish(reason, repr(exc))
         log.info("call %s: stream ended: %s %s", self.call_id, reason, s.end_detail)
         if reason != CALL_ENDED and not self.closing:
-            self.bridge.to_main(self.bridge.main_stream_ended, self.call_id,
-                                STREAM_END_REASONS.get(reason, ev.REASON_MEDIA_ERROR), s.end_detail)
+            ended = self.bridge.main_play_fallback if self.cfg["fallback_key"] else self.bridge.main_stream_ended
+            self.bridge.to_main(ended, self.call_id, STREAM_END_REASONS.get(reason, ev.REASON_MEDIA_ERROR), s.end_detail)
         if self.closing:
             self._close_transports()
 
@@ -295,8 +294,10 @@ class CallBridge(asyncio.DatagramProtocol):
         t = type(msg).__name__
         if t == "AgentMedia":
             start = pb._written - len(msg.payload)
+            now = time.monotonic()
             if start <= pb._read:
-                self.out_marks.append((start, time.monotonic()))
+                self.out_marks.append((start, now))
+            self.responses.agent_audio(msg.payload, now)
         elif t == "AgentClear":
             self.out_marks.clear()
 
@@ -320,6 +321,7 @@ class CallBridge(asyncio.DatagramProtocol):
                 else:
                     for i in range(0, len(payload) - FRAME_BYTES + 1, FRAME_BYTES):
                         s.push_inbound(payload[i:i + FRAME_BYTES])
+                self.responses.caller_frame(payload, now)  # after the push: not in the bridge's latency
             elif not self.closing:
                 self.early.append((now, payload, False))
         elif pt in self.event_pts:
@@ -342,7 +344,9 @@ class CallBridge(asyncio.DatagramProtocol):
             self.sender.ts = (self.sender.ts + skipped * FRAME_BYTES) & 0xFFFFFFFF
         frame = None
         s = self.session
-        if s is not None:
+        if self.fallback is not None:
+            frame = self._fallback_frame()
+        elif s is not None:
             frame = s.pull_outbound()
             if frame is not None and self.out_marks:
                 played_to = s.playout._read
@@ -357,6 +361,25 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.last_rtcp = now
                 self._send_rtcp()
         self.ticks += 1
+
+    def play_fallback(self, audio: bytes, reason: str, detail: str) -> None:
+        """The agent is gone: play the fallback message (caller's codec), then hang up with ``reason``."""
+        if self.closing:
+            return
+        if self.codec == "pcma":
+            audio = codec.ulaw_to_alaw(audio)
+        self.fallback = (audio, reason, detail)
+        self.fallback_pos = 0
+
+    def _fallback_frame(self) -> bytes | None:
+        audio, reason, detail = self.fallback
+        frame = audio[self.fallback_pos:self.fallback_pos + FRAME_BYTES]
+        self.fallback_pos += FRAME_BYTES
+        if self.fallback_pos >= len(audio):
+            self.fallback = None
+            self.bridge.to_main(self.bridge.main_stream_ended, self.call_id, reason,
+                                f"{detail} (fallback message played)".strip())
+        return frame + self.silence[len(frame):] if frame else None
 
     def _send_rtcp(self) -> None:
         if self.rtcp_transport is None or self.remote_rtcp is None or self.sender is None:
@@ -436,6 +459,8 @@ class CallBridge(asyncio.DatagramProtocol):
             if s.end_reason:
                 out["stream_end"] = s.end_reason
         out.update(self.out_hist.summary("bridge_out"))
+        if s is not None:
+            out.update(self.responses.summary())
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -459,14 +484,19 @@ class MediaBridge:
     # ---- loop thread management -----------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
-            loop = asyncio.new_event_loop()
+            # uvloop: the loop's own cost per wake-up (epoll, handles, transports) is in C, and on
+            # this path wake-ups are most of the work (about 400 per second per call)
+            loop = uvloop.new_event_loop()
 
             def run():
+                # pjlib asserts (and aborts the process) when called from a thread it does not know,
+                # and Python's cyclic GC may run a pjsua2 object's destructor on any thread
+                pj.Endpoint.instance().libRegisterThread("media-bridge")
                 asyncio.set_event_loop(loop)
                 # imported here, before any call ticks on this loop, not by the first connect (an
                 # import on the running loop would delay every call's frames); workers that never
                 # bridge a call do not pay its memory
-                import websockets.asyncio.client  # noqa: F401
+                import media.ws_client  # noqa: F401
                 prof_path = os.environ.get("MEDIA_BRIDGE_PROFILE")  # development aid: cProfile dump
                 if prof_path:
                     import cProfile
@@ -522,7 +552,9 @@ class MediaBridge:
         self._ensure_loop().call_soon_threadsafe(fn, *args)
 
     def to_main(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the main thread (``poll``), waking it from ``libHandleEvents``."""
         self.main_q.append((fn, args))  # deque.append is atomic
+        self.worker.wake_main()
 
     def poll(self) -> None:
         """Main thread: run what the loop asked for."""
@@ -540,6 +572,22 @@ class MediaBridge:
         if s is None or s.state != "answered":
             return
         self.worker.emit(s, ev.STREAM_STARTED, ai_connect_ms=ai_connect_ms, stream_sid=stream_sid)
+
+    def main_play_fallback(self, call_id: str, reason: str, detail: str) -> None:
+        """The agent failed on a call with a fallback message: fetch its audio and play it first."""
+        cb = self.calls.get(call_id)
+        audio = None
+        if cb is not None:
+            try:
+                audio = self.worker.r.get(cb.cfg["fallback_key"])
+            except Exception as exc:  # noqa: BLE001 - no message is better than a call left open
+                log.warning("call %s: fallback message unavailable: %s", call_id, exc)
+        if not audio:
+            self.main_stream_ended(call_id, reason, detail)
+            return
+        log.info("call %s: agent stream ended (%s: %s): playing the fallback message (%.1f s)",
+                 call_id, reason, detail, len(audio) / 8000)
+        self.post(cb.play_fallback, audio, reason, detail)
 
     def main_stream_ended(self, call_id: str, reason: str, detail: str) -> None:
         s = self.worker.sessions.get(call_id)
@@ -565,6 +613,16 @@ class MediaBridge:
         new = rewrite_sdp_media(sdp, cb.port, cb.port + 1)
         if new != sdp:
             prm.sdp.wholeSdp = new
+
+    def on_stream_created(self, s, prm) -> None:
+        """pjsua's own stream of a bridged call: stop it sending. Left alone it sends silence RTP (no
+        VAD) to the callee beside ours, a second SSRC that garbles what the callee hears."""
+        if s is None or s.call_id not in self.calls:
+            return
+        try:
+            _pjmedia().pjmedia_stream_pause(ctypes.c_void_p(int(prm.stream)), PJMEDIA_DIR_ENCODING)
+        except (OSError, AttributeError, TypeError, ValueError) as exc:
+            log.warning("call %s: cannot mute pjsua's own RTP (%s)", s.call_id, exc)
 
     def on_media_state(self, s, call) -> None:
         cb = self.calls.get(s.call_id) if s is not None else None

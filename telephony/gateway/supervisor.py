@@ -224,8 +224,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+
+    configure(args.log_level, gateway="supervisor")
     sup = Supervisor(args)
 
     def on_signal(signum, frame):

@@ -105,6 +105,7 @@ class _Rollup:
             figures = self.figures(suffix, seconds)
             figures["setup_ms_p50"] = self.histogram(H.SETUP, suffix)["p50"]
             figures["mos_p50"] = self.histogram(H.MOS, suffix)["p50"]
+            figures["ai_response_ms_p50"] = self.histogram(H.AI_RESPONSE, suffix)["p50"]
             out[value] = figures
         return out
 
@@ -277,6 +278,7 @@ def platform_series(window: str = DEFAULT_WINDOW, now: float | None = None) -> d
             "jitter_ms": rollup.histogram(H.JITTER, f"|reg={region}"),
             "loss_percent": rollup.histogram(H.LOSS, f"|reg={region}"),
             "setup_ms": rollup.histogram(H.SETUP, f"|reg={region}"),
+            "ai_response_ms": rollup.histogram(H.AI_RESPONSE, f"|reg={region}"),
         }
         for region in rollup.dim_values("reg")
     }

@@ -185,6 +185,7 @@ def _summary(event: dict, call_fields: dict, dims: dict, outcome: str) -> str:
         "carrier": dims["car"] or None, "region": dims["reg"] or None, "campaign": dims["camp"] or None,
         "duration_s": _number(field("duration_s", "duration")), "setup_ms": _number(field("setup_ms")),
         "pdd_ms": _number(field("post_dial_delay_ms", "pdd_ms")),
+        "ai_response_ms": _number(event.get("ai_response_ms")),
     }, separators=(",", ":"))
 
 

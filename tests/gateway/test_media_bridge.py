@@ -18,6 +18,7 @@ import pytest
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
+from tests.conversation import RespondingAgent, caller_pcap
 from tests.gateway.gwhelpers import dumps, free_udp_port, leg, types, wait_event, wait_final, wait_for
 
 DTMF_PCAPS = Path("/usr/share/sip-tester")
@@ -397,3 +398,22 @@ def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
     find_run(conn.payload(), pattern_frames(50, seed=7))
     assert uac.wait(15) == 0
     assert conn.closed.wait(5) and conn.msgs[-1]["event"] == "stop"
+
+
+def test_ai_response_time_runs_from_the_end_of_caller_speech_to_the_agents_answer(r, gateway, sipp, tmp_path):
+    """The caller says a sentence and goes quiet; the agent notices after 400 ms of quiet (longer than
+    the pauses between words), thinks for 200 ms and answers: the call reports one answered turn,
+    about 600 ms after the last word."""
+    agent = RespondingAgent(quiet_ms=400, think_ms=200)
+    try:
+        uas = media_uas(sipp, play_action(caller_pcap(tmp_path / "turn.pcap", digit=None)))
+        call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agent.url)
+        wait_for(lambda: agent.replies.get(call_id), 10, what="the agent's answer")
+        time.sleep(0.5)
+        client.hangup(r, call_id)
+        done = wait_final(r, call_id)[-1]
+    finally:
+        agent.stop()
+    assert done["ai_response_turns"] == 1, done
+    assert 520 <= done["ai_response_ms"] <= 900, done
+    assert uas.wait(10) == 0
