@@ -11,9 +11,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from telephony.calls.models import Call
 
 from . import imports, selectors, services
 from .serializers import (
@@ -165,3 +168,15 @@ class CampaignViewSet(viewsets.ModelViewSet):
     def progress(self, request, pk=None):
         """Counts of the campaign's contacts by dialing state."""
         return Response(CampaignProgressSerializer(selectors.campaign_progress(self.get_object())).data)
+
+
+class CallOptOutView(APIView):
+    """POST /api/v1/calls/{sid}/opt-out: the agent heard the callee ask not to be called again."""
+
+    @extend_schema(request=None, responses={200: DoNotCallSerializer, 404: OpenApiResponse(description="no such call")})
+    def post(self, request, sid: str):
+        try:
+            entry = services.opt_out_callee(sid)
+        except Call.DoesNotExist:
+            raise NotFound(f"no call {sid}") from None
+        return Response(DoNotCallSerializer(entry).data)

@@ -20,20 +20,22 @@ from django.utils import timezone
 from voiceplatform.redis_client import get_redis
 
 from telephony.calls.models import Call
-from telephony.calls.services import CallRequest, CallRequestError, place_call
+from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
 from telephony.gateway import events as gw
-from telephony.limits import RateLimiter
 from tenants.selectors import current_tenant
 
 from . import selectors, services
-from .models import Campaign, CampaignContact
+from .models import Campaign, CampaignContact, DoNotCall
 
 ContactState = CampaignContact.State
 SLICE_S = 5.0  # a loop dials for this long, then hands over; state is re-read every BOOKKEEPING_S
 LEASE_MS = 3000
 BOOKKEEPING_S = 0.2
 ABANDONMENT_LIMIT = 0.03
+# How far the pace may fall behind before the missed calls are given up rather than made up in a
+# burst (the loop stalls on bookkeeping, the next slice starts a little late).
+MAX_LAG_S = 0.3
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -48,6 +50,46 @@ class SliceReport:
 
 def lock_key(campaign_id: int) -> str:
     return f"dialer:{connection.schema_name}:{campaign_id}"
+
+
+def pace_key(campaign_id: int) -> str:
+    return f"dialer:{connection.schema_name}:{campaign_id}:next"
+
+
+class Pace:
+    """The campaign's dial schedule on the monotonic clock: call n is due at start + n / cps.
+
+    Calls that fall due while the loop is busy (bookkeeping, a batch) are placed together as soon as
+    it is free, up to MAX_LAG_S of them; the schedule is handed to the next slice through Redis (wall
+    time of the next due call), so slices follow each other without losing the pace.
+    """
+
+    def __init__(self, redis, key: str, cps: float):
+        self.redis, self.key, self.cps = redis, key, cps
+        stored = redis.get(key)
+        offset = float(stored) - time.time() if stored else 0.0
+        self.next_at = time.monotonic() + max(-MAX_LAG_S, min(offset, 1.0 / cps))
+
+    def due(self) -> int:
+        """Calls due now (0: the next one is not due yet)."""
+        now = time.monotonic()
+        if self.next_at < now - MAX_LAG_S:
+            self.next_at = now - MAX_LAG_S
+        return int((now - self.next_at) * self.cps) + 1 if now >= self.next_at else 0
+
+    def wait(self) -> float:
+        return max(0.0, self.next_at - time.monotonic())
+
+    def taken(self, count: int) -> None:
+        self.next_at += count / self.cps
+
+    def hold(self) -> None:
+        """Nothing could be dialed (no room, no contact due): the pace starts again from now."""
+        self.next_at = max(self.next_at, time.monotonic())
+
+    def hand_over(self) -> None:
+        wall = time.time() + (self.next_at - time.monotonic())
+        self.redis.set(self.key, repr(wall), px=int((MAX_LAG_S + 1.0 / self.cps) * 1000) + 1000)
 
 
 def caller_id_for(caller_ids: list[str], to: str, turn: int) -> str:
@@ -71,19 +113,27 @@ def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
 
 def reconcile(campaign: Campaign, now: dt.datetime) -> int:
     """Outcomes of the campaign's finished calls → attempt outcomes (retries scheduled by policy)."""
+    # Only the call placed since the contact was claimed: its earlier calls (a retried contact) are
+    # final too, and were counted when they ended.
+    claimed_before = CampaignContact.objects.filter(
+        pk=OuterRef("campaign_contact_id"), state=ContactState.DIALING, updated_at__lte=OuterRef("created_at"))
     finished = Call.objects.filter(
         campaign_id=campaign.pk, status__in=Call.FINAL_STATUSES,
         campaign_contact_id__in=CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING)
         .values("pk"),
-    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits")
-    count = 0
-    for contact_id, outcome, sid, digits in finished:
-        if campaign.optout_digit and campaign.optout_digit in digits:
-            outcome = "opted_out"  # the callee pressed the opt-out digit: onto the do-not-call list
-        if services.record_attempt_outcome(contact_id, outcome or "failed", sid, now) is not None:
-            count += 1
+    ).filter(Exists(claimed_before)).annotate(
+        # on do-not-call by now: the agent reported an opt-out during the call (or an admin added it)
+        on_dnc=Exists(DoNotCall.objects.filter(phone=OuterRef("to_number"))),
+    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits", "on_dnc")
+    results = []
+    for contact_id, outcome, sid, digits, on_dnc in finished:
+        if on_dnc or (campaign.optout_digit and campaign.optout_digit in digits):
+            outcome = "opted_out"  # the callee opted out: onto the do-not-call list
+        results.append((contact_id, outcome or "failed", sid))
+    count = services.record_attempt_outcomes(campaign, results, now) if results else 0
     # Claimed, but the loop that claimed them died before recording a call: dial them again.
-    placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk)
+    placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk,
+                                 created_at__gte=OuterRef("updated_at"))
     CampaignContact.objects.filter(
         campaign=campaign, state=ContactState.DIALING,
         updated_at__lt=now - dt.timedelta(seconds=settings.DIALER_UNPLACED_GRACE_S),
@@ -97,20 +147,26 @@ def gateway_room(redis) -> int:
     return capacity - active - redis.llen(gw.ORIGINATE_QUEUE)
 
 
-def _dial_one(campaign: Campaign, contact_row: CampaignContact, tenant, turn: int) -> bool:
-    contact = contact_row.contact
-    caller_id = caller_id_for(campaign.caller_ids, contact.phone, turn)
-    try:
-        with transaction.atomic():
-            place_call(tenant, CallRequest(
-                to=contact.phone, from_=caller_id, stream_url=ws_url(campaign.stream_url),
-                custom_parameters=agent_parameters(campaign, contact, caller_id),
-                ring_timeout=campaign.ring_timeout, campaign_id=campaign.pk, campaign_contact_id=contact_row.pk,
-            ))
-    except CallRequestError as error:
-        services.record_attempt_outcome(contact_row.pk, "failed", f"rejected:{error.field}")
-        return False
-    return True
+def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, turn: int) -> int:
+    """Place one call per claimed contact (one transaction); returns how many were placed."""
+    requests = []
+    for i, row in enumerate(rows):
+        contact = row.contact
+        caller_id = caller_id_for(campaign.caller_ids, contact.phone, turn + i)
+        requests.append(CallRequest(
+            to=contact.phone, from_=caller_id, stream_url=ws_url(campaign.stream_url),
+            custom_parameters=agent_parameters(campaign, contact, caller_id),
+            status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
+            fallback_message=campaign.fallback_message,
+            campaign_id=campaign.pk, campaign_contact_id=row.pk,
+        ))
+    placed = 0
+    for row, result in zip(rows, placer.place(requests), strict=True):
+        if isinstance(result, CallRequestError):
+            services.record_attempt_outcome(row.pk, "failed", f"rejected:{result.field}")
+        else:
+            placed += 1
+    return placed
 
 
 def paced_cps(campaign: Campaign) -> float:
@@ -137,11 +193,13 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
     key = lock_key(campaign_id)
     if not redis.set(key, token, nx=True, px=LEASE_MS):
         return SliceReport(running=True)
-    report, tenant = SliceReport(), current_tenant()
+    report, placer = SliceReport(), CallPlacer(current_tenant())
     queue: list[CampaignContact] = []
+    pace = None
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
-        pacer = RateLimiter(redis, f"cps:campaign:{connection.schema_name}:{campaign_id}", paced_cps(campaign))
+        slowdown = paced_cps(campaign) / campaign.cps
+        pace = Pace(redis, pace_key(campaign_id), campaign.cps * slowdown)
         deadline = time.monotonic() + slice_s
         next_bookkeeping, room = 0.0, 0
         while time.monotonic() < deadline:
@@ -152,30 +210,38 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
                 if campaign.state != Campaign.State.RUNNING:
                     report.running = False
                     break
+                pace.cps = campaign.cps * slowdown
                 now = timezone.now()
-                report.finished += reconcile(campaign, now)
+                with transaction.atomic():
+                    report.finished += reconcile(campaign, now)
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
                 room = min(campaign.max_concurrent - in_flight + len(queue), gateway_room(redis))
             if room <= 0:
+                pace.hold()
                 time.sleep(0.02)
                 continue
             if not queue:
-                queue = _claimed_batch(campaign, timezone.now(), max(1, int(campaign.cps * BOOKKEEPING_S) + 1))
+                queue = _claimed_batch(campaign, timezone.now(), max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
                 if not queue:
+                    pace.hold()
                     services.complete_if_finished(campaign.pk, timezone.now())
                     next_bookkeeping = 0.0
                     time.sleep(0.1)
                     continue
-            wait = pacer.try_acquire()
-            if wait > 0:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            due = pace.due()
+            if not due:
+                time.sleep(min(pace.wait(), max(0.0, next_bookkeeping - time.monotonic()),
+                               max(0.0, deadline - time.monotonic())))
                 continue
-            room -= 1
-            if _dial_one(campaign, queue.pop(0), tenant, report.placed):
-                report.placed += 1
+            batch, queue = queue[:min(due, room)], queue[min(due, room):]
+            room -= len(batch)
+            pace.taken(len(batch))
+            report.placed += _dial(campaign, batch, placer, report.placed)
     finally:
         if queue:  # claimed, not dialed: back to the front of the line
             CampaignContact.objects.filter(pk__in=[row.pk for row in queue], state=ContactState.DIALING).update(
                 state=ContactState.PENDING, updated_at=timezone.now())
+        if pace is not None and report.running:
+            pace.hand_over()
         redis.eval(_RELEASE, 1, key, token)
     return report

@@ -105,6 +105,8 @@ class Campaign(models.Model):
     # The tenant's AI endpoint, and the parameters passed to it with every call.
     stream_url = models.CharField(max_length=500)
     custom_parameters = models.JSONField(default=dict, blank=True)
+    # Status callbacks of the campaign's calls (as with single calls); delivered off the dialer's path.
+    status_callback = models.URLField(max_length=500, blank=True)
     cps = models.FloatField(default=1.0, help_text="calls started per second")
     max_concurrent = models.PositiveIntegerField(default=10)
     # Calling window, evaluated in each contact's own time zone ([start, end), on the given weekdays).
@@ -162,6 +164,8 @@ class Campaign(models.Model):
 
         if self.stream_url and not self.stream_url.lower().startswith(STREAM_URL_SCHEMES):
             error("stream_url", "must be a ws://, wss://, http:// or https:// URL")
+        if self.status_callback and not self.status_callback.lower().startswith(("http://", "https://")):
+            error("status_callback", "must be an http:// or https:// URL")
         if self.cps is not None and not self.cps > 0:
             error("cps", "must be greater than 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:

@@ -68,7 +68,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "name", "contact_list", "state", "start_at", "caller_ids", "stream_url", "custom_parameters",
-            "cps", "max_concurrent", "window_start", "window_end", "weekdays", "default_time_zone",
+            "status_callback", "cps", "max_concurrent", "window_start", "window_end", "weekdays", "default_time_zone",
             "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
             "ring_timeout", "fallback_message", "optout_digit", "created_at", "started_at", "finished_at",
@@ -93,6 +93,8 @@ class CampaignProgressSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     dnc = serializers.IntegerField()
     answered = serializers.IntegerField()
+    dialed = serializers.IntegerField(help_text="contacts called at least once, or being called")
     remaining = serializers.IntegerField()
-    eta_seconds = serializers.IntegerField(allow_null=True)
+    eta_seconds = serializers.IntegerField(
+        allow_null=True, help_text="from the pace so far once the campaign has run a few seconds, else its CPS")
     abandonment_rate = serializers.FloatField(allow_null=True, help_text="abandoned / answered calls")

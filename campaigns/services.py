@@ -34,7 +34,7 @@ CAMPAIGN_FIELDS = {
     "name", "contact_list", "start_at", "caller_ids", "stream_url", "custom_parameters", "cps", "max_concurrent",
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
-    "ring_timeout", "fallback_message", "optout_digit",
+    "ring_timeout", "fallback_message", "optout_digit", "status_callback",
 }
 
 
@@ -86,6 +86,18 @@ def do_not_call_add(*, phone: str, reason: str = "") -> tuple[DoNotCall, bool]:
             state=ContactState.DNC, next_attempt_at=None, updated_at=timezone.now()
         )
     return entry, created
+
+
+def opt_out_callee(call_sid: str) -> DoNotCall:
+    """The agent heard the callee opt out (Twilio's protocol has no message for it, so the agent's
+    code says so through the API): the callee's number goes on do-not-call now, and a campaign
+    counts the call as opted_out when it ends. Raises Call.DoesNotExist for an unknown call."""
+    from telephony.calls.models import Call
+
+    call = Call.objects.get(sid=call_sid)
+    callee = call.to_number if call.direction == "outbound" else call.from_number
+    entry, _ = do_not_call_add(phone=callee, reason=f"opted out on call {call_sid} (reported by the agent)")
+    return entry
 
 
 def do_not_call_delete(entry: DoNotCall) -> None:
@@ -144,9 +156,18 @@ def campaign_create(**fields) -> Campaign:
         raise TypeError(f"unknown campaign fields: {', '.join(sorted(unknown))}")
     campaign = _validated(Campaign(**fields))
     if campaign.start_at is not None:
+        _check_start_at(campaign.start_at)
         campaign.state = State.SCHEDULED
     campaign.save()
     return campaign
+
+
+START_AT_SLACK = dt.timedelta(minutes=1)  # "now" typed in a form is a few seconds past by the time it arrives
+
+
+def _check_start_at(start_at: dt.datetime) -> None:
+    if start_at < timezone.now() - START_AT_SLACK:
+        raise ValidationError({"start_at": "is in the past: give a time to come, or start the campaign now"})
 
 
 def campaign_update(campaign: Campaign, **fields) -> Campaign:
@@ -159,6 +180,10 @@ def campaign_update(campaign: Campaign, **fields) -> Campaign:
         raise CampaignLocked(f"a {campaign.state} campaign cannot be changed")
     if "contact_list" in fields and fields["contact_list"] != campaign.contact_list and campaign.started_at:
         raise ValidationError({"contact_list": "cannot change once the campaign has started"})
+    if fields.get("start_at") is not None and fields["start_at"] != campaign.start_at:
+        if campaign.started_at:
+            raise ValidationError({"start_at": "the campaign has already started"})
+        _check_start_at(fields["start_at"])
     for name, value in fields.items():
         setattr(campaign, name, value)
     _validated(campaign)
@@ -336,3 +361,44 @@ def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str
             return None
         complete_if_finished(cc.campaign_id, now)
     return CampaignContact.objects.get(pk=campaign_contact_id)
+
+
+def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, str]],
+                            now: dt.datetime | None = None) -> int:
+    """record_attempt_outcome for many contacts of one campaign, for the dialer's bookkeeping: one
+    UPDATE per outcome in one transaction rather than a transaction per contact, same rules.
+    `results`: (campaign contact id, outcome, call sid). Opted-out contacts take the one-by-one path
+    (their number also goes on do-not-call). Returns how many attempts were counted."""
+    now = now or timezone.now()
+    counted, by_outcome = 0, {}
+    for contact_id, outcome, call_sid in results:
+        outcome = OUTCOME_ALIASES.get(outcome, outcome)
+        if outcome == "opted_out":
+            counted += record_attempt_outcome(contact_id, outcome, call_sid, now) is not None
+        else:
+            by_outcome.setdefault(outcome, []).append((contact_id, call_sid))
+    with transaction.atomic():
+        for outcome, rows in by_outcome.items():
+            # a call sid belongs to one contact: excluding them all is each row's "not counted yet"
+            open_rows = CampaignContact.objects.filter(
+                campaign=campaign, pk__in=[pk for pk, _ in rows], state__in=(ContactState.PENDING, ContactState.DIALING)
+            ).exclude(last_call_sid__in=[sid for _, sid in rows if sid])
+            common = {
+                "attempts": F("attempts") + 1, "last_outcome": outcome[:32], "updated_at": now,
+                "last_call_sid": Case(*[When(pk=pk, then=Value(sid)) for pk, sid in rows], output_field=CharField()),
+            }
+            if outcome == "answered":
+                counted += open_rows.update(state=ContactState.DONE, next_attempt_at=None, **common)
+                continue
+            max_attempts, delay_s = campaign.retry_policy(outcome if outcome in RETRYABLE_OUTCOMES else "failed")
+            retry = Q(attempts__lt=max_attempts - 1)  # attempts before this call, as in record_attempt_outcome
+            counted += open_rows.update(
+                state=Case(When(retry, then=Value(ContactState.PENDING.value)),
+                           default=Value(ContactState.FAILED.value), output_field=CharField()),
+                next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
+                                     default=Value(None), output_field=DateTimeField()),
+                **common,
+            )
+        if counted:
+            complete_if_finished(campaign.pk, now)
+    return counted

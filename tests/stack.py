@@ -58,9 +58,11 @@ def recorder(log_dir: Path) -> Process:
     return Process("recorder", [sys.executable, "manage.py", "record_calls"], log_dir)
 
 
-def celery_worker(log_dir: Path, name: str, **env) -> Process:
-    return Process(name, [sys.executable, "-m", "celery", "-A", "voiceplatform", "worker", "-Q", "celery",
-                          "--pool", "threads", "--concurrency", "4", "-l", "WARNING", "-n", f"{name}@%h"],
+def celery_worker(log_dir: Path, name: str, queue: str = "celery", concurrency: int = 4, **env) -> Process:
+    """A Celery worker on one queue: `celery` (dialer, carrier health) or `webhooks` (status callbacks)."""
+    return Process(name, [sys.executable, "-m", "celery", "-A", "voiceplatform", "worker", "-Q", queue,
+                          "--pool", "threads", "--concurrency", str(concurrency), "-l", "WARNING",
+                          "-n", f"{name}@%h"],
                    log_dir, **env)
 
 

@@ -5,12 +5,15 @@ Only needs a ``redis.Redis`` client; no pjsua2, no Django. See docs/gateway.md f
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
 
 from . import events as ev
 from .store import Store, _s
+
+log = logging.getLogger("gateway.client")
 
 
 def new_call_id() -> str:
@@ -37,7 +40,10 @@ def originate(redis, command: dict) -> str:
         "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
     })
     p.rpush(ev.ORIGINATE_QUEUE, json.dumps(cmd, separators=(",", ":")))
+    p.rpush(ev.ORIGINATE_WAKE, 1)
     p.execute()
+    log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
+             extra={"call_sid": call_id})
     return call_id
 
 
@@ -47,7 +53,9 @@ def hangup(redis, call_id: str) -> str:
     Returns the gateway id it was sent to, "queued" (not picked up yet: the gateway that takes it
     ends it at once) or "ended" (it already had its final event).
     """
-    return Store(redis).request_hangup(call_id)
+    where = Store(redis).request_hangup(call_id)
+    log.info("hangup requested: %s", where, extra={"call_sid": call_id})
+    return where
 
 
 def call_state(redis, call_id: str) -> dict:

@@ -18,6 +18,8 @@ from telephony import routing
 EVENTS_STREAM = "calls:events"
 EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~)
 ORIGINATE_QUEUE = "gw:originate"  # shared list: RPUSH by clients, LPOP by gateways with a free slot
+# one token per queued originate: gateways with a free slot BLPOP it to learn there is work (no polling)
+ORIGINATE_WAKE = "gw:originate:wake"
 GATEWAYS_SET = "gw:all"  # every gateway id that ever announced itself
 POOL_HASH = "gw:pool"  # supervisor bookkeeping: "{gateway_id}:restarts" -> count
 INBOUND_REJECTED = "gw:inbound:rejected"  # counter of INVITEs refused for their source address

@@ -93,6 +93,11 @@ class _Commands:
     def rpush(self, key, *values):
         return self._call("RPUSH", key, *values)
 
+    def blpop(self, keys, timeout=0):
+        """(key, value) from the first non-empty list, waiting up to timeout s; None on timeout.
+        The client's socket_timeout must be longer than timeout."""
+        return self._call("BLPOP", *keys, timeout, post=tuple)
+
     def xadd(self, name, fields, maxlen=None, approximate=True):
         args = ["XADD", name]
         if maxlen is not None:

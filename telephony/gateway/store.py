@@ -18,7 +18,9 @@ import time
 
 from . import events as ev
 
-# KEYS: originate queue, gw:{id}:calls    ARGV: max count, gateway id, now
+# KEYS: originate queue, gw:{id}:calls, wake list    ARGV: max count, gateway id, now
+# Also leaves exactly one wake token per command still queued (capped per call), so no gateway is
+# woken for nothing and a token taken by a gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -38,6 +40,15 @@ for i = 1, tonumber(ARGV[1]) do
   end
   table.insert(out, raw)
   table.insert(out, flag)
+end
+local left = redis.call('LLEN', KEYS[1])
+local tokens = redis.call('LLEN', KEYS[3])
+if left == 0 then
+  redis.call('DEL', KEYS[3])
+elseif tokens > left then
+  redis.call('LTRIM', KEYS[3], 0, left - 1)
+else
+  for i = 1, math.min(left - tokens, 64) do redis.call('RPUSH', KEYS[3], 1) end
 end
 return out
 """
@@ -78,7 +89,7 @@ class Store:
     # ---- gateway side ------------------------------------------------------------------------
     def pop_originates(self, gateway_id: str, count: int, client=None) -> list[tuple[bytes, str]]:
         res = self._pop(
-            keys=[ev.ORIGINATE_QUEUE, ev.gw_calls_key(gateway_id)],
+            keys=[ev.ORIGINATE_QUEUE, ev.gw_calls_key(gateway_id), ev.ORIGINATE_WAKE],
             args=[count, gateway_id, f"{time.time():.3f}"],
             client=client,
         )

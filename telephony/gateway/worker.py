@@ -3,10 +3,12 @@
     python -m telephony.gateway.worker --gateway-id ID --redis-url URL [--sip-port N] [--public-ip IP]
 
 Threading: pjsua2 runs with threadCnt=0 / mainThreadOnly=True, so every SIP event and every Python
-callback runs in the one main thread that calls ``libHandleEvents``. That same loop polls Redis
-(commands, originate queue), checks call timers and writes the heartbeat. Callbacks only record
-state and queue Redis writes; nothing in them waits on the network except cheap Redis calls made
-from this same thread. The media thread and the null-audio clock thread stay in native code.
+callback runs in the one main thread that calls ``libHandleEvents``. That same loop pops originate
+commands, checks call timers and writes the heartbeat. Callbacks only record state and queue Redis
+writes; nothing in them waits on the network except cheap Redis calls made from this same thread.
+One helper thread (``CommandListener``, no pjsua2) blocks on Redis for this worker's commands and
+for originate wake-ups and wakes the main loop at once. The media thread and the null-audio clock
+thread stay in native code.
 
 This module must not import Django (the gateway stays small). See docs/gateway.md.
 """
@@ -21,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ import pjsua2 as pj
 from . import events as ev
 from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
 from .call_limits import CallLimits
-from .media_bridge import GatewayEndpoint, MediaBridge
+from .media_bridge import MediaBridge
 from .store import Store
 
 log = logging.getLogger("gateway")
@@ -126,6 +129,12 @@ class GatewayCall(pj.Call):
         except Exception:
             log.exception("onCallSdpCreated")
 
+    def onStreamCreated(self, prm):
+        try:
+            self.worker.bridge.on_stream_created(self.session, prm)
+        except Exception:
+            log.exception("onStreamCreated")
+
     def onDtmfDigit(self, prm):
         # SIP INFO digits (RFC 4733 digits never reach pjsua: the bridge reads the RTP itself)
         try:
@@ -146,6 +155,72 @@ class GatewayAccount(pj.Account):
             self.worker.on_incoming_call(self, prm)
         except Exception:
             log.exception("onIncomingCall")
+
+
+MAIN_LOOP_WAIT_MS = 100
+
+
+class CommandListener(threading.Thread):
+    """Waits in Redis (BLPOP) for this worker's commands and, while it has a free slot, for a token
+    of ``gw:originate:wake``, and hands what it got to the main loop through ``inbox``.
+
+    Why a thread: polling Redis from the main loop every few ms costs CPU on every idle worker and
+    adds up to the poll interval to each call's setup. The main thread sits in ``libHandleEvents``,
+    so the listener wakes it by sending CRLF to the worker's own SIP port: pjsip drops it as a
+    keep-alive, and the wait returns at once. Only the main thread touches pjsua2 and pops
+    originates (the pop stays atomic and sized by the free slots the main thread counts).
+    """
+
+    REARM = b'{"type":"rearm"}'  # pushed to our own command list: re-enter BLPOP with the wake key
+
+    def __init__(self, redis_url: str, gateway_id: str, sip_addr: tuple[str, int], wait_s: float):
+        super().__init__(name="gw-commands", daemon=True)
+        self.r = redis.MiniRedis.from_url(redis_url, socket_timeout=wait_s + 5, socket_connect_timeout=2)
+        self.commands_key = ev.gw_commands_key(gateway_id)
+        self.sip_addr = sip_addr
+        self.wait_s = wait_s
+        self.inbox: collections.deque = collections.deque()  # ("command", raw) | ("originate", None)
+        self.room = False  # set by the main thread: the worker has a free call slot
+        self.armed = False  # the BLPOP under way includes the wake key
+        self.stopping = False
+        self._poke = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def run(self) -> None:
+        # Never calls pjsua2, but Python's cyclic GC can run a pjsua2 destructor on any thread, and
+        # pjlib aborts the process when called from a thread it does not know.
+        pj.Endpoint.instance().libRegisterThread(self.name)
+        failing = False
+        while not self.stopping:
+            self.armed = False  # before reading room: see Worker.update_room
+            room = self.room
+            self.armed = room
+            keys = [self.commands_key, ev.ORIGINATE_WAKE] if room else [self.commands_key]
+            try:
+                got = self.r.blpop(keys, self.wait_s)
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:
+                    log.error("command listener: %s", exc)
+                failing = True
+                time.sleep(0.5)
+                got = None
+            if got is None:
+                if not room:
+                    continue
+                self.inbox.append(("originate", None))  # no token for a while: look at the queue anyway
+            elif got[0] == self.commands_key.encode():
+                if got[1] == self.REARM:
+                    continue
+                self.inbox.append(("command", got[1]))
+            else:
+                self.inbox.append(("originate", None))
+            self.wake_main()
+
+    def wake_main(self) -> None:
+        try:
+            self._poke.sendto(b"\r\n\r\n", self.sip_addr)
+        except OSError:
+            pass  # the main loop still wakes within its libHandleEvents timeout
 
 
 def set_transaction_timeout(ms: int) -> None:
@@ -218,6 +293,7 @@ class Worker:
         self.store = Store(self.r)
         self.limits = CallLimits(self.r)
         self.sessions: dict[str, Session] = {}
+        self.listener: CommandListener | None = None
         # Every live pjsua call (outbound legs, inbound, rejects). The only strong references to
         # GatewayCall objects are here and in Session.pjcall, and both are dropped *inside* the
         # DISCONNECTED callback: pjsua2's ~Call() hangs up whatever call holds its slot id, so a
@@ -236,11 +312,12 @@ class Worker:
         self.cred_accounts: dict[tuple, GatewayAccount] = {}
         self.redis_ok = True
         self.stats = collections.Counter()
+        self.listener: CommandListener | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         a = self.args
-        ep = self.ep = GatewayEndpoint()  # its timer runs the media bridge's main-thread actions
+        ep = self.ep = pj.Endpoint()
         _quiet(ep.libCreate)  # pjlib logs its start-up at level 5 before any config applies
         cfg = pj.EpConfig()
         cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
@@ -268,8 +345,6 @@ class Worker:
         self.sip_port = int(self.sip_port)
         ep.libStart()
         self.bridge = MediaBridge(self, a.media_port_min, a.media_port_max, a.bind, a.agent_connect_timeout)
-        ep.bridge = self.bridge
-        ep.start_polling()
         ep.audDevManager().setNullDev()
         for ci in ep.codecEnum2():
             prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(ci.codecId, 0)
@@ -277,6 +352,9 @@ class Worker:
         self.acc = self._new_account(f"sip:gateway@{a.public_ip or '127.0.0.1'}", None, None)
         log.info("started pid=%s sip_port=%s capacity=%s", os.getpid(), self.sip_port, self.capacity)
         self.heartbeat()
+        self.listener = CommandListener(a.redis_url, self.gateway_id, (a.bind or "127.0.0.1", self.sip_port),
+                                        a.poll_ms / 1000.0)
+        self.listener.start()
 
     def _new_account(self, id_uri: str, username: str | None, password: str | None) -> GatewayAccount:
         acfg = pj.AccountConfig()
@@ -319,11 +397,13 @@ class Worker:
 
     def run(self) -> int:
         self.start()
-        poll_every = self.args.poll_ms / 1000.0
-        next_poll = next_hb = 0.0
+        next_hb = 0.0
         last = time.monotonic()
         while not self.stopping:
-            self.ep.libHandleEvents(10)
+            # Everything that needs this thread wakes it (SIP traffic, the command listener, the media
+            # loop), so the timeout only paces our own timers (ring/provisional timeouts, heartbeat).
+            self.ep.libHandleEvents(MAIN_LOOP_WAIT_MS)
+            self.bridge.poll()  # what the media loop asked of this thread
             now = time.monotonic()
             if now - last > 0.25:  # SIP timers (T1 = 500 ms) suffer from longer stalls
                 self.stats["stalls"] += 1
@@ -331,9 +411,8 @@ class Worker:
                             self.stats["stalls"])
             last = now
             self.check_timers(now)
-            if now >= next_poll:
-                self.poll_redis()
-                next_poll = now + poll_every
+            self.take_commands()
+            self.update_room()
             self.flush_outbox()
             if now >= next_hb:
                 self.heartbeat()
@@ -343,10 +422,13 @@ class Worker:
 
     def shutdown(self) -> None:
         log.info("shutting down: %d calls", len(self.sessions))
+        self.listener.stopping = True
+        self.listener.room = False
         self._hangup_everything()
         deadline = time.monotonic() + self.args.shutdown_timeout
         while self.pjcalls and time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
+            self.bridge.poll()
         self._finish_leftovers()
         self.flush_outbox()
         try:
@@ -358,7 +440,6 @@ class Worker:
         # every pjsua2 object must be gone before libDestroy, or it asserts; no local variable of
         # this frame may still hold one
         self.bridge.shutdown()  # `stop` to the agents, sockets closed, loop thread ended
-        self.ep.polling = False
         self._drop_calls()
         self._drop_accounts()
         gc.collect()
@@ -421,23 +502,49 @@ class Worker:
             self.zombies = [t for t in self.zombies if t > now]
         return self.capacity - max(len(self.sessions), len(self.pjcalls) + len(self.zombies))
 
-    def poll_redis(self) -> None:
-        if not self.redis_ok:
-            return
+    def wake_main(self) -> None:
+        """Any thread: make the main loop's libHandleEvents return now."""
+        if self.listener is not None:
+            self.listener.wake_main()
+
+    def take_commands(self) -> None:
+        """What the listener received: commands for our calls, then originates if it saw a token."""
+        inbox, wanted = self.listener.inbox, False
+        while inbox:
+            kind, raw = inbox.popleft()
+            if kind == "command":
+                self.handle_command(raw)
+            else:
+                wanted = True
+        if wanted:
+            self.take_originates()
+
+    def take_originates(self) -> None:
+        """Pop as many originate commands as there are free slots (none: the token goes back)."""
+        free = 0 if self.stopping else max(0, self.free_slots())
         try:
-            cmds = self.r.lpop(ev.gw_commands_key(self.gateway_id), 50) or []
-            popped = []
-            free = self.free_slots()
-            if free > 0 and not self.stopping:
-                popped = self.store.pop_originates(self.gateway_id, free)
+            popped = self.store.pop_originates(self.gateway_id, free)
         except redis.RedisError as exc:
-            log.error("redis poll failed: %s", exc)
+            log.error("redis pop failed: %s", exc)
             self.redis_ok = False
             return
-        for raw in cmds:
-            self.handle_command(raw)
         for raw, flag in popped:
             self.handle_originate(raw, flag)
+
+    def update_room(self) -> None:
+        """Tell the listener whether to wait for originate tokens; on the way from full to free, look
+        at the queue at once (calls may be waiting for a slot) and re-arm the listener's BLPOP."""
+        room = not self.stopping and self.free_slots() > 0
+        if room == self.listener.room:
+            return
+        self.listener.room = room
+        if room:
+            self.take_originates()
+            if not self.listener.armed:
+                try:
+                    self.r.rpush(ev.gw_commands_key(self.gateway_id), CommandListener.REARM)
+                except redis.RedisError:
+                    pass  # the listener re-arms after its BLPOP timeout
 
     def emit(self, s: Session, type_: str, state: dict | None = None, **fields) -> None:
         fields.setdefault("gateway_id", self.gateway_id)
@@ -849,15 +956,17 @@ def main(argv=None) -> int:
                    help="seconds for the agent's WebSocket to connect (else agent_connect_timeout)")
     p.add_argument("--tsx-timeout", type=float, default=8.0,
                    help="SIP transaction timeout in seconds (Timer B/F/D; RFC default 32)")
-    p.add_argument("--poll-ms", type=int, default=20, help="Redis poll interval")
+    p.add_argument("--poll-ms", type=int, default=1000,
+                   help="longest wait for an originate wake-up before looking at the queue anyway")
     p.add_argument("--shutdown-timeout", type=float, default=5.0)
     p.add_argument("--pj-log-level", type=int, default=1)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format=f"%(asctime)s [{args.gateway_id}] %(levelname)s %(message)s")
+    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+
+    configure(args.log_level, gateway=args.gateway_id)
     worker = Worker(args)
 
     def on_signal(signum, frame):

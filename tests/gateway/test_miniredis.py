@@ -32,6 +32,9 @@ def test_commands_pipeline_scripts(redis_server, r):
     with pytest.raises(miniredis.ResponseError):
         m.lpop("mr:h")  # WRONGTYPE
     assert m.ping() == b"PONG"  # still usable after an error reply
+    m.rpush("mr:l", "w")
+    assert m.blpop(["mr:empty", "mr:l"], 1) == (b"mr:l", b"w")
+    assert m.blpop(["mr:l"], 0.1) is None  # timed out
     Store(m)  # the worker's Store works on it
 
 

@@ -148,6 +148,20 @@ def test_max_duration(r, gateway, sipp):
     assert uas.wait(10) == 0
 
 
+def test_originates_are_picked_up_on_their_wake_token_not_by_polling(r, gateway, sipp):
+    """The worker's fallback look at the queue comes once a second; the token wakes it at once."""
+    uas = sipp("uas_answer_bye.xml", ["-d", "100"])
+    call_ids = []
+    for _ in range(5):
+        call_ids.append(originate(r, [leg(uas.uri_host, "c1")]))
+        wait_event(r, call_ids[-1], ev.INITIATED)
+    waits = [wait_event(r, call_id, ev.INITIATED)["queue_ms"] for call_id in call_ids]
+    assert max(waits) < 300, waits
+    for call_id in call_ids:
+        wait_final(r, call_id)
+    assert r.llen(ev.ORIGINATE_WAKE) == 0  # no token left over once the queue is empty
+
+
 def test_invalid_command(r, gateway):
     call_id = client.new_call_id()
     r.rpush(ev.ORIGINATE_QUEUE, json.dumps({"type": "originate", "call_id": call_id, "legs": [{"carrier_id": "x"}]}))
