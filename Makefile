@@ -15,11 +15,11 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # SIPp (Debian's sip-tester) is the far end in tests and benchmarks; Debian's chromium runs the
-# browser tests.
+# browser tests; espeak-ng speaks campaigns' fallback messages.
 system-deps:
-	@{ command -v sipp >/dev/null && test -x /usr/bin/chromium; } || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester chromium; \
-	  else echo "SIPp or chromium is missing: sudo apt-get install sip-tester chromium"; exit 1; fi; }
+	@{ command -v sipp >/dev/null && test -x /usr/bin/chromium && command -v espeak-ng >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester chromium espeak-ng; \
+	  else echo "SIPp, chromium or espeak-ng is missing: sudo apt-get install sip-tester chromium espeak-ng"; exit 1; fi; }
 
 run: venv
 	$(PY) manage.py run

@@ -453,7 +453,7 @@ async def run_outbound(
         ws.abort()
         return session.end_reason or CONNECT_FAILED
 
-    def on_message(data: bytes, is_text: bool) -> None:
+    def on_message(data: str | bytes, is_text: bool) -> None:
         if session.ended:
             return
         try:
@@ -517,7 +517,7 @@ async def _await_ready(ws, session: StreamSession, ready_message: str, deadline:
         except ConnectionClosedError as exc:
             session._finish(CONNECT_FAILED, f"relay closed before the agent connected: {exc}")
             return False
-        if message == ready_message.encode():
+        if message == ready_message:
             return True
         session._finish(PROTOCOL_ERROR, f"expected the relay's ready message, got {message[:80]!r}")
     elif stop_wait in done:

@@ -52,7 +52,7 @@ def _frame_header(opcode: int, length: int) -> bytes:
 
 class AgentSocket(asyncio.Protocol):
     """One client connection. Until ``set_handlers`` messages are kept for ``recv``; after it they go
-    to ``on_message(data: bytes, is_text: bool)`` as they arrive (text as UTF-8 bytes)."""
+    to ``on_message(data, is_text)`` as they arrive (text as str, binary as bytes)."""
 
     def __init__(self, max_size: int, request: bytes, key: bytes):
         self.max_size = max_size
@@ -194,6 +194,8 @@ class AgentSocket(asyncio.Protocol):
             self._protocol_error(1002, f"unknown opcode {opcode}")
 
     def _deliver(self, data: bytes, is_text: bool) -> None:
+        if is_text:
+            data = data.decode("utf-8", "surrogateescape")  # json.loads(bytes) would sniff the encoding each time
         if self.on_message is not None:
             self.on_message(data, is_text)
         else:
@@ -214,7 +216,7 @@ class AgentSocket(asyncio.Protocol):
         while self.pending:
             on_message(*self.pending.popleft())
 
-    async def recv(self) -> bytes:
+    async def recv(self) -> str | bytes:
         """The next message received before ``set_handlers``; ConnectionClosedError once closed."""
         while not self.pending:
             if self.closed.done():

@@ -121,6 +121,17 @@ def test_the_agent_connects_in_with_the_calls_token_and_talks_both_ways(platform
     assert record.ai_connect_ms is not None and record.frames_to_agent > 0
 
 
+def test_an_agent_can_ask_for_16_khz_linear_audio(platform, tenant_a, web):
+    call = place_call(tenant_a, agent_connects=True, stream_encoding="audio/x-l16")
+    with connect(on_port(call["stream_connect_url"], web), open_timeout=10) as agent:
+        json.loads(agent.recv(timeout=20))  # connected
+        start = json.loads(agent.recv(timeout=5))
+        assert start["start"]["mediaFormat"] == {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}
+        media = next(m for m in (json.loads(agent.recv(timeout=5)) for _ in range(50)) if m["event"] == "media")
+        assert len(base64.b64decode(media["media"]["payload"])) == 640  # 20 ms of 16-bit samples at 16 kHz
+    assert final_call(call["sid"], platform).reason == "agent_closed"
+
+
 def test_an_agent_that_never_connects_ends_the_call_with_a_reason(platform, tenant_a):
     call = place_call(tenant_a, agent_connects=True)
     record = final_call(call["sid"], platform)

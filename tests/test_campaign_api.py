@@ -169,6 +169,16 @@ def test_a_scheduled_campaign_starts_when_its_time_comes(tenant_a, numbers, spri
         assert Campaign.objects.get(pk=campaign["id"]).state == "running"
 
 
+def test_a_start_time_in_the_past_is_refused_by_field(tenant_a, numbers, spring_leads):
+    key = tenant_a.api_key
+    refused = create(key, campaign_body(spring_leads, start_at="2020-01-01T09:00:00Z"))
+    assert refused.status_code == 400 and "start_at" in refused.json()
+    campaign_id = create(key, campaign_body(spring_leads)).json()["id"]
+    moved = api(key).patch(f"/api/v1/campaigns/{campaign_id}", {"start_at": "2020-01-01T09:00:00Z"},
+                           content_type="application/json")
+    assert moved.status_code == 400 and "past" in moved.json()["start_at"][0]
+
+
 def test_update_validates_like_create(tenant_a, numbers, spring_leads):
     key = tenant_a.api_key
     campaign_id = create(key, campaign_body(spring_leads)).json()["id"]

@@ -36,7 +36,8 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 connection.tenant,
                 services.CallRequest(
                     to=fields["to"], from_=fields["from"], stream_url=fields.get("stream_url", ""),
-                    agent_connects=fields["agent_connects"],
+                    agent_connects=fields["agent_connects"], fallback_message=fields["fallback_message"],
+                    stream_encoding=fields["stream_encoding"],
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
                 ),

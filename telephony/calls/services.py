@@ -1,12 +1,14 @@
 """Placing and hanging up single calls. Runs in the tenant's schema (the caller's)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
 from voiceplatform.redis_client import get_redis
 
+from media import fallback
 from telephony import routing
 from telephony.gateway import client as gateway
 from telephony.models import Carrier, Number
@@ -14,6 +16,8 @@ from telephony.validators import validate_e164
 
 from . import stream_access
 from .models import Call
+
+log = logging.getLogger(__name__)
 
 
 class CallRequestError(ValueError):
@@ -32,6 +36,9 @@ class CallRequest:
     # The agent connects in (to the call's stream_connect_url) instead of us dialing stream_url.
     agent_connects: bool = False
     custom_parameters: dict = field(default_factory=dict)
+    stream_encoding: str = "audio/x-mulaw"  # or "audio/x-l16" (16 kHz)
+    # Spoken to the callee when the agent cannot be reached or drops, before hanging up.
+    fallback_message: str = ""
     status_callback: str = ""
     ring_timeout: int = 30
     max_duration: int = 3600
@@ -49,59 +56,115 @@ def _checked_number(value: str, name: str) -> str:
         raise CallRequestError(name, str(exc)) from None
 
 
-def caller_id_number(tenant, e164: str) -> Number:
-    number = Number.objects.filter(e164=e164, tenant=tenant).first()
-    if number is None:
-        raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
-    return number
+class CallPlacer:
+    """Places calls for one tenant, a batch at a time (the campaign dialer) or one (place_call).
 
+    Caller-ID numbers and the usable carriers are read once per placer (the dialer makes one per
+    dialing slice, a few seconds, so carrier health and number changes are seen at the next one);
+    each batch is one transaction whatever its size, and its commands go to the gateway pool when
+    it commits. A request that cannot be placed gets its CallRequestError instead of a Call, and the
+    rest of the batch is placed all the same. With no usable carrier a call is still recorded, as
+    failed with reason no_carrier_available.
+    """
 
-def plan_legs(to: str, region: str | None) -> list[dict]:
-    carriers = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
-    return [
-        {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
-         "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None,
-         "max_concurrent": carriers[leg.carrier.id].max_concurrent, "max_cps": carriers[leg.carrier.id].max_cps}
-        for leg in routing.plan_route([carrier.as_route() for carrier in carriers.values()], region, to)
-    ]
+    def __init__(self, tenant):
+        self.tenant = tenant
+        self._numbers: dict[str, Number | None] = {}
+        self._carriers: dict | None = None
+
+    def _caller_id(self, e164: str) -> Number:
+        if e164 not in self._numbers:
+            self._numbers[e164] = Number.objects.filter(e164=e164, tenant=self.tenant).first()
+        if self._numbers[e164] is None:
+            raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
+        return self._numbers[e164]
+
+    def _legs(self, to: str, region: str | None) -> list[dict]:
+        if self._carriers is None:
+            rows = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
+            self._carriers = {pk: (carrier, carrier.as_route()) for pk, carrier in rows.items()}
+        return [
+            {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
+             "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None,
+             "max_concurrent": self._carriers[leg.carrier.id][0].max_concurrent,
+             "max_cps": self._carriers[leg.carrier.id][0].max_cps}
+            for leg in routing.plan_route([route for _, route in self._carriers.values()], region, to)
+        ]
+
+    def place(self, requests: list[CallRequest]) -> list[Call | CallRequestError]:
+        results: list[Call | CallRequestError] = []
+        commands = []
+        for request in requests:
+            try:
+                if request.agent_connects and request.stream_url:
+                    raise CallRequestError("agent_connects",
+                                           "give stream_url (we connect to the agent) or agent_connects, not both")
+                to = _checked_number(request.to, "to")
+                from_number = self._caller_id(_checked_number(request.from_, "from"))
+            except CallRequestError as error:
+                results.append(error)
+                continue
+            legs = self._legs(to, from_number.region or None)
+            call = Call(
+                from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
+                agent_connects=request.agent_connects, custom_parameters=request.custom_parameters,
+                status_callback=request.status_callback, ring_timeout=request.ring_timeout,
+                max_duration=request.max_duration, campaign_id=request.campaign_id,
+                campaign_contact_id=request.campaign_contact_id,
+            )
+            if legs:
+                commands.append(self._command(call, request, legs))
+            else:
+                call.status, call.outcome, call.reason = Call.Status.FAILED, "carrier_error", "no_carrier_available"
+            results.append(call)
+        calls = [call for call in results if isinstance(call, Call)]
+        if calls:
+            with transaction.atomic():
+                Call.objects.bulk_create(calls)
+                transaction.on_commit(lambda: _originate_all(commands))
+        return results
+
+    def _command(self, call: Call, request: CallRequest, legs: list[dict]) -> dict:
+        """The gateway pool's originate command for ``call`` (telephony/gateway/client.py)."""
+        command = {
+            "call_id": call.sid, "tenant": connection.schema_name, "from": call.from_number, "to": call.to_number,
+            "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
+            "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
+            "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
+            "account_sid": self.tenant.account_sid, "tenant_max_concurrent": self.tenant.max_concurrent_calls,
+        }
+        if request.stream_encoding != "audio/x-mulaw":
+            command["stream_encoding"] = request.stream_encoding
+        if request.fallback_message and (request.stream_url or request.agent_connects):
+            command["fallback_audio_key"] = _fallback_audio_key(request.fallback_message)
+        if request.agent_connects:
+            # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
+            command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid),
+                           stream_via_relay=True, stream_connect_timeout=settings.AGENT_STREAM_CONNECT_TIMEOUT_S)
+        return command
 
 
 def place_call(tenant, request: CallRequest) -> Call:
-    """Record the call and hand it to the gateway pool once the record is committed.
+    """Record one call and hand it to the gateway pool once the record is committed; raises
+    CallRequestError (naming the field) for a request that cannot be placed."""
+    (result,) = CallPlacer(tenant).place([request])
+    if isinstance(result, CallRequestError):
+        raise result
+    return result
 
-    With no usable carrier the call is still recorded, as failed with reason no_carrier_available.
-    """
-    if request.agent_connects and request.stream_url:
-        raise CallRequestError("agent_connects", "give stream_url (we connect to the agent) or agent_connects, not both")
-    to = _checked_number(request.to, "to")
-    from_number = caller_id_number(tenant, _checked_number(request.from_, "from"))
-    legs = plan_legs(to, from_number.region or None)
-    call = Call.objects.create(
-        from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
-        agent_connects=request.agent_connects,
-        custom_parameters=request.custom_parameters, status_callback=request.status_callback,
-        ring_timeout=request.ring_timeout, max_duration=request.max_duration, campaign_id=request.campaign_id,
-        campaign_contact_id=request.campaign_contact_id,
-    )
-    if not legs:
-        Call.objects.filter(pk=call.pk).update(
-            status=Call.Status.FAILED, outcome="carrier_error", reason="no_carrier_available"
-        )
-        call.refresh_from_db()
-        return call
-    command = {
-        "call_id": call.sid, "tenant": connection.schema_name, "from": from_number.e164, "to": to,
-        "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
-        "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
-        "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
-        "account_sid": tenant.account_sid, "tenant_max_concurrent": tenant.max_concurrent_calls,
-    }
-    if request.agent_connects:
-        # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
-        command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid), stream_via_relay=True,
-                       stream_connect_timeout=settings.AGENT_STREAM_CONNECT_TIMEOUT_S)
-    transaction.on_commit(lambda: gateway.originate(get_redis(), command))
-    return call
+
+def _originate_all(commands: list[dict]) -> None:
+    redis = get_redis()
+    for command in commands:
+        gateway.originate(redis, command)
+
+
+def _fallback_audio_key(text: str) -> str:
+    try:
+        return fallback.ensure_stored(get_redis(), text)
+    except fallback.FallbackError as error:
+        log.warning("fallback message not available, calls go without it: %s", error)
+        return ""
 
 
 def hang_up(call: Call) -> str:
