@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import struct
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
+from tests import conversation
 from tests.conversation import RespondingAgent, caller_pcap
 from tests.gateway.gwhelpers import dumps, free_udp_port, leg, types, wait_event, wait_final, wait_for
 
@@ -36,20 +36,9 @@ def pattern_frames(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def write_rtp_pcap(path: Path, frames: list[bytes], pt: int = 0, ptime: float = 0.02) -> Path:
-    """A pcap of RTP packets (Ethernet/IPv4/UDP), one per frame, ptime apart (for play_pcap_audio)."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    t0 = 1_700_000_000.0
-    for k, payload in enumerate(frames):
-        rtp = struct.pack("!BBHII", 0x80, pt | (0x80 if k == 0 else 0), k + 1, 160 * k, 0x12345678) + payload
-        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0,
-                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
-        eth = b"\x00" * 12 + b"\x08\x00" + ip
-        t = t0 + k * ptime
-        out.append(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)) % 1000000, len(eth), len(eth)) + eth)
-    path.write_bytes(b"".join(out))
-    return path
+def write_rtp_pcap(path: Path, frames: list[bytes], pt: int = 0) -> Path:
+    """A pcap of RTP packets, one per frame, 20 ms apart (for play_pcap_audio)."""
+    return conversation.write_rtp_pcap(path, [(pt, frame) for frame in frames])
 
 
 def play_action(pcap: Path) -> str:
