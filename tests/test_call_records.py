@@ -13,7 +13,7 @@ from django_tenants.utils import schema_context
 
 from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
-from telephony.calls.recorder import record_event
+from telephony.calls.recorder import record_event, record_events
 from telephony.gateway import events as gw
 from telephony.models import Carrier
 from tenants.models import Tenant
@@ -54,6 +54,26 @@ def test_a_failed_over_answered_call_is_recorded_leg_by_leg(tenant_a):
         assert [(leg.attempt, leg.carrier_name, leg.sip_code, leg.failed_over) for leg in legs] == [
             (1, "Primary", 503, True), (2, "Backup", 200, False)
         ]
+
+
+def test_events_read_together_are_recorded_per_tenant_and_a_broken_one_waits_for_a_retry(tenant_a, tenant_b):
+    with schema_context("acme"):
+        acme_call = Call.objects.create(from_number="+14155550123", to_number="+14155550199")
+    with schema_context("globex"):
+        globex_call = Call.objects.create(from_number="+14155550124", to_number="+14155550198")
+    broken = dict(gw.make_event(acme_call.sid, gw.RINGING, leg=0), ts="not a time")
+    done = record_events([
+        (gw.make_event(acme_call.sid, gw.INITIATED, gateway_id="gw-1"), "acme"),
+        (gw.make_event(globex_call.sid, gw.INITIATED, gateway_id="gw-2"), "globex"),
+        (broken, "acme"),
+        (gw.make_event("CA" + "0" * 32, gw.INITIATED), "acme"),  # no such call: dropped, not retried
+        (gw.make_event(acme_call.sid, gw.INITIATED), "no_such_tenant"),  # dropped too
+    ])
+    assert done == [True, True, False, True, True]
+    with schema_context("acme"):
+        assert Call.objects.get(pk=acme_call.pk).status == Call.Status.INITIATED
+    with schema_context("globex"):
+        assert Call.objects.get(pk=globex_call.pk).gateway_id == "gw-2"
 
 
 def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):

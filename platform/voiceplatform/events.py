@@ -6,6 +6,17 @@ from .channels_tenancy import tenant_group
 
 
 def publish_tenant_event(schema_name: str, event: dict) -> None:
-    async_to_sync(get_channel_layer().group_send)(
-        tenant_group(schema_name, "events"), {"type": "platform.event", "event": event}
-    )
+    publish_tenant_events([(schema_name, event)])
+
+
+def publish_tenant_events(events: list[tuple[str, dict]]) -> None:
+    """Each (schema, event) to that tenant's listeners, in order, with one hop into asyncio."""
+    if not events:
+        return
+
+    async def send_all():
+        layer = get_channel_layer()
+        for schema_name, event in events:
+            await layer.group_send(tenant_group(schema_name, "events"), {"type": "platform.event", "event": event})
+
+    async_to_sync(send_all)()

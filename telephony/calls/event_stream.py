@@ -11,7 +11,7 @@ import redis
 
 from telephony.gateway import events as gw
 
-from .recorder import record_event
+from .recorder import record_events
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,12 @@ def tenant_of(client: redis.Redis, event: dict) -> str:
 
 
 def handle(client: redis.Redis, entries) -> int:
-    for entry_id, event in gw.decode_entries(entries):
-        try:
-            record_event(event, tenant_of(client, event))
-        except Exception:
-            # Left pending: retried by claim after CLAIM_IDLE_MS rather than lost.
-            log.exception("event %s not recorded", entry_id)
-            continue
-        client.xack(gw.EVENTS_STREAM, GROUP, entry_id)
+    decoded = gw.decode_entries(entries)
+    done = record_events([(event, tenant_of(client, event)) for _, event in decoded])
+    # What failed stays pending: claimed again after CLAIM_IDLE_MS rather than lost.
+    acked = [entry_id for (entry_id, _), ok in zip(decoded, done, strict=True) if ok]
+    if acked:
+        client.xack(gw.EVENTS_STREAM, GROUP, *acked)
     return len(entries)
 
 

@@ -6,12 +6,13 @@ nothing, so the stream can be re-read after a crash (at-least-once delivery).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
-from voiceplatform.events import publish_tenant_event
+from voiceplatform.events import publish_tenant_events
 from voiceplatform.logs import call_context
 
 from telephony.gateway import events as gw
@@ -40,14 +41,22 @@ def _at(event: dict) -> datetime:
     return datetime.fromtimestamp(float(event["ts"]), tz=UTC)
 
 
+CARRIER_NAME_TTL_S = 30.0
+_carrier_names: dict[int, tuple[str, float]] = {}  # carrier id -> (name, when read)
+
+
 def _carrier(event: dict) -> dict:
-    """carrier_id and carrier_name as they are now, to keep with the record."""
+    """carrier_id and carrier_name as they are now (read at most every CARRIER_NAME_TTL_S), to keep
+    with the record."""
     try:
         carrier_id = int(event.get("carrier_id"))
     except (TypeError, ValueError):
         return {}
-    name = Carrier.objects.filter(pk=carrier_id).values_list("name", flat=True).first()
-    return {"carrier_id": carrier_id, "carrier_name": name or ""}
+    name, read_at = _carrier_names.get(carrier_id, ("", 0.0))
+    if time.monotonic() - read_at > CARRIER_NAME_TTL_S:
+        name = Carrier.objects.filter(pk=carrier_id).values_list("name", flat=True).first() or ""
+        _carrier_names[carrier_id] = (name, time.monotonic())
+    return {"carrier_id": carrier_id, "carrier_name": name}
 
 
 def _leg(call: Call, event: dict) -> CallLeg:
@@ -114,23 +123,58 @@ def _call_for(event: dict) -> Call | None:
 
 
 def record_event(event: dict, tenant_schema: str) -> None:
-    with call_context(event.get("call_id")):
-        _record(event, tenant_schema)
+    """Record one event (raises if it could not be recorded)."""
+    if not record_events([(event, tenant_schema)])[0]:
+        raise RuntimeError(f"event {event.get('type')} of call {event.get('call_id')} not recorded (see the log)")
 
 
-def _record(event: dict, tenant_schema: str) -> None:
-    if not tenant_schema or not Tenant.objects.filter(schema_name=tenant_schema).exists():
-        log.warning("event for unknown tenant %r dropped: %s", tenant_schema, event)
-        return
-    with schema_context(tenant_schema), transaction.atomic():
+def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
+    """Record events read together from the stream, in order: each in its own transaction, each
+    tenant's in one visit to its schema, their dashboard notices published together at the end.
+    Returns, per event, whether it is done with (recorded, or dropped as unknown); an event that
+    failed is logged and left False, to be read again."""
+    done = [False] * len(batch)
+    notices: list[tuple[str, dict]] = []
+    by_tenant: dict[str, list[int]] = {}
+    for index, (_, tenant_schema) in enumerate(batch):
+        by_tenant.setdefault(tenant_schema, []).append(index)  # a call's events keep their order
+    known = set(Tenant.objects.filter(schema_name__in=list(by_tenant)).values_list("schema_name", flat=True))
+    for tenant_schema, indexes in by_tenant.items():
+        if tenant_schema not in known:
+            for index in indexes:
+                log.warning("event for unknown tenant %r dropped: %s", tenant_schema, batch[index][0])
+                done[index] = True
+            continue
+        with schema_context(tenant_schema):
+            for index in indexes:
+                event = batch[index][0]
+                with call_context(event.get("call_id")):
+                    try:
+                        notice = _record(event, tenant_schema)
+                    except Exception:
+                        log.exception("%s event not recorded", event.get("type"))
+                        continue
+                done[index] = True
+                if notice is not None:
+                    notices.append((tenant_schema, notice))
+    try:
+        publish_tenant_events(notices)
+    except Exception:  # noqa: BLE001 - dashboards miss a beat; the records are written
+        log.exception("dashboard notices not published")
+    return done
+
+
+def _record(event: dict, tenant_schema: str) -> dict | None:
+    """Apply one event in the current (tenant) schema; the dashboard notice to publish, if any."""
+    with transaction.atomic():
         call = _call_for(event)
         if call is None:
             log.warning("event for unknown call %s in %s dropped", event.get("call_id"), tenant_schema)
-            return
+            return None
         _apply(call, event)
         call.refresh_from_db()
         log.debug("%s recorded: %s", event["type"], call.status)
         webhooks.enqueue(call, event["type"])
     record_call_event(tenant_schema, event, metrics_fields(call))
-    publish_tenant_event(tenant_schema, {"type": f"call.{event['type']}", "call": call.sid, "status": call.status,
-                                         "outcome": call.outcome, "reason": call.reason})
+    return {"type": f"call.{event['type']}", "call": call.sid, "status": call.status, "outcome": call.outcome,
+            "reason": call.reason}
