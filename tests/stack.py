@@ -78,3 +78,20 @@ def sipp_carrier(log_dir: Path, scenario: str = "uas_answer_bye.xml", *args: str
     argv = [shutil.which("sipp"), "-sf", str(GATEWAY_SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
             "-nostdin", "-mp", str(free_udp_port()), *args]
     return Process(f"sipp-{port}", argv, log_dir), port
+
+
+def final_call(schema_name: str, sid: str, processes: list[Process], timeout: float = 40):
+    """The call record once it is final; on a timeout, the platform's process logs tell why."""
+    from django_tenants.utils import schema_context
+
+    from telephony.calls.models import Call
+
+    def final():
+        with schema_context(schema_name):
+            call = Call.objects.get(sid=sid)
+            return call if call.is_final else None
+
+    try:
+        return wait_until(final, timeout, what=f"call {sid} to be final")
+    except AssertionError:
+        raise AssertionError("\n".join(p.tail() for p in processes)) from None

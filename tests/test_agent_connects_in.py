@@ -22,7 +22,6 @@ from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 from tests import stack
-from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550177"
@@ -67,18 +66,6 @@ def on_port(url: str, port: int) -> str:
     return urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, ""))
 
 
-def final_call(sid: str, processes, timeout: float = 30) -> Call:
-    def final():
-        with schema_context("acme"):
-            call = Call.objects.get(sid=sid)
-            return call if call.is_final else None
-
-    try:
-        return wait_until(final, timeout, what="the call record to be final")
-    except AssertionError:
-        raise AssertionError("\n".join(p.tail() for p in processes)) from None
-
-
 def frame(n: int) -> str:
     """20 ms of mu-law that is not silence, different per n."""
     return base64.b64encode(bytes(((n * 29 + i * 7) % 200) + 20 for i in range(160))).decode()
@@ -116,7 +103,7 @@ def test_the_agent_connects_in_with_the_calls_token_and_talks_both_ways(platform
         assert set(sent) <= heard, f"{len(set(sent) & heard)} of {len(sent)} agent frames came back"
     # The agent hung up by closing its socket.
 
-    record = final_call(call["sid"], platform)
+    record = stack.final_call("acme", call["sid"], platform)
     assert (record.status, record.outcome, record.reason) == ("completed", "answered", "agent_closed")
     assert record.ai_connect_ms is not None and record.frames_to_agent > 0
 
@@ -129,12 +116,12 @@ def test_an_agent_can_ask_for_16_khz_linear_audio(platform, tenant_a, web):
         assert start["start"]["mediaFormat"] == {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}
         media = next(m for m in (json.loads(agent.recv(timeout=5)) for _ in range(50)) if m["event"] == "media")
         assert len(base64.b64decode(media["media"]["payload"])) == 640  # 20 ms of 16-bit samples at 16 kHz
-    assert final_call(call["sid"], platform).reason == "agent_closed"
+    assert stack.final_call("acme", call["sid"], platform).reason == "agent_closed"
 
 
 def test_an_agent_that_never_connects_ends_the_call_with_a_reason(platform, tenant_a):
     call = place_call(tenant_a, agent_connects=True)
-    record = final_call(call["sid"], platform)
+    record = stack.final_call("acme", call["sid"], platform)
     assert (record.outcome, record.reason) == ("answered", "agent_connect_timeout")
 
 

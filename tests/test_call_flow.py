@@ -6,11 +6,9 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 from tests import stack
-from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550123"
@@ -47,15 +45,7 @@ def test_an_api_call_fails_over_is_answered_and_recorded_leg_by_leg(platform, ca
     assert response.status_code == 201, response.content
     sid = response.json()["sid"]
 
-    def finished():
-        with schema_context("acme"):
-            call = Call.objects.get(sid=sid)
-            return call if call.is_final else None
-
-    try:
-        call = wait_until(finished, 40, what="the call record to be final")
-    except AssertionError:
-        raise AssertionError("\n".join(p.tail() for p in platform)) from None
+    call = stack.final_call("acme", sid, platform)
     with schema_context("acme"):
         legs = list(call.legs.order_by("attempt"))
         assert (call.status, call.outcome, call.hangup_by) == ("completed", "answered", "callee")

@@ -20,7 +20,7 @@ from tenants.models import Tenant
 from tests import stack
 from tests.conversation import RespondingAgent, RtcpResponder, caller_pcap
 from tests.gateway.gwhelpers import Sipp
-from tests.support import free_udp_port, wait_until
+from tests.support import free_udp_port
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550188"
@@ -90,15 +90,7 @@ def test_a_conversation_leaves_a_record_with_every_quality_figure(platform, call
     assert response.status_code == 201, response.content
     sid = response.json()["sid"]
 
-    def final():
-        with schema_context("acme"):
-            call = Call.objects.get(sid=sid)
-            return call if call.is_final else None
-
-    try:
-        call = wait_until(final, 40, what="the call record to be final")
-    except AssertionError:
-        raise AssertionError("\n".join(p.tail() for p in platform)) from None
+    call = stack.final_call("acme", sid, platform)
 
     # the agent hung up on the caller's key, after answering the one thing the caller said
     assert (call.status, call.reason, call.hangup_by, call.dtmf_digits) == ("completed", "agent_closed", "platform", "1")
