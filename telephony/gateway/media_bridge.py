@@ -187,6 +187,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.closing = False
         self.fallback: tuple[bytes, str, str] | None = None  # (audio, end reason, detail) while it plays
         self.fallback_pos = 0
+        self.played_early = False  # _play_now sent the frame of the coming tick
         self.closed = False
         # stats
         self.packets_in = 0
@@ -297,6 +298,7 @@ class CallBridge(asyncio.DatagramProtocol):
             now = time.monotonic()
             if start <= pb._read:
                 self.out_marks.append((start, now))
+                self._play_now()
             self.responses.agent_audio(msg.payload, now)
         elif t == "AgentClear":
             self.out_marks.clear()
@@ -342,29 +344,49 @@ class CallBridge(asyncio.DatagramProtocol):
         """One 20 ms playout tick (called by the process-wide clock, MediaBridge._clock)."""
         if skipped and self.sender is not None:  # the clock skipped ticks after a long stall
             self.sender.ts = (self.sender.ts + skipped * FRAME_BYTES) & 0xFFFFFFFF
-        frame = None
-        s = self.session
-        if self.fallback is not None:
-            frame = self._fallback_frame()
-        elif s is not None:
-            frame = s.pull_outbound()
-            if frame is not None and self.out_marks:
-                played_to = s.playout._read
-                t = None
-                while self.out_marks and self.out_marks[0][0] < played_to:
-                    t = self.out_marks.popleft()[1]
-                if t is not None:
-                    self.out_hist.add(time.monotonic() - t)
         if self.sender is not None and self.remote is not None:
-            self.transport.sendto(self.sender.packet(frame if frame is not None else self.silence), self.remote)
+            if self.played_early:  # this tick's frame already went out (_play_now)
+                self.played_early = False
+            else:
+                frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                self.transport.sendto(self.sender.packet(frame if frame is not None else self.silence), self.remote)
             if now - self.last_rtcp > RTCP_INTERVAL_S:
                 self.last_rtcp = now
                 self._send_rtcp()
         self.ticks += 1
 
+    def _agent_frame(self) -> bytes | None:
+        """The next 20 ms of agent audio (None when there is none), timing audio that found the buffer idle."""
+        s = self.session
+        if s is None:
+            return None
+        frame = s.pull_outbound()
+        if frame is not None and self.out_marks:
+            played_to = s.playout._read
+            t = None
+            while self.out_marks and self.out_marks[0][0] < played_to:
+                t = self.out_marks.popleft()[1]
+            if t is not None:
+                self.out_hist.add(time.monotonic() - t)
+        return frame
+
+    def _play_now(self) -> None:
+        """Agent audio that finds the playout buffer idle goes out at once, not at the next tick (0-20 ms
+        later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
+        callee's jitter buffer sees one early packet per utterance."""
+        if self.played_early or self.fallback is not None or self.sender is None or self.remote is None:
+            return
+        frame = self._agent_frame()
+        if frame is not None:
+            self.transport.sendto(self.sender.packet(frame), self.remote)
+            self.played_early = True
+
     def play_fallback(self, audio: bytes, reason: str, detail: str) -> None:
         """The agent is gone: play the fallback message (caller's codec), then hang up with ``reason``."""
         if self.closing:
+            return
+        if self.sender is None or self.remote is None:  # no media path to the callee: nothing to play on
+            self.bridge.to_main(self.bridge.main_stream_ended, self.call_id, reason, detail)
             return
         if self.codec == "pcma":
             audio = codec.ulaw_to_alaw(audio)
