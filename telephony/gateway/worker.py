@@ -89,6 +89,16 @@ class Session:
         return None
 
 
+def _free_now(call: GatewayCall) -> None:
+    """Delete the C++ Call inside its DISCONNECTED callback, as pjsua2 allows, whatever Python still
+    refers to the wrapper. ~Call() hangs up whichever call holds its slot id: run later (when a
+    reference cycle or a traceback let go of the wrapper, on any thread), it hung up the call that
+    had taken the slot since (measured: a campaign call left "answered" with no BYE to follow)."""
+    if call.thisown:
+        pj.Call.__swig_destroy__(call)
+        call.thisown = False
+
+
 class GatewayCall(pj.Call):
     def __init__(self, worker: Worker, acc: pj.Account, session: Session | None,
                  call_id: int = pj.PJSUA_INVALID_ID):
@@ -814,17 +824,20 @@ class Worker:
         s = call.session
         if st == pj.PJSIP_INV_STATE_DISCONNECTED:
             call.disconnected = True
-            self.pjcalls.discard(call)  # freed when this callback returns (see Worker.pjcalls)
+            self.pjcalls.discard(call)
             acc = getattr(call, "account", None)
             if acc is not None:
                 acc.in_use -= 1
-            if s is None or s.pjcall is not call:
-                return
-            s.pjcall = None
-            by = ev.BY_PLATFORM if s.hangup_reason else (
-                ev.BY_CALLEE if s.direction == ev.DIRECTION_OUTBOUND else ev.BY_CALLER)
-            self.bridge.on_call_ended(s)  # media quality fields into the final event, `stop` to the agent
-            self.finish(s, ci.lastStatusCode, ci.lastReason, by, leg_ended=True)
+            try:
+                if s is None or s.pjcall is not call:
+                    return
+                s.pjcall = None
+                by = ev.BY_PLATFORM if s.hangup_reason else (
+                    ev.BY_CALLEE if s.direction == ev.DIRECTION_OUTBOUND else ev.BY_CALLER)
+                self.bridge.on_call_ended(s)  # media quality fields into the final event, `stop` to the agent
+                self.finish(s, ci.lastStatusCode, ci.lastReason, by, leg_ended=True)
+            finally:
+                _free_now(call)
             return
         if s is None or s.pjcall is not call:
             return
