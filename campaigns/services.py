@@ -314,69 +314,31 @@ def campaign_contacts_claim(ids: list[int], now: dt.datetime | None = None) -> l
 
 def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str = "",
                            now: dt.datetime | None = None) -> CampaignContact | None:
-    """Apply the result of one call to a campaign contact, atomically:
-
-    - answered → done;
-    - opted_out (the callee pressed the opt-out digit) → dnc, and the number goes on do-not-call;
-    - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
-      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
-
-    The attempt is counted once per call SID: a repeated report of the same call changes nothing
-    (returns None), as does a report for a contact that is already finished.
-    """
-    now = now or timezone.now()
-    outcome = OUTCOME_ALIASES.get(outcome, outcome)
-    cc = CampaignContact.objects.select_related("campaign", "contact").get(pk=campaign_contact_id)
-    open_row = CampaignContact.objects.filter(
-        pk=campaign_contact_id, state__in=(ContactState.PENDING, ContactState.DIALING)
-    )
-    if call_sid:
-        open_row = open_row.exclude(last_call_sid=call_sid)
-    common = {"attempts": F("attempts") + 1, "last_outcome": outcome[:32], "last_call_sid": call_sid, "updated_at": now}
-
-    with transaction.atomic():
-        if outcome == "answered":
-            updated = open_row.update(state=ContactState.DONE, next_attempt_at=None, **common)
-        elif outcome == "opted_out":
-            updated = open_row.update(state=ContactState.DNC, next_attempt_at=None, **common)
-            if updated:
-                do_not_call_add(phone=cc.contact.phone, reason=f"opted out during campaign {cc.campaign.name!r}")
-        else:
-            policy_outcome = outcome if outcome in RETRYABLE_OUTCOMES else "failed"
-            max_attempts, delay_s = cc.campaign.retry_policy(policy_outcome)
-            # SET expressions see the row before the update: attempts here is the count before this call.
-            retry = Q(attempts__lt=max_attempts - 1)
-            updated = open_row.update(
-                state=Case(
-                    When(retry, then=Value(ContactState.PENDING.value)),
-                    default=Value(ContactState.FAILED.value), output_field=CharField(),
-                ),
-                next_attempt_at=Case(
-                    When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
-                    default=Value(None), output_field=DateTimeField(),
-                ),
-                **common,
-            )
-        if not updated:
-            return None
-        complete_if_finished(cc.campaign_id, now)
+    """record_attempt_outcomes for one contact: the contact as it is now, or None when nothing was
+    counted (a repeated report of the same call, or a contact already finished)."""
+    campaign = Campaign.objects.get(campaign_contacts__pk=campaign_contact_id)
+    if not record_attempt_outcomes(campaign, [(campaign_contact_id, outcome, call_sid)], now):
+        return None
     return CampaignContact.objects.get(pk=campaign_contact_id)
 
 
 def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, str]],
                             now: dt.datetime | None = None) -> int:
-    """record_attempt_outcome for many contacts of one campaign, for the dialer's bookkeeping: one
-    UPDATE per outcome in one transaction rather than a transaction per contact, same rules.
-    `results`: (campaign contact id, outcome, call sid). Opted-out contacts take the one-by-one path
-    (their number also goes on do-not-call). Returns how many attempts were counted."""
+    """Apply the results of calls to the campaign's contacts, atomically; `results` are
+    (campaign contact id, outcome, call sid):
+
+    - answered → done;
+    - opted_out (the callee opted out) → dnc, and the number goes on do-not-call;
+    - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
+      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
+
+    The attempt is counted once per call SID: a repeated report of the same call changes nothing, as
+    does a report for a contact that is already finished. One UPDATE per outcome (the dialer's
+    bookkeeping reports many calls at once). Returns how many attempts were counted."""
     now = now or timezone.now()
     counted, by_outcome = 0, {}
     for contact_id, outcome, call_sid in results:
-        outcome = OUTCOME_ALIASES.get(outcome, outcome)
-        if outcome == "opted_out":
-            counted += record_attempt_outcome(contact_id, outcome, call_sid, now) is not None
-        else:
-            by_outcome.setdefault(outcome, []).append((contact_id, call_sid))
+        by_outcome.setdefault(OUTCOME_ALIASES.get(outcome, outcome), []).append((contact_id, call_sid))
     with transaction.atomic():
         for outcome, rows in by_outcome.items():
             # a call sid belongs to one contact: excluding them all is each row's "not counted yet"
@@ -389,16 +351,22 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
             }
             if outcome == "answered":
                 counted += open_rows.update(state=ContactState.DONE, next_attempt_at=None, **common)
-                continue
-            max_attempts, delay_s = campaign.retry_policy(outcome if outcome in RETRYABLE_OUTCOMES else "failed")
-            retry = Q(attempts__lt=max_attempts - 1)  # attempts before this call, as in record_attempt_outcome
-            counted += open_rows.update(
-                state=Case(When(retry, then=Value(ContactState.PENDING.value)),
-                           default=Value(ContactState.FAILED.value), output_field=CharField()),
-                next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
-                                     default=Value(None), output_field=DateTimeField()),
-                **common,
-            )
+            elif outcome == "opted_out":
+                phones = dict(open_rows.values_list("pk", "contact__phone"))
+                counted += open_rows.update(state=ContactState.DNC, next_attempt_at=None, **common)
+                for phone in phones.values():
+                    do_not_call_add(phone=phone, reason=f"opted out during campaign {campaign.name!r}")
+            else:
+                max_attempts, delay_s = campaign.retry_policy(outcome if outcome in RETRYABLE_OUTCOMES else "failed")
+                # SET expressions see the row before the update: attempts here is the count before this call.
+                retry = Q(attempts__lt=max_attempts - 1)
+                counted += open_rows.update(
+                    state=Case(When(retry, then=Value(ContactState.PENDING.value)),
+                               default=Value(ContactState.FAILED.value), output_field=CharField()),
+                    next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
+                                         default=Value(None), output_field=DateTimeField()),
+                    **common,
+                )
         if counted:
             complete_if_finished(campaign.pk, now)
     return counted
