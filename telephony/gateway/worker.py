@@ -303,11 +303,8 @@ class Worker:
         self.store = Store(self.r)
         self.limits = CallLimits(self.r)
         self.sessions: dict[str, Session] = {}
-        self.listener: CommandListener | None = None
-        # Every live pjsua call (outbound legs, inbound, rejects). The only strong references to
-        # GatewayCall objects are here and in Session.pjcall, and both are dropped *inside* the
-        # DISCONNECTED callback: pjsua2's ~Call() hangs up whatever call holds its slot id, so a
-        # wrapper freed after pjsua reused the slot would kill the new call (measured).
+        # Every live pjsua call (outbound legs, inbound, rejects), and Session.pjcall: both let go in
+        # the DISCONNECTED callback, where the C++ Call is also deleted (_free_now).
         self.pjcalls: set[GatewayCall] = set()
         # A call hung up before any response says DISCONNECTED at once but keeps its pjsua slot
         # until the INVITE transaction times out (Timer B; measured): count those slots.
