@@ -259,16 +259,6 @@ def record_call_quality(tenant_schema: str, sid: str, report: dict, call_fields:
     return u.batch.apply(get_redis(), keys.seen(tenant_schema, sid, "quality"), keys.SEEN_TTL)
 
 
-def record_ai_response(tenant_schema: str, response_ms: float, call_fields: dict | None = None,
-                       ts: float | None = None) -> None:
-    """One AI response time (end of caller speech -> first agent audio), per turn."""
-    call_fields = call_fields or {}
-    u = _Update(tenant_schema, ts or time.time(), _dims({}, call_fields), time.time())
-    u.observe(H.AI_RESPONSE, float(response_ms))
-    u.changed()
-    u.batch.apply(get_redis())
-
-
 def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = None,
                        ts: float | None = None) -> bool:
     """An answered call that no agent audio reached before the callee hung up (fed by the dialer)."""
