@@ -44,7 +44,7 @@ import redis as redis_lib  # noqa: E402
 
 from telephony.gateway import client  # noqa: E402
 from telephony.gateway import events as ev  # noqa: E402
-from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port  # noqa: E402
+from tests.gateway.gwhelpers import GatewayProc, MediaHostProc, Sipp, free_udp_port  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -257,6 +257,8 @@ def main():
     ap.add_argument("--levels", default="1,10,20,30,40,60")
     ap.add_argument("--hold", type=float, default=10.0)
     ap.add_argument("--chunk-ms", type=int, default=20)
+    ap.add_argument("--media-hosts", type=int, default=os.cpu_count() or 1,
+                    help="media host processes, as the supervisor starts them (0 = each worker bridges its own)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     from voiceplatform.embedded import RedisServer
@@ -269,10 +271,16 @@ def main():
     sipp = Sipp(work, "uas_media.xml", free_udp_port(), ["-rtp_echo", "-mp", echo_port, "-l", "1000"],
                 subst={"PLAY": "", "CODEC": "PCMU", "CODEC_PT": 0})
     # Sipp() already passes an -mp; the last one on the command line wins (ours)
-    result = {"machine": {"cpus": os.cpu_count()}, "chunk_ms": args.chunk_ms, "levels": []}
+    result = {"machine": {"cpus": os.cpu_count()}, "chunk_ms": args.chunk_ms, "media_hosts": args.media_hosts,
+              "levels": []}
 
     def start_gateways(n_gw, tag):
-        gws = [GatewayProc(srv.url, f"mb{tag}-{i}", work / f"gw{tag}-{i}.log", ["--log-level", "WARNING"])
+        """The level's gateway processes: its media hosts first, then the workers linked to them."""
+        hosts = [MediaHostProc(work, f"media{tag}-{i}") for i in range(args.media_hosts)]
+
+        def worker_args(i):
+            return ["--log-level", "WARNING", *(hosts[i % len(hosts)].worker_args if hosts else [])]
+        gws = [GatewayProc(srv.url, f"mb{tag}-{i}", work / f"gw{tag}-{i}.log", worker_args(i))
                for i in range(n_gw)]
         for i, g in enumerate(gws):  # a SIP port picked free can be taken by the time it binds: retry
             for attempt in range(3):
@@ -282,8 +290,8 @@ def main():
                 except AssertionError:
                     g.stop()
                     g = gws[i] = GatewayProc(srv.url, f"mb{tag}-{i}", work / f"gw{tag}-{i}-{attempt}.log",
-                                             ["--log-level", "WARNING"])
-        return gws
+                                             worker_args(i))
+        return gws + hosts  # workers, then hosts: all are "gateway processes" for the CPU figures
 
     try:
         result["plain_rtp_echo_round_trip"] = plain_echo_rtt(echo_port)
@@ -296,7 +304,7 @@ def main():
                 time.sleep(3)
                 idle = (sum(proc_cpu(p) for p in pids) - c0) / 3 / len(gws)
                 res = run_level(r, n, agent, gws, sipp, sipp.uri_host, args.hold, idle)
-                res["gateways"] = len(gws)
+                res["gateways"] = len(gws)  # workers and media hosts
                 res["gateway_idle_percent_of_core_each"] = round(100 * idle, 3)
             finally:
                 for g in gws:

@@ -2,8 +2,11 @@
 
     python -m telephony.gateway.supervisor --processes N --redis-url URL [--base-sip-port P]
 
-- starts N workers (gateway ids ``{node}-{n}``), each on its own SIP port (P+n, or any free port)
-  and its own RTP port range;
+- starts M media hosts (``--media-hosts``, one per core by default: media_host.py runs the audio
+  of bridged calls for many workers, which costs far less CPU than a bridge in every 4-call
+  worker), then N workers (gateway ids ``{node}-{n}``), each on its own SIP port (P+n, or any free
+  port) and its own RTP port range, worker n linked to host n mod M;
+- restarts a media host that exits (the calls it carried end with ``media_error``);
 - restarts a worker that exits, or whose heartbeat key ``gw:{id}:alive`` expired (it is killed
   first), with a back-off when it keeps dying at start; counts restarts in ``gw:pool``
   (field ``{id}:restarts``);
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +51,17 @@ class Slot:
     seen_alive: bool = False
     restarts: int = 0
     fast_failures: int = 0
+    restart_at: float = 0.0
+
+
+@dataclass
+class MediaSlot:
+    index: int
+    name: str
+    socket_path: str
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
     restart_at: float = 0.0
 
 
@@ -81,6 +97,9 @@ class Supervisor:
                  args.base_rtp_port + i * args.rtp_ports_per_worker)
             for i in range(args.processes)
         ]
+        self.media_dir = tempfile.mkdtemp(prefix="vp-media-") if args.media_hosts > 0 else None
+        self.media = [MediaSlot(i, f"{self.node}-media-{i}", os.path.join(self.media_dir, f"host-{i}.sock"))
+                      for i in range(max(0, args.media_hosts))]
 
     def worker_cmd(self, slot: Slot) -> list[str]:
         a = self.args
@@ -91,7 +110,45 @@ class Supervisor:
             cmd += ["--public-ip", a.public_ip]
         if a.bind:
             cmd += ["--bind", a.bind]
+        if self.media:
+            cmd += ["--media-host", self.media[slot.index % len(self.media)].socket_path]
         return cmd + list(a.worker_args or [])
+
+    # ---- media hosts ----------------------------------------------------------------------------------
+    def spawn_media(self, m: MediaSlot) -> None:
+        cmd = [sys.executable, "-m", "telephony.gateway.media_host", "--socket", m.socket_path,
+               "--name", m.name, "--log-level", self.args.log_level]
+        m.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  start_new_session=True, preexec_fn=_die_with_parent)
+        m.started = time.monotonic()
+        threading.Thread(target=_pump, args=(m.name, m.proc.stdout, sys.stderr), daemon=True).start()
+        log.info("[%s] started media host pid %s", m.name, m.proc.pid)
+
+    def wait_media_ready(self, timeout: float = 15.0) -> None:
+        """Workers fall back to bridging in-process when their host is not there: wait for the sockets."""
+        deadline = time.monotonic() + timeout
+        for m in self.media:
+            while not os.path.exists(m.socket_path) and time.monotonic() < deadline:
+                if m.proc is None or m.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if not os.path.exists(m.socket_path):
+                log.error("[%s] media host not ready: its workers bridge calls themselves", m.name)
+
+    def check_media(self, m: MediaSlot) -> None:
+        now = time.monotonic()
+        if m.proc is None:
+            if not self.stopping and now >= m.restart_at:
+                self.spawn_media(m)
+            return
+        if m.proc.poll() is None:
+            return
+        log.error("[%s] media host pid %s exited (code %s): its calls ended, restarting", m.name, m.proc.pid,
+                  m.proc.returncode)
+        fast = now - m.started < self.args.startup_grace
+        m.proc = None
+        m.restarts += 1
+        m.restart_at = now + (min(30.0, 0.5 * 2 ** min(m.restarts, 6)) if fast else 0.0)
 
     def spawn(self, slot: Slot) -> None:
         # own session: a terminal's Ctrl-C reaches only the supervisor, which stops workers in order;
@@ -168,6 +225,9 @@ class Supervisor:
             self.on_exit(slot, "killed (stale heartbeat)")
 
     def run(self) -> int:
+        for m in self.media:
+            self.spawn_media(m)
+        self.wait_media_ready()
         for slot in self.slots:  # calls left by a previous run of the same ids
             try:
                 if not self.r.exists(ev.gw_alive_key(slot.gateway_id)):
@@ -177,6 +237,8 @@ class Supervisor:
             self.spawn(slot)
         self.r.hset(ev.POOL_HASH, mapping={f"supervisor:{self.node}": os.getpid()})
         while not self.stopping:
+            for m in self.media:
+                self.check_media(m)
             for slot in self.slots:
                 self.check(slot)
             time.sleep(self.args.check_interval)
@@ -201,8 +263,28 @@ class Supervisor:
                 log.warning("[%s] exit code %s", slot.gateway_id, slot.proc.returncode)
             self.close_out(slot)  # no-op after a clean exit
             slot.proc = None
+        self.stop_media()
         log.info("stopped")
         return 0
+
+
+    def stop_media(self) -> None:
+        """After the workers: they have closed their calls' streams, so the hosts only drain."""
+        for m in self.media:
+            if m.proc and m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGTERM)
+        for m in self.media:
+            if m.proc is None:
+                continue
+            try:
+                m.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log.error("[%s] did not stop in time: killing", m.name)
+                m.proc.kill()
+                m.proc.wait()
+            m.proc = None
+        if self.media_dir:
+            shutil.rmtree(self.media_dir, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -214,6 +296,8 @@ def main(argv=None) -> int:
     p.add_argument("--rtp-ports-per-worker", type=int, default=200)
     p.add_argument("--public-ip", default=None)
     p.add_argument("--bind", default=None)
+    p.add_argument("--media-hosts", type=int, default=os.cpu_count() or 1,
+                   help="media host processes for bridged calls' audio (0 = each worker bridges its own)")
     p.add_argument("--node", default=None, help="node name used in gateway ids (default hostname)")
     p.add_argument("--check-interval", type=float, default=0.2)
     p.add_argument("--startup-grace", type=float, default=10.0,

@@ -351,7 +351,8 @@ class Worker:
         self.sip_port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[-1]
         self.sip_port = int(self.sip_port)
         ep.libStart()
-        self.bridge = MediaBridge(self, a.media_port_min, a.media_port_max, a.bind, a.agent_connect_timeout)
+        self.bridge = MediaBridge(self, a.media_port_min, a.media_port_max, a.bind, a.agent_connect_timeout,
+                                  host_path=a.media_host)
         ep.audDevManager().setNullDev()
         for ci in ep.codecEnum2():
             prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(ci.codecId, 0)
@@ -962,6 +963,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-duration", type=float, default=3600.0)
     p.add_argument("--media-port-min", type=int, default=20000, help="media bridge RTP ports (pairs)")
     p.add_argument("--media-port-max", type=int, default=30000)
+    p.add_argument("--media-host", default=None,
+                   help="Unix socket of the media host that runs bridged calls' audio (default: a thread here)")
     p.add_argument("--agent-connect-timeout", type=float, default=10.0,
                    help="seconds for the agent's WebSocket to connect (else agent_connect_timeout)")
     p.add_argument("--tsx-timeout", type=float, default=8.0,

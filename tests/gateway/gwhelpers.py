@@ -86,6 +86,33 @@ class Sipp:
                 self.proc.wait()
 
 
+class MediaHostProc:
+    """A media host process (telephony.gateway.media_host) on a Unix socket in ``workdir``."""
+
+    def __init__(self, workdir: Path, name: str = "media"):
+        self.socket_path = str(workdir / f"{name}.sock")
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.gateway.media_host", "--socket", self.socket_path, "--name", name],
+            cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"media host exited: {self.log_path.read_text()[-3000:]}")
+            return os.path.exists(self.socket_path)
+        wait_for(listening, 15, what=f"media host {name} socket")
+
+    @property
+    def worker_args(self) -> list[str]:
+        return ["--media-host", self.socket_path]
+
+    def stop(self, timeout: float = 20.0) -> int:
+        code = stop_process(self.proc, timeout)
+        self.log.close()
+        return code
+
+
 class GatewayProc:
     def __init__(self, redis_url: str, gateway_id: str, log_path: Path, extra=()):
         self.gateway_id = gateway_id
