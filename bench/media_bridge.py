@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/media_bridge.py [--levels 1,10,40,80,120,160] [--hold 10] [--chunk-ms 20]
 
-Set-up (everything on this machine): an embedded Redis, ceil(max level / 4) gateway workers, one
-SIPp callee answering every call (tests/gateway/scenarios/uas_media.xml) with ``-rtp_echo`` (it
-sends our RTP straight back), and one agent process-thread here: per call it sends tagged mu-law
-frames at real-time pace (``--chunk-ms`` of audio per message) and reads the caller audio, which is
-its own audio after gateway -> SIPp echo -> gateway.
+Set-up (everything on this machine): an embedded Redis, ``--media-hosts`` media hosts (one per core,
+as the supervisor starts them; 0 = every worker bridges its own calls, the design before media
+hosts) and ceil(level / 4) gateway workers linked to them, one SIPp callee answering every call
+(tests/gateway/scenarios/uas_media.xml) with ``-rtp_echo`` (it sends our RTP straight back), and
+one echo agent process (bench/echo_agent.py): per call it sends tagged mu-law frames at real-time
+pace (``--chunk-ms`` of audio per message) and reads the caller audio, which is its own audio after
+gateway -> SIPp echo -> gateway.
 
 Per level: place the calls, wait for every stream, measure ``--hold`` seconds, hang up, read the
 final events. Reported:
@@ -18,22 +20,20 @@ final events. Reported:
 * agent round trip (agent -> gateway -> SIPp echo -> gateway -> agent) p50/p99, and the same round
   trip of a plain RTP echo (a UDP client -> SIPp -rtp_echo) measured in this run: their ratio;
 * frames late/lost: gateway playout ticks > 10 ms late, caller frames dropped, RTP lost, over all frames;
-* CPU: gateway processes (minus their idle CPU measured first), SIPp, the agent, per bridged call.
+* CPU: gateway processes, workers and media hosts (minus their idle CPU measured first), SIPp, the
+  agent, per bridged call.
 
 Prints one JSON document and writes it to bench/results/media_bridge-<time>.json.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import os
 import socket
 import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,6 +42,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 import redis as redis_lib  # noqa: E402
 
+from bench.echo_agent import EchoAgent  # noqa: E402
 from telephony.gateway import client  # noqa: E402
 from telephony.gateway import events as ev  # noqa: E402
 from tests.gateway.gwhelpers import GatewayProc, MediaHostProc, Sipp, free_udp_port  # noqa: E402
@@ -63,90 +64,6 @@ def pct(values, p):
         return None
     v = sorted(values)
     return round(v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))], 3)
-
-
-# ------------------------------------------------------------------------------------------------
-# agent
-# ------------------------------------------------------------------------------------------------
-class Agent:
-    def __init__(self, chunk_ms: int):
-        self.chunk_frames = max(1, chunk_ms // 20)
-        self.loop = asyncio.new_event_loop()
-        self.conns = 0
-        self.next_tag = 1
-        self.reset()
-        ready = threading.Event()
-
-        async def main():
-            from websockets.asyncio.server import serve
-
-            self.server = await serve(self.handler, "127.0.0.1", 0, compression=None)
-            self.port = self.server.sockets[0].getsockname()[1]
-            ready.set()
-            await self.server.serve_forever()
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
-        self.thread.start()
-        ready.wait(5)
-
-    def reset(self):
-        self.rtt: list[float] = []
-        self.frames_in = 0
-        self.ts_gaps = 0
-        self.sent = 0
-
-    async def handler(self, ws):
-        tag = self.next_tag
-        self.next_tag += 1
-        self.conns += 1
-        sent_at: dict[int, float] = {}
-        filler = b"\x55" * 156
-
-        async def sender():
-            seq = 0
-            t = time.monotonic()
-            while True:
-                frames = []
-                for _ in range(self.chunk_frames):
-                    seq += 1
-                    sent_at[seq] = time.monotonic()
-                    frames.append(struct.pack("!HH", tag & 0xFFFF, seq & 0xFFFF) + filler)
-                    if len(sent_at) > 500:
-                        sent_at.pop(next(iter(sent_at)))
-                await ws.send('{"event":"media","streamSid":"x","media":{"payload":"'
-                              + base64.b64encode(b"".join(frames)).decode() + '"}}')
-                self.sent += self.chunk_frames
-                t += 0.02 * self.chunk_frames
-                await asyncio.sleep(max(0.0, t - time.monotonic()))
-
-        task = None
-        prev_ts = None
-        try:
-            async for raw in ws:
-                if '"media"' not in raw[:20]:
-                    if '"start"' in raw[:20] and task is None:
-                        task = asyncio.create_task(sender())
-                    continue
-                now = time.monotonic()
-                msg = json.loads(raw)
-                m = msg["media"]
-                ts = int(m["timestamp"])
-                if prev_ts is not None and ts - prev_ts != 20:
-                    self.ts_gaps += (ts - prev_ts) // 20 - 1
-                prev_ts = ts
-                self.frames_in += 1
-                p = base64.b64decode(m["payload"])
-                t_tag, t_seq = struct.unpack_from("!HH", p)
-                if t_tag == tag & 0xFFFF and p[4:8] == filler[:4]:
-                    t0 = sent_at.pop(t_seq, None)
-                    if t0 is not None:
-                        self.rtt.append(now - t0)
-        except Exception:  # noqa: BLE001
-            pass
-        finally:
-            if task:
-                task.cancel()
-            self.conns -= 1
 
 
 def plain_echo_rtt(port: int, seconds: float = 4.0) -> dict:
@@ -194,16 +111,17 @@ def run_level(r, n, agent, gws, sipp, uas_host, hold, idle_cpu_per_gw):
     pids = [g.proc.pid for g in gws]
     c0 = [proc_cpu(p) for p in pids]
     s0 = proc_cpu(sipp.proc.pid)
-    a0 = time.process_time()
+    a0 = agent.cpu_seconds()
     agent.reset()
     t0 = time.monotonic()
     time.sleep(hold)
     dt = time.monotonic() - t0
     gw_cpu = sum(proc_cpu(p) for p in pids) - sum(c0)
     sipp_cpu = proc_cpu(sipp.proc.pid) - s0
-    agent_cpu = time.process_time() - a0
-    rtt = [x * 1000 for x in agent.rtt]
-    frames_in, gaps, sent = agent.frames_in, agent.ts_gaps, agent.sent
+    st = agent.stats()
+    agent_cpu = st["cpu"] - a0
+    rtt = [x * 1000 for x in st["rtt"]]
+    frames_in, gaps, sent = st["frames_in"], st["ts_gaps"], st["sent"]
     for c in ids:
         client.hangup(r, c)
     finals = {}
@@ -266,7 +184,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="vp-mediabench-"))
     srv = RedisServer(work / "redis").start()
     r = redis_lib.Redis.from_url(srv.url)
-    agent = Agent(args.chunk_ms)
+    # the agents' sends spread over 4 instants per 20 ms, as independent agents would be
+    agent = EchoAgent(args.chunk_ms, phases=4)
     echo_port = free_udp_port()
     sipp = Sipp(work, "uas_media.xml", free_udp_port(), ["-rtp_echo", "-mp", echo_port, "-l", "1000"],
                 subst={"PLAY": "", "CODEC": "PCMU", "CODEC_PT": 0})
@@ -318,6 +237,7 @@ def main():
               and x["frames"]["bad_percent"] < 0.1 and x["streams_up"] == x["calls"]]
         result["max_calls_under_0.1pct_late_lost"] = max((x["calls"] for x in ok), default=0)
     finally:
+        agent.stop()
         sipp.stop()
         srv.stop()
     out = json.dumps(result, indent=1)

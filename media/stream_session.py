@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import codec
 from .latency import LatencyHist
@@ -76,6 +77,14 @@ CALLER_CODECS = ("pcmu", "pcma")
 
 # Outgoing queue item kinds.
 _MEDIA, _DTMF, _MARK, _STOP = 0, 1, 2, 3
+
+
+class DirectWriter(Protocol):
+    """A socket the session may write a message to synchronously (the agent socket)."""
+
+    def ready(self) -> bool: ...  # open, and not holding back (peer reading)
+
+    def write_text(self, text: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -150,6 +159,7 @@ class StreamSession:
         self._max_media = max(1, inbound_queue_frames)
         self._samples_in = 0  # caller samples pushed so far (media clock, 8 kHz), dropped included
         self._wake_pending = False
+        self._direct: DirectWriter | None = None  # set by run() once `start` is out
         self._stopping = False  # stop() called: no more items accepted
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_tid = 0  # thread id of the loop: pushes made on it wake the sender directly
@@ -169,14 +179,23 @@ class StreamSession:
         now = time.monotonic()
         with self._lock:
             self._samples_in += len(frame)
+            ts = self._samples_in // 8
             if self._stopping or self._out_media >= self._max_media:
                 self.stats.frames_dropped += 1
                 return False
-            self._out.append((_MEDIA, frame, self._samples_in // 8, now))
-            self._out_media += 1
+            # Nothing queued, the sender idle, the socket taking data, and we are on the loop: send
+            # it now. Through the queue it costs the sender task a wake-up per frame.
+            direct = (self._direct is not None and not self._wake_pending and self._direct.ready()
+                      and threading.get_ident() == self._loop_tid)
+            if not direct:
+                self._out.append((_MEDIA, frame, ts, now))
+                self._out_media += 1
+                wake = self._want_wake_locked()
             self.stats.frames_pushed += 1
-            wake = self._want_wake_locked()
-        if wake:
+        if direct:
+            self._direct.write_text(self._media_text(frame, ts))
+            self._media_sent(now)
+        elif wake:
             self._wake_threadsafe()
         return True
 
@@ -254,11 +273,12 @@ class StreamSession:
             if self._stopping:
                 self.stop_requested.set()
 
-    async def run(self, send_text: Callable[[str], Awaitable[object]]) -> str:
+    async def run(self, send_text: Callable[[str], Awaitable[object]], direct: DirectWriter | None = None) -> str:
         """Send connected + start, then forward everything queued until the stream ends.
 
         Returns the end reason: CALL_ENDED after sending `stop`, or whatever ended it first
         (``transport_closed``, a protocol error, or AGENT_CLOSED if ``send_text`` raised).
+        With ``direct``, caller frames pushed on the loop while nothing is queued skip the queue.
         """
         self.bind_loop()
         with self._lock:
@@ -267,6 +287,7 @@ class StreamSession:
         try:
             await send_text(enc.connected())
             await send_text(enc.start())
+            self._direct = direct
             if self.on_started is not None:
                 try:
                     self.on_started()
@@ -291,6 +312,7 @@ class StreamSession:
                 log.exception("media stream %s: sender failed", self.stream_sid)
                 self._finish(INTERNAL_ERROR, repr(exc))
         finally:
+            self._direct = None
             self.playout.end()
         return self.end_reason or CALL_ENDED
 
@@ -309,22 +331,8 @@ class StreamSession:
         enc = self.encoder
         if kind == _MEDIA:
             _, frame, ts, t_push = item
-            if self.l16:
-                lin = codec.ulaw_to_lin16(frame) if self.caller_codec == "pcmu" else codec.alaw_to_lin16(frame)
-                payload = self._up.process(lin)
-            elif self.caller_codec == "pcma":
-                payload = codec.alaw_to_ulaw(frame)
-            else:
-                payload = frame
-            await send_text(enc.media(payload, ts))
-            st = self.stats
-            st.frames_sent += 1
-            lat = time.monotonic() - t_push
-            st.bridge_in_count += 1
-            st.bridge_in_sum += lat
-            if lat > st.bridge_in_max:
-                st.bridge_in_max = lat
-            st.bridge_in_hist.add(lat)
+            await send_text(self._media_text(frame, ts))
+            self._media_sent(t_push)
         elif kind == _MARK:
             await send_text(enc.mark(item[1]))
             self.stats.marks_sent += 1
@@ -333,6 +341,27 @@ class StreamSession:
             self.stats.dtmf_sent += 1
         elif kind == _STOP:
             await send_text(enc.stop())
+
+    def _media_text(self, frame: bytes, ts: int) -> str:
+        """The `media` message of one caller frame, in the stream's encoding."""
+        if self.l16:
+            lin = codec.ulaw_to_lin16(frame) if self.caller_codec == "pcmu" else codec.alaw_to_lin16(frame)
+            payload = self._up.process(lin)
+        elif self.caller_codec == "pcma":
+            payload = codec.alaw_to_ulaw(frame)
+        else:
+            payload = frame
+        return self.encoder.media(payload, ts)
+
+    def _media_sent(self, t_push: float) -> None:
+        st = self.stats
+        st.frames_sent += 1
+        lat = time.monotonic() - t_push
+        st.bridge_in_count += 1
+        st.bridge_in_sum += lat
+        if lat > st.bridge_in_max:
+            st.bridge_in_max = lat
+        st.bridge_in_hist.add(lat)
 
     def feed_text(self, text: str | bytes) -> AgentMessage:
         """Handle one text frame from the agent (event loop thread). Returns the parsed message."""
@@ -466,7 +495,7 @@ async def run_outbound(
             session._finish(INTERNAL_ERROR, repr(exc))
 
     ws.set_handlers(on_message)
-    sender = asyncio.create_task(session.run(ws.send), name=f"media-send-{session.stream_sid}")
+    sender = asyncio.create_task(session.run(ws.send, direct=ws), name=f"media-send-{session.stream_sid}")
     stop_wait = asyncio.create_task(session.stop_requested.wait())
     ended_wait = asyncio.create_task(session.wait_ended())
     try:

@@ -236,6 +236,14 @@ class AgentSocket(asyncio.Protocol):
             if self.transport.is_closing():
                 raise ConnectionClosedError("socket closed while sending")
 
+    def ready(self) -> bool:
+        """A message written now goes straight out: open, and the peer is reading."""
+        return not (self.paused or self.close_sent or self.transport.is_closing())
+
+    def write_text(self, text: str) -> None:
+        """Send a text message without waiting (callers check ``ready()`` first)."""
+        self._write(OP_TEXT, text.encode())
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close handshake: send our close frame, wait for the server's and the end of the connection."""
         if not self.close_sent and not self.transport.is_closing():

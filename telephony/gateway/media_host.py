@@ -664,11 +664,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Media host: bridged call audio for gateway workers")
     p.add_argument("--socket", required=True, help="Unix socket path the workers connect to")
     p.add_argument("--name", default="media", help="name in log lines")
+    p.add_argument("--nice", type=int, default=-10,
+                   help="scheduling priority (the frame clock must not wait behind SIP work; < 0 needs root)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway=args.name)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    except OSError as exc:
+        log.warning("media host: cannot set priority %s (%s): frames may be late under load", args.nice, exc)
     host = MediaHost()
     host.listen(args.socket)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -303,13 +303,17 @@ def test_stalled_agent_over_websocket_does_not_block_and_stop_still_ends():
         await until(lambda: s.stats.frames_pushed == 0 and s._loop is not None)
         # One oversized "frame" larger than every socket buffer: its send() can never complete.
         assert s.push_inbound(b"\x00" * (_tcp_wmem_max() + 4 * 2**20))
-        await until(lambda: s._out_media == 0)  # the sender took it and is now stuck in send()
+        # written to the socket at once, which now holds back; the next frame is queued, and the
+        # sender takes it and waits in send()
+        assert s.push_inbound(b"\xff" * 160)
+        await until(lambda: s._out_media == 0)
         results = []
         th = threading.Thread(target=lambda: results.extend(s.push_inbound(b"\xff" * 160) for _ in range(1000)))
         th.start()
         await asyncio.to_thread(th.join)  # returns although nothing more can be sent
         assert results.count(True) == 20 and results.count(False) == 980
-        assert s.stats.frames_dropped == 980 and s.stats.frames_sent == 0
+        # the 20 queued behind it stay queued: the sender waits for the socket to drain
+        assert s.stats.frames_dropped == 980 and s.stats.frames_sent == 1
         s.stop()
         assert await task == CALL_ENDED
         assert "not delivered" in s.end_detail
