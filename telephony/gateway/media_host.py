@@ -234,14 +234,17 @@ class CallBridge(asyncio.DatagramProtocol):
                         "stream_sid": self.session.stream_sid if self.session else None})
 
     def _on_agent_message(self, msg) -> None:
-        # agent media arriving at an idle playout buffer: time it until its first byte is sent
+        # agent media arriving at an idle playout: time it until its first byte is sent (bridge_out).
+        # Not idle: audio still queued, or the previous frame went out early and its 20 ms have not
+        # run (played_early): the new audio waits for that to play, at the pace the caller hears.
         pb = self.session.playout
         t = type(msg).__name__
         if t == "AgentMedia":
             start = pb._written - len(msg.payload)
             now = time.monotonic()
             if start <= pb._read:
-                self.out_marks.append((start, now))
+                if not self.played_early:
+                    self.out_marks.append((start, now))
                 self._play_now()
             self.responses.agent_audio(msg.payload, now)
         elif t == "AgentClear":

@@ -86,6 +86,33 @@ class Sipp:
                 self.proc.wait()
 
 
+class SupervisorProc:
+    """A supervised pool (``telephony.gateway.supervisor``) on this Redis; ``stop`` asserts a clean exit."""
+
+    def __init__(self, redis_url: str, log_path: Path, args=()):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telephony.gateway.supervisor", "--redis-url", redis_url, "--bind", "127.0.0.1",
+             "--public-ip", "127.0.0.1", *args],
+            cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the workers' clean exit, return the pool's output."""
+        self.proc.terminate()
+        try:
+            rc = self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.log.close()
+        assert rc == 0, self.text()[-3000:]
+        return self.text()
+
+
 class MediaHostProc:
     """A media host process (telephony.gateway.media_host) on a Unix socket in ``workdir``."""
 

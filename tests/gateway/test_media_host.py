@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 
 import pytest
 import redis as redis_lib
@@ -19,10 +17,9 @@ import redis as redis_lib
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import (
-    ENV,
-    ROOT,
     GatewayProc,
     MediaHostProc,
+    SupervisorProc,
     dumps,
     leg,
     wait_event,
@@ -79,23 +76,12 @@ def test_two_workers_share_one_media_host(r, redis_server, sipp, agents, tmp_pat
 
 @pytest.fixture
 def pool_with_media_host(redis_server, tmp_path, r):
-    log_path = tmp_path / "supervisor.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telephony.gateway.supervisor", "--processes", "1", "--media-hosts", "1",
-         "--redis-url", redis_server.url, "--node", "mh", "--bind", "127.0.0.1", "--public-ip", "127.0.0.1",
-         "--base-rtp-port", "27000", "--rtp-ports-per-worker", "100"],
-        cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    sup = SupervisorProc(redis_server.url, tmp_path / "supervisor.log",
+                         ["--processes", "1", "--media-hosts", "1", "--node", "mh", "--base-rtp-port", "27000",
+                          "--rtp-ports-per-worker", "100"])
     wait_for(lambda: r.exists(ev.gw_alive_key("mh-0")), 20, what="pool heartbeat")
-    yield log_path
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-    assert rc == 0, log_path.read_text(errors="replace")[-3000:]
+    yield sup.log_path
+    sup.stop()
 
 
 def media_host_pid(log_path) -> int:

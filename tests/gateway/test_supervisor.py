@@ -3,38 +3,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
-from tests.gateway.gwhelpers import ENV, ROOT, dumps, leg, types, wait_event, wait_final, wait_for
+from tests.gateway.gwhelpers import SupervisorProc, dumps, leg, types, wait_event, wait_final, wait_for
 
 
 @pytest.fixture
 def pool(redis_server, tmp_path, r):
-    log_path = tmp_path / "supervisor.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telephony.gateway.supervisor", "--processes", "2", "--redis-url",
-         redis_server.url, "--node", "sup", "--bind", "127.0.0.1", "--public-ip", "127.0.0.1",
-         "--base-rtp-port", "26000", "--rtp-ports-per-worker", "100"],
-        cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    sup = SupervisorProc(redis_server.url, tmp_path / "supervisor.log",
+                         ["--processes", "2", "--node", "sup", "--base-rtp-port", "26000",
+                          "--rtp-ports-per-worker", "100"])
     ids = ["sup-0", "sup-1"]
     wait_for(lambda: all(r.exists(ev.gw_alive_key(g)) for g in ids), 20, what="pool heartbeats")
     yield ids
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-    text = log_path.read_text(errors="replace")
-    assert rc == 0, text[-3000:]
+    text = sup.stop()
     assert "sup-0 | " in text and "sup-1 | " in text  # worker lines carry their gateway id
     assert not any(r.exists(ev.gw_alive_key(g)) for g in ids)
 
