@@ -22,7 +22,6 @@ import collections
 import ctypes
 import functools
 import hashlib
-import json
 import logging
 import random
 import socket
@@ -35,7 +34,7 @@ from media.protocol import MULAW_8K
 from media.rtp import rewrite_sdp_media
 
 from . import events as ev
-from .media_host import LINK_MAX_PACKET, MediaHost
+from . import media_link
 
 log = logging.getLogger("gateway.media")
 
@@ -132,7 +131,7 @@ class HostLink:
     def send(self, msg: dict, fds: list[int] | None = None) -> bool:
         if not self.alive:
             return False
-        data = json.dumps(msg, separators=(",", ":")).encode()
+        data = media_link.encode(msg)
         try:
             if fds:
                 socket.send_fds(self.sock, [data], fds)
@@ -159,13 +158,13 @@ class HostLink:
             self.thread_init("media-link")
         while self.alive:
             try:
-                data = self.rsock.recv(LINK_MAX_PACKET)
+                data = self.rsock.recv(media_link.MAX_PACKET)
             except OSError:
                 data = b""
             if not data:
                 break
             try:
-                msg = json.loads(data)
+                msg = media_link.decode(data)
             except ValueError:
                 log.error("media host link: bad message %r", data[:200])
                 continue
@@ -213,7 +212,7 @@ class MediaBridge:
         self.calls: dict[str, int] = {}  # bridged call id -> its RTP port
         self.main_q: collections.deque = collections.deque()
         self.link: HostLink | None = None
-        self.embedded: MediaHost | None = None
+        self.embedded = None  # a MediaHost in a thread of this process, when there is no host process
         self.embedded_thread: threading.Thread | None = None
 
     # ---- the media host -----------------------------------------------------------------------------
@@ -236,6 +235,8 @@ class MediaBridge:
         return self.link
 
     def _start_embedded(self) -> socket.socket:
+        from .media_host import MediaHost  # only here: a worker linked to a host process never loads it
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         host = self.embedded = MediaHost()
         host.attach(theirs)

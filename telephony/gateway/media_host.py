@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import base64
 import collections
-import json
 import logging
 import os
 import random
@@ -70,6 +69,7 @@ from media.stream_session import (
 )
 
 from . import events as ev
+from . import media_link
 
 log = logging.getLogger("gateway.media")
 
@@ -78,7 +78,6 @@ FRAME_BYTES = 160
 LATE_TICK_S = 0.010  # a playout tick more than this late counts as a late frame
 RTCP_INTERVAL_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-LINK_MAX_PACKET = 1 << 17  # one link message (fallback audio is sent in parts below this)
 
 STREAM_END_REASONS = {
     AGENT_CLOSED: ev.REASON_AGENT_CLOSED,
@@ -450,7 +449,7 @@ class WorkerLink:
     def send(self, msg: dict) -> None:
         if self.closed:
             return
-        data = json.dumps(msg, separators=(",", ":")).encode()
+        data = media_link.encode(msg)
         if self.out:
             self.out.append(data)
             return
@@ -478,7 +477,7 @@ class WorkerLink:
     def _readable(self) -> None:
         while not self.closed:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, LINK_MAX_PACKET, 2)
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, media_link.MAX_PACKET, 2)
             except BlockingIOError:
                 return
             except OSError:
@@ -489,7 +488,7 @@ class WorkerLink:
                 self.lost()
                 return
             try:
-                self.handle(json.loads(data), fds)
+                self.handle(media_link.decode(data), fds)
             except Exception:  # noqa: BLE001 - one bad request must not take the host's calls down
                 log.exception("media host: link message %r", data[:200])
                 for fd in fds:
