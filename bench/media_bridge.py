@@ -43,20 +43,10 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 import redis as redis_lib  # noqa: E402
 
 from bench.echo_agent import EchoAgent  # noqa: E402
+from bench.procstat import proc_cpu  # noqa: E402
 from telephony.gateway import client  # noqa: E402
 from telephony.gateway import events as ev  # noqa: E402
 from tests.gateway.gwhelpers import GatewayProc, MediaHostProc, Sipp, free_udp_port  # noqa: E402
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / CLK
-    except (OSError, IndexError):
-        return 0.0
 
 
 def pct(values, p):

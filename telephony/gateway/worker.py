@@ -7,8 +7,10 @@ callback runs in the one main thread that calls ``libHandleEvents``. That same l
 commands, checks call timers and writes the heartbeat. Callbacks only record state and queue Redis
 writes; nothing in them waits on the network except cheap Redis calls made from this same thread.
 One helper thread (``CommandListener``, no pjsua2) blocks on Redis for this worker's commands and
-for originate wake-ups and wakes the main loop at once. The media thread and the null-audio clock
-thread stay in native code.
+for originate wake-ups and wakes the main loop at once; another (``HostLink``) reads the media
+host's messages. pjsua's RTP is polled on the main thread too (no media thread), and the conference
+clock thread runs only while an answered call is not bridged (``set_sound_clock``). The audio of
+bridged calls runs in a media host (media_host.py), not here.
 
 This module must not import Django (the gateway stays small). See docs/gateway.md.
 """
@@ -417,7 +419,7 @@ class Worker:
             # Everything that needs this thread wakes it (SIP traffic, the command listener, the media
             # loop), so the timeout only paces our own timers (ring/provisional timeouts, heartbeat).
             self.ep.libHandleEvents(MAIN_LOOP_WAIT_MS)
-            self.bridge.poll()  # what the media loop asked of this thread
+            self.bridge.poll()  # what the media host asked of this thread
             now = time.monotonic()
             if now - last > 0.25:  # SIP timers (T1 = 500 ms) suffer from longer stalls
                 self.stats["stalls"] += 1
