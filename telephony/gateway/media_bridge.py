@@ -38,6 +38,7 @@ from . import media_link
 
 log = logging.getLogger("gateway.media")
 
+HOST_RETRY_S = 1.0  # a lost host process is tried again at most this often (its restart takes < 1 s)
 REPORT_WAIT_S = 1.0  # longest wait for a call's media figures at its end (the final event carries them)
 FALLBACK_PART = 48_000  # bytes of fallback audio per link message
 
@@ -187,7 +188,7 @@ class HostLink:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.on_lost()
+        self.on_lost(self)
 
     def close(self) -> None:
         self.alive = False
@@ -209,30 +210,38 @@ class MediaBridge:
         self.bind = bind or "0.0.0.0"
         self.connect_timeout = connect_timeout
         self.host_path = host_path  # the shared media host's socket, or None: a host in this process
-        self.calls: dict[str, int] = {}  # bridged call id -> its RTP port
+        self.calls: dict[str, tuple[int, HostLink]] = {}  # bridged call id -> (its RTP port, its link)
         self.main_q: collections.deque = collections.deque()
-        self.link: HostLink | None = None
-        self.embedded = None  # a MediaHost in a thread of this process, when there is no host process
+        self.host_link: HostLink | None = None  # to the media host process
+        self.local_link: HostLink | None = None  # to the host in a thread of this process
+        self.next_host_try = 0.0
+        self.embedded = None  # that MediaHost, once started
         self.embedded_thread: threading.Thread | None = None
 
     # ---- the media host -----------------------------------------------------------------------------
-    def _link(self) -> HostLink | None:
-        if self.link is not None and self.link.alive:
-            return self.link
-        sock = None
+    def _link(self) -> HostLink:
+        """The link a new call goes to: the host process when it answers, else a host in this process.
+        A lost host process is tried again (at most every HOST_RETRY_S), so calls go back to it once
+        the supervisor has restarted it; a call stays on the link it started on."""
         if self.host_path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                sock.connect(self.host_path)
-            except OSError as exc:
-                sock.close()
-                sock = None
-                log.error("media host %s unreachable (%s): bridging in this process", self.host_path, exc)
-                self.host_path = None  # for the rest of this worker's life
-        if sock is None:
-            sock = self._start_embedded()
-        self.link = HostLink(sock, self._from_host, self._host_lost, _register_thread)
-        return self.link
+            if self.host_link is not None and self.host_link.alive:
+                return self.host_link
+            now = time.monotonic()
+            if now >= self.next_host_try:
+                self.next_host_try = now + HOST_RETRY_S
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                try:
+                    sock.connect(self.host_path)
+                except OSError as exc:
+                    sock.close()
+                    log.error("media host %s unreachable (%s): bridging in this process until it is back",
+                              self.host_path, exc)
+                else:
+                    self.host_link = HostLink(sock, self._from_host, self._host_lost, _register_thread)
+                    return self.host_link
+        if self.local_link is None or not self.local_link.alive:
+            self.local_link = HostLink(self._start_embedded(), self._from_host, self._host_lost, _register_thread)
+        return self.local_link
 
     def _start_embedded(self) -> socket.socket:
         from .media_host import MediaHost  # only here: a worker linked to a host process never loads it
@@ -255,8 +264,8 @@ class MediaBridge:
         self.main_q.append((self._on_host_message, (msg,)))  # deque.append is atomic
         self.worker.wake_main()
 
-    def _host_lost(self) -> None:  # any thread
-        self.main_q.append((self._on_host_lost, ()))
+    def _host_lost(self, link: HostLink) -> None:  # any thread
+        self.main_q.append((self._on_host_lost, (link,)))
         self.worker.wake_main()
 
     def poll(self) -> None:
@@ -269,9 +278,10 @@ class MediaBridge:
             except Exception:
                 log.exception("media bridge main-thread action")
 
-    def _send(self, msg: dict, fds: list[int] | None = None) -> bool:
-        link = self.link
-        return link.send(msg, fds) if link is not None else False
+    def _send(self, msg: dict) -> bool:
+        """To the host that carries the call ``msg["call"]`` (False: not bridged, or its host is gone)."""
+        entry = self.calls.get(msg["call"])
+        return entry[1].send(msg) if entry is not None else False
 
     # ---- main-thread actions requested by the host --------------------------------------------------
     def _on_host_message(self, msg: dict) -> None:
@@ -285,12 +295,12 @@ class MediaBridge:
             else:
                 self.main_stream_ended(call_id, msg["reason"], msg["detail"])
 
-    def _on_host_lost(self) -> None:
-        if self.link is not None and self.link.alive:
-            return  # an older link; a new one already serves
-        for call_id in list(self.calls):
+    def _on_host_lost(self, link: HostLink) -> None:
+        """The host carrying some of our calls is gone (it died, or the link broke): they end."""
+        lost = [call_id for call_id, (_, via) in self.calls.items() if via is link]
+        for call_id in lost:
             self.main_stream_ended(call_id, ev.REASON_MEDIA_ERROR, "media host lost")
-        self.calls.clear()
+            self.calls.pop(call_id, None)
 
     def main_stream_started(self, call_id: str, ai_connect_ms: float, stream_sid: str | None) -> None:
         s = self.worker.sessions.get(call_id)
@@ -329,24 +339,28 @@ class MediaBridge:
     def on_sdp_created(self, s, prm) -> None:
         if s is None:
             return
-        port = self.calls.get(s.call_id)
-        if port is None:
+        entry = self.calls.get(s.call_id)
+        if entry is not None:
+            port = entry[0]
+        else:
             cfg = stream_config(s)
             if cfg is None:
                 return
             cfg["connect_timeout"] = cfg["connect_timeout"] or self.connect_timeout
-            link = self._link()
             rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
             port = rtp.getsockname()[1]
             try:
-                sent = link.send({"op": "open", "call": s.call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()])
+                for _attempt in range(2):  # a link that just broke: the second goes to another host
+                    link = self._link()
+                    if link.send({"op": "open", "call": s.call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()]):
+                        break
+                else:
+                    log.error("call %s: no media host takes it: the call is not bridged", s.call_id)
+                    return
             finally:
                 rtp.close()  # the host has its own copies now
                 rtcp.close()
-            if not sent:
-                log.error("call %s: media host unavailable: the call is not bridged", s.call_id)
-                return
-            self.calls[s.call_id] = port
+            self.calls[s.call_id] = (port, link)
         sdp = prm.sdp.wholeSdp
         new = rewrite_sdp_media(sdp, port, port + 1)
         if new != sdp:
@@ -397,13 +411,15 @@ class MediaBridge:
 
     def on_call_ended(self, s) -> None:
         """The call is over (pjsua disconnected it): quality into the final event, stop the stream."""
-        if self.calls.pop(s.call_id, None) is None:
+        entry = self.calls.pop(s.call_id, None)
+        if entry is None:
             return
+        link = entry[1]
         # a failed carrier leg reports nothing (extra goes into every event)
         want = s.state == "answered"
-        if not self._send({"op": "close", "call": s.call_id, "report": want}) or not want:
+        if not link.send({"op": "close", "call": s.call_id, "report": want}) or not want:
             return
-        report = self.link.wait_report(s.call_id, REPORT_WAIT_S)
+        report = link.wait_report(s.call_id, REPORT_WAIT_S)
         if report is None:
             log.warning("call %s: no media figures from the media host within %.1f s", s.call_id, REPORT_WAIT_S)
         else:
@@ -411,12 +427,13 @@ class MediaBridge:
 
     def shutdown(self, timeout: float = 3.0) -> None:
         """Before libDestroy: close every call's stream (sending `stop`), then stop our own host."""
-        for call_id in list(self.calls):
+        for call_id, (_, link) in list(self.calls.items()):
             self.calls.pop(call_id, None)
-            self._send({"op": "close", "call": call_id})
-        if self.link is not None:
-            self.link.close()
-            self.link = None
+            link.send({"op": "close", "call": call_id})
+        for link in (self.host_link, self.local_link):
+            if link is not None:
+                link.close()
+        self.host_link = self.local_link = None
         if self.embedded is not None:
             self.embedded.stop_soon()
             self.embedded_thread.join(timeout + 2)

@@ -3,7 +3,7 @@
 The supervisor runs one host per core and links each worker to one of them (media_host.py says
 why). Here two workers share one host: both carry audio both ways, and the host's figures reach the
 final events. A host that dies ends its calls with ``media_error`` (BYE to the callee), and the
-supervisor starts a new one that takes the next call.
+supervisor starts a new one, to which the worker sends its next call.
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def pool_with_media_host(redis_server, tmp_path, r):
 
 
 def media_host_pid(log_path) -> int:
-    return int(re.findall(r"started media host pid (\d+)", log_path.read_text(errors="replace"))[-1])
+    """The pid of the media host that last said it is listening."""
+    return int(re.findall(r"media host listening on \S+ \(pid (\d+)\)", log_path.read_text(errors="replace"))[-1])
 
 
 def test_a_dead_media_host_ends_its_calls_and_is_replaced(r, pool_with_media_host, sipp, agents):
@@ -114,3 +115,8 @@ def test_a_dead_media_host_ends_its_calls_and_is_replaced(r, pool_with_media_hos
     wait_for(lambda: conn2.payload().find(frames[-1]) >= 0, 10, what="the agent's audio echoed back")
     client.hangup(r, call2)
     assert wait_final(r, call2)[-1]["reason"] == ev.REASON_HANGUP_REQUESTED
+
+    def carried_by_the_new_host():  # not by a host in the worker: the worker went back to the process
+        return any(line.startswith("mh-media-0 | ") and call2 in line
+                   for line in log_path.read_text(errors="replace").splitlines())
+    wait_for(carried_by_the_new_host, 10, what="the new host's log line about the call")
