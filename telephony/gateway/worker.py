@@ -170,6 +170,7 @@ class GatewayAccount(pj.Account):
 
 
 MAIN_LOOP_WAIT_MS = 100
+SOUND_CLOCK_LINGER_S = 10.0  # the conference clock stays on this long after the last unbridged call
 
 
 class CommandListener(threading.Thread):
@@ -323,6 +324,7 @@ class Worker:
         self.stats = collections.Counter()
         self.clocked_calls: set[str] = set()  # answered calls that use pjsua's own media (not bridged)
         self.sound_clock = False
+        self.clock_needed_at = 0.0  # when an unbridged answered call last needed the clock
         self.listener: CommandListener | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -432,6 +434,7 @@ class Worker:
             self.flush_outbox()
             if now >= next_hb:
                 self.heartbeat()
+                self.set_sound_clock()  # off once no call has needed it for a while
                 next_hb = now + 1.0
         self.shutdown()
         return 0
@@ -762,7 +765,7 @@ class Worker:
         """Final event of a session whose pjsua call is gone (leg_ended: pjsua reported it)."""
         if s.call_id in self.clocked_calls:
             self.clocked_calls.discard(s.call_id)
-            self.set_sound_clock()
+            self.clock_needed_at = time.monotonic()
         if s.state == "answered":
             self.limits.release(s.call_id, s.held)
             s.state = "ended"
@@ -895,10 +898,11 @@ class Worker:
             self.set_sound_clock()
 
     def set_sound_clock(self) -> None:
-        """pjsua's conference clock (the null sound device) runs only while an answered call uses
-        pjsua's own media (a call that is not bridged: its stream sends silence, as carriers expect).
-        Idle, the clock thread wakes 50 times a second: most of an idle worker's CPU (measured)."""
-        want = bool(self.clocked_calls)
+        """pjsua's conference clock (the null sound device) runs while an answered call uses pjsua's
+        own media (a call that is not bridged: its stream sends silence, as carriers expect), and
+        SOUND_CLOCK_LINGER_S after the last one, so a stream of short calls does not start and stop
+        it for each. Idle, the clock thread wakes 50 times a second: most of an idle worker's CPU."""
+        want = bool(self.clocked_calls) or time.monotonic() - self.clock_needed_at < SOUND_CLOCK_LINGER_S
         if want == self.sound_clock:
             return
         try:
