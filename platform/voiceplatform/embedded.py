@@ -104,7 +104,9 @@ class RedisServer:
             "--maxclients", "10000",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # its own session: a Ctrl-C in the terminal reaches the platform's processes, which still
+        # need Redis while they stop (final events of calls in progress); it is stopped after them
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while not self.is_up():
             if self.process.poll() is not None or time.monotonic() > deadline:
