@@ -115,14 +115,13 @@ class HostLink:
     """This worker's connection to its media host. ``send`` from the main thread; a reader thread
     hands the host's messages to ``on_message`` (which queues them for the main thread)."""
 
-    def __init__(self, sock: socket.socket, on_message, on_lost, thread_init=None):
+    def __init__(self, sock: socket.socket, on_message, on_lost):
         self.sock = sock
         sock.settimeout(2.0)  # a host that stopped reading must not hang SIP for long
         self.rsock = sock.dup()
         self.rsock.settimeout(None)
         self.on_message = on_message
         self.on_lost = on_lost
-        self.thread_init = thread_init
         self.alive = True
         self.reports: dict[str, dict] = {}
         self.reports_cv = threading.Condition()
@@ -155,8 +154,7 @@ class HostLink:
             return self.reports.pop(call_id, None)
 
     def _read(self) -> None:
-        if self.thread_init is not None:
-            self.thread_init("media-link")
+        _register_thread("media-link")
         while self.alive:
             try:
                 data = self.rsock.recv(media_link.MAX_PACKET)
@@ -183,21 +181,22 @@ class HostLink:
                 return
             self.alive = False
             self.reports_cv.notify_all()
-        for s in (self.sock, self.rsock):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._shutdown()
         self.on_lost(self)
 
     def close(self) -> None:
         self.alive = False
+        self._shutdown()
+        for s in (self.sock, self.rsock):
+            s.close()
+
+    def _shutdown(self) -> None:
+        """Both directions, so the reader thread's blocking recv returns."""
         for s in (self.sock, self.rsock):
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            s.close()
 
 
 class MediaBridge:
@@ -237,10 +236,10 @@ class MediaBridge:
                     log.error("media host %s unreachable (%s): bridging in this process until it is back",
                               self.host_path, exc)
                 else:
-                    self.host_link = HostLink(sock, self._from_host, self._host_lost, _register_thread)
+                    self.host_link = HostLink(sock, self._from_host, self._host_lost)
                     return self.host_link
         if self.local_link is None or not self.local_link.alive:
-            self.local_link = HostLink(self._start_embedded(), self._from_host, self._host_lost, _register_thread)
+            self.local_link = HostLink(self._start_embedded(), self._from_host, self._host_lost)
         return self.local_link
 
     def _start_embedded(self) -> socket.socket:

@@ -107,7 +107,6 @@ class CallBridge(asyncio.DatagramProtocol):
         self.cfg = cfg
         self.rtp_sock = rtp_sock
         self.rtcp_sock = rtcp_sock
-        self.port = rtp_sock.getsockname()[1]
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.remote: tuple | None = None

@@ -84,6 +84,16 @@ def _pump(prefix: str, stream, out) -> None:
     stream.close()
 
 
+def _start_child(name: str, cmd: list[str]) -> subprocess.Popen:
+    """A worker or media host: in its own session (a terminal's Ctrl-C reaches only the supervisor,
+    which stops them in order), SIGTERM if the supervisor itself is killed (PDEATHSIG), and every line
+    it prints re-printed prefixed with ``name``."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    threading.Thread(target=_pump, args=(name, proc.stdout, sys.stderr), daemon=True).start()
+    return proc
+
+
 class Supervisor:
     def __init__(self, args):
         self.args = args
@@ -118,10 +128,8 @@ class Supervisor:
     def spawn_media(self, m: MediaSlot) -> None:
         cmd = [sys.executable, "-m", "telephony.gateway.media_host", "--socket", m.socket_path,
                "--name", m.name, "--log-level", self.args.log_level]
-        m.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  start_new_session=True, preexec_fn=_die_with_parent)
+        m.proc = _start_child(m.name, cmd)
         m.started = time.monotonic()
-        threading.Thread(target=_pump, args=(m.name, m.proc.stdout, sys.stderr), daemon=True).start()
         log.info("[%s] started media host pid %s", m.name, m.proc.pid)
 
     def wait_media_ready(self, timeout: float = 15.0) -> None:
@@ -151,15 +159,9 @@ class Supervisor:
         m.restart_at = now + (min(30.0, 0.5 * 2 ** min(m.restarts, 6)) if fast else 0.0)
 
     def spawn(self, slot: Slot) -> None:
-        # own session: a terminal's Ctrl-C reaches only the supervisor, which stops workers in order;
-        # PDEATHSIG: workers get SIGTERM if the supervisor itself is killed
-        slot.proc = subprocess.Popen(self.worker_cmd(slot), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+        slot.proc = _start_child(slot.gateway_id, self.worker_cmd(slot))
         slot.started = time.monotonic()
         slot.seen_alive = False
-        threading.Thread(target=_pump, args=(slot.gateway_id, slot.proc.stdout, sys.stderr),
-                         daemon=True).start()
         try:
             self.r.hset(ev.POOL_HASH, mapping={f"{slot.gateway_id}:pid": slot.proc.pid,
                                                f"{slot.gateway_id}:node": self.node})
