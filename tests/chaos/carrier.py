@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from media import codec
-
 from tests.conversation import write_rtp_pcap
 from tests.stack import Process
 from tests.support import free_udp_port

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,12 +139,14 @@ class ChaosPlatform:
                 except psutil.NoSuchProcess:
                     pass
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = True) -> None:
         self.stop_runner()
         for carrier, _ in self.trunks.values():
             carrier.stop()
         self.redis.stop()
         self.postgres.stop()
+        if remove:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # --- processes --------------------------------------------------------------------------------
 
@@ -205,7 +208,16 @@ class ChaosPlatform:
         """Healthy as the platform says (/healthz 200), every process of every role running, every
         gateway worker alive in the pool."""
         status, _ = self.healthz()
-        return status == 200 and not self.missing() and self.gateway_room() == 4 * self.scale.gateways
+        return status == 200 and self.all_running()
+
+    def all_running(self) -> bool:
+        return not self.missing() and self.gateway_room() == 4 * self.scale.gateways
+
+    def notable_log(self, lines: int = 60) -> str:
+        """The runner's output that tells what went wrong: exits, restarts, warnings, errors."""
+        words = ("exited", "restart", "Traceback", "Error", "level=WARNING", "level=ERROR", "level=CRITICAL")
+        found = [line for line in self.run.tail(2_000_000).splitlines() if any(word in line for word in words)]
+        return "\n".join(found[-lines:])
 
     def why_not_whole(self) -> str:
         return f"healthz={self.healthz()} missing={self.missing()} pool capacity={self.gateway_room()}"

@@ -48,8 +48,9 @@ class Postgres:
 
             entry = pwd.getpwnam(self.user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        subprocess.run([_pg_bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "--encoding=utf8",
-                        "-U", "postgres"], check=True, capture_output=True, user=self.user)
+        done = subprocess.run([_pg_bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "--encoding=utf8",
+                               "-U", "postgres"], capture_output=True, text=True, user=self.user)
+        assert done.returncode == 0, f"initdb failed: {done.stderr[-2000:]}"
 
     def start(self) -> Postgres:
         if not (self.data_dir / "PG_VERSION").exists():
