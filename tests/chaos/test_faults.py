@@ -25,6 +25,7 @@ pytestmark = pytest.mark.chaos
 
 def survives(platform, fault_name: str, index: int) -> None:
     report = run_fault(platform, FAULTS[fault_name], index)
+    print(json.dumps(report.as_dict(), default=str))  # shown with -rA: how the fault went, passed or not
     problems = report.problems()
     assert not problems, "\n".join([f"after: {report.what}", *problems, json.dumps(report.as_dict(), default=str),
                                     "--- the platform's log, notable lines:", platform.notable_log()])
