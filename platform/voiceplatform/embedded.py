@@ -89,6 +89,9 @@ class EmbeddedPostgres:
             # pg_ctl would take the unreaped postmaster for a running one; its reaper is init
             raise ServiceError(f"the dead postmaster (pid {self.pid}) is not reaped yet")
         try:
+            # also gives the server's user its way to the data dir again (as root), which whatever
+            # tidies the folders above it may have taken away since the first start
+            self.server.ensure_pgdata_inited()
             self.server.ensure_postgres_running()
         except Exception as exc:  # noqa: BLE001 - pg_ctl's CalledProcessError/TimeoutExpired; tried again
             raise ServiceError(f"PostgreSQL did not start ({exc}); see {self.data_dir / 'log'}") from exc
