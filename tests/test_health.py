@@ -93,8 +93,8 @@ class Platform:
 
 
 @pytest.fixture
-def platform(tmp_path):
-    postgres = EmbeddedPostgres(tmp_path / "postgres")
+def platform(tmp_path, server_dir):
+    postgres = EmbeddedPostgres(server_dir / "postgres")
     database_url = postgres.start()
     redis_server = RedisServer(tmp_path / "redis").start()
     acme = Platform(postgres, database_url, redis_server, tmp_path, [])
@@ -106,7 +106,7 @@ def platform(tmp_path):
     for process in acme.processes:
         process.stop()
     redis_server.stop()
-    stop_postgres(tmp_path / "postgres")
+    stop_postgres(server_dir / "postgres")
 
 
 def test_health_reports_each_part_and_a_webhooks_worker_does_not_stand_in_for_the_dialer(platform):

@@ -103,8 +103,8 @@ def _answers(client: redis.Redis) -> bool:
         return False
 
 
-def test_the_embedded_postgresql_killed_comes_back_on_its_socket_with_its_data(tmp_path):
-    postgres = EmbeddedPostgres(tmp_path / "postgres")
+def test_the_embedded_postgresql_killed_comes_back_on_its_socket_with_its_data(tmp_path, server_dir):
+    postgres = EmbeddedPostgres(server_dir / "postgres")
     url = postgres.start()
     out = io.StringIO()
     group = ProcessGroup([], out=out, watched=[postgres], state_path=tmp_path / "processes.json")
@@ -124,4 +124,4 @@ def test_the_embedded_postgresql_killed_comes_back_on_its_socket_with_its_data(t
         assert state["alive"] is True and state["restarts"] >= 1
     finally:
         group.stop()
-        stop_postgres(tmp_path / "postgres")
+        stop_postgres(server_dir / "postgres")
