@@ -65,6 +65,7 @@ def celery_queues() -> dict[str, list[str]]:
     """Queue name -> the workers consuming it, as the workers themselves answer."""
     from voiceplatform.celery import app
 
+    _redis().ping()  # fails at once with the broker down, where the broadcast retries for seconds
     replies = app.control.inspect(timeout=CHECK_TIMEOUT_S).active_queues() or {}
     consumers: dict[str, list[str]] = {}
     for worker, queues in replies.items():
