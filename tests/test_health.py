@@ -169,6 +169,16 @@ def test_postgresql_down_is_a_503_within_2_s_and_the_recorder_records_the_outage
     platform.health_when(lambda r: r["services"]["postgres"]["ok"] and r["services"]["recorder"]["ok"],
                          what="PostgreSQL and the recorder up")
 
+    # PostgreSQL hangs (stopped, not gone): health does not hang with it.
+    os.kill(platform.postgres.pid, signal.SIGSTOP)
+    try:
+        status, report, took = platform.health()
+    finally:
+        os.kill(platform.postgres.pid, signal.SIGCONT)
+    assert status == 503 and took < 2.0
+    assert report["services"]["postgres"] == {"ok": False, "error": "no answer within 1.5 s", "ms": 1500.0}
+    platform.health_when(lambda r: r["services"]["postgres"]["ok"], what="PostgreSQL answering again")
+
     os.kill(platform.postgres.pid, signal.SIGKILL)
     status, report, took = platform.health_when(lambda r: not r["services"]["postgres"]["ok"], what="postgres down")
     assert status == 503 and report["ok"] is False

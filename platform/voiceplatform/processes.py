@@ -177,10 +177,13 @@ class ProcessGroup:
     def write_state(self) -> None:
         if self.state_path is None:
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        part = self.state_path.with_suffix(".part")
-        part.write_text(json.dumps(self.state()))
-        os.replace(part, self.state_path)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            part = self.state_path.with_suffix(".part")
+            part.write_text(json.dumps(self.state()))
+            os.replace(part, self.state_path)
+        except OSError as exc:  # /healthz misses the counts; the processes are still watched
+            self.say("runner", f"state not written to {self.state_path}: {exc}")
 
     def stop(self, timeout: float = 15.0) -> None:
         for proc in self.children.values():
