@@ -75,6 +75,7 @@ def read_own_pending(client: redis.Redis, consumer: str) -> int:
             return done
         done += handle(client, entries)
         after = entries[-1][0]
+        mark_alive(client, consumer)  # a long backlog is work, not death
 
 
 def mark_alive(client: redis.Redis, consumer: str) -> None:
