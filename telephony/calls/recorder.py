@@ -9,7 +9,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
 from voiceplatform.events import publish_tenant_events
@@ -132,7 +132,7 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
     """Record events read together from the stream, in order: each in its own transaction, each
     tenant's in one visit to its schema, their dashboard notices published together at the end.
     Returns, per event, whether it is done with (recorded, or dropped as unknown); an event that
-    failed is logged and left False, to be read again."""
+    failed is logged and left False, to be read again. Raises if the database is unreachable."""
     done = [False] * len(batch)
     notices: list[tuple[str, dict]] = []
     by_tenant: dict[str, list[int]] = {}
@@ -151,6 +151,8 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
                 with call_context(event.get("call_id")):
                     try:
                         notice = _record(event, tenant_schema)
+                    except (OperationalError, InterfaceError):
+                        raise  # the database is gone: nothing of this batch is acknowledged (read again)
                     except Exception:
                         log.exception("%s event not recorded", event.get("type"))
                         continue
