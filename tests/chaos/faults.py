@@ -124,6 +124,7 @@ class FaultReport:
     stuck: list = field(default_factory=list)  # calls not final in the records
     open_at_carrier: list = field(default_factory=list)  # calls the carrier still holds at the end
     duration_mismatches: list = field(default_factory=list)
+    incomplete_records: list = field(default_factory=list)  # final calls missing what happened (answer time)
     peak_concurrent: dict = field(default_factory=dict)  # trunk → (most calls at once, its cap)
     details: dict = field(default_factory=dict)
 
@@ -138,7 +139,8 @@ class FaultReport:
             found.append(f"campaign {self.campaign_state}, not completed")
         for name, items in (("contacts lost", self.lost), ("contacts dialed twice", self.duplicated),
                             ("calls not final", self.stuck), ("calls still up at the carrier", self.open_at_carrier),
-                            ("durations off the carrier's by more than 1 s", self.duration_mismatches)):
+                            ("durations off the carrier's by more than 1 s", self.duration_mismatches),
+                            ("call records incomplete", self.incomplete_records)):
             if items:
                 found.append(f"{len(items)} {name}: {items[:8]}")
         for trunk, (peak, cap) in self.peak_concurrent.items():
@@ -266,16 +268,19 @@ def _count(platform: ChaosPlatform, report: FaultReport, campaign: int, phones: 
     report.ended_at_carrier = dict(Counter(d.ended_by or "still up" for _, d in dialogs
                                            if d.invited_at <= struck and (d.ended_at is None or d.ended_at >= struck)))
 
-    recorded = {c["to_number"]: c for c in calls if c["answered_at"] is not None}
+    recorded = {c["to_number"]: c for c in calls if c["answered_at"] is not None or c["outcome"] == "answered"}
+    report.incomplete_records = [(c["sid"], c["to_number"], "answered without its answer time")
+                                 for c in recorded.values() if c["answered_at"] is None]
     for number, answers in answered_at_carrier.items():
         call = recorded.get(number)
         if call is None:
-            report.duration_mismatches.append((number, "answered at the carrier, not in the records"))
+            seen = [(c["status"], c["outcome"], c["reason"]) for c in calls if c["to_number"] == number]
+            report.duration_mismatches.append((number, "answered at the carrier, not in the records", seen))
             continue
         if len(answers) > 1 or answers[0].duration is None:
             continue  # counted as a duplicate, or still up at the carrier
         duration = call["duration_s"]
-        if duration is None and call["ended_at"] is not None:
+        if duration is None and call["ended_at"] is not None and call["answered_at"] is not None:
             duration = (call["ended_at"] - call["answered_at"]) / dt.timedelta(seconds=1)
         if duration is None or abs(duration - answers[0].duration) > DURATION_TOLERANCE_S:
             report.duration_mismatches.append((number, call["reason"], duration and round(duration, 2),
