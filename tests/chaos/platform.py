@@ -35,7 +35,7 @@ class Scale:
     """How much traffic the chaos campaigns make (the suite's is sized for 2 shared cores)."""
 
     gateways: int = 5  # gateway worker processes, 4 calls each
-    contacts: int = 48  # per campaign
+    contacts: int = 40  # per campaign
     cps: float = 8.0
     max_concurrent: int = 16  # the campaign's cap, and each trunk's
     dialer_threads: int = 4
