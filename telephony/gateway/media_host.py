@@ -18,11 +18,13 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail};
+  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
-  want_fallback} (the agent stream ended first: hang up, or play the fallback message); ``report``
+  want_fallback, want_voicemail} (the agent stream ended first, or answering-machine detection found a
+  machine: hang up, or play the fallback / voicemail message); ``amd`` {call, answered_by, amd_ms,
+  amd_evidence} (answering-machine detection decided); ``report``
   {call, report} (quality and stream figures for the final event).
 
 Frame path (one asyncio loop, one thread, for all calls of the host):
