@@ -2,36 +2,26 @@
 call (our API, or Twilio's parameters unchanged), the gateway pool gets the settings and the voicemail
 audio, and the result (AnsweredBy, when, why) lands on the call record, its callbacks, its export and
 its Twilio resource; a machine answer is never an abandoned call."""
-import json
 import time
 
 import pytest
-from django.db import connection
 from django_tenants.utils import schema_context
 from voiceplatform.redis_client import get_redis
 
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event
 from telephony.gateway import events as gw
-from telephony.models import Carrier, Number
-from tenants.models import Tenant
-from tests.test_calls_api import ACME_NUMBER, CALLEE, twilio, v1
+from tests.test_calls_api import (
+    ACME_NUMBER,
+    CALLEE,
+    inventory,  # noqa: F401 - autouse: carriers and Acme's number
+    queued_commands,
+    twilio,
+    v1,
+)
 
 pytestmark = pytest.mark.django_db
 AGENT = "wss://agent.acme.example/stream"
-
-
-@pytest.fixture(autouse=True)
-def inventory(tenant_a):
-    Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
-    Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(gw.ORIGINATE_QUEUE)
-    yield
-    connection.set_schema_to_public()
-
-
-def queued_commands():
-    return [json.loads(raw) for raw in get_redis().lrange(gw.ORIGINATE_QUEUE, 0, -1)]
 
 
 def test_a_call_with_voicemail_drop_hands_the_gateways_the_settings_and_the_spoken_message(
