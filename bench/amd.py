@@ -17,6 +17,8 @@ figures are not a fit to one draw of voices and noise.
   was known, i.e. ``MachineDetection=Enable``'s decision) and machines' end of greeting;
 * ``beep_to_message_ms`` p50/p99: end of the beep to the ``machine_end_beep`` decision, plus the
   media host's wait for its next 20 ms tick (at most 20 ms; the message's first frame goes then);
+* ``speech_end_threshold_ms_sweep``: the same corpus with a shorter speech-end threshold (sooner
+  human decisions, more machines taken for people and greetings cut short);
 * CPU: the detector's own CPU per second of call audio (percent of a core per call while it runs),
   beside the media bridge's CPU per call from the latest bench/results/media_bridge-*.json.
 
@@ -123,7 +125,14 @@ def main(argv=None) -> int:
     p.add_argument("--tune-seed", type=int, default=1, help="the corpus the detector was tuned on")
     args = p.parse_args(argv)
     params = AmdParams(mode=DETECT_MESSAGE_END)
-    held_out = evaluate(corpus(args.answers, seed=args.seed), params)
+    answers = corpus(args.answers, seed=args.seed)
+    held_out = evaluate(answers, params)
+    # the price of deciding sooner: MachineDetectionSpeechEndThreshold below Twilio's default
+    sweep = {}
+    for end_ms in (800, 1000):
+        r = evaluate(answers, AmdParams(mode=DETECT_MESSAGE_END, speech_end_threshold_ms=end_ms))
+        sweep[end_ms] = {k: r[k] for k in ("accuracy", "humans_called_machine", "machines_called_human",
+                                           "end_accuracy")} | {"human_decision_p50_ms": r["decision_ms"]["human"]["p50"]}
     tuned = evaluate(corpus(args.answers, seed=args.tune_seed), params)
     bridge = bridge_cpu_per_call()
     detection = held_out["detection_percent_of_core_per_call"]
@@ -137,6 +146,7 @@ def main(argv=None) -> int:
             "bridge_source": bridge,
         },
         "errors": held_out["errors"],
+        "speech_end_threshold_ms_sweep": sweep,
         "tuning_corpus": {k: v for k, v in tuned.items() if k != "errors"} | {"errors": len(tuned["errors"])},
         "targets": {"accuracy": ">= 0.95", "humans_called_machine": "<= 0.02", "human_decision_p50_ms": "<= 2500",
                     "beep_to_message_p99_ms": "<= 300", "detection_percent_of_core_per_call": "< 0.2"},
