@@ -16,17 +16,10 @@ from tenants.models import Tenant
 from tests import stack
 from tests.conversation import write_rtp_pcap
 from tests.support import free_tcp_port
+from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550124"
-
-
-@pytest.fixture
-def platform(tmp_path, tenant_a):
-    processes = [stack.gateway_pool(tmp_path), stack.recorder(tmp_path)]
-    yield processes
-    for process in processes:
-        process.stop()
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def fax_line(tmp_path):
     carrier.delete()
 
 
-def test_a_fax_answer_is_detected_hung_up_on_and_recorded(platform, fax_line, tenant_a):
+def test_a_fax_answer_is_detected_hung_up_on_and_recorded(platform, fax_line, tenant_a):  # noqa: F811
     api = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}")
     response = api.post("/api/v1/calls", {
         "to": "+14155550199", "from": ACME_NUMBER, "timeout": 15,
