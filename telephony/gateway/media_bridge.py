@@ -76,6 +76,7 @@ def stream_config(s) -> dict | None:
         # Redis key of the message played when the agent fails (media.fallback), or ""
         "fallback_key": str(src.get("fallback_audio_key") or ""),
         "encoding": src.get("stream_encoding") or MULAW_8K["encoding"],  # what the agent sends and receives
+        "amd": src.get("machine_detection"),  # answering-machine detection (media/amd_call.py), or None
     }
 
 
@@ -288,8 +289,12 @@ class MediaBridge:
         call_id = msg["call"]
         if op == "started":
             self.main_stream_started(call_id, msg["ai_connect_ms"], msg.get("stream_sid"))
+        elif op == "amd":
+            self.main_amd(call_id, msg)
         elif op == "ended":
-            if msg.get("want_fallback"):
+            if msg.get("want_voicemail"):
+                self.main_play_voicemail(call_id, msg["reason"], msg["detail"])
+            elif msg.get("want_fallback"):
                 self.main_play_fallback(call_id, msg["reason"], msg["detail"])
             else:
                 self.main_stream_ended(call_id, msg["reason"], msg["detail"])
@@ -307,24 +312,39 @@ class MediaBridge:
             return
         self.worker.emit(s, ev.STREAM_STARTED, ai_connect_ms=ai_connect_ms, stream_sid=stream_sid)
 
-    def main_play_fallback(self, call_id: str, reason: str, detail: str) -> None:
-        """The agent failed on a call with a fallback message: fetch its audio and play it first."""
+    def main_amd(self, call_id: str, msg: dict) -> None:
+        """Answering-machine detection decided (the host goes on by itself): report it."""
+        s = self.worker.sessions.get(call_id)
+        if s is None or s.state != "answered":
+            return
+        self.worker.emit(s, ev.AMD, answered_by=msg["answered_by"], amd_ms=msg["amd_ms"],
+                         amd_evidence=msg.get("amd_evidence"))
+
+    def main_play_voicemail(self, call_id: str, reason: str, detail: str) -> None:
+        """A machine answered and the greeting is over: play the voicemail message, then hang up."""
+        s = self.worker.sessions.get(call_id)
+        key = ((stream_config(s) or {}).get("amd") or {}).get("voicemail_key") if s is not None else None
+        self.main_play_fallback(call_id, reason, detail, key=key, label="voicemail message")
+
+    def main_play_fallback(self, call_id: str, reason: str, detail: str, key: str | None = None,
+                           label: str = "fallback message") -> None:
+        """The agent failed on a call with a fallback message: fetch its audio and play it first
+        (also the voicemail message: ``key``, ``label``)."""
         s = self.worker.sessions.get(call_id)
         audio = None
         if s is not None and call_id in self.calls:
             try:
-                audio = self.worker.r.get(stream_config(s)["fallback_key"])
+                audio = self.worker.r.get(key or stream_config(s)["fallback_key"])
             except Exception as exc:  # noqa: BLE001 - no message is better than a call left open
                 log.warning("call %s: fallback message unavailable: %s", call_id, exc)
         if not audio:
             self.main_stream_ended(call_id, reason, detail)
             return
-        log.info("call %s: agent stream ended (%s: %s): playing the fallback message (%.1f s)",
-                 call_id, reason, detail, len(audio) / 8000)
+        log.info("call %s: %s (%s): playing the %s (%.1f s)", call_id, reason, detail, label, len(audio) / 8000)
         for i in range(0, len(audio), FALLBACK_PART):
             self._send({"op": "fallback_audio", "call": call_id,
                         "audio": base64.b64encode(audio[i:i + FALLBACK_PART]).decode()})
-        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail}):
+        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail, "label": label}):
             self.main_stream_ended(call_id, reason, detail)
 
     def main_stream_ended(self, call_id: str, reason: str, detail: str) -> None:
