@@ -406,3 +406,4 @@ def test_ai_response_time_runs_from_the_end_of_caller_speech_to_the_agents_answe
     assert done["ai_response_turns"] == 1, done
     assert 520 <= done["ai_response_ms"] <= 900, done
     assert uas.wait(10) == 0
+
