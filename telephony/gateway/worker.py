@@ -485,9 +485,13 @@ class Worker:
             self.bridge.poll()
         self._finish_leftovers()
         deadline = time.monotonic() + self.args.shutdown_timeout
-        while True:  # the final events must reach Redis: wait a little for it if it is away
+        while True:  # the final events and releases must reach Redis: wait a little if it is away
             self.flush_outbox()
-            if not self.outbox or time.monotonic() > deadline:
+            try:
+                self.limits.flush()
+            except redis.RedisError:
+                pass
+            if not (self.outbox or self.limits.unreleased) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
             self.redis_ok = True

@@ -130,13 +130,6 @@ class AgentServer:
         self.loop.call_soon_threadsafe(self.server.close)
 
 
-@pytest.fixture(scope="module")
-def agents():
-    srv = AgentServer()
-    yield srv
-    srv.stop()
-
-
 def originate(r, legs, **kw):
     cmd = {"from": "+15550001111", "to": "+15550002222", "ring_timeout": 10, "max_duration": 60,
            "tenant": "acme", "account_sid": "AC" + "1" * 32, "legs": legs, **kw}
