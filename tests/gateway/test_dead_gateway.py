@@ -4,6 +4,7 @@ carrier slots until the carrier has them over, and records each call's true end.
 for a call no live gateway holds finalises it at once."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -113,3 +114,21 @@ def test_hangup_of_a_call_no_gateway_took_finalises_it_and_it_is_never_dialed(r,
     wait_for(lambda: r.llen(ev.ORIGINATE_QUEUE) == 0, 5, what="the queued command to be taken")
     time.sleep(0.5)
     assert "INVITE" not in uas.messages()
+
+
+def test_killed_worker_inbound_call_gets_its_bye(r, pool, sipp):
+    r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
+    r.hset(ev.NUMBER_ROUTES, "+15550006666", json.dumps({"tenant": "acme"}))
+    try:
+        port = int(r.hget(ev.gw_key("dead-0"), "sip_port"))
+        uac = sipp("uac_wait_bye.xml", [f"127.0.0.1:{port}", "-s", "+15550006666", "-m", "1"])
+        call_id = wait_for(lambda: next((c.decode() for c in r.smembers(ev.gw_calls_key("dead-0"))), None), 10,
+                           what="the inbound call")
+        wait_for(lambda: client.call_state(r, call_id).get("dialog"), 5, what="its dialog kept in Redis")
+        kill_worker(r, "dead-0")
+        assert uac.wait(10) == 0  # the caller got a BYE it could match to its dialog, and accepted it
+        final = wait_final(r, call_id, timeout=10)[-1]
+        assert final["type"] == ev.COMPLETED and final["reason"] == ev.REASON_GATEWAY_DIED, dumps(final)
+    finally:
+        r.hdel(ev.NUMBER_ROUTES, "+15550006666")
+        r.srem(ev.CARRIER_ADDRESSES, "127.0.0.1")
