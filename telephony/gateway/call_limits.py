@@ -39,9 +39,10 @@ def tenant_calls_key(tenant: str) -> str:
 class CallLimits:
     OK, WAIT, FULL = "ok", "wait", "full"
 
-    def __init__(self, client, errors: tuple[type[Exception], ...] = (Exception,)):
+    def __init__(self, client, errors: tuple[type[Exception], ...] = (Exception,), online=lambda: True):
         self.client = client
         self.errors = errors  # the client's connection errors: a release then waits for Redis
+        self.online = online  # False while the caller knows Redis is unreachable: releases wait at once
         self.unreleased: list[tuple[str, list[str]]] = []  # (call id, slot keys) not released yet
 
     def _slots(self, cmd: dict, leg: dict) -> list[ConcurrencyLimiter]:
@@ -74,6 +75,9 @@ class CallLimits:
             return
         keys = [lim.key for lim in held]
         held.clear()
+        if self.unreleased or not self.online():
+            self.unreleased.append((call_id, keys))
+            return
         try:
             release_keys(self.client, keys, call_id)
         except self.errors:

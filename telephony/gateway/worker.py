@@ -329,8 +329,10 @@ class Worker:
         # short timeouts: this is the SIP thread; a Redis that hangs must not stall it for long
         self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=1, socket_connect_timeout=0.5)
         self.store = Store(self.r)
-        self.limits = CallLimits(self.r, (redis.RedisError,))
-        self.redis_retry_at = 0.0  # while Redis is unreachable, the loop tries it again from then
+        self.limits = CallLimits(self.r, (redis.RedisError,), online=lambda: self.redis_ok)
+        # while Redis is unreachable only this asks whether it is back: a Redis that hangs (rather than
+        # refusing connections) then costs the SIP thread at most 0.2 s a second
+        self.redis_probe = redis.MiniRedis.from_url(args.redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.sessions: dict[str, Session] = {}
         # Every live pjsua call (outbound legs, inbound, rejects), and Session.pjcall: both let go in
         # the DISCONNECTED callback, where the C++ Call is also deleted (_free_now).
@@ -545,7 +547,7 @@ class Worker:
         the calls it holds, written again (reassert_calls)."""
         try:
             if not self.redis_ok:
-                self.r.ping()  # raises while Redis is still unreachable
+                self.redis_probe.ping()  # raises while Redis is still unreachable
                 self.redis_ok = True
                 self.flush_outbox()
                 if not self.redis_ok:
@@ -572,7 +574,6 @@ class Worker:
             log.error("redis unreachable (%s): %d events and %d slot releases wait in memory; calls go on",
                       exc, len(self.outbox), len(self.limits.unreleased))
         self.redis_ok = False
-        self.redis_retry_at = time.monotonic() + 0.5
 
     def reassert_calls(self) -> None:
         """Our calls as Redis must know them (it may have restarted empty): each in gw:{id}:calls,
@@ -631,7 +632,7 @@ class Worker:
         self.listener.room = room
         if room:
             self.take_originates()
-            if not self.listener.armed:
+            if not self.listener.armed and self.redis_ok:
                 try:
                     self.r.rpush(ev.gw_commands_key(self.gateway_id), CommandListener.REARM)
                 except redis.RedisError:
@@ -762,7 +763,8 @@ class Worker:
         (placed later from check_timers) or was failed because the carrier is at capacity."""
         if s.admitted_leg == s.leg:
             return True
-        if time.monotonic() < s.not_before:
+        capped = leg.get("max_concurrent") or leg.get("max_cps") or s.cmd.get("tenant_max_concurrent")
+        if time.monotonic() < s.not_before or (capped and not self.redis_ok):  # caps live in Redis
             s.leg_start_pending = True
             return False
         try:
@@ -825,7 +827,6 @@ class Worker:
 
     def leg_failed(self, s: Session, code: int, sip_reason: str, reason: str | None = None) -> None:
         """The current outbound leg ended without answer: fail over or end the call."""
-        self.limits.release(s.call_id, s.held)
         platform = s.hangup_reason
         if platform in (ev.REASON_NO_PROVISIONAL,):
             failover_cause = True
@@ -837,6 +838,7 @@ class Worker:
         failover = failover_cause and more and not self.stopping
         self.emit(s, ev.LEG_FAILED, sip_code=code, sip_reason=sip_reason, reason=platform or reason or sip_reason,
                   failover=failover, pdd_ms=s.pdd_ms)
+        self.limits.release(s.call_id, s.held)
         if failover:
             self.start_leg(s, s.leg + 1, defer=True)
             return
@@ -853,11 +855,11 @@ class Worker:
         self.fail(s, outcome, code=code, reason=platform or reason or sip_reason, sip_reason=sip_reason)
 
     def fail(self, s: Session, outcome: str, code: int, reason: str, sip_reason: str | None = None) -> None:
-        self.limits.release(s.call_id, s.held)
         s.state = "ended"
         self.sessions.pop(s.call_id, None)
         self.emit(s, ev.FAILED, outcome=outcome, sip_code=code, sip_reason=sip_reason, reason=reason,
                   legs_tried=s.leg + 1 if s.leg >= 0 else 0)
+        self.limits.release(s.call_id, s.held)
 
     def finish(self, s: Session, code: int, sip_reason: str, by: str, leg_ended: bool = False) -> None:
         """Final event of a session whose pjsua call is gone (leg_ended: pjsua reported it)."""
@@ -865,7 +867,6 @@ class Worker:
             self.clocked_calls.discard(s.call_id)
             self.clock_needed_at = time.monotonic()
         if s.state == "answered":
-            self.limits.release(s.call_id, s.held)
             s.state = "ended"
             self.sessions.pop(s.call_id, None)
             duration = round(time.monotonic() - s.answered_mono, 3)
@@ -874,6 +875,7 @@ class Worker:
             self.emit(s, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED, hangup_by=by, sip_code=code,
                       sip_reason=sip_reason, reason=s.hangup_reason or ev.REASON_REMOTE_HANGUP,
                       duration=duration, setup_ms=s.setup_ms)
+            self.limits.release(s.call_id, s.held)  # after the event: its time is the call's end
         elif s.direction == ev.DIRECTION_INBOUND:
             self.fail(s, ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED,
                       code=code, reason=s.hangup_reason or sip_reason, sip_reason=sip_reason)
@@ -1042,6 +1044,9 @@ class Worker:
         ip = src.rsplit(":", 1)[0].strip("[]") if src else ""
         call = GatewayCall(self, acc, None, prm.callId)
         self.pjcalls.add(call)
+        if not self.redis_ok:  # routes and allowed addresses are in Redis: try another gateway
+            self._hangup_pj(call, 503)
+            return
         try:
             allowed = bool(self.r.sismember(ev.CARRIER_ADDRESSES, ip))
         except redis.RedisError as exc:

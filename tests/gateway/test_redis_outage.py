@@ -1,9 +1,11 @@
-"""Redis dies under a supervised pool with answered calls and comes back empty on the same address:
+"""Redis dies under a supervised pool with answered calls and comes back empty on the same address
+(or hangs, and resumes):
 the calls keep going, those that end during the outage are recorded when Redis is back with their
 true durations, those still up are known to Redis again (and keep their carrier slots), and no
 worker is killed for it."""
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -17,7 +19,8 @@ from tests.gateway.gwhelpers import SupervisorProc, dumps, leg, wait_event, wait
 POOL = ["outage-0", "outage-1"]
 
 
-def test_calls_ride_out_a_redis_restart(redis_server, r, tmp_path, sipp):
+@pytest.mark.parametrize("outage", ["killed and restarted empty", "frozen (SIGSTOP) then resumed"])
+def test_calls_ride_out_a_redis_outage(outage, redis_server, r, tmp_path, sipp):
     sup = SupervisorProc(redis_server.url, tmp_path / "supervisor.log",
                          ["--processes", "2", "--node", "outage", "--media-hosts", "0",
                           "--base-rtp-port", "24000", "--rtp-ports-per-worker", "100"])
@@ -35,11 +38,16 @@ def test_calls_ride_out_a_redis_restart(redis_server, r, tmp_path, sipp):
         answered = {c: wait_event(r, c, ev.ANSWERED)["ts"] for c in [*short, long]}
         holder = {c: client.call_state(r, c)["gateway"] for c in [*short, long]}
 
-        redis_server.process.kill()  # no save: it comes back empty
-        redis_server.process.wait()
         down_at = time.time()
-        time.sleep(6)  # the short calls end meanwhile, at the carrier's BYE
-        redis_server.start()
+        if outage.startswith("killed"):
+            redis_server.process.kill()  # no save: it comes back empty
+            redis_server.process.wait()
+            time.sleep(6)  # the short calls end meanwhile, at the carrier's BYE
+            redis_server.start()
+        else:  # connections hang instead of being refused
+            redis_server.process.send_signal(signal.SIGSTOP)
+            time.sleep(6)
+            redis_server.process.send_signal(signal.SIGCONT)
 
         for call_id in short:
             final = wait_final(r, call_id, timeout=15)[-1]
