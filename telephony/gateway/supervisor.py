@@ -247,8 +247,12 @@ class Supervisor:
             for slot in running:
                 p.exists(ev.gw_alive_key(slot.gateway_id))
             marker, *alive = p.execute()
-            if marker is None:  # Redis lost its data (restarted empty): say we are here again
-                self.r.hset(ev.POOL_HASH, mapping={f"supervisor:{self.node}": os.getpid()})
+            if marker is None:  # Redis lost its data (restarted empty): say again who we run
+                mapping = {f"supervisor:{self.node}": os.getpid()}
+                for slot in running:
+                    mapping.update({f"{slot.gateway_id}:pid": slot.proc.pid, f"{slot.gateway_id}:node": self.node,
+                                    f"{slot.gateway_id}:restarts": slot.restarts})
+                self.r.hset(ev.POOL_HASH, mapping=mapping)
                 if now >= self.redis_grace_until:
                     log.warning("redis restarted empty: workers re-assert their calls")
                 self.redis_grace_until = now + self.args.redis_grace
