@@ -150,7 +150,7 @@ def build_bye(d: dict, via_host: str, via_port: int, reason: str) -> tuple[bytes
              "Max-Forwards: 70"]
     lines += [f"Route: {r}" for r in d.get("routes") or []]
     lines += [f"From: {d['local']}", f"To: {d['remote']}", f"Call-ID: {d['call_id']}",
-              f"CSeq: {int(d['cseq']) + 1000} BYE", f'Reason: SIP;cause=200;text="{reason}"',
+              f"CSeq: {int(d['cseq']) + 1000} BYE", f'Reason: Q.850;cause=16;text="{reason}"',
               f"User-Agent: {USER_AGENT}", "Content-Length: 0", "", ""]
     return "\r\n".join(lines).encode(), branch
 
