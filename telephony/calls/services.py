@@ -189,4 +189,8 @@ def _fallback_audio_key(text: str) -> str:
 
 
 def hang_up(call: Call) -> str:
-    return gateway.hangup(get_redis(), call.sid)
+    """End a call: through the live gateway holding it, or at once (its final event published now)
+    when no live gateway holds it. The record's gateway and answer time stand in for a Redis that
+    lost the call."""
+    answered_at = call.answered_at.timestamp() if call.answered_at else None
+    return gateway.hangup(get_redis(), call.sid, call.gateway_id or "", answered_at)

@@ -99,6 +99,10 @@ REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at o
 REASON_MACHINE_DETECTED = "machine_detected"  # answering-machine detection: a machine, and the call hangs up
 REASON_VOICEMAIL_LEFT = "voicemail_left"  # answering-machine detection: the voicemail message was played
 REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap
+REASON_BRIDGE_FAILED = "bridge_failed"  # the call wanted a stream and could not be bridged
+REASON_RTP_TIMEOUT = "rtp_timeout"  # no RTP from the answered far end for the worker's --rtp-timeout
+REASON_SESSION_TIMER = "session_timer_expired"  # RFC 4028: the session was not refreshed in time
+REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway holds: finalised at once
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import collections
 import ctypes
+import errno
 import functools
 import hashlib
 import logging
@@ -133,6 +134,9 @@ class HostLink:
         if not self.alive:
             return False
         data = media_link.encode(msg)
+        if len(data) > media_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
+            log.error("media host link: %s message of %d bytes is too long", msg.get("op"), len(data))
+            return False
         try:
             if fds:
                 socket.send_fds(self.sock, [data], fds)
@@ -141,7 +145,8 @@ class HostLink:
             return True
         except OSError as exc:
             log.error("media host link: send failed (%s)", exc)
-            self._lost()
+            if exc.errno != errno.EMSGSIZE:  # too long for the socket: only this message is lost
+                self._lost()
             return False
 
     def wait_report(self, call_id: str, timeout: float) -> dict | None:
@@ -211,6 +216,9 @@ class MediaBridge:
         self.connect_timeout = connect_timeout
         self.host_path = host_path  # the shared media host's socket, or None: a host in this process
         self.calls: dict[str, tuple[int, HostLink]] = {}  # bridged call id -> (its RTP port, its link)
+        # calls that wanted a stream but could not be bridged -> why; ended on answer (the fallback
+        # message first, when they have one and a host took them to play it)
+        self.unbridged: dict[str, str] = {}
         self.main_q: collections.deque = collections.deque()
         self.host_link: HostLink | None = None  # to the media host process
         self.local_link: HostLink | None = None  # to the host in a thread of this process
@@ -366,24 +374,38 @@ class MediaBridge:
             if cfg is None:
                 return
             cfg["connect_timeout"] = cfg["connect_timeout"] or self.connect_timeout
-            rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
+            cfg["rtp_timeout"] = self.worker.args.rtp_timeout
+            try:
+                rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
+            except OSError as exc:
+                self.unbridged[s.call_id] = f"no RTP port: {exc}"
+                return
             port = rtp.getsockname()[1]
             try:
-                for _attempt in range(2):  # a link that just broke: the second goes to another host
-                    link = self._link()
-                    if link.send({"op": "open", "call": s.call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()]):
-                        break
-                else:
-                    log.error("call %s: no media host takes it: the call is not bridged", s.call_id)
-                    return
+                link = self._open(s.call_id, cfg, rtp, rtcp)
+                if link is None and cfg["fallback_key"]:
+                    # the host can still play the fallback message (no stream: url empty)
+                    link = self._open(s.call_id, {**cfg, "url": "", "params": {}}, rtp, rtcp)
+                    self.unbridged[s.call_id] = "the stream could not be set up"
             finally:
                 rtp.close()  # the host has its own copies now
                 rtcp.close()
+            if link is None:
+                log.error("call %s: no media host takes it: the call ends when answered", s.call_id)
+                self.unbridged[s.call_id] = "no media host takes the call"
+                return
             self.calls[s.call_id] = (port, link)
         sdp = prm.sdp.wholeSdp
         new = rewrite_sdp_media(sdp, port, port + 1)
         if new != sdp:
             prm.sdp.wholeSdp = new
+
+    def _open(self, call_id: str, cfg: dict, rtp, rtcp) -> HostLink | None:
+        for _attempt in range(2):  # a link that just broke: the second goes to another host
+            link = self._link()
+            if link.send({"op": "open", "call": call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()]):
+                return link
+        return None
 
     def on_stream_created(self, s, prm) -> None:
         """pjsua's own stream of a bridged call: stop it sending. Left alone it sends silence RTP (no
@@ -419,10 +441,20 @@ class MediaBridge:
                     "event_pts": (si.audRxEventPt, si.audTxEventPt)})
 
     def on_answered(self, s, call) -> None:
+        """Start the call's stream; a call that wanted one and could not be bridged ends now (after
+        its fallback message, when it has one and a host took the call to play it)."""
+        why = self.unbridged.pop(s.call_id, None)
         if s.call_id not in self.calls:
+            if why is not None and s.hangup_reason is None:
+                log.error("call %s: cannot be bridged (%s): hanging up", s.call_id, why)
+                s.hangup_reason = ev.REASON_BRIDGE_FAILED  # the worker sends the BYE after this hook
             return
         self.on_media_state(s, call)  # in case the media state came before the session was known
-        self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono})
+        if not self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono}):
+            why = why or "the media host did not take the call's start"
+        if why is not None:  # from the main loop, not inside pjsua's callback
+            log.error("call %s: cannot be bridged (%s)", s.call_id, why)
+            self.main_q.append((self.main_play_fallback, (s.call_id, ev.REASON_BRIDGE_FAILED, why)))
 
     def on_dtmf(self, s, digit: str) -> None:
         if s is not None and s.call_id in self.calls:

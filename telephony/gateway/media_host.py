@@ -133,6 +133,10 @@ class CallBridge(asyncio.DatagramProtocol):
         self.fallback_pos = 0
         self.played_early = False  # _play_now sent the frame of the coming tick
         self.closed = False
+        # no RTP from the answered far end for this long ends the call (rtp_timeout); 0 = never
+        self.rtp_timeout = float(cfg.get("rtp_timeout") or 0)
+        self.last_rtp = 0.0  # monotonic: the last RTP packet from the far end (or the answer)
+        self.rtp_timed_out = False
         # stats
         self.packets_in = 0
         self.late_ticks = 0
@@ -184,6 +188,7 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.closing:
             return
         self.answered_mono = answered_mono
+        self.last_rtp = max(self.last_rtp, time.monotonic())
         loop = asyncio.get_running_loop()
         if self.transport is None:  # open() still running (it was posted first): retry shortly
             loop.call_later(0.002, self.start, answered_mono)
@@ -194,6 +199,8 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
+        if not self.cfg["url"]:
+            return  # no stream: the call only plays its fallback message (the worker says when)
         if delay > 0:
             loop.call_later(delay, self._start_stream)
         else:
@@ -267,8 +274,9 @@ class CallBridge(asyncio.DatagramProtocol):
         if p is None:
             return
         pt, _m, seq, ts, ssrc, payload = p
+        self.last_rtp = time.monotonic()
         if pt == self.rx_pt:
-            now = time.monotonic()
+            now = self.last_rtp
             self.packets_in += 1
             if not self.latched:  # symmetric RTP: answer where the audio comes from
                 self.remote = addr
@@ -340,6 +348,17 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.last_rtcp = now
                 self._send_rtcp()
         self.ticks += 1
+        if self.rtp_timeout and self.ticks % 50 == 0:
+            self._check_rtp()
+
+    def _check_rtp(self) -> None:
+        """A far end that sends no RTP for rtp_timeout s is gone (crashed, unplugged, lost its route)."""
+        silent = time.monotonic() - self.last_rtp
+        if silent > self.rtp_timeout and not self.rtp_timed_out and not self.closing:
+            self.rtp_timed_out = True
+            log.warning("call %s: no RTP for %.1f s: ending it", self.call_id, silent)
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_RTP_TIMEOUT,
+                            "detail": f"no RTP from the far end for {silent:.1f} s"})
 
     def _agent_frame(self) -> bytes | None:
         """The next 20 ms of agent audio (None when there is none), timing audio that found the buffer idle."""
