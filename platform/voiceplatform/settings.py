@@ -96,6 +96,8 @@ SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
 PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
 
 MIDDLEWARE = [
+    # Static files (admin, API docs, UI) before the tenant lookup: no database query per file.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -207,6 +209,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the apps' static folders straight from the finders, under `make run` and in
+# production alike (no collectstatic step); files are re-read on change only in DEBUG.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_MAX_AGE = 300
 
 LOGGING = {
     "version": 1,

@@ -4,14 +4,13 @@ Tenant host: /accounts/login/, /campaigns/…, /settings/… · public host: /ac
 """
 from django.urls import path
 
-from . import views_assets, views_auth, views_campaigns, views_platform, views_settings, views_wizard
+from . import views_auth, views_campaigns, views_platform, views_settings, views_wizard
 
 app_name = "ui"
 
 urlpatterns = [
     path("accounts/login/", views_auth.SignInView.as_view(), name="login"),
     path("accounts/logout/", views_auth.SignOutView.as_view(), name="logout"),
-    path("ui/assets/<str:name>", views_assets.asset, name="asset"),
     # campaigns (tenant host, any user of the tenant)
     path("campaigns/", views_campaigns.campaign_list, name="campaigns"),
     path("campaigns/new/", views_wizard.contacts, name="wizard-contacts"),
