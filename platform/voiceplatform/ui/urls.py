@@ -4,7 +4,7 @@ Tenant host: /accounts/login/, /campaigns/…, /settings/… · public host: /ac
 """
 from django.urls import path
 
-from . import views_auth, views_campaigns, views_platform, views_settings, views_wizard
+from . import views_auth, views_calls, views_campaigns, views_platform, views_settings, views_wizard
 
 app_name = "ui"
 
@@ -26,6 +26,12 @@ urlpatterns = [
     path("campaigns/<int:pk>/test-call/<str:sid>.json", views_wizard.test_call_status, name="wizard-test-status"),
     path("campaigns/<int:pk>/review/", views_wizard.review, name="wizard-review"),
     path("campaigns/<int:pk>/<str:action>/", views_campaigns.campaign_action, name="campaign-action"),
+    # calls (tenant host, any user; hang-up and resend not for viewers)
+    path("calls/", views_calls.call_log, name="calls"),
+    path("calls/export.csv", views_calls.call_log_export, name="calls-export"),
+    path("calls/<str:sid>/", views_calls.call_detail, name="call"),
+    path("calls/<str:sid>/hangup/", views_calls.call_hangup, name="call-hangup"),
+    path("calls/<str:sid>/webhooks/<int:pk>/resend/", views_calls.delivery_resend, name="delivery-resend"),
     # tenant settings (tenant host, admins)
     path("settings/", views_settings.api_keys, name="settings"),
     path("settings/api-keys/", views_settings.api_keys, name="api-keys"),

@@ -54,7 +54,7 @@ def campaign_progress(request, pk: int):
     return JsonResponse(selectors.campaign_live_progress(campaign))
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_POST
 def campaign_action(request, pk: int, action: str):
     campaign = get_object_or_404(Campaign, pk=pk)

@@ -30,6 +30,7 @@
           el.hidden = !el.dataset.showStates.split(" ").includes(data.state);
         });
         if (status) status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+        if (data.final === true) root.querySelectorAll("[data-hide-when-final]").forEach(el => { el.hidden = true; });
         if (data.final === true || root.dataset.stopStates?.split(" ").includes(data.state)) {
           if (status) status.textContent += " · final";
           stopped = true; return;

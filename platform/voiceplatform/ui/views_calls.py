@@ -1,0 +1,109 @@
+"""The calls log (search, filters, sort, pages, CSV of what is shown) and the call page (timeline,
+quality, campaign and contact, webhook deliveries), with hang-up and webhook resend."""
+from __future__ import annotations
+
+import csv
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django_tenants.utils import tenant_context
+
+from telephony.calls import services as call_services
+from telephony.calls import webhooks
+from telephony.calls.models import Call, WebhookDelivery
+
+from . import selectors_calls
+from .access import tenant_page
+
+PAGE_SIZE = 50
+COLUMNS = [("time", "created"), ("to", "to"), ("status", "status"), ("outcome", "outcome"),
+           ("setup", "setup"), ("duration", "duration")]
+
+
+def _sortable(sort: str) -> list[dict]:
+    """The log's sortable headers: each links to its sort (descending first), and says if it is the one."""
+    columns = []
+    for label, key in COLUMNS:
+        current = sort.lstrip("-") == key
+        descending = sort.startswith("-")
+        columns.append({"label": label, "next": key if current and descending else f"-{key}",
+                        "aria": ("descending" if descending else "ascending") if current else ""})
+    return columns
+
+
+@tenant_page()
+@never_cache
+@require_GET
+def call_log(request):
+    calls = selectors_calls.call_log(request.GET)
+    page = Paginator(calls, PAGE_SIZE).get_page(request.GET.get("page"))
+    sort = request.GET.get("sort") or selectors_calls.DEFAULT_SORT
+    names = selectors_calls.campaign_names(page)
+    for call in page:
+        call.campaign_name = names.get(call.campaign_id, "")
+    return render(request, "ui/calls/list.html", {
+        "page": page, "f": request.GET, "columns": _sortable(sort), "choices": selectors_calls.call_log_choices(),
+    })
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@tenant_page()
+@require_GET
+def call_log_export(request):
+    writer = csv.writer(_Echo())
+    tenant, params = request.tenant, request.GET.copy()
+
+    def rows():
+        # Consumed after the view returned (under ASGI, in another task): pin the schema here.
+        with tenant_context(tenant):
+            yield "\ufeff" + writer.writerow(selectors_calls.EXPORT_COLUMNS)
+            calls = selectors_calls.call_log(params).values_list(*selectors_calls.EXPORT_COLUMNS)
+            for row in calls.iterator(chunk_size=2000):
+                yield writer.writerow(row)
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="calls.csv"'
+    return response
+
+
+@tenant_page()
+@never_cache
+@require_GET
+def call_detail(request, sid: str):
+    data = selectors_calls.call_page(sid)
+    if data is None:
+        raise Http404("no such call")
+    return render(request, "ui/calls/detail.html", data)
+
+
+@tenant_page(change=True)
+@require_POST
+def call_hangup(request, sid: str):
+    call = get_object_or_404(Call, sid=sid)
+    if call.is_final:
+        messages.info(request, "This call had already ended.")
+    else:
+        call_services.hang_up(call)
+        messages.success(request, "Hang-up sent: the call ends in a moment.")
+    back = request.POST.get("next", "")
+    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        return redirect(back)
+    return redirect("ui:call", sid=sid)
+
+
+@tenant_page(change=True)
+@require_POST
+def delivery_resend(request, sid: str, pk: int):
+    delivery = get_object_or_404(WebhookDelivery, pk=pk, call__sid=sid)
+    webhooks.redeliver(delivery.pk)
+    messages.success(request, f"The {delivery.event} callback is sent again to {delivery.url}.")
+    return redirect("ui:call", sid=sid)
