@@ -40,7 +40,7 @@ def test_the_demo_agent_answers_each_turn_then_says_goodbye_and_hangs_up():
             for turn in (1, 2):  # the caller says something; the agent answers when they stop
                 for frame in _speech(0.6):
                     session.push_inbound(frame)
-                await until(lambda: f"answer-{turn}" in call.marks_received)
+                await until(lambda mark=f"answer-{turn}": mark in call.marks_received)
             assert await task == AGENT_CLOSED  # the agent hung up
             assert call.marks_received == ["greeting", "answer-1", "answer-2", "goodbye"]
             assert "1000" in session.end_detail
