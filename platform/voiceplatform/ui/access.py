@@ -18,6 +18,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
 from django_tenants.utils import get_public_schema_name
 
+from tenants.accounts.services import VIEWER_GROUP
+
 LOGIN_URL = "/accounts/login/"
 
 
@@ -28,9 +30,6 @@ def on_public_host(request) -> bool:
 
 def is_tenant_admin(user) -> bool:
     return bool(user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
-
-
-VIEWER_GROUP = "viewer"
 
 
 def is_viewer(user) -> bool:

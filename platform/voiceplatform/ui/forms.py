@@ -300,6 +300,8 @@ class TestCallForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label="Key name", help_text="what it is for, e.g. CRM integration")
+    read_only = forms.BooleanField(required=False, label="Read-only",
+                                   help_text="can read calls, campaigns and contacts, and change nothing")
 
 
 class DoNotCallForm(forms.Form):
@@ -319,8 +321,13 @@ class UserCreateForm(forms.Form):
     email = forms.EmailField(required=False, label="Email")
     password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(render_value=False),
                                help_text="at least 8 characters; tell it to the person, they can change it later")
-    is_admin = forms.BooleanField(required=False, label="Administrator",
-                                  help_text="admins manage API keys, webhooks, the do-not-call list and users")
+    role = forms.ChoiceField(choices=[("member", "member: builds and runs campaigns"),
+                                      ("viewer", "viewer: sees everything, changes nothing"),
+                                      ("admin", "admin: also manages API keys, webhooks, do-not-call and users")],
+                             initial="member", required=False, label="Role", widget=forms.RadioSelect)
+
+    def clean_role(self):
+        return self.cleaned_data.get("role") or "member"
 
     def clean_username(self):
         username = self.cleaned_data["username"].strip()

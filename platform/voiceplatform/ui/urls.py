@@ -41,6 +41,7 @@ urlpatterns = [
     path("settings/do-not-call/<int:pk>/remove/", views_settings.do_not_call_remove, name="do-not-call-remove"),
     path("settings/users/", views_settings.users, name="users"),
     path("settings/users/<int:pk>/role/", views_settings.user_role, name="user-role"),
+    path("settings/users/<int:pk>/access/", views_settings.user_access, name="user-access"),
     # platform admin (public host, staff)
     path("platform/", views_platform.index, name="platform"),
     path("platform/carriers/", views_platform.carriers, name="carriers"),

@@ -27,6 +27,7 @@ from telephony.calls.models import Call
 from telephony.calls.services import CallRequest, CallRequestError, place_call
 from telephony.models import Number
 
+from . import selectors as ui_selectors
 from . import services as ui_services
 from . import uploads
 from .access import tenant_page
@@ -252,6 +253,8 @@ def calling(request):
             else:
                 state["calling"] = _json_safe(values)
                 _save(request, state)
+                if warning := ui_selectors.gateway_capacity(values.get("max_concurrent"))["capacity_warning"]:
+                    messages.warning(request, warning)
                 return redirect("ui:wizard-agent")
     else:
         initial = state.get("calling") or {"caller_ids": [n.e164 for n in numbers[:1]]}
