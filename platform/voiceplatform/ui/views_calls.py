@@ -2,16 +2,13 @@
 quality, campaign and contact, webhook deliveries), with hang-up and webhook resend."""
 from __future__ import annotations
 
-import csv
-
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django_tenants.utils import tenant_context
 
 from telephony.calls import services as call_services
 from telephony.calls import webhooks
@@ -19,6 +16,7 @@ from telephony.calls.models import Call, WebhookDelivery
 
 from . import selectors_calls
 from .access import tenant_page
+from .csv_export import csv_download
 
 PAGE_SIZE = 50
 COLUMNS = [("time", "created"), ("to", "to"), ("status", "status"), ("outcome", "outcome"),
@@ -51,28 +49,13 @@ def call_log(request):
     })
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @tenant_page()
 @require_GET
 def call_log_export(request):
-    writer = csv.writer(_Echo())
-    tenant, params = request.tenant, request.GET.copy()
-
-    def rows():
-        # Consumed after the view returned (under ASGI, in another task): pin the schema here.
-        with tenant_context(tenant):
-            yield "\ufeff" + writer.writerow(selectors_calls.EXPORT_COLUMNS)
-            calls = selectors_calls.call_log(params).values_list(*selectors_calls.EXPORT_COLUMNS)
-            for row in calls.iterator(chunk_size=2000):
-                yield writer.writerow(row)
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="calls.csv"'
-    return response
+    params, columns = request.GET.copy(), selectors_calls.EXPORT_COLUMNS
+    return csv_download(request.tenant, columns,
+                        lambda: selectors_calls.call_log(params).values_list(*columns).iterator(chunk_size=2000),
+                        "calls.csv")
 
 
 @tenant_page()
