@@ -6,10 +6,10 @@ from tests.ui_support import make_user, signed_in
 
 pytestmark = pytest.mark.django_db
 
-TENANT_MEMBER_PAGES = ["/campaigns/", "/campaigns/new/"]
+TENANT_MEMBER_PAGES = ["/campaigns/", "/campaigns/new/", "/calls/"]
 TENANT_ADMIN_PAGES = ["/settings/api-keys/", "/settings/webhooks/", "/settings/do-not-call/", "/settings/users/"]
 PLATFORM_PAGES = ["/platform/carriers/", "/platform/carriers/new/", "/platform/numbers/", "/platform/numbers/new/",
-                  "/platform/tenants/", "/platform/gateways/"]
+                  "/platform/tenants/", "/platform/gateways/", "/platform/calls/"]
 
 
 

@@ -44,7 +44,8 @@ def calls(tenant_a):
                                   outcome="answered", carrier_name="Trunk A", duration_s=90.0)
         Call.objects.filter(pk=old.pk).update(created_at=T0 - dt.timedelta(days=1))
         Call.objects.filter(pk=answered.pk).update(created_at=T0 - dt.timedelta(milliseconds=50))
-        yield {"answered": answered, "busy": busy, "old": old}
+    yield {"answered": answered, "busy": busy, "old": old}
+    with schema_context(tenant_a.tenant):  # requests to other hosts moved the connection: enter again
         Call.objects.all().delete()
 
 
@@ -109,3 +110,31 @@ def test_a_member_sends_a_webhook_again(member, calls, tenant_a, django_capture_
     with schema_context(tenant_a.tenant):
         delivery.refresh_from_db()
     assert delivery.attempts == 0 and delivery.gave_up_at is None and delivery.error == ""
+
+
+def test_a_platform_admin_finds_any_tenants_call_and_reads_it(tenant_b, calls, tenant_a):
+    from telephony.calls.models import Call
+
+    with schema_context(tenant_b.tenant):
+        Call.objects.all().delete()
+        globex = Call.objects.create(from_number="+14155550100", to_number="+14155550177", status="busy",
+                                     outcome="busy", duration_s=0)
+    try:
+        make_user("public", "root", staff=True, superuser=True)
+        root = signed_in("localhost", "root")
+        page = root.get("/platform/calls/", {"q": "0177"})
+        found = {(c.schema, c.sid) for c in page.context["calls"]}
+        assert found == {(tenant_a.tenant, calls["answered"].sid), (tenant_b.tenant, globex.sid)}
+        assert page.context["page"].paginator.count == 2
+        only_acme = root.get("/platform/calls/", {"q": "0177", "tenant": tenant_a.tenant}).context["calls"]
+        assert [c.sid for c in only_acme] == [calls["answered"].sid]
+        newest_first = [c.sid for c in root.get("/platform/calls/", {"sort": "-duration"}).context["calls"]]
+        assert newest_first[0] == calls["old"].sid
+        detail = root.get(f"/platform/calls/{tenant_a.tenant}/{calls['answered'].sid}/")
+        html = detail.content.decode()
+        assert detail.status_code == 200 and "Trunk A" in html and "Send again" not in html
+        assert root.get(f"/platform/calls/{tenant_b.tenant}/{calls['answered'].sid}/").status_code == 404
+        assert root.get(f"/platform/calls/public/{calls['answered'].sid}/").status_code == 404
+    finally:
+        with schema_context(tenant_b.tenant):
+            Call.objects.all().delete()

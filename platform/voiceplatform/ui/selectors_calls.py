@@ -126,3 +126,51 @@ def call_page(sid: str) -> dict | None:
         "contact": contact and contact.contact, "campaign_contact": contact,
         "deliveries": list(WebhookDelivery.objects.filter(call=call).order_by("created_at")),
     }
+
+
+def _sort_key(call: Call, field: str):
+    value = getattr(call, field)
+    return (value is not None, value) if value is not None else (False, 0)
+
+
+def platform_call_log(params, page: int, page_size: int) -> tuple[list[Call], int]:
+    """For platform admins: the calls of every tenant (or of the tenant named by `tenant`), with the
+    log's filters and sort, one page of them merged across the tenants' schemas, and how many match.
+    Each call carries `schema` and `tenant_name`."""
+    from django_tenants.utils import schema_context
+
+    from tenants.models import Tenant
+    from tenants.selectors import tenant_schemas
+
+    names = dict(Tenant.objects.values_list("schema_name", "name"))
+    schemas = [s for s in tenant_schemas() if not params.get("tenant") or s == params["tenant"]]
+    wanted = page * page_size
+    merged, total = [], 0
+    for schema in schemas:
+        with schema_context(schema):
+            calls = call_log(params)
+            total += calls.count()
+            for call in calls[:wanted]:
+                call.schema, call.tenant_name = schema, names.get(schema, schema)
+                merged.append(call)
+    sort = params.get("sort") or DEFAULT_SORT
+    field = SORTS.get(sort.lstrip("-"), "created_at")
+    merged.sort(key=lambda c: _sort_key(c, field), reverse=sort.startswith("-"))
+    return merged[wanted - page_size:wanted], total
+
+
+def platform_call_log_choices() -> dict:
+    """The log's filter menus over every tenant."""
+    from django_tenants.utils import schema_context
+
+    from tenants.selectors import tenant_schemas
+
+    outcomes, carriers, directions = set(), set(), set()
+    for schema in tenant_schemas():
+        with schema_context(schema):
+            choices = call_log_choices()
+        outcomes.update(choices["outcomes"])
+        carriers.update(choices["carriers"])
+        directions.update(choices["directions"])
+    return {"outcomes": sorted(outcomes), "carriers": sorted(carriers), "directions": sorted(directions),
+            "campaigns": [], "tenants": tenant_schemas()}

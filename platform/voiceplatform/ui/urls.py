@@ -55,4 +55,6 @@ urlpatterns = [
     path("platform/tenants/", views_platform.tenants, name="tenants"),
     path("platform/tenants/<int:pk>/", views_platform.tenant_edit, name="tenant"),
     path("platform/gateways/", views_platform.gateways, name="gateways"),
+    path("platform/calls/", views_calls.platform_call_log, name="platform-calls"),
+    path("platform/calls/<str:schema>/<str:sid>/", views_calls.platform_call_detail, name="platform-call"),
 ]

@@ -15,7 +15,7 @@ from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 
 from . import selectors_calls
-from .access import tenant_page
+from .access import platform_page, tenant_page
 from .csv_export import csv_download
 
 PAGE_SIZE = 50
@@ -45,7 +45,7 @@ def call_log(request):
     for call in page:
         call.campaign_name = names.get(call.campaign_id, "")
     return render(request, "ui/calls/list.html", {
-        "page": page, "f": request.GET, "columns": _sortable(sort), "choices": selectors_calls.call_log_choices(),
+        "page": page, "calls": page, "f": request.GET, "columns": _sortable(sort), "choices": selectors_calls.call_log_choices(),
     })
 
 
@@ -90,3 +90,38 @@ def delivery_resend(request, sid: str, pk: int):
     webhooks.redeliver(delivery.pk)
     messages.success(request, f"The {delivery.event} callback is sent again to {delivery.url}.")
     return redirect("ui:call", sid=sid)
+
+
+@platform_page
+@never_cache
+@require_GET
+def platform_call_log(request):
+    """Platform admins: the calls of every tenant, on the public host (read-only)."""
+    try:
+        number = max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        number = 1
+    calls, total = selectors_calls.platform_call_log(request.GET, number, PAGE_SIZE)
+    page = Paginator(range(total), PAGE_SIZE).get_page(number)
+    return render(request, "ui/calls/list.html", {
+        "page": page, "calls": calls, "f": request.GET, "platform_view": True,
+        "columns": _sortable(request.GET.get("sort") or selectors_calls.DEFAULT_SORT),
+        "choices": selectors_calls.platform_call_log_choices(),
+    })
+
+
+@platform_page
+@never_cache
+@require_GET
+def platform_call_detail(request, schema: str, sid: str):
+    from django_tenants.utils import schema_context
+
+    from tenants.selectors import tenant_schemas
+
+    if schema not in tenant_schemas():
+        raise Http404("no such tenant")
+    with schema_context(schema):
+        data = selectors_calls.call_page(sid)
+        if data is None:
+            raise Http404("no such call")
+        return render(request, "ui/calls/detail.html", {**data, "platform_view": True, "schema": schema})
