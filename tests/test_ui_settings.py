@@ -119,3 +119,13 @@ def test_roles_change_through_the_account_services_with_their_two_refusals(tenan
             user_set_role(owner, role="member", changed_by=dora)
         owner.refresh_from_db()
         assert owner.is_staff
+
+
+def test_an_admin_makes_a_new_webhook_secret(admin, tenant_a):
+    from tenants.models import Tenant
+
+    old = Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret
+    page = admin.post("/settings/webhooks/secret/", follow=True)
+    new = Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret
+    assert new != old and len(new) == 64
+    assert new in page.content.decode() and old not in page.content.decode()

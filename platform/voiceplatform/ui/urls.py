@@ -37,6 +37,7 @@ urlpatterns = [
     path("settings/api-keys/", views_settings.api_keys, name="api-keys"),
     path("settings/api-keys/<int:pk>/revoke/", views_settings.api_key_revoke, name="api-key-revoke"),
     path("settings/webhooks/", views_settings.webhooks, name="webhooks"),
+    path("settings/webhooks/secret/", views_settings.webhook_secret_rotate, name="webhook-secret"),
     path("settings/do-not-call/", views_settings.do_not_call, name="do-not-call"),
     path("settings/do-not-call/<int:pk>/remove/", views_settings.do_not_call_remove, name="do-not-call-remove"),
     path("settings/users/", views_settings.users, name="users"),

@@ -15,6 +15,7 @@ from campaigns import services as campaign_services
 from campaigns.selectors import do_not_call_entries
 from telephony.calls.models import WebhookDelivery
 from tenants.accounts import selectors as account_selectors
+from tenants import services as tenant_services
 from tenants.accounts import services as account_services
 
 from . import uploads
@@ -71,6 +72,15 @@ def webhooks(request):
     return render(request, "ui/settings/webhooks.html", {
         "secret": request.tenant.webhook_secret, "page": page, "status": status,
     })
+
+
+@tenant_page(admin=True)
+@require_POST
+def webhook_secret_rotate(request):
+    tenant_services.rotate_webhook_secret(request.tenant)
+    messages.success(request, "New signing secret: callbacks are signed with it from now on. Give it to your "
+                              "receiver; the old one no longer verifies.")
+    return redirect("ui:webhooks")
 
 
 @tenant_page(admin=True)
