@@ -14,8 +14,8 @@ from campaigns import dnc
 from campaigns import services as campaign_services
 from campaigns.selectors import do_not_call_entries
 from telephony.calls.models import WebhookDelivery
-from tenants.accounts import selectors as account_selectors
 from tenants import services as tenant_services
+from tenants.accounts import selectors as account_selectors
 from tenants.accounts import services as account_services
 
 from . import uploads
