@@ -234,7 +234,9 @@ def tenant_dashboard(schema: str, window: str = DEFAULT_WINDOW) -> dict:
     names = carrier_names({call.get("carrier") for call in calls})
     for call in calls:
         call["carrier_name"] = names.get(str(call.get("carrier")), "")
-    return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": calls}
+    capacity, active = gateway_client.pool_capacity(get_redis())
+    return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": calls,
+            "pool": {"capacity": capacity, "active": active}}
 
 
 # ---- platform -----------------------------------------------------------------------------------
