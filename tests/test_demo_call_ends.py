@@ -54,3 +54,30 @@ def test_a_demo_call_is_a_short_conversation_the_agent_ends(demo, tenant_a):
     assert all(line.startswith("ts=") for line in log.splitlines() if line.strip())  # the platform's format
     with schema_context(tenant_a.tenant):
         call.delete()
+
+
+def test_a_member_hangs_up_a_call_in_progress_from_its_page(demo, tenant_a):
+    from telephony.calls.models import Call
+    from tests.ui_support import make_user, signed_in
+
+    processes, agent_url = demo
+    wait_until(lambda: "listening on" in processes[1].tail(), 30, what="the demo agent to listen")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}")
+    sid = api.post("/api/v1/calls", {"to": "+14155550178", "from": ACME_NUMBER, "stream_url": agent_url},
+                   content_type="application/json").json()["sid"]
+    connection.set_schema_to_public()
+
+    def answered():
+        with schema_context(tenant_a.tenant):
+            return Call.objects.filter(sid=sid, status="in-progress").exists()
+
+    wait_until(answered, 60, what="the call to be answered")
+    make_user(tenant_a.tenant, "mia")
+    member = signed_in(tenant_a.domain, "mia")
+    assert "Hang up" in member.get(f"/calls/{sid}/").content.decode()
+    page = member.post(f"/calls/{sid}/hangup/", follow=True)
+    assert "Hang-up sent" in page.content.decode()
+    call = stack.final_call(tenant_a.tenant, sid, processes)
+    assert (call.status, call.reason, call.hangup_by) == ("completed", "hangup_requested", "platform")
+    with schema_context(tenant_a.tenant):
+        call.delete()
