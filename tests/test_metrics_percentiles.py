@@ -71,3 +71,26 @@ def test_a_breakdown_per_carrier_has_its_own_percentiles(tenant_a, acme_calls):
     assert exact["all"]["setup_ms"]["count"] == 40
     assert call_percentiles([tenant_a.tenant], dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))["all"][
         "setup_ms"] == {"count": 0, "p50": None, "p90": None, "p99": None}
+
+
+def test_conversation_completion_counts_answered_calls_that_ended_normally(tenant_a, acme_calls):
+    """Of the forty answered calls, three lost their agent: 37 of 40 completed. A call still in
+    progress is not counted yet."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from telephony.calls.models import Call
+    from telephony.metrics.percentiles import call_percentiles
+
+    now = timezone.now()
+    with schema_context(tenant_a.tenant):
+        Call.objects.update(answered_at=now, ended_at=now)
+        broken = list(Call.objects.order_by("id").values_list("id", flat=True)[:3])
+        Call.objects.filter(id__in=broken[:2]).update(reason="agent_connect_failed")
+        Call.objects.filter(id=broken[2]).update(abandoned=True)
+        Call.objects.create(from_number="+14155550100", to_number="+14155550999", status="in-progress",
+                            answered_at=now)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    talks = call_percentiles([tenant_a.tenant], since)["all"]["conversations"]
+    assert talks == {"answered": 40, "completed": 37, "rate": pytest.approx(37 / 40, abs=1e-4)}

@@ -206,6 +206,11 @@ def _add_active(breakdown: dict[str, dict], key_for) -> None:
         breakdown[value]["active"] = replies[2 * i + 1]
 
 
+# Latency per stage of a call, each from its own column of the call records.
+STAGES = [("queued → INVITE", "queue_ms"), ("INVITE → ringing", "pdd_ms"), ("INVITE → answer", "setup_ms"),
+          ("answer → agent streaming", "ai_connect_ms"), ("caller stops → agent audio", "ai_response_ms")]
+
+
 def _window_start(window: str, now: float) -> dt.datetime:
     res, count = _window(window)
     return dt.datetime.fromtimestamp(now - keys.RESOLUTIONS[res] * count, dt.UTC)
@@ -217,6 +222,8 @@ def _with_exact_percentiles(series: dict, schemas: list[str], window: str, now: 
     for name, figures in exact["all"].items():
         if name in series["histograms"]:
             series["histograms"][name].update(figures, exact=True)
+    series["conversations"] = exact["all"]["conversations"]
+    series["stages"] = [{"stage": label, **exact["all"][name]} for label, name in STAGES]
     for dim in by:
         for value, figures in series["by"].get(dim, {}).items():
             scope = exact[dim].get(value, {})
