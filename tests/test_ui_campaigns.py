@@ -163,6 +163,10 @@ def test_agent_step_validates_url_and_parameters(member, acme_number):
     html = response.content.decode()
     assert response.status_code == 200
     assert "Must start with wss://" in html and "line 1: write name=value" in html and "Use one key" in html
+    # a name the platform sets on every call would be silently replaced: refused, not lost
+    taken = member.post("/campaigns/new/agent/", {"stream_url": "wss://agent.example.com/media",
+                                                  "custom_parameters": "voice=alloy\nto_number=+1555"})
+    assert "to_number: the platform sets this name on every call" in taken.content.decode()
     assert not Campaign.objects.exists()
 
 

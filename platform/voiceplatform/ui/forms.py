@@ -227,8 +227,17 @@ class AgentForm(forms.Form):
             raise ValidationError("Must start with wss://, ws://, https:// or http://.")
         return url
 
+    # Set by the platform on every call (campaigns.dialer.agent_parameters, the test call): a value
+    # typed here under these names would be replaced without a word, so it is refused.
+    PLATFORM_PARAMETERS = ("campaign", "contact_name", "from_number", "to_number", "test_call")
+
     def clean_custom_parameters(self):
-        return parse_parameters(self.cleaned_data["custom_parameters"])
+        parameters = parse_parameters(self.cleaned_data["custom_parameters"])
+        taken = [name for name in parameters if name in self.PLATFORM_PARAMETERS]
+        if taken:
+            raise ValidationError(f"{', '.join(taken)}: the platform sets {'this name' if len(taken) == 1 else 'these names'} "
+                                  f"on every call ({', '.join(self.PLATFORM_PARAMETERS)}). Choose another name.")
+        return parameters
 
     def clean_optout_digit(self):
         digit = self.cleaned_data["optout_digit"].strip()
