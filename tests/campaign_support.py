@@ -2,6 +2,8 @@
 (tests/stack.py) against SIPp carriers: the trunks and numbers of a test, its campaigns, and what
 became of them."""
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
 
 from django_tenants.utils import schema_context
 
@@ -15,6 +17,22 @@ from tests.support import wait_until
 
 SCENARIOS = stack.GATEWAY_SCENARIOS
 ALL_DAY = {"window_start": dt.time(0, 0), "window_end": dt.time(23, 59, 59), "weekdays": list(range(7))}
+
+
+def running_platform(log_dir: Path, webhooks: bool = False) -> Iterator[dict[str, stack.Process]]:
+    """For a fixture: the processes that dial campaigns, by name (gateway pool, recorder, dialer
+    worker, beat, and the webhooks worker for status callbacks), stopped when it is done."""
+    processes = {
+        "gateways": stack.gateway_pool(log_dir, processes=3),
+        "recorder": stack.recorder(log_dir),
+        "worker": stack.celery_worker(log_dir, "dialer"),
+        "beat": stack.celery_beat(log_dir),
+    }
+    if webhooks:
+        processes["webhooks"] = stack.celery_worker(log_dir, "webhooks", queue="webhooks", concurrency=16)
+    yield processes
+    for process in processes.values():
+        process.stop()
 
 
 def platform_logs(platform) -> str:

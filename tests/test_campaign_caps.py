@@ -23,8 +23,15 @@ from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignContact
 from telephony.calls.models import Call
 from telephony.gateway import events as gw
-from tests import stack
-from tests.campaign_support import ALL_DAY, calls_of, contacts_of, new_campaign, platform_logs, wait_completed
+from tests.campaign_support import (
+    ALL_DAY,
+    calls_of,
+    contacts_of,
+    new_campaign,
+    platform_logs,
+    running_platform,
+    wait_completed,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -32,17 +39,8 @@ State = CampaignContact.State
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, django_db_setup, django_db_blocker):
-    log_dir = tmp_path_factory.mktemp("platform")
-    processes = {
-        "gateways": stack.gateway_pool(log_dir, processes=3),
-        "recorder": stack.recorder(log_dir),
-        "worker": stack.celery_worker(log_dir, "dialer"),
-        "beat": stack.celery_beat(log_dir),
-    }
-    yield processes
-    for process in processes.values():
-        process.stop()
+def platform(tmp_path_factory, django_db_setup):
+    yield from running_platform(tmp_path_factory.mktemp("platform"))
 
 
 def calls_at_the_carrier(message_log: Path) -> dict[str, tuple[float, float]]:

@@ -26,7 +26,6 @@ from campaigns.models import Campaign
 from telephony.calls import webhooks
 from telephony.calls.models import WebhookDelivery
 from tenants.models import Tenant
-from tests import stack
 from tests.campaign_support import (
     ALL_DAY,
     calls_of,
@@ -34,6 +33,7 @@ from tests.campaign_support import (
     contacts_of,
     new_campaign,
     platform_logs,
+    running_platform,
     wait_completed,
 )
 from tests.support import wait_until
@@ -42,18 +42,8 @@ pytestmark = pytest.mark.usefixtures("committed")
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, django_db_setup, django_db_blocker):
-    log_dir = tmp_path_factory.mktemp("platform")
-    processes = {
-        "gateways": stack.gateway_pool(log_dir, processes=3),
-        "recorder": stack.recorder(log_dir),
-        "worker": stack.celery_worker(log_dir, "dialer"),
-        "webhooks": stack.celery_worker(log_dir, "webhooks", queue="webhooks", concurrency=16),
-        "beat": stack.celery_beat(log_dir),
-    }
-    yield processes
-    for process in processes.values():
-        process.stop()
+def platform(tmp_path_factory, django_db_setup):
+    yield from running_platform(tmp_path_factory.mktemp("platform"), webhooks=True)
 
 
 # --- retries ----------------------------------------------------------------------------------------------
