@@ -4,6 +4,7 @@ numbers must stay true and caps must slow the campaign rather than use up its co
 - a carrier that takes only 2 calls at once, and a campaign of 20 contacts that would dial 10 at
   once: every contact is called exactly once and answered, none fails for capacity, and the carrier
   (counting from its own SIP messages) never has more than 2 calls;
+- two campaigns on that carrier at once: calls refused at its cap are dialed again, none is lost;
 - a campaign paused, resumed and cancelled while its calls are up: the calls in flight end and are
   counted, and the progress (API, page, list) agrees with the contact and call rows at every step.
 
@@ -86,6 +87,36 @@ def test_a_carrier_capped_at_2_calls_slows_the_campaign_and_uses_up_no_contact(p
     at_the_carrier = calls_at_the_carrier(message_log)
     assert len(at_the_carrier) == 20
     assert most_at_once(at_the_carrier.values()) == 2  # the cap, used in full and never exceeded
+
+
+def test_two_campaigns_on_one_capped_carrier_share_it_and_use_up_no_contact(platform, trunks, campaigns_made,
+                                                                              tmp_path):
+    """Two of Acme's teams start a campaign of 10 contacts each at the same moment, on the same trunk
+    that takes 2 calls at once. Neither dialer sees the other's calls before the gateway leases them,
+    so some calls meet a full trunk and are refused: their contacts are dialed again, and in the end
+    every contact of both campaigns was answered exactly once, with one attempt counted."""
+    message_log = tmp_path / "carrier-messages.log"
+    trunks.carrier("Shared trunk", "uas_answer_bye.xml", "-d", "1000", "-trace_shortmsg",
+                   "-shortmessage_file", str(message_log), max_concurrent=2)
+    caller = trunks.number("+14155550123")
+    teams = [
+        new_campaign(campaigns_made, f"Team {team}", [(f"+1415559{team}{i:03d}", f"{team} {i}", "UTC") for i in range(10)],
+                     caller_ids=[caller], cps=10, max_concurrent=10, **ALL_DAY)
+        for team in (1, 2)
+    ]
+    for campaign in teams:
+        wait_completed(campaign, platform, 120)
+
+    for campaign in teams:
+        calls = calls_of(campaign)
+        answered = Counter(call.campaign_contact_id for call in calls if call.outcome == "answered")
+        others = {(call.outcome, call.reason) for call in calls if call.outcome != "answered"}
+        assert others <= {("carrier_error", gw.REASON_CARRIER_AT_CAPACITY)}, others
+        assert len(answered) == 10 and set(answered.values()) == {1}, "a contact called twice or not at all"
+        assert {(cc.state, cc.attempts) for cc in contacts_of(campaign).values()} == {(State.DONE, 1)}
+    trunks.processes[0].stop()
+    at_the_carrier = calls_at_the_carrier(message_log)
+    assert len(at_the_carrier) == 20 and most_at_once(at_the_carrier.values()) <= 2
 
 
 def counted_from_rows(campaign: Campaign) -> dict:
