@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 from django_tenants.utils import schema_context
+from voiceplatform.ui.selectors import campaign_live_progress
 
 from campaigns import selectors, services, tasks
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList
@@ -107,12 +108,15 @@ def test_contacts_whose_window_is_closed_are_not_in_the_time_left_which_says_whe
         progress = selectors.campaign_progress(campaign, now)
         assert (progress["dialable_now"], progress["waiting_for_window"]) == (2, 3)
         assert progress["next_window_at"] == tokyo_opens and progress["eta_seconds"] == 1
+        page = campaign_live_progress(campaign, now)["eta_text"]  # what the campaign page shows
+        assert page == "1 s, the rest when their window opens in 8 h 00 min"
 
         for row in CampaignContact.objects.filter(campaign=campaign, contact__time_zone="America/New_York"):
             services.record_attempt_outcome(row.pk, "answered", f"CA-{row.pk}", now=now)
         progress = selectors.campaign_progress(campaign, now)
         assert (progress["dialable_now"], progress["remaining"], progress["eta_seconds"]) == (0, 3, None)
         assert progress["next_window_at"] == tokyo_opens
+        assert campaign_live_progress(campaign, now)["eta_text"] == "calling window opens in 8 h 00 min"
 
         friday_night = dt.datetime(2024, 6, 7, 22, 0, tzinfo=dt.UTC)  # Saturday 07:00 in Tokyo
         monday_9am_tokyo = dt.datetime(2024, 6, 10, 0, 0, tzinfo=dt.UTC)
