@@ -10,7 +10,6 @@ numbers must stay true and caps must slow the campaign rather than use up its co
 
 One platform (gateway pool, recorder, dialer worker, beat) serves the module.
 """
-import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from tests.campaign_support import (
     running_platform,
     wait_completed,
 )
-from tests.support import wait_until
+from tests.support import max_overlap, wait_until
 
 pytestmark = pytest.mark.usefixtures("committed")
 State = CampaignContact.State
@@ -51,15 +50,6 @@ def calls_at_the_carrier(message_log: Path) -> dict[str, tuple[float, float]]:
         _date, _time, ts, _direction, call_id, *_ = line.split("\t")
         seen.setdefault(call_id, []).append(float(ts))
     return {call_id: (min(times), max(times)) for call_id, times in seen.items()}
-
-
-def most_at_once(intervals) -> int:
-    edges = sorted(itertools.chain.from_iterable(((start, 1), (end, -1)) for start, end in intervals))
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
 
 
 def test_a_carrier_capped_at_2_calls_slows_the_campaign_and_uses_up_no_contact(platform, trunks, campaigns_made,
@@ -86,7 +76,7 @@ def test_a_carrier_capped_at_2_calls_slows_the_campaign_and_uses_up_no_contact(p
     trunks.processes[0].stop()  # SIPp writes its message log out
     at_the_carrier = calls_at_the_carrier(message_log)
     assert len(at_the_carrier) == 20
-    assert most_at_once(at_the_carrier.values()) == 2  # the cap, used in full and never exceeded
+    assert max_overlap(at_the_carrier.values()) == 2  # the cap, used in full and never exceeded
 
 
 def test_two_campaigns_on_one_capped_carrier_share_it_and_use_up_no_contact(platform, trunks, campaigns_made,
@@ -116,7 +106,7 @@ def test_two_campaigns_on_one_capped_carrier_share_it_and_use_up_no_contact(plat
         assert {(cc.state, cc.attempts) for cc in contacts_of(campaign).values()} == {(State.DONE, 1)}
     trunks.processes[0].stop()
     at_the_carrier = calls_at_the_carrier(message_log)
-    assert len(at_the_carrier) == 20 and most_at_once(at_the_carrier.values()) <= 2
+    assert len(at_the_carrier) == 20 and max_overlap(at_the_carrier.values()) <= 2
 
 
 def counted_from_rows(campaign: Campaign) -> dict:
