@@ -143,7 +143,7 @@ def campaigns_settling() -> QuerySet[Campaign]:
     """Campaigns that are not running but still have calls in flight (paused or cancelled meanwhile):
     their contacts take the outcome of those calls when they end."""
     dialing = CampaignContact.objects.filter(campaign=OuterRef("pk"), state=ContactState.DIALING)
-    return Campaign.objects.exclude(state=Campaign.State.RUNNING).filter(Exists(dialing))
+    return Campaign.objects.filter(state__in=(Campaign.State.PAUSED, Campaign.State.CANCELLED)).filter(Exists(dialing))
 
 
 def campaign_carriers(campaign: Campaign) -> list[Carrier]:
