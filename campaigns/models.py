@@ -130,6 +130,8 @@ class Campaign(models.Model):
     optout_digit = models.CharField(max_length=1, blank=True, help_text="DTMF digit that puts the callee on do-not-call")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).
+    dialing_since = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -160,25 +160,28 @@ def campaign_carriers(campaign: Campaign) -> list[Carrier]:
     return list(usable.values())
 
 
-PACE_WINDOW_S = 30  # the dial rate is measured over the calls of this last stretch
-PACE_MIN_CALLS = 5  # with fewer calls in it, the rate the campaign is allowed is used
+PACE_CALLS = 20  # the dial rate is measured over the campaign's last calls since it (re)started
+PACE_MIN_CALLS = 5  # with fewer, the rate it is allowed is used
 
 
 def dial_rate(campaign: Campaign, now: dt.datetime) -> float:
-    """Calls per second the campaign really places: over its calls of the last PACE_WINDOW_S (from the
-    first of them to now, so a stall shows at once), never above the rate it is allowed (its CPS,
-    at most its carriers' combined CPS), which is also the answer until it has made PACE_MIN_CALLS."""
+    """Calls per second the campaign really places: its last PACE_CALLS calls since it last started
+    or resumed, over the time from the first of them to now (so a stall shows at once), never above
+    the rate it is allowed (its CPS, at most its carriers' combined CPS), which is also the answer
+    until it has made PACE_MIN_CALLS calls."""
     carriers = campaign_carriers(campaign)
     allowed = campaign.cps
     if carriers and all(carrier.max_cps for carrier in carriers):
         allowed = min(allowed, sum(carrier.max_cps for carrier in carriers))
-    recent = Call.objects.filter(
-        campaign_id=campaign.pk, created_at__gt=now - dt.timedelta(seconds=PACE_WINDOW_S), created_at__lte=now,
-    ).aggregate(calls=Count("id"), first=Min("created_at"))
-    if campaign.state != Campaign.State.RUNNING or recent["calls"] < PACE_MIN_CALLS:
+    if campaign.state != Campaign.State.RUNNING or campaign.dialing_since is None:
         return allowed
-    span = (now - recent["first"]).total_seconds()
-    return min(allowed, recent["calls"] / span) if span > 0 else allowed
+    recent = list(Call.objects.filter(campaign_id=campaign.pk, created_at__gte=campaign.dialing_since,
+                                      created_at__lte=now)
+                  .order_by("-created_at").values_list("created_at", flat=True)[:PACE_CALLS])
+    if len(recent) < PACE_MIN_CALLS:
+        return allowed
+    span = (now - recent[-1]).total_seconds()
+    return min(allowed, len(recent) / span) if span > 0 else allowed
 
 
 def pending_now(campaign: Campaign, now: dt.datetime) -> dict:

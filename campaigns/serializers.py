@@ -103,7 +103,8 @@ class CampaignProgressSerializer(serializers.Serializer):
         allow_null=True, help_text="when the first closed calling window of a pending contact opens")
     next_retry_at = serializers.DateTimeField(allow_null=True, help_text="when the first retry is due")
     dial_rate = serializers.FloatField(
-        help_text="calls per second the campaign places (measured over its last 30 s of calls once it has 5)")
+        help_text="calls per second the campaign places (over its last 20 calls since it started or resumed, once "
+                  "it has made 5; before that, its CPS)")
     eta_seconds = serializers.IntegerField(
         allow_null=True, help_text="time to dial the contacts that can be dialed now at dial_rate; 0 when nothing "
                                    "remains; null when not running or nothing can be dialed before a window opens "

@@ -226,7 +226,7 @@ def campaign_start(campaign_id: int, now: dt.datetime | None = None) -> Campaign
     """draft/scheduled → running; the campaign's contacts are created from its list in the same
     transaction (one INSERT … SELECT), numbers on the do-not-call list as `dnc`."""
     now = now or timezone.now()
-    campaign = _transition(campaign_id, "start", started_at=now)
+    campaign = _transition(campaign_id, "start", started_at=now, dialing_since=now)
     _create_campaign_contacts(campaign, now)
     complete_if_finished(campaign.pk, now)
     campaign.refresh_from_db()
@@ -239,8 +239,9 @@ def campaign_pause(campaign_id: int) -> Campaign:
 
 @transaction.atomic
 def campaign_resume(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
-    campaign = _transition(campaign_id, "resume")
-    if complete_if_finished(campaign.pk, now or timezone.now()):
+    now = now or timezone.now()
+    campaign = _transition(campaign_id, "resume", dialing_since=now)
+    if complete_if_finished(campaign.pk, now):
         campaign.refresh_from_db()
     return campaign
 

@@ -90,6 +90,25 @@ def test_the_time_left_follows_the_pace_the_campaign_really_keeps(tenant_a):
 
         campaign = services.campaign_pause(campaign.pk)
         assert selectors.campaign_progress(campaign, later)["eta_seconds"] is None
+        resumed = later + dt.timedelta(seconds=600)  # the pause is not part of its pace
+        campaign = services.campaign_resume(campaign.pk, now=resumed)
+        assert selectors.campaign_progress(campaign, resumed)["eta_seconds"] == 15  # 30 at 2 calls/s
+
+
+def test_the_pace_of_a_campaign_with_long_calls_is_its_real_one(tenant_a):
+    """Acme's callees talk for minutes and its trunk takes few calls at once: the campaign places
+    one call every 10 s although it may place 2 a second. With 50 contacts left, that is 500 s."""
+    with schema_context("acme"):
+        started = WEDNESDAY_4PM_UTC
+        campaign = new_campaign("Long calls", [(f"+1415555{500 + i:04d}", "UTC") for i in range(60)], started,
+                                cps=2, **ALL_WEEK)
+        rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact").order_by("pk"))
+        for i, row in enumerate(rows[:10]):
+            end_call(place_call(campaign, row, at=started + dt.timedelta(seconds=10 * i)), "answered")
+        now = started + dt.timedelta(seconds=100)
+        services.campaign_calls_reconcile(campaign, now)
+        progress = selectors.campaign_progress(campaign, now)
+        assert (progress["dialable_now"], progress["dial_rate"], progress["eta_seconds"]) == (50, 0.1, 500)
 
 
 def test_contacts_whose_window_is_closed_are_not_in_the_time_left_which_says_when_it_opens(tenant_a):
