@@ -30,9 +30,24 @@ def running_platform(log_dir: Path, webhooks: bool = False) -> Iterator[dict[str
     }
     if webhooks:
         processes["webhooks"] = stack.celery_worker(log_dir, "webhooks", queue="webhooks", concurrency=16)
+    try:  # up before the first campaign starts (a loaded machine takes a while to start them)
+        wait_until(lambda: _ready(processes), 120, 0.5, what="the platform to start")
+    except AssertionError:
+        raise AssertionError(platform_logs(processes)) from None
     yield processes
     for process in processes.values():
         process.stop()
+
+
+def _ready(processes: dict[str, stack.Process]) -> bool:
+    from voiceplatform.celery import app
+    from voiceplatform.redis_client import get_redis
+
+    from telephony.gateway import client as gateway
+
+    answering = {name.split("@")[0] for reply in app.control.ping(timeout=0.5) for name in reply}
+    wanted = {"dialer", "webhooks"} if "webhooks" in processes else {"dialer"}
+    return wanted <= answering and gateway.pool_capacity(get_redis())[0] >= 3 * 4  # 3 gateways, 4 calls each
 
 
 def platform_logs(platform) -> str:
