@@ -23,6 +23,7 @@ from django.db import connection
 from django.utils import timezone
 from voiceplatform.redis_client import get_redis
 
+from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
 from telephony.gateway import events as gw
@@ -115,6 +116,14 @@ def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
             "campaign": str(campaign.pk)}
 
 
+def amd_request_fields(campaign: Campaign) -> dict:
+    """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
+    if not campaign.machine_detection:
+        return {}
+    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
+            "voicemail_message": campaign.voicemail_message}
+
+
 def gateway_room(redis) -> int:
     """Calls the pool can take now: free slots of live gateways minus calls already queued for them."""
     capacity, active = gateway.pool_capacity(redis)
@@ -132,7 +141,7 @@ def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, t
             custom_parameters=agent_parameters(campaign, contact, caller_id),
             status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
             fallback_message=campaign.fallback_message,
-            campaign_id=campaign.pk, campaign_contact_id=row.pk,
+            campaign_id=campaign.pk, campaign_contact_id=row.pk, **amd_request_fields(campaign),
         ))
     placed = 0
     for row, result in zip(rows, placer.place(requests), strict=True):

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Case, CharField, DateTimeField, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
+from telephony.calls import amd
 from telephony.calls.models import Call
 from telephony.gateway import events as gw
 from telephony.models import Number
@@ -31,7 +32,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "resume": ((State.PAUSED,), State.RUNNING),
     "cancel": ((State.DRAFT, State.SCHEDULED, State.RUNNING, State.PAUSED), State.CANCELLED),
 }
-RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed")
+RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed", "machine")
 # A call the gateway refused because a carrier's or the tenant's concurrent-call cap was full never
 # reached the callee: the contact is dialed again after CAPACITY_RETRY_S, and no attempt is counted.
 CAPACITY_REASONS = frozenset({gw.REASON_CARRIER_AT_CAPACITY})
@@ -41,7 +42,8 @@ CAMPAIGN_FIELDS = {
     "name", "contact_list", "start_at", "caller_ids", "stream_url", "custom_parameters", "cps", "max_concurrent",
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
-    "ring_timeout", "fallback_message", "optout_digit", "status_callback",
+    "ring_timeout", "fallback_message", "optout_digit", "status_callback", "machine_detection", "on_machine",
+    "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s",
 }
 
 
@@ -336,7 +338,9 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
     - answered → done;
     - opted_out (the callee opted out) → dnc, and the number goes on do-not-call;
     - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
-      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
+      again after the outcome's delay while attempts < the outcome's max attempts, else failed;
+    - machine (answering-machine detection) → the same, but done, not failed, when no retry is left
+      (the contact was reached: its voicemail, perhaps with the campaign's message).
 
     The attempt is counted once per call SID: a repeated report of the same call changes nothing, as
     does a report for a contact that is already finished. One UPDATE per outcome (the dialer's
@@ -368,7 +372,8 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
                 retry = Q(attempts__lt=max_attempts - 1)
                 counted += open_rows.update(
                     state=Case(When(retry, then=Value(ContactState.PENDING.value)),
-                               default=Value(ContactState.FAILED.value), output_field=CharField()),
+                               default=Value((ContactState.DONE if outcome == "machine" else ContactState.FAILED).value),
+                               output_field=CharField()),
                     next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
                                          default=Value(None), output_field=DateTimeField()),
                     **common,
@@ -406,15 +411,18 @@ def campaign_calls_reconcile(campaign: Campaign, now: dt.datetime | None = None)
     ).filter(Exists(claimed_before)).annotate(
         # on do-not-call by now: the agent reported an opt-out during the call (or an admin added it)
         on_dnc=Exists(DoNotCall.objects.filter(phone=OuterRef("to_number"))),
-    ).values_list("campaign_contact_id", "outcome", "reason", "sid", "dtmf_digits", "on_dnc", "created_at")
+    ).values_list("campaign_contact_id", "outcome", "reason", "sid", "dtmf_digits", "on_dnc", "answered_by",
+                  "created_at")
     results, refused = [], Q()
-    for contact_id, outcome, reason, sid, digits, on_dnc, placed_at in finished:
+    for contact_id, outcome, reason, sid, digits, on_dnc, answered_by, placed_at in finished:
         if outcome != "answered" and reason in CAPACITY_REASONS:
             # still claimed for this call (a stale report must not undo a newer claim)
             refused |= Q(pk=contact_id, updated_at__lte=placed_at)
             continue
         if on_dnc or (campaign.optout_digit and campaign.optout_digit in digits):
             outcome = "opted_out"  # the callee opted out: onto the do-not-call list
+        elif answered_by in amd.MACHINE_ANSWERS:
+            outcome = "machine"  # retried by the campaign's machine policy
         results.append((contact_id, outcome or "failed", sid))
     with transaction.atomic():
         counted = record_attempt_outcomes(campaign, results, now) if results else 0

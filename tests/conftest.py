@@ -40,6 +40,16 @@ def pytest_unconfigure(config):
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
+@pytest.fixture
+def server_dir():
+    """A folder for a test's own PostgreSQL. Not under pytest's tmp_path: a pytest session starting
+    meanwhile makes /tmp/pytest-of-<user> private again, and the server's `pgserver` user (when run
+    as root) loses its way to the data dir."""
+    path = Path(tempfile.mkdtemp(prefix="vp-test-server-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_blocker):
     """Migrate the run's private database in place (it is thrown away with the run)."""

@@ -8,7 +8,6 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("telephony.metrics.urls")),
     path("api/v1/", include("campaigns.urls")),

@@ -9,7 +9,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
 from voiceplatform.events import publish_tenant_events
@@ -21,6 +21,7 @@ from telephony.models import Carrier
 from tenants.models import Tenant
 
 from . import webhooks
+from .amd import MACHINE_ANSWERS
 from .models import Call, CallLeg
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ def _leg(call: Call, event: dict) -> CallLeg:
     return leg
 
 
+def _amd_fields(event: dict) -> dict:
+    """answered_by, amd_ms and amd_evidence of an ``amd`` or final event (empty when it has none)."""
+    if not event.get("answered_by"):
+        return {}
+    return {"answered_by": str(event["answered_by"])[:32], "amd_ms": _ms(event.get("amd_ms")),
+            "amd_evidence": event.get("amd_evidence")}
+
+
 def _ms(value) -> int | None:
     return None if value is None else max(0, round(float(value)))
 
@@ -97,6 +106,8 @@ def _apply(call: Call, event: dict) -> None:
         )
     elif kind == gw.STREAM_STARTED:
         calls.filter(ai_connect_ms__isnull=True).update(ai_connect_ms=_ms(event.get("ai_connect_ms")))
+    elif kind == gw.AMD and _amd_fields(event):
+        calls.filter(answered_by="").update(**_amd_fields(event))
     elif kind in gw.FINAL_TYPES:
         outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
         calls.filter(NOT_FINAL).update(
@@ -106,7 +117,10 @@ def _apply(call: Call, event: dict) -> None:
             **{name: event[name] for name in QUALITY_FIELDS if event.get(name) is not None},
         )
         CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
-        calls.filter(answered_at__isnull=False).exclude(stream_url="").filter(
+        if _amd_fields(event):
+            calls.filter(answered_by="").update(**_amd_fields(event))
+        # a machine answer is not an abandoned call: no person waited for the agent
+        calls.filter(answered_at__isnull=False).exclude(stream_url="").exclude(answered_by__in=MACHINE_ANSWERS).filter(
             Q(ai_connect_ms__isnull=True) | Q(ai_connect_ms__gt=Call.ABANDON_AFTER_MS)
         ).update(abandoned=True)
 
@@ -132,7 +146,7 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
     """Record events read together from the stream, in order: each in its own transaction, each
     tenant's in one visit to its schema, their dashboard notices published together at the end.
     Returns, per event, whether it is done with (recorded, or dropped as unknown); an event that
-    failed is logged and left False, to be read again."""
+    failed is logged and left False, to be read again. Raises if the database is unreachable."""
     done = [False] * len(batch)
     notices: list[tuple[str, dict]] = []
     by_tenant: dict[str, list[int]] = {}
@@ -151,6 +165,8 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
                 with call_context(event.get("call_id")):
                     try:
                         notice = _record(event, tenant_schema)
+                    except (OperationalError, InterfaceError):
+                        raise  # the database is gone: nothing of this batch is acknowledged (read again)
                     except Exception:
                         log.exception("%s event not recorded", event.get("type"))
                         continue

@@ -1,5 +1,6 @@
 """Status callbacks: a signed HTTP POST to the call's status_callback at initiated, ringing, answered
-and completed. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
+and completed, and ``amd`` (the answering-machine detection result, AnsweredBy) to the call's
+amd_status_callback (Twilio's AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
 Signatures, both with the tenant's webhook secret:
@@ -30,7 +31,7 @@ from . import stream_access
 from .models import Call, WebhookDelivery
 
 CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
-                   "completed": "completed", "failed": "completed"}
+                   "completed": "completed", "failed": "completed", "amd": "amd"}
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -57,6 +58,8 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
         "Timestamp": timezone.now().isoformat(), "Outcome": call.outcome, "Reason": call.reason,
         "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
         "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
+        # answering-machine detection (Twilio's names)
+        "AnsweredBy": call.answered_by, "MachineDetectionDuration": call.amd_ms,
     }
     if call.agent_connects and event != "completed":
         fields["StreamConnectUrl"] = stream_access.agent_connect_url(
@@ -67,12 +70,13 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
 def enqueue(call: Call, gateway_event: str) -> None:
     """Record and queue the callback for this event, at most once per call and event."""
     event = CALLBACK_EVENTS.get(gateway_event)
-    if not call.status_callback or event is None:
+    url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
+    if not url or event is None:
         return
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
-                call=call, event=event, url=call.status_callback,
+                call=call, event=event, url=url,
                 payload=payload_for(call, event, current_tenant().account_sid),
             )
     except IntegrityError:

@@ -94,6 +94,10 @@ class _Rollup:
             f[2:].split("|")[0]: int(v) for f, v in self.sums.items()
             if f.startswith("o.") and (f.endswith(suffix) if suffix else "|" not in f)
         }
+        out["answered_by"] = {  # answering-machine detection: human, machine_end_beep, fax…
+            f[2:].split("|")[0]: int(v) for f, v in self.sums.items()
+            if f.startswith("a.") and (f.endswith(suffix) if suffix else "|" not in f)
+        }
         if seconds:
             out["cps"] = round(attempted / seconds, 3)
         return out

@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaigns', '0003_campaign_status_callback'),
+        ('campaigns', '0004_campaign_answering_machine_detection'),
     ]
 
     operations = [
