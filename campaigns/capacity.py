@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telephony.calls.models import Call
 from telephony.gateway.call_limits import carrier_calls_key, tenant_calls_key
-from telephony.limits import ConcurrencyLimiter
 from telephony.models import Carrier
 
+from . import selectors
 from .models import Campaign
 
 
@@ -26,27 +25,31 @@ class CapRoom:
     cps: float | None  # the usable carriers' combined CPS; None: one of them has no CPS cap
 
 
-def _leases(redis, caps: list[tuple[str, int]]) -> tuple[int, set[str]]:
-    """Free slots summed over the caps (key, limit), and the calls holding a slot on any of them."""
-    free, holders = 0, set()
-    for key, limit in caps:
-        held = set(ConcurrencyLimiter(redis, key, limit).holders())
-        free += max(0, limit - len(held))
-        holders |= held
-    return free, holders
+def _live_holders(redis, keys: list[str]) -> dict[str, set[str]]:
+    """The calls holding a live lease on each key: two round trips to Redis whatever the number of
+    keys (a lease is live until its score, in ms of Redis time, as telephony.limits keeps them)."""
+    if not keys:
+        return {}
+    seconds, micros = redis.time()
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.zrangebyscore(key, f"({seconds * 1000 + micros // 1000}", "+inf")
+    return {key: {member.decode() if isinstance(member, bytes) else member for member in members}
+            for key, members in zip(keys, pipe.execute(), strict=True)}
 
 
 def cap_room(redis, campaign: Campaign, tenant, carriers: list[Carrier]) -> CapRoom:
     """Free slots under the caps `campaign`'s calls meet (carriers: selectors.campaign_carriers)."""
-    in_flight = set(Call.objects.filter(campaign_id=campaign.pk).exclude(status__in=Call.FINAL_STATUSES)
-                    .values_list("sid", flat=True))
-    carrier_caps = [(carrier_calls_key(c.pk), c.max_concurrent) for c in carriers]
-    tenant_caps = [(tenant_calls_key(tenant.schema_name), tenant.max_concurrent_calls)]
+    caps = [[(carrier_calls_key(c.pk), c.max_concurrent) for c in carriers],
+            [(tenant_calls_key(tenant.schema_name), tenant.max_concurrent_calls)]]
+    caps = [group for group in caps if group and all(limit for _, limit in group)]  # a limit of 0 is no cap
+    held = _live_holders(redis, [key for group in caps for key, _ in group])
+    in_flight = set(selectors.calls_in_flight(campaign).values_list("sid", flat=True)) if caps else set()
     rooms = []
-    for caps in (carrier_caps, tenant_caps):
-        if caps and all(limit for _, limit in caps):  # a limit of 0 is no cap
-            free, holders = _leases(redis, caps)
-            rooms.append(free - len(in_flight - holders))
+    for group in caps:
+        free = sum(max(0, limit - len(held[key])) for key, limit in group)
+        leased = set().union(*(held[key] for key, _ in group))
+        rooms.append(free - len(in_flight - leased))
     capped_cps = carriers and all(c.max_cps for c in carriers)
     return CapRoom(calls=min(rooms) if rooms else None,
                    cps=float(sum(c.max_cps for c in carriers)) if capped_cps else None)

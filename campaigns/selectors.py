@@ -49,6 +49,14 @@ def contact_figures(via: str = "") -> dict[str, Count]:
     }
 
 
+LIVE_CALL_STATUSES = [status for status in Call.Status if status not in Call.FINAL_STATUSES]
+
+
+def calls_in_flight(campaign: Campaign) -> QuerySet[Call]:
+    """The campaign's calls that have not ended (found through the status index: few at any time)."""
+    return Call.objects.filter(status__in=LIVE_CALL_STATUSES, campaign_id=campaign.pk)
+
+
 def campaigns_with_progress() -> QuerySet[Campaign]:
     """Campaigns annotated with contact_figures (the campaign list)."""
     return Campaign.objects.annotate(**contact_figures("campaign_contacts__"))
@@ -69,7 +77,7 @@ def campaign_progress(campaign: Campaign, now: dt.datetime | None = None) -> dic
     """
     now = now or timezone.now()
     counts = CampaignContact.objects.filter(campaign=campaign).aggregate(**contact_figures())
-    in_call = Call.objects.filter(campaign_id=campaign.pk).exclude(status__in=Call.FINAL_STATUSES).count()
+    in_call = calls_in_flight(campaign).count()
     waiting = pending_now(campaign, now)
     rate = dial_rate(campaign, now)
     return {"campaign": campaign.pk, "state": campaign.state, **counts, "in_call": in_call, **waiting,
