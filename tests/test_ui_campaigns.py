@@ -357,32 +357,3 @@ def test_a_scheduled_campaign_starts_by_itself_when_its_time_comes(member, tenan
     assert dialing == [campaign.pk]  # and its dialing loop is started
     progress = member.get(f"/campaigns/{campaign.pk}/progress.json").json()
     assert progress["state"] == "running" and progress["total"] == 3
-
-
-def test_the_time_left_follows_the_pace_so_far_once_there_is_one(tenant_a):
-    """The ETA of campaigns.selectors.campaign_progress (the campaign page and the API show it): the
-    configured CPS at first, then the pace the campaign really keeps; paused has none."""
-    from campaigns.models import Contact, ContactList
-    from campaigns.selectors import campaign_progress
-    from campaigns.services import campaign_pause, campaign_start
-
-    with schema_context(tenant_a.tenant):
-        contacts = ContactList.objects.create(name="Pace")
-        Contact.objects.bulk_create(Contact(contact_list=contacts, phone=f"+1415555{300 + i:04d}") for i in range(40))
-        campaign = Campaign.objects.create(name="Pace", contact_list=contacts, caller_ids=["+14155550199"],
-                                           stream_url="wss://agent.example.com", cps=2, window_start=dt.time(0),
-                                           window_end=dt.time(23, 59), weekdays=list(range(7)))
-        started = timezone.now()
-        campaign = campaign_start(campaign.pk, now=started)
-        assert campaign_progress(campaign, started)["eta_seconds"] == 20  # 40 at 2 calls/s
-
-        ids = list(CampaignContact.objects.filter(campaign=campaign).order_by("pk").values_list("pk", flat=True))
-        campaign_contacts_claim(ids[:10], now=started)
-        for pk in ids[:10]:
-            record_attempt_outcome(pk, "answered", "CApace")
-        later = started + dt.timedelta(seconds=20)  # 10 done in 20 s: 0.5 a second, 30 left
-        progress = campaign_progress(campaign, later)
-        assert progress["eta_seconds"] == 60 and progress["dialed"] == 10
-
-        campaign = campaign_pause(campaign.pk)
-        assert campaign_progress(campaign, later)["eta_seconds"] is None

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
-from campaigns.selectors import campaign_progress
+from campaigns.selectors import campaign_progress, campaigns_with_progress
 from telephony.gateway.client import pool_capacity
 from voiceplatform.redis_client import get_redis
 
@@ -51,13 +50,13 @@ def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     failed, percent done, the ETA and the abandonment rate as text."""
     now = now or timezone.now()
     progress = campaign_progress(campaign, now)
-    total, remaining, eta = progress["total"], progress["remaining"], progress["eta_seconds"]
+    total, remaining = progress["total"], progress["remaining"]
     abandonment = progress["abandonment_rate"]
     return {
         **progress,
         "failed": progress[ContactState.FAILED],
         "percent_done": round((total - remaining) * 100 / total, 1) if total else 0,
-        "eta_text": "paused" if campaign.state == Campaign.State.PAUSED and remaining else _duration_text(eta),
+        "eta_text": _eta_text(campaign, progress, now),
         "abandonment_text": "–" if abandonment is None else f"{abandonment * 100:.1f} %",
         "state_label": campaign.get_state_display(),
         "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
@@ -66,13 +65,21 @@ def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     }
 
 
+def _eta_text(campaign: Campaign, progress: dict, now) -> str:
+    if campaign.state == Campaign.State.PAUSED and progress["remaining"]:
+        return "paused"
+    text = _duration_text(progress["eta_seconds"])
+    opens = progress["next_window_at"]
+    if campaign.state != Campaign.State.RUNNING or opens is None:
+        return text
+    opens_in = _duration_text((opens - now).total_seconds())
+    if progress["eta_seconds"] is None:
+        return f"calling window opens in {opens_in}"
+    return f"{text}, the rest when their window opens in {opens_in}"
+
+
 def campaigns_with_counts():
-    return Campaign.objects.select_related("contact_list").annotate(
-        total=Count("campaign_contacts"),
-        remaining=Count("campaign_contacts", filter=Q(campaign_contacts__state__in=(
-            ContactState.PENDING, ContactState.DIALING))),
-        answered=Count("campaign_contacts", filter=Q(campaign_contacts__last_outcome="answered")),
-    )
+    return campaigns_with_progress().select_related("contact_list")
 
 
 EXPORT_COLUMNS = ["phone", "name", "time_zone", "state", "attempts", "last_outcome", "last_call_sid",
