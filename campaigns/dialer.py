@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.calls import amd
 from telephony.calls.models import Call
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError

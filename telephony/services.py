@@ -10,8 +10,8 @@ import socket
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.gateway import events as gw
 
 from .models import Carrier, CarrierHealthEvent, Number

@@ -9,8 +9,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.gateway import events as gw
 from telephony.models import Carrier, CarrierHealthEvent, Number
 from telephony.services import check_carrier, publish_inventory

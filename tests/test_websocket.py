@@ -6,10 +6,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from voiceplatform.asgi import application
-from voiceplatform.events import publish_tenant_event
 
+from core.publish import publish_tenant_event
 from tests.sessions import signed_in_session
+from voiceplatform.asgi import application
 
 pytestmark = pytest.mark.usefixtures("committed")
 

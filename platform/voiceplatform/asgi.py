@@ -9,10 +9,10 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 from django.urls import path  # noqa: E402
 
+from core.channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
 from telephony.calls.routing import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
 from telephony.metrics.routing import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
 
-from .channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
 from .consumers import TenantEventsConsumer  # noqa: E402
 from .views import healthz  # noqa: E402
 

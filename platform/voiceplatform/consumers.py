@@ -2,7 +2,7 @@
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import get_public_schema_name
 
-from .channels_tenancy import tenant_group
+from core.channels_tenancy import tenant_group
 
 
 class TenantEventsConsumer(AsyncJsonWebsocketConsumer):

@@ -212,8 +212,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
-    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"}},
-    "formatters": {"kv": {"()": "voiceplatform.logs.KeyValueFormatter"}},
+    "filters": {"call_sid": {"()": "core.logs.CallSidFilter"}},
+    "formatters": {"kv": {"()": "core.logs.KeyValueFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["call_sid"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},

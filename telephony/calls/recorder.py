@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
-from voiceplatform.events import publish_tenant_events
-from voiceplatform.logs import call_context
 
+from core.logs import call_context
+from core.publish import publish_tenant_events
 from telephony.gateway import events as gw
 from telephony.metrics.services import metrics_fields, record_call_event
 from telephony.models import Carrier

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from media import fallback
 from telephony import routing
 from telephony.gateway import client as gateway

@@ -23,9 +23,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django_tenants.utils import schema_context
-from voiceplatform.channels_tenancy import tenant_group
-from voiceplatform.redis_client import get_redis
 
+from core.channels_tenancy import tenant_group
+from core.redis_client import get_redis
 from media.stream_session import RELAY_READY
 
 from . import stream_access

@@ -734,7 +734,7 @@ def main(argv=None) -> int:
                    help="scheduling priority (the frame clock must not wait behind SIP work; < 0 needs root)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway=args.name)
     try:

@@ -379,7 +379,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway="supervisor")
     sup = Supervisor(args)

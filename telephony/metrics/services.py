@@ -24,8 +24,7 @@ import logging
 import threading
 import time
 
-from voiceplatform.redis_client import get_redis
-
+from core.redis_client import get_redis
 from media.quality import estimated_mos
 from telephony.gateway import events as gw
 

@@ -2,7 +2,7 @@
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .channels_tenancy import tenant_group
+from core.channels_tenancy import tenant_group
 
 
 def publish_tenant_event(schema_name: str, event: dict) -> None:
