@@ -2,7 +2,6 @@
 import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
-
 from tenant_schemas_celery.task import TenantTask
 
 from campaigns.models import Contact, ContactList
