@@ -4,7 +4,7 @@ pjsua2 keeps SIP and SDP negotiation; the audio of a bridged call never enters p
 stack. Why (measured, see docs/gateway.md "Media bridge"): a Python ``AudioMediaPort`` costs a
 director call per 20 ms frame and direction on the conference bridge's single clock thread, and
 reading a frame's ``ByteVector`` from Python costs ~350 us. The frame path runs in a media host
-(media_host.py): a process of its own that serves many workers (``--media-host``, started by the
+(media/host.py): a process of its own that serves many workers (``--media-host``, started by the
 supervisor), or a thread of this worker when it runs alone.
 
 * SDP: ``onCallSdpCreated`` rewrites the audio m-line (and ``a=rtcp``) of the SDP pjsua built to our
@@ -31,11 +31,11 @@ import time
 
 import pjsua2 as pj
 
+from media import host_link
 from media.protocol import MULAW_8K
 from media.rtp import rewrite_sdp_media
 
 from . import events as ev
-from . import media_link
 
 log = logging.getLogger("gateway.media")
 
@@ -133,8 +133,8 @@ class HostLink:
     def send(self, msg: dict, fds: list[int] | None = None) -> bool:
         if not self.alive:
             return False
-        data = media_link.encode(msg)
-        if len(data) > media_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
+        data = host_link.encode(msg)
+        if len(data) > host_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
             log.error("media host link: %s message of %d bytes is too long", msg.get("op"), len(data))
             return False
         try:
@@ -163,13 +163,13 @@ class HostLink:
         _register_thread("media-link")
         while self.alive:
             try:
-                data = self.rsock.recv(media_link.MAX_PACKET)
+                data = self.rsock.recv(host_link.MAX_PACKET)
             except OSError:
                 data = b""
             if not data:
                 break
             try:
-                msg = media_link.decode(data)
+                msg = host_link.decode(data)
             except ValueError:
                 log.error("media host link: bad message %r", data[:200])
                 continue
@@ -252,7 +252,7 @@ class MediaBridge:
         return self.local_link
 
     def _start_embedded(self) -> socket.socket:
-        from .media_host import MediaHost  # only here: a worker linked to a host process never loads it
+        from media.host import MediaHost  # only here: a worker linked to a host process never loads it
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         host = self.embedded = MediaHost()

@@ -10,7 +10,7 @@ One helper thread (``CommandListener``, no pjsua2) blocks on Redis for this work
 for originate wake-ups and wakes the main loop at once; another (``HostLink``) reads the media
 host's messages. pjsua's RTP is polled on the main thread too (no media thread), and the conference
 clock thread runs only while an answered call is not bridged (``set_sound_clock``). The audio of
-bridged calls runs in a media host (media_host.py), not here.
+bridged calls runs in a media host (media/host.py), not here.
 
 This module must not import Django (the gateway stays small). See docs/gateway.md.
 """
