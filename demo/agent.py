@@ -1,6 +1,6 @@
 """Demo AI agent speaking the Twilio Media Streams protocol: an example for tenants, and a test peer.
 
-Run it:  python -m media.demo_agent --port 8765   (then point a number's stream URL at
+Run it:  python -m demo.agent --port 8765   (then point a number's stream URL at
 ws://HOST:8765/). It does what a real voice agent does on the wire, without any AI:
 
 * on ``start``: plays a short spoken prompt (``media`` frames), then sends ``mark`` "prompt";
@@ -28,11 +28,11 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from . import codec
+from media import codec
 
-log = logging.getLogger("media.demo_agent")
+log = logging.getLogger("demo.agent")
 
-PROMPT_PATH = Path(__file__).with_name("assets") / "prompt_8k_mulaw.raw"
+PROMPT_PATH = Path(__file__).resolve().parents[1] / "media" / "assets" / "prompt_8k_mulaw.raw"
 PROMPT_MARK = "prompt"
 DTMF_FREQS = {
     "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
