@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 from . import events as ev
+from .contract import OriginateCommand
 from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
@@ -20,14 +21,12 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
-def originate(redis, command: dict) -> str:
-    """Queue an outbound call; returns its call_id (generated if the command has none).
-
-    command: {"call_id", "from", "to", "ring_timeout", "max_duration", "legs": [{"carrier_id", "uri",
-    "username", "password", "from_domain"}, ...], "tenant", "headers", "provisional_timeout"}.
-    The first gateway with a free slot takes it; its events then appear on ``calls:events``.
+def originate(redis, command: OriginateCommand) -> str:
+    """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
+    (generated if the command has none). The first gateway with a free slot takes it; its events
+    then appear on ``calls:events``.
     """
-    cmd = dict(command)
+    cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
     cmd.setdefault("call_id", new_call_id())
     cmd.setdefault("queued_at", round(time.time(), 3))

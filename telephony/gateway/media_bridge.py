@@ -22,12 +22,12 @@ import collections
 import ctypes
 import errno
 import functools
-import hashlib
 import logging
 import random
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, cast
 
 import pjsua2 as pj
 
@@ -36,6 +36,10 @@ from media.protocol import MULAW_8K
 from media.rtp import rewrite_sdp_media
 
 from . import events as ev
+from .contract import OriginateCommand
+
+if TYPE_CHECKING:
+    from media.host import MediaHost
 
 log = logging.getLogger("gateway.media")
 
@@ -46,24 +50,16 @@ FALLBACK_PART = 48_000  # bytes of fallback audio per link message
 
 def stream_config(s) -> dict | None:
     """Stream settings of a worker Session, or None when the call is not bridged."""
-    if s.direction == ev.DIRECTION_INBOUND:
-        route = s.extra.get("route") or {}
-        url = route.get("stream_url")
-        if not url:
-            return None
-        params = dict(route.get("parameters") or route.get("custom_parameters") or {})
-        src = route
-    else:
-        url = s.cmd.get("stream_url")
-        if not url:
-            return None
-        params = dict(s.cmd.get("custom_parameters") or {})
-        src = s.cmd
-    params = {str(k): str(v) for k, v in params.items()}
+    # the originate command, or the inbound number's route (contract.InboundRoute: the same stream
+    # fields, less those only a command carries)
+    src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
+    url = src.get("stream_url")
+    if not url:
+        return None
+    params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))
     params.setdefault("to_number", str(s.extra.get("to") or ""))
-    tenant = s.tenant or ""
-    account_sid = src.get("account_sid") or "AC" + hashlib.md5(tenant.encode()).hexdigest()
+    account_sid = src.get("account_sid") or ""
     return {
         "url": url,
         "params": params,
@@ -223,7 +219,7 @@ class MediaBridge:
         self.host_link: HostLink | None = None  # to the media host process
         self.local_link: HostLink | None = None  # to the host in a thread of this process
         self.next_host_try = 0.0
-        self.embedded = None  # that MediaHost, once started
+        self.embedded: MediaHost | None = None  # that MediaHost, once started
         self.embedded_thread: threading.Thread | None = None
 
     # ---- the media host -----------------------------------------------------------------------------
