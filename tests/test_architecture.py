@@ -15,3 +15,11 @@ def test_imports_only_point_down():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 broken" in run.stdout
+
+
+def test_the_apps_type_check():
+    # mypy over the apps (settings in pyproject.toml [tool.mypy]); the gateway contract's TypedDicts
+    # (telephony/gateway/contract.py) are checked wherever a command or a leg is built or read.
+    run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, env=project_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
