@@ -16,7 +16,7 @@ from django_tenants.utils import schema_context
 from core.logs import call_context
 from core.publish import publish_tenant_events
 from telephony.gateway import events as gw
-from telephony.metrics.services import metrics_fields, record_call_event
+from telephony.metrics.services import metrics_fields, record_abandonment, record_call_event
 from telephony.models import Carrier
 from tenants.models import Tenant
 
@@ -192,5 +192,7 @@ def _record(event: dict, tenant_schema: str) -> dict | None:
         log.debug("%s recorded: %s", event["type"], call.status)
         webhooks.enqueue(call, event["type"])
     record_call_event(tenant_schema, event, metrics_fields(call))
+    if call.abandoned and event["type"] in gw.FINAL_TYPES:  # counted once per call, however often read
+        record_abandonment(tenant_schema, call.sid, metrics_fields(call), ts=float(event["ts"]))
     return {"type": f"call.{event['type']}", "call": call.sid, "status": call.status, "outcome": call.outcome,
             "reason": call.reason}

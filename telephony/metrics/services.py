@@ -263,7 +263,7 @@ def record_call_quality(tenant_schema: str, sid: str, report: dict, call_fields:
 
 def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = None,
                        ts: float | None = None) -> bool:
-    """An answered call that no agent audio reached before the callee hung up (fed by the dialer)."""
+    """An answered call whose agent was not streaming in time (Call.abandoned; fed by the recorder)."""
     call_fields = call_fields or {}
     u = _Update(tenant_schema, ts or time.time(), _dims({}, call_fields), time.time())
     u.count("abandoned")
