@@ -28,21 +28,6 @@ def is_tenant_admin(user) -> bool:
     return bool(user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
 
 
-def is_platform_admin(request) -> bool:
-    user = request.user
-    return on_public_host(request) and bool(user.is_authenticated and user.is_active and user.is_staff)
-
-
-def role_of(request) -> str:
-    """'platform_admin', 'tenant_admin', 'tenant_member' or 'anonymous' (for templates)."""
-    user = request.user
-    if not user.is_authenticated:
-        return "anonymous"
-    if on_public_host(request):
-        return "platform_admin" if user.is_staff else "anonymous"
-    return "tenant_admin" if is_tenant_admin(user) else "tenant_member"
-
-
 def _refuse(request, status: int, title: str, message: str):
     return render(request, "ui/refused.html", {"title": title, "message": message}, status=status)
 
