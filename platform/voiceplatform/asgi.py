@@ -10,8 +10,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import path  # noqa: E402
 
 from core.channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
-from telephony.calls.routing import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
-from telephony.metrics.routing import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
+from media.ws_urls import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
+from telephony.metrics.ws_urls import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
 
 from .consumers import TenantEventsConsumer  # noqa: E402
 from .views import healthz  # noqa: E402

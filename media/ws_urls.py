@@ -1,7 +1,7 @@
-"""WebSocket routes of call media for agents that connect in (see media/stream_relay.py)."""
+"""WebSocket routes of call media for agents that connect in (see stream_relay.py)."""
 from django.urls import path
 
-from media.stream_relay import AgentLeg, GatewayLeg
+from .stream_relay import AgentLeg, GatewayLeg
 
 websocket_urlpatterns = [
     path("ws/v1/calls/<str:call_sid>/stream", AgentLeg.as_asgi()),
