@@ -174,10 +174,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vp-metricsbench-"))
     redis_server = setup_platform(work)
     import redis as redis_lib
-    from voiceplatform.embedded import stop_postgres
 
     from tests.conversation import RespondingAgent, caller_pcap
     from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port
+    from voiceplatform.embedded import stop_postgres
 
     r = redis_lib.Redis.from_url(redis_server.url)
     agent = RespondingAgent()

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
-from voiceplatform.admin_scope import TenantSchemaAdmin
+
+from core.admin_scope import TenantSchemaAdmin
 
 from . import services
 from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from django.db import connection
 from django.utils import timezone
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
@@ -116,6 +116,26 @@ def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
             "campaign": str(campaign.pk)}
 
 
+def campaign_call_request(campaign: Campaign, to: str, from_: str, contact=None,
+                          campaign_contact_id: int | None = None) -> CallRequest:
+    """The call a campaign places: to one of its contacts (the dialer), or with no contact the
+    wizard's test call (the agent is told it is one; it counts in no figure of the campaign)."""
+    if contact is None:
+        return CallRequest(
+            to=to, from_=from_, stream_url=ws_url(campaign.stream_url),
+            custom_parameters={**{k: str(v) for k, v in campaign.custom_parameters.items()},
+                               "test_call": "true", "campaign": str(campaign.pk)},
+            ring_timeout=campaign.ring_timeout,
+        )
+    return CallRequest(
+        to=to, from_=from_, stream_url=ws_url(campaign.stream_url),
+        custom_parameters=agent_parameters(campaign, contact, from_),
+        status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
+        fallback_message=campaign.fallback_message,
+        campaign_id=campaign.pk, campaign_contact_id=campaign_contact_id, **amd_request_fields(campaign),
+    )
+
+
 def amd_request_fields(campaign: Campaign) -> dict:
     """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
     if not campaign.machine_detection:
@@ -136,13 +156,7 @@ def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, t
     for i, row in enumerate(rows):
         contact = row.contact
         caller_id = caller_id_for(campaign.caller_ids, contact.phone, turn + i)
-        requests.append(CallRequest(
-            to=contact.phone, from_=caller_id, stream_url=ws_url(campaign.stream_url),
-            custom_parameters=agent_parameters(campaign, contact, caller_id),
-            status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
-            fallback_message=campaign.fallback_message,
-            campaign_id=campaign.pk, campaign_contact_id=row.pk, **amd_request_fields(campaign),
-        ))
+        requests.append(campaign_call_request(campaign, contact.phone, caller_id, contact, row.pk))
     placed = 0
     for row, result in zip(rows, placer.place(requests), strict=True):
         if isinstance(result, CallRequestError):

@@ -1,18 +1,18 @@
 """Celery entry points of the dialer; thin: the work is in campaigns.dialer and campaigns.services."""
+from celery import shared_task
 from django_tenants.utils import get_tenant_model, schema_context
-from voiceplatform.celery import app
 
 from . import dialer, selectors, services
 from .models import Campaign, ContactList
 
 
-@app.task
+@shared_task
 def count_contacts(contact_list_id: int) -> int:
     """Counted in the tenant's schema: tenant-schemas-celery passes the schema with the task."""
     return ContactList.objects.get(pk=contact_list_id).contacts.count()
 
 
-@app.task(ignore_result=True)
+@shared_task(ignore_result=True)
 def dispatch_dialers() -> None:
     """Every second (beat): start due campaigns, make sure each running one has a dialing loop, and
     bring the contacts of paused or cancelled campaigns up to date with their calls that ended."""
@@ -25,7 +25,7 @@ def dispatch_dialers() -> None:
                 reconcile_campaign.delay(campaign_id)
 
 
-@app.task(ignore_result=True)
+@shared_task(ignore_result=True)
 def dial_campaign(campaign_id: int) -> None:
     """One slice of dialing; hands over to a fresh task while the campaign runs."""
     report = dialer.dial_slice(campaign_id)

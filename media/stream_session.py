@@ -4,11 +4,11 @@ One ``StreamSession`` bridges one call to one agent WebSocket. Both connect mode
 
 * the platform dials the agent's ws:// or wss:// URL: ``await run_outbound(url, session)``;
 * the agent connects in (to daphne, with a per-call token): the gateway dials the platform's own
-  relay (telephony.calls.agent_stream) with ``run_outbound(relay_url, session,
+  relay (media/stream_relay.py) with ``run_outbound(relay_url, session,
   ready_message=RELAY_READY)``, which waits for the relay to say the agent is there before it
   sends ``connected``/``start``; the relay passes the text frames through unchanged.
 
-The gateway side (pjsua2 media port, another thread) uses only thread-safe, non-blocking calls:
+The caller side (the media host's frame path, media/host.py) uses only non-blocking calls:
 
 * ``push_inbound(frame)`` - one caller audio frame (20 ms, 160 bytes of PCMU or PCMA) per tick;
   it goes through a bounded queue: when full (agent too slow, socket stalled) the frame is dropped

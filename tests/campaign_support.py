@@ -41,7 +41,7 @@ def running_platform(log_dir: Path, webhooks: bool = False) -> Iterator[dict[str
 
 def _ready(processes: dict[str, stack.Process]) -> bool:
     from voiceplatform.celery import app
-    from voiceplatform.redis_client import get_redis
+    from core.redis_client import get_redis
 
     from telephony.gateway import client as gateway
 

@@ -15,9 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
-
 from tests.support import project_env  # noqa: E402
+from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
 
 RUN_DIR = Path(tempfile.mkdtemp(prefix="vp-test-"))
 os.environ["VOICEPLATFORM_VAR_DIR"] = str(RUN_DIR)

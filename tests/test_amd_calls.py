@@ -6,8 +6,8 @@ import time
 
 import pytest
 from django_tenants.utils import schema_context
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event
 from telephony.gateway import events as gw

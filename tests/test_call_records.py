@@ -15,6 +15,8 @@ from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event, record_events
 from telephony.gateway import events as gw
+from telephony.metrics import selectors as metrics
+from telephony.metrics.prometheus import CallMetricsCollector
 from telephony.models import Carrier
 from tenants.models import Tenant
 
@@ -180,3 +182,30 @@ def test_quality_from_the_final_event_is_kept_with_the_record(tenant_a):
         assert (call.jitter_ms, call.loss_percent, call.mos) == (2.4, 0.5, 4.31)
         assert (call.bridge_in_p99_ms, call.bridge_out_p99_ms, call.frames_to_agent) == (1.9, 19.5, 1500)
         assert call.rtt_ms is None and call.ai_connect_ms == 35 and not call.abandoned
+
+
+def abandoned_so_far() -> tuple[int, float]:
+    """Acme's abandoned calls on the dashboard (last hour) and in Prometheus' voice_calls_abandoned."""
+    family = next(f for f in CallMetricsCollector().collect() if f.name == "voice_calls_abandoned")
+    exported = sum(s.value for s in family.samples if s.labels == {"tenant": "acme"})
+    return metrics.tenant_series("acme", "1h")["totals"]["abandoned"], exported
+
+
+def test_an_abandoned_call_moves_the_dashboard_and_prometheus_once(tenant_a):
+    dashboard, exported = abandoned_so_far()
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                   stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, leg=0, setup_ms=900), "acme")
+    completed = gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=4.0)
+    record_event(completed, "acme")  # no agent audio at all: the callee heard silence
+    record_event(completed, "acme")  # the stream read again after a crash
+    assert abandoned_so_far() == (dashboard + 1, exported + 1)
+
+    with schema_context("acme"):  # an agent that streamed at once: not abandoned, nothing moves
+        served = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                     stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(served.sid, gw.ANSWERED, leg=0, setup_ms=900), "acme")
+    record_event(gw.make_event(served.sid, gw.STREAM_STARTED, leg=0, ai_connect_ms=300), "acme")
+    record_event(gw.make_event(served.sid, gw.COMPLETED, leg=0, outcome="answered", duration=9.0), "acme")
+    assert abandoned_so_far() == (dashboard + 1, exported + 1)

@@ -3,7 +3,7 @@ the free slots of the carriers it can use and of the tenant, as the gateways lea
 less the campaign's own calls that are in flight but hold no slot yet."""
 import pytest
 from django_tenants.utils import schema_context
-from voiceplatform.redis_client import get_redis
+from core.redis_client import get_redis
 
 from campaigns import selectors
 from campaigns.capacity import CapRoom, cap_room

@@ -10,10 +10,10 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from voiceplatform.redis_client import get_redis
 
 from campaigns import dialer, services
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+from core.redis_client import get_redis
 from telephony.calls.models import Call
 from telephony.calls.services import CallPlacer
 from telephony.gateway import events as gw

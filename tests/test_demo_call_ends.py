@@ -21,9 +21,9 @@ ACME_NUMBER = "+14155550124"
 def demo(tmp_path, tenant_a):
     carrier_port, agent_port = free_udp_port(), free_tcp_port()
     processes = [
-        stack.Process("carrier", [sys.executable, "-m", "telephony.demo_carrier", "--host", "127.0.0.1",
+        stack.Process("carrier", [sys.executable, "-m", "demo.carrier", "--host", "127.0.0.1",
                                   "--port", str(carrier_port)], tmp_path),
-        stack.Process("agent", [sys.executable, "-m", "media.demo_agent", "--port", str(agent_port),
+        stack.Process("agent", [sys.executable, "-m", "demo.agent", "--port", str(agent_port),
                                 "--listen", "4"], tmp_path),
         stack.gateway_pool(tmp_path, processes=1), stack.recorder(tmp_path),
     ]

@@ -17,12 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from voiceplatform.embedded import EmbeddedPostgres, RedisServer, stop_postgres
 
 from telephony.gateway import events as gw
 from telephony.gateway.store import Store
 from tests.stack import Process
 from tests.support import free_tcp_port, free_udp_port, project_env, run_manage, wait_until
+from voiceplatform.embedded import EmbeddedPostgres, RedisServer, stop_postgres
 
 
 @dataclass

@@ -10,10 +10,10 @@ import sys
 
 import psycopg
 import redis
-from voiceplatform.embedded import EmbeddedPostgres, RedisServer, stop_postgres
-from voiceplatform.processes import ProcessGroup, ProcessSpec, read_state
 
 from tests.support import wait_until
+from voiceplatform.embedded import EmbeddedPostgres, RedisServer, stop_postgres
+from voiceplatform.processes import ProcessGroup, ProcessSpec, read_state
 
 
 def supervise_until(group: ProcessGroup, predicate, timeout: float = 30, what: str = "condition"):

@@ -241,6 +241,17 @@ def test_test_call_without_a_carrier_is_recorded_as_failed(member, tenant_a, acm
     assert "must start with" in bad.content.decode()
 
 
+def test_a_test_call_to_an_https_agent_endpoint_dials_it_as_wss_like_the_campaign(member, tenant_a, acme_number):
+    campaign = build_draft(member)
+    with schema_context(tenant_a.tenant):
+        Campaign.objects.filter(pk=campaign.pk).update(stream_url="https://agent.acme.example/stream")
+    member.post(f"/campaigns/{campaign.pk}/test-call/", {"to": "+14155550124", "from_": "+14155550199"})
+    with schema_context(tenant_a.tenant):
+        call = Call.objects.get(to_number="+14155550124")
+    assert call.stream_url == "wss://agent.acme.example/stream"
+    assert call.custom_parameters["test_call"] == "true" and call.campaign_id is None
+
+
 def test_an_existing_list_can_be_reused_and_a_draft_edited_later(member, tenant_a, acme_number):
     first = build_draft(member)
     page = member.get("/campaigns/new/?restart=1")

@@ -7,17 +7,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
-from django.urls import path  # noqa: E402
 
-from telephony.calls.routing import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
-from telephony.metrics.routing import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
+from core.channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
+from media.ws_urls import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
+from telephony.metrics.ws_urls import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
 
-from .channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
-from .consumers import TenantEventsConsumer  # noqa: E402
 from .views import healthz  # noqa: E402
 
 websocket_urlpatterns = [
-    path("ws/events", TenantEventsConsumer.as_asgi()),
     *metrics_websocket_urlpatterns,
     *call_stream_websocket_urlpatterns,
 ]

@@ -221,9 +221,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
-    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"},
-                "routine": {"()": "voiceplatform.logs.RoutineTaskFilter"}},
-    "formatters": {"kv": {"()": "voiceplatform.logs.KeyValueFormatter"}},
+    "filters": {"call_sid": {"()": "core.logs.CallSidFilter"},
+                "routine": {"()": "core.logs.RoutineTaskFilter"}},
+    "formatters": {"kv": {"()": "core.logs.KeyValueFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["routine", "call_sid"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django_tenants.utils import schema_context
-from voiceplatform.events import publish_tenant_events
-from voiceplatform.logs import call_context
 
+from core.logs import call_context
 from telephony.gateway import events as gw
-from telephony.metrics.services import metrics_fields, record_call_event
+from telephony.metrics.services import metrics_fields, record_abandonment, record_call_event
 from telephony.models import Carrier
 from tenants.models import Tenant
 
@@ -144,11 +143,10 @@ def record_event(event: dict, tenant_schema: str) -> None:
 
 def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
     """Record events read together from the stream, in order: each in its own transaction, each
-    tenant's in one visit to its schema, their dashboard notices published together at the end.
+    tenant's in one visit to its schema (dashboards follow the metrics: telephony/metrics).
     Returns, per event, whether it is done with (recorded, or dropped as unknown); an event that
     failed is logged and left False, to be read again. Raises if the database is unreachable."""
     done = [False] * len(batch)
-    notices: list[tuple[str, dict]] = []
     by_tenant: dict[str, list[int]] = {}
     for index, (_, tenant_schema) in enumerate(batch):
         by_tenant.setdefault(tenant_schema, []).append(index)  # a call's events keep their order
@@ -164,33 +162,27 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
                 event = batch[index][0]
                 with call_context(event.get("call_id")):
                     try:
-                        notice = _record(event, tenant_schema)
+                        _record(event, tenant_schema)
                     except (OperationalError, InterfaceError):
                         raise  # the database is gone: nothing of this batch is acknowledged (read again)
                     except Exception:
                         log.exception("%s event not recorded", event.get("type"))
                         continue
                 done[index] = True
-                if notice is not None:
-                    notices.append((tenant_schema, notice))
-    try:
-        publish_tenant_events(notices)
-    except Exception:  # noqa: BLE001 - dashboards miss a beat; the records are written
-        log.exception("dashboard notices not published")
     return done
 
 
-def _record(event: dict, tenant_schema: str) -> dict | None:
-    """Apply one event in the current (tenant) schema; the dashboard notice to publish, if any."""
+def _record(event: dict, tenant_schema: str) -> None:
+    """Apply one event in the current (tenant) schema."""
     with transaction.atomic():
         call = _call_for(event)
         if call is None:
             log.warning("event for unknown call %s in %s dropped", event.get("call_id"), tenant_schema)
-            return None
+            return
         _apply(call, event)
         call.refresh_from_db()
         log.debug("%s recorded: %s", event["type"], call.status)
         webhooks.enqueue(call, event["type"])
     record_call_event(tenant_schema, event, metrics_fields(call))
-    return {"type": f"call.{event['type']}", "call": call.sid, "status": call.status, "outcome": call.outcome,
-            "reason": call.reason}
+    if call.abandoned and event["type"] in gw.FINAL_TYPES:  # counted once per call, however often read
+        record_abandonment(tenant_schema, call.sid, metrics_fields(call), ts=float(event["ts"]))

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from media import fallback
 from telephony import routing
 from telephony.gateway import client as gateway
+from telephony.gateway.contract import CarrierLeg, OriginateCommand
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
@@ -93,7 +94,7 @@ class CallPlacer:
             raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
         return self._numbers[e164]
 
-    def _legs(self, to: str, region: str | None) -> list[dict]:
+    def _legs(self, to: str, region: str | None) -> list[CarrierLeg]:
         if self._carriers is None:
             rows = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
             self._carriers = {pk: (carrier, carrier.as_route()) for pk, carrier in rows.items()}
@@ -140,9 +141,9 @@ class CallPlacer:
                 transaction.on_commit(lambda: _originate_all(commands))
         return results
 
-    def _command(self, call: Call, request: CallRequest, legs: list[dict]) -> dict:
-        """The gateway pool's originate command for ``call`` (telephony/gateway/client.py)."""
-        command = {
+    def _command(self, call: Call, request: CallRequest, legs: list[CarrierLeg]) -> OriginateCommand:
+        """The gateway pool's originate command for ``call`` (telephony/gateway/contract.py)."""
+        command: OriginateCommand = {
             "call_id": call.sid, "tenant": connection.schema_name, "from": call.from_number, "to": call.to_number,
             "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
             "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
@@ -160,8 +161,9 @@ class CallPlacer:
                 command["machine_detection"]["voicemail_key"] = _fallback_audio_key(request.voicemail_message)
         if request.agent_connects:
             # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
-            command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid),
-                           stream_via_relay=True, stream_connect_timeout=settings.AGENT_STREAM_CONNECT_TIMEOUT_S)
+            command["stream_url"] = stream_access.relay_url(connection.schema_name, call.sid)
+            command["stream_via_relay"] = True
+            command["stream_connect_timeout"] = settings.AGENT_STREAM_CONNECT_TIMEOUT_S
         return command
 
 
@@ -174,7 +176,7 @@ def place_call(tenant, request: CallRequest) -> Call:
     return result
 
 
-def _originate_all(commands: list[dict]) -> None:
+def _originate_all(commands: list[OriginateCommand]) -> None:
     redis = get_redis()
     for command in commands:
         gateway.originate(redis, command)

@@ -1,9 +1,9 @@
-from voiceplatform.celery import app
+from celery import shared_task
 
 from . import webhooks
 
 
-@app.task(ignore_result=True, acks_late=True)
+@shared_task(ignore_result=True, acks_late=True)
 def deliver_webhook(delivery_id: int) -> None:
     """Runs in the tenant's schema (tenant-schemas-celery); reschedules itself until done."""
     retry_in = webhooks.deliver(delivery_id)

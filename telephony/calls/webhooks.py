@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from voiceplatform.logs import call_context
 
+from core.logs import call_context
 from tenants.selectors import current_tenant
 
 from . import stream_access

@@ -11,6 +11,7 @@ leg that is early waits for its turn instead of failing. Keys and scripts: telep
 """
 from __future__ import annotations
 
+from telephony.gateway.contract import CarrierLeg, OriginateCommand
 from telephony.limits import (
     ConcurrencyLimiter,
     RateLimiter,
@@ -45,7 +46,7 @@ class CallLimits:
         self.online = online  # False while the caller knows Redis is unreachable: releases wait at once
         self.unreleased: list[tuple[str, list[str]]] = []  # (call id, slot keys) not released yet
 
-    def _slots(self, cmd: dict, leg: dict) -> list[ConcurrencyLimiter]:
+    def _slots(self, cmd: OriginateCommand, leg: CarrierLeg) -> list[ConcurrencyLimiter]:
         slots = []
         if leg.get("max_concurrent"):
             slots.append(ConcurrencyLimiter(self.client, carrier_calls_key(leg["carrier_id"]), int(leg["max_concurrent"])))
@@ -54,7 +55,7 @@ class CallLimits:
                                             int(cmd["tenant_max_concurrent"])))
         return slots
 
-    def admit(self, call_id: str, cmd: dict, leg: dict, held: list) -> tuple[str, float]:
+    def admit(self, call_id: str, cmd: OriginateCommand, leg: CarrierLeg, held: list) -> tuple[str, float]:
         """(OK, 0) with the slots appended to `held`; (WAIT, seconds) for the CPS turn; (FULL, 0).
         Raises the client's error when Redis cannot be reached (the caller waits and tries again)."""
         slots = self._slots(cmd, leg)

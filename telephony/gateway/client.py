@@ -8,9 +8,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 
 from . import events as ev
+from .contract import OriginateCommand
 from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
@@ -20,14 +20,12 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
-def originate(redis, command: dict) -> str:
-    """Queue an outbound call; returns its call_id (generated if the command has none).
-
-    command: {"call_id", "from", "to", "ring_timeout", "max_duration", "legs": [{"carrier_id", "uri",
-    "username", "password", "from_domain"}, ...], "tenant", "headers", "provisional_timeout"}.
-    The first gateway with a free slot takes it; its events then appear on ``calls:events``.
+def originate(redis, command: OriginateCommand) -> str:
+    """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
+    (generated if the command has none). The first gateway with a free slot takes it; its events
+    then appear on ``calls:events``.
     """
-    cmd = dict(command)
+    cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
     cmd.setdefault("call_id", new_call_id())
     cmd.setdefault("queued_at", round(time.time(), 3))
@@ -95,20 +93,6 @@ def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: i
     if not res:
         return []
     return ev.decode_entries(res[0][1])
-
-
-def iter_events(redis, last_id: str = "$", call_id: str | None = None, timeout: float | None = None
-                ) -> Iterator[dict]:
-    """Follow calls:events (optionally only one call's events) until timeout seconds pass."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    if last_id == "$":
-        last = redis.xrevrange(ev.EVENTS_STREAM, count=1)
-        last_id = last[0][0].decode() if last else "0"
-    while deadline is None or time.monotonic() < deadline:
-        for entry_id, event in read_events(redis, last_id, block_ms=200):
-            last_id = entry_id
-            if call_id is None or event.get("call_id") == call_id:
-                yield event
 
 
 def call_events(redis, call_id: str) -> list[dict]:

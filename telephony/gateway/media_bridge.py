@@ -4,7 +4,7 @@ pjsua2 keeps SIP and SDP negotiation; the audio of a bridged call never enters p
 stack. Why (measured, see docs/gateway.md "Media bridge"): a Python ``AudioMediaPort`` costs a
 director call per 20 ms frame and direction on the conference bridge's single clock thread, and
 reading a frame's ``ByteVector`` from Python costs ~350 us. The frame path runs in a media host
-(media_host.py): a process of its own that serves many workers (``--media-host``, started by the
+(media/host.py): a process of its own that serves many workers (``--media-host``, started by the
 supervisor), or a thread of this worker when it runs alone.
 
 * SDP: ``onCallSdpCreated`` rewrites the audio m-line (and ``a=rtcp``) of the SDP pjsua built to our
@@ -22,20 +22,24 @@ import collections
 import ctypes
 import errno
 import functools
-import hashlib
 import logging
 import random
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, cast
 
 import pjsua2 as pj
 
+from media import host_link
 from media.protocol import MULAW_8K
 from media.rtp import rewrite_sdp_media
 
 from . import events as ev
-from . import media_link
+from .contract import OriginateCommand
+
+if TYPE_CHECKING:
+    from media.host import MediaHost
 
 log = logging.getLogger("gateway.media")
 
@@ -46,24 +50,16 @@ FALLBACK_PART = 48_000  # bytes of fallback audio per link message
 
 def stream_config(s) -> dict | None:
     """Stream settings of a worker Session, or None when the call is not bridged."""
-    if s.direction == ev.DIRECTION_INBOUND:
-        route = s.extra.get("route") or {}
-        url = route.get("stream_url")
-        if not url:
-            return None
-        params = dict(route.get("parameters") or route.get("custom_parameters") or {})
-        src = route
-    else:
-        url = s.cmd.get("stream_url")
-        if not url:
-            return None
-        params = dict(s.cmd.get("custom_parameters") or {})
-        src = s.cmd
-    params = {str(k): str(v) for k, v in params.items()}
+    # the originate command, or the inbound number's route (contract.InboundRoute: the same stream
+    # fields, less those only a command carries)
+    src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
+    url = src.get("stream_url")
+    if not url:
+        return None
+    params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))
     params.setdefault("to_number", str(s.extra.get("to") or ""))
-    tenant = s.tenant or ""
-    account_sid = src.get("account_sid") or "AC" + hashlib.md5(tenant.encode()).hexdigest()
+    account_sid = src.get("account_sid") or ""
     return {
         "url": url,
         "params": params,
@@ -133,8 +129,8 @@ class HostLink:
     def send(self, msg: dict, fds: list[int] | None = None) -> bool:
         if not self.alive:
             return False
-        data = media_link.encode(msg)
-        if len(data) > media_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
+        data = host_link.encode(msg)
+        if len(data) > host_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
             log.error("media host link: %s message of %d bytes is too long", msg.get("op"), len(data))
             return False
         try:
@@ -163,13 +159,13 @@ class HostLink:
         _register_thread("media-link")
         while self.alive:
             try:
-                data = self.rsock.recv(media_link.MAX_PACKET)
+                data = self.rsock.recv(host_link.MAX_PACKET)
             except OSError:
                 data = b""
             if not data:
                 break
             try:
-                msg = media_link.decode(data)
+                msg = host_link.decode(data)
             except ValueError:
                 log.error("media host link: bad message %r", data[:200])
                 continue
@@ -223,7 +219,7 @@ class MediaBridge:
         self.host_link: HostLink | None = None  # to the media host process
         self.local_link: HostLink | None = None  # to the host in a thread of this process
         self.next_host_try = 0.0
-        self.embedded = None  # that MediaHost, once started
+        self.embedded: MediaHost | None = None  # that MediaHost, once started
         self.embedded_thread: threading.Thread | None = None
 
     # ---- the media host -----------------------------------------------------------------------------
@@ -252,7 +248,7 @@ class MediaBridge:
         return self.local_link
 
     def _start_embedded(self) -> socket.socket:
-        from .media_host import MediaHost  # only here: a worker linked to a host process never loads it
+        from media.host import MediaHost  # only here: a worker linked to a host process never loads it
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         host = self.embedded = MediaHost()

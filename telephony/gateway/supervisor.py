@@ -2,7 +2,7 @@
 
     python -m telephony.gateway.supervisor --processes N --redis-url URL [--base-sip-port P]
 
-- starts M media hosts (``--media-hosts``, one per core by default: media_host.py runs the audio
+- starts M media hosts (``--media-hosts``, one per core by default: media/host.py runs the audio
   of bridged calls for many workers, which costs far less CPU than a bridge in every 4-call
   worker), then N workers (gateway ids ``{node}-{n}``), each on its own SIP port (P+n, or any free
   port) and its own RTP port range, worker n linked to host n mod M;
@@ -133,7 +133,7 @@ class Supervisor:
 
     # ---- media hosts ----------------------------------------------------------------------------------
     def spawn_media(self, m: MediaSlot) -> None:
-        cmd = [sys.executable, "-m", "telephony.gateway.media_host", "--socket", m.socket_path,
+        cmd = [sys.executable, "-m", "media.host", "--socket", m.socket_path,
                "--name", m.name, "--log-level", self.args.log_level]
         m.proc = _start_child(m.name, cmd)
         m.started = time.monotonic()
@@ -379,7 +379,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway="supervisor")
     sup = Supervisor(args)

@@ -10,7 +10,7 @@ One helper thread (``CommandListener``, no pjsua2) blocks on Redis for this work
 for originate wake-ups and wakes the main loop at once; another (``HostLink``) reads the media
 host's messages. pjsua's RTP is polled on the main thread too (no media thread), and the conference
 clock thread runs only while an answered call is not bridged (``set_sound_clock``). The audio of
-bridged calls runs in a media host (media_host.py), not here.
+bridged calls runs in a media host (media/host.py), not here.
 
 This module must not import Django (the gateway stays small). See docs/gateway.md.
 """
@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import cast
 
 import pjsua2 as pj
 
@@ -36,6 +37,7 @@ from . import dialog
 from . import events as ev
 from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
 from .call_limits import CallLimits
+from .contract import CarrierLeg, OriginateCommand
 from .media_bridge import MediaBridge
 from .store import Store, _s
 
@@ -59,8 +61,8 @@ class Session:
 
     call_id: str
     direction: str
-    cmd: dict = field(default_factory=dict)
-    legs: list = field(default_factory=list)
+    cmd: OriginateCommand = field(default_factory=lambda: cast(OriginateCommand, {}))  # inbound: none
+    legs: list[CarrierLeg] = field(default_factory=list)
     leg: int = -1
     pjcall: GatewayCall | None = None
     state: str = "new"  # new, dialing, ringing, answered, ended
@@ -429,7 +431,7 @@ class Worker:
         acc.create(acfg)
         return acc
 
-    def account_for(self, leg: dict) -> GatewayAccount:
+    def account_for(self, leg: CarrierLeg) -> GatewayAccount:
         user = leg.get("username")
         if not user:
             return self.acc
@@ -718,7 +720,7 @@ class Worker:
         if flag == "done":
             log.info("call %s already ended, not dialing", call_id)
             return
-        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cmd, legs=list(cmd.get("legs") or []))
+        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cast(OriginateCommand, cmd), legs=list(cmd.get("legs") or []))
         s.tenant = cmd.get("tenant")
         s.extra = {"from": cmd.get("from"), "to": cmd.get("to")}
         s.ring_timeout = float(cmd.get("ring_timeout") or self.args.ring_timeout)
@@ -758,7 +760,7 @@ class Worker:
         else:
             self.place_leg(s)
 
-    def admit_leg(self, s: Session, leg: dict) -> bool:
+    def admit_leg(self, s: Session, leg: CarrierLeg) -> bool:
         """The carrier's and tenant's caps, once per leg: False when the leg waits for its CPS turn
         (placed later from check_timers) or was failed because the carrier is at capacity."""
         if s.admitted_leg == s.leg:
@@ -1143,7 +1145,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway=args.gateway_id)
     worker = Worker(args)

@@ -11,8 +11,7 @@ import json
 import time
 from collections import defaultdict
 
-from voiceplatform.redis_client import get_redis
-
+from core.redis_client import get_redis
 from telephony.gateway import client as gateway_client
 
 from . import histograms as H

@@ -13,7 +13,7 @@ What each gateway event counts (see keys.py for where):
 (ended is the sum of the outcomes, failed the sum of all but "answered": read, not written.)
 Per-second buckets get attempted and answered only (CPS, "now"); minute and hour buckets get all.
 A final event may carry the call's media quality (jitter_ms, loss_percent, latency_ms, mos,
-ai_response_ms); the media bridge can also report it with record_call_quality.
+ai_response_ms).
 
 Events are counted once: a replayed event (same call, type and leg) changes nothing.
 """
@@ -24,8 +24,7 @@ import logging
 import threading
 import time
 
-from voiceplatform.redis_client import get_redis
-
+from core.redis_client import get_redis
 from media.quality import estimated_mos
 from telephony.gateway import events as gw
 
@@ -251,20 +250,9 @@ def record_call_event(tenant_schema: str, event: dict, call_fields: dict | None 
     return u.batch.apply(get_redis(), guard, keys.SEEN_TTL)
 
 
-def record_call_quality(tenant_schema: str, sid: str, report: dict, call_fields: dict | None = None,
-                        ts: float | None = None) -> bool:
-    """The media bridge's quality report for a call (media.quality.RtpQuality.report()): jitter,
-    loss and MOS histograms, and the figures shown next to the call. Counted once per call."""
-    call_fields = call_fields or {}
-    u = _Update(tenant_schema, ts or time.time(), _dims({}, call_fields), time.time())
-    u.quality(sid, report)
-    u.changed()
-    return u.batch.apply(get_redis(), keys.seen(tenant_schema, sid, "quality"), keys.SEEN_TTL)
-
-
 def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = None,
                        ts: float | None = None) -> bool:
-    """An answered call that no agent audio reached before the callee hung up (fed by the dialer)."""
+    """An answered call whose agent was not streaming in time (Call.abandoned; fed by the recorder)."""
     call_fields = call_fields or {}
     u = _Update(tenant_schema, ts or time.time(), _dims({}, call_fields), time.time())
     u.count("abandoned")

@@ -50,7 +50,7 @@ ROLES = {
     "recorder": lambda argv: "record_calls" in argv,
     "gateways": lambda argv: "telephony.gateway.supervisor" in argv,
     "gateway worker": lambda argv: "telephony.gateway.worker" in argv,
-    "media host": lambda argv: "telephony.gateway.media_host" in argv,
+    "media host": lambda argv: "media.host" in argv,
 }
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import redis as redis_lib
-from voiceplatform.embedded import RedisServer
 
 from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port
+from voiceplatform.embedded import RedisServer
 
 
 @pytest.fixture(scope="module")

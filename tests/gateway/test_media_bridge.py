@@ -368,8 +368,9 @@ def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
     pcap = write_rtp_pcap(tmp_path / "in.pcap", pattern_frames(50, seed=7))
     number = "+15550009999"
     r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
-    r.hset(ev.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "stream_url": agents.url("/record"),
-                                                  "parameters": {"line": "sales"}}))
+    r.hset(ev.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "account_sid": "AC" + "7" * 32,
+                                                  "stream_url": agents.url("/record"),
+                                                  "custom_parameters": {"line": "sales"}}))
     uac = sipp("uac_media.xml", ["-m", "1", "-s", number, f"127.0.0.1:{gateway.sip_port}"],
                subst={"PLAY": play_action(pcap)})
     conn = wait_for(lambda: next((c for c in agents.conns if c.msgs[1:2] and
@@ -377,6 +378,7 @@ def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
                     10, what="inbound agent connection")
     wait_for(lambda: len(conn.media()) >= 50, 10, what=f"caller audio ({len(conn.media())}) {uac.messages()}")
     assert conn.msgs[1]["start"]["customParameters"]["to_number"] == number
+    assert conn.msgs[1]["start"]["accountSid"] == "AC" + "7" * 32  # the tenant's own, from the route
     find_run(conn.payload(), pattern_frames(50, seed=7))
     assert uac.wait(15) == 0
     assert conn.closed.wait(5) and conn.msgs[-1]["event"] == "stop"

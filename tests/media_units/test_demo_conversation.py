@@ -4,7 +4,7 @@ goodbye was played."""
 import asyncio
 import threading
 
-from media.demo_agent import Lines, start_server, tone_ulaw
+from demo.agent import Lines, start_server, tone_ulaw
 from media.stream_session import AGENT_CLOSED, StreamSession, run_outbound
 from tests.media_units.test_media_session import ACC, CALL, run, until
 

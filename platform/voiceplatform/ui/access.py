@@ -46,11 +46,6 @@ def can_change(user) -> bool:
     return bool(user.is_authenticated and user.is_active and not is_viewer(user))
 
 
-def is_platform_admin(request) -> bool:
-    user = request.user
-    return on_public_host(request) and bool(user.is_authenticated and user.is_active and user.is_staff)
-
-
 def role_of(request) -> str:
     """'platform_admin', 'tenant_admin', 'tenant_member', 'tenant_viewer' or 'anonymous'."""
     user = request.user

@@ -10,7 +10,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignContact
 from campaigns.selectors import campaign_progress, campaigns_with_progress
 from telephony.gateway.client import pool_capacity
-from voiceplatform.redis_client import get_redis
+from core.redis_client import get_redis
 
 ContactState = CampaignContact.State
 

@@ -21,10 +21,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaigns import imports, services
+from campaigns.dialer import campaign_call_request
 from campaigns.models import Campaign, ContactList
 from campaigns.selectors import contact_lists
 from telephony.calls.models import Call
-from telephony.calls.services import CallRequest, CallRequestError, place_call
+from telephony.calls.services import CallRequestError, place_call
 from telephony.models import Number
 
 from . import selectors as ui_selectors
@@ -313,12 +314,8 @@ def test_call(request, pk: int):
         form = TestCallForm(request.POST, caller_ids=campaign.caller_ids)
         if form.is_valid():
             try:
-                call = place_call(request.tenant, CallRequest(
-                    to=form.cleaned_data["to"], from_=form.cleaned_data["from_"], stream_url=campaign.stream_url,
-                    custom_parameters={**{k: str(v) for k, v in campaign.custom_parameters.items()},
-                                       "test_call": "true", "campaign": str(campaign.pk)},
-                    ring_timeout=campaign.ring_timeout,
-                ))
+                call = place_call(request.tenant, campaign_call_request(
+                    campaign, form.cleaned_data["to"], form.cleaned_data["from_"]))
             except CallRequestError as exc:
                 form.add_error("from_" if exc.field == "from" else "to", str(exc))
             else:

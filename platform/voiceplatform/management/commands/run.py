@@ -75,9 +75,9 @@ class Command(BaseCommand):
                 manage_command("recorder", "record_calls"),
                 python_module("gateways", "telephony.gateway.supervisor", "--processes", str(gateways),
                               "--bind", "127.0.0.1", "--public-ip", "127.0.0.1"),
-                python_module("carrier", "telephony.demo_carrier", "--host", "127.0.0.1",
+                python_module("carrier", "demo.carrier", "--host", "127.0.0.1",
                               "--port", str(demo_carrier_port)),
-                python_module("agent", "media.demo_agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
+                python_module("agent", "demo.agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
                 python_module(
                     "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
                     "-s", str(var_dir() / "celerybeat-schedule"),

@@ -1,6 +1,6 @@
 """Demo AI agent speaking the Twilio Media Streams protocol: an example for tenants, and a test peer.
 
-Run it:  python -m media.demo_agent --port 8765   (then point a number's stream URL at
+Run it:  python -m demo.agent --port 8765   (then point a number's stream URL at
 ws://HOST:8765/). It does what a real voice agent does on the wire, without any AI:
 
 * a short conversation (``--turns N``, 2 by default from the command line): greets, listens until
@@ -34,12 +34,12 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from . import codec
-from .speech import SpeechDetector
+from media import codec
+from media.speech import SpeechDetector
 
-log = logging.getLogger("media.demo_agent")
+log = logging.getLogger("demo.agent")
 
-PROMPT_PATH = Path(__file__).with_name("assets") / "prompt_8k_mulaw.raw"
+PROMPT_PATH = Path(__file__).resolve().parents[1] / "media" / "assets" / "prompt_8k_mulaw.raw"
 PROMPT_MARK = "prompt"
 GREETING = "Hello, this is the demo agent of your voice platform. How can I help you today?"
 ANSWERS = ("I see. Tell me a little more about that.", "Thank you, that is very helpful.")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=2, help="answers before goodbye; 0: echo forever")
     parser.add_argument("--listen", type=float, default=6.0, help="seconds an answer waits for the caller")
     args = parser.parse_args(argv)
-    from voiceplatform.logs import configure  # the platform's key=value lines
+    from core.logs import configure  # the platform's key=value lines
 
     configure("INFO")
     try:

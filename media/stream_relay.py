@@ -23,13 +23,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django_tenants.utils import schema_context
-from voiceplatform.channels_tenancy import tenant_group
-from voiceplatform.redis_client import get_redis
 
+from core.channels_tenancy import tenant_group
+from core.redis_client import get_redis
 from media.stream_session import RELAY_READY
-
-from . import stream_access
-from .models import Call
+from telephony.calls import stream_access
+from telephony.calls.models import Call
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Pure Python (asyncio UDP, standard library only; no pjsua2, no Django)::
 
-    python -m telephony.demo_carrier --port 5090 [--host 127.0.0.1] [--answer-after 1.0]
+    python -m demo.carrier --port 5090 [--host 127.0.0.1] [--answer-after 1.0]
                                      [--hangup-after 0] [--busy-every 0] [--advertise IP]
 
 SIP over UDP, the part of RFC 3261 a peer on loopback or a LAN needs:
@@ -33,19 +33,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import random
 import re
 import secrets
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("demo_carrier")
+from media import codec
+from media.rtp import rtp_packet
+
+log = logging.getLogger("demo.carrier")
 
 USER_AGENT = "voiceplatform-demo-carrier/1"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE"
@@ -55,7 +58,7 @@ TIMER_B = 64 * T1  # 32 s: give up retransmitting / waiting
 PROMPT_PATH = Path(__file__).resolve().parents[1] / "media" / "assets" / "prompt_8k_mulaw.raw"
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.020
-MULAW_SILENCE = 0xFF
+MULAW_SILENCE = codec.ULAW_SILENCE
 MAX_CATCH_UP = 5  # frames sent in a burst after a stalled loop; beyond that the clock jumps ahead
 
 COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
@@ -404,28 +407,9 @@ def load_frames(path: Path = PROMPT_PATH, silence_s: float = 1.0) -> list[bytes]
 
 
 def _tone(seconds: float = 1.0, hz: float = 440.0) -> bytes:
-    import math
-    out = bytearray()
-    for n in range(int(8000 * seconds)):
-        out.append(_linear_to_mulaw(int(8000 * math.sin(2 * math.pi * hz * n / 8000))))
-    return bytes(out)
-
-
-def _linear_to_mulaw(sample: int) -> int:
-    sign = 0x80 if sample < 0 else 0
-    sample = min(abs(sample), 32635) + 0x84
-    exponent = 7
-    mask = 0x4000
-    while exponent > 0 and not sample & mask:
-        exponent -= 1
-        mask >>= 1
-    mantissa = (sample >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
-def rtp_packet(seq: int, timestamp: int, ssrc: int, payload: bytes, pt: int = 0, marker: bool = False) -> bytes:
-    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, timestamp & 0xFFFFFFFF,
-                       ssrc) + payload
+    pcm = b"".join(int(8000 * math.sin(2 * math.pi * hz * n / 8000)).to_bytes(2, "little", signed=True)
+                   for n in range(int(8000 * seconds)))
+    return codec.lin16_to_ulaw(pcm)
 
 
 class RtpReceiver(asyncio.DatagramProtocol):
@@ -981,7 +965,7 @@ class DemoCarrier(asyncio.DatagramProtocol):
 # --------------------------------------------------------------------------------------------- CLI
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m telephony.demo_carrier",
+    p = argparse.ArgumentParser(prog="python -m demo.carrier",
                                 description="Demo SIP carrier: answers calls and plays a prompt over RTP.")
     p.add_argument("--port", type=int, default=5090, help="SIP UDP port (default 5090; 0 = any)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -1031,7 +1015,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from voiceplatform.logs import configure  # the platform's key=value lines
+    from core.logs import configure  # the platform's key=value lines
 
     configure(args.log_level.upper())
     return asyncio.run(amain(args))

@@ -1,4 +1,4 @@
-"""WebSocket routes of call media for agents that connect in (see stream_relay)."""
+"""WebSocket routes of call media for agents that connect in (see stream_relay.py)."""
 from django.urls import path
 
 from .stream_relay import AgentLeg, GatewayLeg

@@ -1,5 +1,5 @@
 """The worker <-> media host link: one JSON object per SOCK_SEQPACKET packet (messages are listed in
-media_host.py). Kept apart so a worker linked to a host process does not load the frame path."""
+media/host.py). Kept apart so a worker linked to a host process does not load the frame path."""
 from __future__ import annotations
 
 import json

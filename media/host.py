@@ -10,7 +10,7 @@ same 20 ms clock tick. The supervisor starts one host per core; a worker started
 development) runs a host in a thread of its own process. Both speak the same link protocol.
 
 pjsua2 keeps SIP and SDP negotiation in the worker; the audio of a bridged call never enters
-pjsua's media stack (see media_bridge.py for the worker side). The worker binds the call's RTP and
+pjsua's media stack (see telephony/gateway/media_bridge.py for the worker side). The worker binds the call's RTP and
 RTCP sockets (so it can write their port into the SDP at once) and passes them to the host.
 
 Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet):
@@ -70,9 +70,9 @@ from media.stream_session import (
     StreamSession,
     run_outbound,
 )
+from telephony.gateway import events as ev
 
-from . import events as ev
-from . import media_link
+from . import host_link
 
 log = logging.getLogger("gateway.media")
 
@@ -513,7 +513,7 @@ class WorkerLink:
     def send(self, msg: dict) -> None:
         if self.closed:
             return
-        data = media_link.encode(msg)
+        data = host_link.encode(msg)
         if self.out:
             self.out.append(data)
             return
@@ -541,7 +541,7 @@ class WorkerLink:
     def _readable(self) -> None:
         while not self.closed:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, media_link.MAX_PACKET, 2)
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, host_link.MAX_PACKET, 2)
             except BlockingIOError:
                 return
             except OSError:
@@ -552,7 +552,7 @@ class WorkerLink:
                 self.lost()
                 return
             try:
-                self.handle(media_link.decode(data), fds)
+                self.handle(host_link.decode(data), fds)
             except Exception:  # noqa: BLE001 - one bad request must not take the host's calls down
                 log.exception("media host: link message %r", data[:200])
                 for fd in fds:
@@ -734,7 +734,7 @@ def main(argv=None) -> int:
                    help="scheduling priority (the frame clock must not wait behind SIP work; < 0 needs root)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway=args.name)
     try:
