@@ -33,7 +33,7 @@ def dial_campaign(campaign_id: int) -> None:
         dial_campaign.delay(campaign_id)
 
 
-@app.task(ignore_result=True)
+@shared_task(ignore_result=True)
 def reconcile_campaign(campaign_id: int) -> None:
     """Contacts of a campaign that is not dialing take the outcomes of its calls that ended."""
     campaign = Campaign.objects.filter(pk=campaign_id).first()

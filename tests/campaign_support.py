@@ -40,10 +40,9 @@ def running_platform(log_dir: Path, webhooks: bool = False) -> Iterator[dict[str
 
 
 def _ready(processes: dict[str, stack.Process]) -> bool:
-    from voiceplatform.celery import app
     from core.redis_client import get_redis
-
     from telephony.gateway import client as gateway
+    from voiceplatform.celery import app
 
     answering = {name.split("@")[0] for reply in app.control.ping(timeout=0.5) for name in reply}
     wanted = {"dialer", "webhooks"} if "webhooks" in processes else {"dialer"}

@@ -3,11 +3,11 @@ the free slots of the carriers it can use and of the tenant, as the gateways lea
 less the campaign's own calls that are in flight but hold no slot yet."""
 import pytest
 from django_tenants.utils import schema_context
-from core.redis_client import get_redis
 
 from campaigns import selectors
 from campaigns.capacity import CapRoom, cap_room
 from campaigns.models import Campaign, ContactList
+from core.redis_client import get_redis
 from telephony.calls.models import Call
 from telephony.gateway.call_limits import carrier_calls_key, tenant_calls_key
 from telephony.limits import ConcurrencyLimiter, acquire_all

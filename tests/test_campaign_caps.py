@@ -17,7 +17,6 @@ import pytest
 from django.db.models import Q
 from django.test import Client
 from django_tenants.utils import schema_context
-from voiceplatform.ui.selectors import EXPORT_COLUMNS, campaign_results, campaigns_with_counts
 
 from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignContact
@@ -33,6 +32,7 @@ from tests.campaign_support import (
     wait_completed,
 )
 from tests.support import max_overlap, wait_until
+from voiceplatform.ui.selectors import EXPORT_COLUMNS, campaign_results, campaigns_with_counts
 
 pytestmark = pytest.mark.usefixtures("committed")
 State = CampaignContact.State

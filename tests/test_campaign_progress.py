@@ -7,13 +7,13 @@ import datetime as dt
 
 import pytest
 from django_tenants.utils import schema_context
-from voiceplatform.ui.selectors import campaign_live_progress
 
 from campaigns import selectors, services, tasks
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList
 from telephony.calls.models import Call
 from telephony.calls.recorder import record_event
 from telephony.gateway import events as gw
+from voiceplatform.ui.selectors import campaign_live_progress
 
 pytestmark = pytest.mark.django_db
 WEDNESDAY_4PM_UTC = dt.datetime(2024, 6, 5, 16, 0, tzinfo=dt.UTC)

@@ -15,10 +15,9 @@ import django  # noqa: E402
 
 django.setup()
 
-from voiceplatform.demo import DEMO_CARRIER  # noqa: E402
-
 from telephony.models import Carrier  # noqa: E402
 from telephony.services import publish_inventory  # noqa: E402
+from voiceplatform.demo import DEMO_CARRIER  # noqa: E402
 
 
 def main(trunks: list[dict]) -> None:

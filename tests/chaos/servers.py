@@ -13,9 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from voiceplatform.embedded import RedisServer
-
 from tests.support import wait_until
+from voiceplatform.embedded import RedisServer
 
 
 def _pg_bin(name: str) -> str:

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
 from campaigns.selectors import campaign_progress, campaigns_with_progress
-from telephony.gateway.client import pool_capacity
 from core.redis_client import get_redis
+from telephony.gateway.client import pool_capacity
 
 ContactState = CampaignContact.State
 
