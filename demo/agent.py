@@ -71,7 +71,7 @@ def tone_ulaw(freqs: tuple[float, ...], seconds: float, level: float = 0.25) -> 
 
 def speak(text: str) -> bytes:
     """``text`` as 8 kHz mu-law, spoken by espeak-ng; without it, a rising three-tone jingle."""
-    from .fallback import FallbackError, render
+    from media.fallback import FallbackError, render
 
     try:
         return render(text)
