@@ -11,8 +11,9 @@ figures; one call in five fails over from the first carrier, one in ten is busy)
 what ``manage.py record_calls`` runs) records them in this process's main thread.
 
 Measured per run: the recorder thread's CPU per call (thread CPU time: its PostgreSQL and Redis
-client work included, the servers' not), the share of it spent in the metrics aggregates, the
-Redis server's CPU per call, and how long the last event waited. Then every call is checked: final,
+client work included, the servers' not), the share of it spent in the metrics aggregates, the CPU
+per call of the Redis server and of the recorder's PostgreSQL backend, the blocks of events read,
+and how long after the last event the recorder had caught up. Then every call is checked: final,
 with the right outcome and duration, counted once in the metrics.
 
 Target (issue 20): recorder and metrics together under 10 ms of CPU per call. Prints one JSON
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.metrics_cost import redis_cpu, setup_platform  # noqa: E402
+from bench.procstat import proc_cpu  # noqa: E402
 
 TENANT = "bench"
 
@@ -123,13 +125,17 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
 
 
 def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str]) -> dict:
+    from django.db import connection
+
     from telephony.calls import event_stream, recorder
     from telephony.gateway import events as gw
 
     sids = new_calls(n, callbacks)
-    metrics_cpu = [0.0]
-    name = "record_call_events" if hasattr(recorder, "record_call_events") else "record_call_event"
-    real = getattr(recorder, name)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    metrics_cpu, blocks = [0.0], []
+    real, real_handle = recorder.record_call_events, event_stream.handle
 
     def timed(*args, **kwargs):
         t = time.thread_time()
@@ -138,10 +144,14 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
         finally:
             metrics_cpu[0] += time.thread_time() - t
 
-    setattr(recorder, name, timed)
+    def counted(client, entries):
+        blocks.append(len(entries))
+        return real_handle(client, entries)
+
+    recorder.record_call_events, event_stream.handle = timed, counted
     group_start = r.xinfo_groups(gw.EVENTS_STREAM)[0]["pending"] if r.exists(gw.EVENTS_STREAM) else 0
     assert group_start == 0
-    server0, attempted0 = redis_cpu(r), attempted_total(r)
+    server0, attempted0, backend0 = redis_cpu(r), attempted_total(r), proc_cpu(backend)
     feeder = feed(r, sids, cps, carriers)
     total = len(feeder["events"])
     checked = {"at": 0.0, "done": False}
@@ -160,19 +170,22 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
     try:
         event_stream.consume(r, consumer="bench-recorder", block_ms=100, stop=stop)
     finally:
-        setattr(recorder, name, real)
+        recorder.record_call_events, event_stream.handle = real, real_handle
     cpu = time.thread_time() - cpu0
+    postgres = proc_cpu(backend) - backend0
     caught_up_after_last_event_s = time.time() - feeder["state"]["last_ts"]
     wall = time.monotonic() - wall0
     redis_server = redis_cpu(r) - server0
     return {
         "cps": cps or "all at once", "calls": n, "events": total, "wall_s": round(wall, 2),
         "caught_up_after_last_event_s": round(caught_up_after_last_event_s, 2),
+        "blocks_read": len(blocks), "events_per_block": round(sum(blocks) / max(1, len(blocks)), 1),
         "per_call_cpu_ms": {
             "recorder_total": round(cpu / n * 1000, 3),
             "metrics_client": round(metrics_cpu[0] / n * 1000, 3),
             "recorder_without_metrics": round((cpu - metrics_cpu[0]) / n * 1000, 3),
             "redis_server": round(redis_server / n * 1000, 3),
+            "postgres_backend": round(postgres / n * 1000, 3),
         },
         "check": {**check(sids, feeder["events"]), "metrics_attempted": attempted_total(r) - attempted0},
     }
