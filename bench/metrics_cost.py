@@ -24,6 +24,7 @@ bench/results/metrics_cost-<time>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -101,30 +102,39 @@ def events_of(r, sids: list[str]) -> list[dict]:
     return [e for _, e in client.read_events(r, "0", block_ms=None, count=100000) if e.get("call_id") in wanted]
 
 
-def record_like_the_recorder(events: list[dict]) -> dict:
-    """record_events for every event, in the stream's blocks, as the recorder does (thread CPU),
-    with record_call_events' own share."""
+@contextlib.contextmanager
+def recorders_metrics_cpu():
+    """The thread CPU the recorder spends in telephony.metrics.services.record_call_events, summed
+    into the yielded list's one item while inside."""
     from telephony.calls import recorder
-    from telephony.calls.event_stream import BLOCK
 
-    metrics_cpu = [0.0]
-    real = recorder.record_call_events
+    spent, real = [0.0], recorder.record_call_events
 
     def timed(*args, **kwargs):
         t = time.thread_time()
         try:
             return real(*args, **kwargs)
         finally:
-            metrics_cpu[0] += time.thread_time() - t
+            spent[0] += time.thread_time() - t
 
     recorder.record_call_events = timed
     try:
+        yield spent
+    finally:
+        recorder.record_call_events = real
+
+
+def record_like_the_recorder(events: list[dict]) -> dict:
+    """record_events for every event, in the stream's blocks, as the recorder does (thread CPU),
+    with record_call_events' own share."""
+    from telephony.calls import recorder
+    from telephony.calls.event_stream import BLOCK
+
+    with recorders_metrics_cpu() as metrics_cpu:
         t = time.thread_time()
         for start in range(0, len(events), BLOCK):
             assert all(recorder.record_events([(event, "bench") for event in events[start:start + BLOCK]]))
         total = time.thread_time() - t
-    finally:
-        recorder.record_call_events = real
     return {"recorder_cpu_s": total, "metrics_client_cpu_s": metrics_cpu[0]}
 
 

@@ -10,8 +10,9 @@ figures; one call in five fails over from the first carrier, one in ten is busy)
 ``cps`` a second (0: all of them at once, a backlog). The recorder (telephony.calls.event_stream.consume,
 what ``manage.py record_calls`` runs) records them in this process's main thread.
 
-Measured per run: the recorder thread's CPU per call (thread CPU time: its PostgreSQL and Redis
-client work included, the servers' not), the share of it spent in the metrics aggregates, the CPU
+Measured per run: the recorder's CPU per call (this process's CPU, net of the feeder thread's: its
+PostgreSQL and Redis clients and the thread that publishes dashboard notices included, the servers'
+not), the share of it spent in the metrics aggregates, the CPU
 per call of the Redis server and of the recorder's PostgreSQL backend, the blocks of events read,
 and how long after the last event the recorder had caught up. Then every call is checked: final,
 with the right outcome and duration, counted once in the metrics.
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.metrics_cost import redis_cpu, setup_platform  # noqa: E402
+from bench.metrics_cost import recorders_metrics_cpu, redis_cpu, setup_platform  # noqa: E402
 from bench.procstat import proc_cpu  # noqa: E402
 
 TENANT = "bench"
@@ -100,10 +101,10 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
     step = 1.0 / cps if cps else 0.0
     events = sorted((e for k, sid in enumerate(sids) for e in call_events(sid, t0 + k * step, k, *carriers)),
                     key=lambda e: e["ts"])
-    state = {"published": 0, "last_ts": 0.0}
+    state = {"published": 0, "last_ts": 0.0, "cpu_s": 0.0}
 
     def run():
-        i = 0
+        cpu0, i = time.thread_time(), 0
         while i < len(events):
             now = time.time()
             j = i
@@ -116,6 +117,7 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
                 pipe.execute()
                 i = j
                 state["published"], state["last_ts"] = i, time.time()
+            state["cpu_s"] = time.thread_time() - cpu0
             if cps:
                 time.sleep(0.02)
 
@@ -127,28 +129,20 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
 def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str]) -> dict:
     from django.db import connection
 
-    from telephony.calls import event_stream, recorder
+    from telephony.calls import event_stream
     from telephony.gateway import events as gw
 
     sids = new_calls(n, callbacks)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
-    metrics_cpu, blocks = [0.0], []
-    real, real_handle = recorder.record_call_events, event_stream.handle
-
-    def timed(*args, **kwargs):
-        t = time.thread_time()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            metrics_cpu[0] += time.thread_time() - t
+    blocks, real_handle = [], event_stream.handle
 
     def counted(client, entries):
         blocks.append(len(entries))
         return real_handle(client, entries)
 
-    recorder.record_call_events, event_stream.handle = timed, counted
+    event_stream.handle = counted
     group_start = r.xinfo_groups(gw.EVENTS_STREAM)[0]["pending"] if r.exists(gw.EVENTS_STREAM) else 0
     assert group_start == 0
     server0, attempted0, backend0 = redis_cpu(r), attempted_total(r), proc_cpu(backend)
@@ -166,12 +160,13 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
         checked["done"] = group["pending"] == 0 and group["last-delivered-id"] == last
         return checked["done"]
 
-    wall0, cpu0 = time.monotonic(), time.thread_time()
+    wall0, cpu0 = time.monotonic(), time.process_time()
     try:
-        event_stream.consume(r, consumer="bench-recorder", block_ms=100, stop=stop)
+        with recorders_metrics_cpu() as metrics_cpu:
+            event_stream.consume(r, consumer="bench-recorder", block_ms=100, stop=stop)
     finally:
-        recorder.record_call_events, event_stream.handle = real, real_handle
-    cpu = time.thread_time() - cpu0
+        event_stream.handle = real_handle
+    cpu = time.process_time() - cpu0 - feeder["state"]["cpu_s"]
     postgres = proc_cpu(backend) - backend0
     caught_up_after_last_event_s = time.time() - feeder["state"]["last_ts"]
     wall = time.monotonic() - wall0
