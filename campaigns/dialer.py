@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from voiceplatform.redis_client import get_redis
 
+from telephony.calls import amd
 from telephony.calls.models import Call
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
@@ -111,6 +112,14 @@ def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
             "campaign": str(campaign.pk)}
 
 
+def amd_request_fields(campaign: Campaign) -> dict:
+    """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
+    if not campaign.machine_detection:
+        return {}
+    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
+            "voicemail_message": campaign.voicemail_message}
+
+
 def reconcile(campaign: Campaign, now: dt.datetime) -> int:
     """Outcomes of the campaign's finished calls → attempt outcomes (retries scheduled by policy)."""
     # Only the call placed since the contact was claimed: its earlier calls (a retried contact) are
@@ -124,11 +133,13 @@ def reconcile(campaign: Campaign, now: dt.datetime) -> int:
     ).filter(Exists(claimed_before)).annotate(
         # on do-not-call by now: the agent reported an opt-out during the call (or an admin added it)
         on_dnc=Exists(DoNotCall.objects.filter(phone=OuterRef("to_number"))),
-    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits", "on_dnc")
+    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits", "on_dnc", "answered_by")
     results = []
-    for contact_id, outcome, sid, digits, on_dnc in finished:
+    for contact_id, outcome, sid, digits, on_dnc, answered_by in finished:
         if on_dnc or (campaign.optout_digit and campaign.optout_digit in digits):
             outcome = "opted_out"  # the callee opted out: onto the do-not-call list
+        elif answered_by in amd.MACHINE_ANSWERS:
+            outcome = "machine"  # retried by the campaign's machine policy
         results.append((contact_id, outcome or "failed", sid))
     count = services.record_attempt_outcomes(campaign, results, now) if results else 0
     # Claimed, but the loop that claimed them died before recording a call: dial them again.
@@ -158,7 +169,7 @@ def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, t
             custom_parameters=agent_parameters(campaign, contact, caller_id),
             status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
             fallback_message=campaign.fallback_message,
-            campaign_id=campaign.pk, campaign_contact_id=row.pk,
+            campaign_id=campaign.pk, campaign_contact_id=row.pk, **amd_request_fields(campaign),
         ))
     placed = 0
     for row, result in zip(rows, placer.place(requests), strict=True):

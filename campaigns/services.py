@@ -28,13 +28,14 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "resume": ((State.PAUSED,), State.RUNNING),
     "cancel": ((State.DRAFT, State.SCHEDULED, State.RUNNING, State.PAUSED), State.CANCELLED),
 }
-RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed")
+RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed", "machine")
 OUTCOME_ALIASES = {"no-answer": "no_answer", "completed": "answered", "opted-out": "opted_out"}
 CAMPAIGN_FIELDS = {
     "name", "contact_list", "start_at", "caller_ids", "stream_url", "custom_parameters", "cps", "max_concurrent",
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
-    "ring_timeout", "fallback_message", "optout_digit", "status_callback",
+    "ring_timeout", "fallback_message", "optout_digit", "status_callback", "machine_detection", "on_machine",
+    "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s",
 }
 
 
@@ -330,7 +331,9 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
     - answered → done;
     - opted_out (the callee opted out) → dnc, and the number goes on do-not-call;
     - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
-      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
+      again after the outcome's delay while attempts < the outcome's max attempts, else failed;
+    - machine (answering-machine detection) → the same, but done, not failed, when no retry is left
+      (the contact was reached: its voicemail, perhaps with the campaign's message).
 
     The attempt is counted once per call SID: a repeated report of the same call changes nothing, as
     does a report for a contact that is already finished. One UPDATE per outcome (the dialer's
@@ -362,7 +365,8 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
                 retry = Q(attempts__lt=max_attempts - 1)
                 counted += open_rows.update(
                     state=Case(When(retry, then=Value(ContactState.PENDING.value)),
-                               default=Value(ContactState.FAILED.value), output_field=CharField()),
+                               default=Value((ContactState.DONE if outcome == "machine" else ContactState.FAILED).value),
+                               output_field=CharField()),
                     next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
                                          default=Value(None), output_field=DateTimeField()),
                     **common,

@@ -76,7 +76,7 @@ RELAY_READY = '{"event":"relay.agent_connected"}'
 CALLER_CODECS = ("pcmu", "pcma")
 
 # Outgoing queue item kinds.
-_MEDIA, _DTMF, _MARK, _STOP = 0, 1, 2, 3
+_MEDIA, _DTMF, _MARK, _STOP, _ANSWERED_BY = 0, 1, 2, 3, 4
 
 
 class DirectWriter(Protocol):
@@ -205,6 +205,10 @@ class StreamSession:
         if digit not in DTMF_DIGITS:
             return False
         return self._push_control((_DTMF, digit))
+
+    def push_answered_by(self, result: dict) -> bool:
+        """Queue the answering-machine detection result for the agent (async detection)."""
+        return self._push_control((_ANSWERED_BY, result))
 
     def stop(self) -> None:
         """The call ended: send what is queued, then `stop`, then end the stream. Idempotent."""
@@ -341,6 +345,8 @@ class StreamSession:
             self.stats.dtmf_sent += 1
         elif kind == _STOP:
             await send_text(enc.stop())
+        elif kind == _ANSWERED_BY:
+            await send_text(enc.answered_by(item[1]))
 
     def _media_text(self, frame: bytes, ts: int) -> str:
         """The `media` message of one caller frame, in the stream's encoding."""

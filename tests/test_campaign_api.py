@@ -258,7 +258,8 @@ def test_acmes_admin_manages_campaigns_and_do_not_call_on_its_host(tenant_a, num
         "max_concurrent": "5", "window_start": "08:00", "window_end": "21:00", "weekdays": "[0, 1, 2, 3, 4]",
         "default_time_zone": "UTC", "retry_busy_max_attempts": "2", "retry_busy_delay_s": "300",
         "retry_no_answer_max_attempts": "2", "retry_no_answer_delay_s": "3600", "retry_failed_max_attempts": "1",
-        "retry_failed_delay_s": "600", "ring_timeout": "30",
+        "retry_failed_delay_s": "600", "ring_timeout": "30", "on_machine": "hangup",
+        "retry_machine_max_attempts": "1", "retry_machine_delay_s": "14400",
     }
     refused = client.post("/admin/campaigns/campaign/add/", form)
     assert refused.status_code == 200 and "is not a number of this account" in refused.content.decode()

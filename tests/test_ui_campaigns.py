@@ -163,6 +163,10 @@ def test_agent_step_validates_url_and_parameters(member, acme_number):
     html = response.content.decode()
     assert response.status_code == 200
     assert "Must start with wss://" in html and "line 1: write name=value" in html and "Use one key" in html
+    # a name the platform sets on every call would be silently replaced: refused, not lost
+    taken = member.post("/campaigns/new/agent/", {"stream_url": "wss://agent.example.com/media",
+                                                  "custom_parameters": "voice=alloy\nto_number=+1555"})
+    assert "to_number: the platform sets this name on every call" in taken.content.decode()
     assert not Campaign.objects.exists()
 
 
@@ -221,12 +225,16 @@ def test_build_review_start_and_follow_a_campaign(member, tenant_a, acme_number)
 
 def test_test_call_without_a_carrier_is_recorded_as_failed(member, tenant_a, acme_number):
     campaign = build_draft(member)
-    response = member.post(f"/campaigns/{campaign.pk}/test-call/", {"to": "+14155550123", "from_": "+14155550199"})
+    response = member.post(f"/campaigns/{campaign.pk}/test-call/", {"to": "+14155550123", "from_": "+14155550199"},
+                           follow=True)
     html = response.content.decode()
     assert response.status_code == 200
     with schema_context(tenant_a.tenant):
         call = Call.objects.get(to_number="+14155550123")
     assert call.sid in html
+    # the card comes back on reload: the call is named in the page's address
+    assert response.redirect_chain[-1][0].endswith(f"?call={call.sid}")
+    assert call.sid in member.get(response.redirect_chain[-1][0]).content.decode()
     status = member.get(f"/campaigns/{campaign.pk}/test-call/{call.sid}.json").json()
     assert status["status"] == "failed" and status["reason"] == "no_carrier_available"
     bad = member.post(f"/campaigns/{campaign.pk}/test-call/", {"to": "12", "from_": "+14155550199"})

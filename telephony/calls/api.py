@@ -12,7 +12,8 @@ from . import selectors, services
 from .serializers import CallCreateSerializer, CallSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
-                  "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s"]
+                  "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
+                  "amd_ms"]
 
 
 class _Echo:
@@ -40,6 +41,8 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                     stream_encoding=fields["stream_encoding"],
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
+                    machine_detection=fields["machine_detection"], voicemail_message=fields["voicemail_message"],
+                    amd_status_callback=fields["async_amd_status_callback"],
                 ),
             )
         except services.CallRequestError as error:

@@ -5,12 +5,13 @@ nothing, so the stream can be re-read after a crash (at-least-once delivery).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
 
 import redis
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django_tenants.utils import tenant_context
 from voiceplatform.events import publish_tenant_events
 from voiceplatform.logs import call_context
@@ -21,6 +22,7 @@ from telephony.models import Carrier
 from tenants.models import Tenant
 
 from . import webhooks
+from .amd import MACHINE_ANSWERS
 from .models import Call, CallLeg
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
     elif kind == gw.STREAM_STARTED:
         if call.ai_connect_ms is None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
+    elif kind == gw.AMD:
+        if _amd_fields(event) and call.answered_by == "":
+            set_(call, **_amd_fields(event))
     elif kind in gw.FINAL_TYPES:
         outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
         if not call.is_final:
@@ -172,27 +177,40 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
             if leg.ended_at is None:
                 leg.ended_at = at
                 batch.dirty_legs[call.pk, attempt] = leg
-        if call.answered_at is not None and call.stream_url and (
+        if _amd_fields(event) and call.answered_by == "":
+            set_(call, **_amd_fields(event))
+        # a machine answer is not an abandoned call: no person waited for the agent
+        if call.answered_at is not None and call.stream_url and call.answered_by not in MACHINE_ANSWERS and (
                 call.ai_connect_ms is None or call.ai_connect_ms > Call.ABANDON_AFTER_MS) and not call.abandoned:
             set_(call, abandoned=True)
 
 
 def _columns(model, names) -> tuple[list, str, str]:
     """The fields, their columns, and `unnest(%s::type[], …)`: one array parameter per column, so a
-    statement's text and parameters do not grow with its rows."""
+    statement's text and parameters do not grow with its rows (JSON goes as text: see _params)."""
     fields = [model._meta.get_field(name) for name in names]
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    arrays = ", ".join(f"%s::{'text' if _is_json(field) else field.db_type(connection)}[]" for field in fields)
     return fields, ", ".join(field.column for field in fields), f"unnest({arrays})"
 
 
+def _is_json(field) -> bool:
+    return isinstance(field, models.JSONField)
+
+
 def _params(fields, objects) -> list[list]:
-    return [[getattr(obj, field.attname) for obj in objects] for field in fields]
+    return [[_json_text(getattr(obj, field.attname)) if _is_json(field) else getattr(obj, field.attname)
+             for obj in objects] for field in fields]
+
+
+def _json_text(value) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def _update(model, names: list[str], objects: list) -> None:
     """UPDATE the named fields of objects (by id), one statement."""
     fields, columns, rows = _columns(model, ["id", *names])
-    assignments = ", ".join(f"{field.column} = v.{field.column}" for field in fields[1:])
+    assignments = ", ".join(f"{field.column} = v.{field.column}{'::jsonb' if _is_json(field) else ''}"
+                            for field in fields[1:])
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {model._meta.db_table} AS t SET {assignments} FROM {rows} AS v({columns}) "
                        "WHERE t.id = v.id", _params(fields, objects))
@@ -209,6 +227,14 @@ def _upsert_legs(legs: list[CallLeg]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {CallLeg._meta.db_table} ({columns}) SELECT * FROM {rows} "
                        f"ON CONFLICT (call_id, attempt) DO UPDATE SET {updates}", _params(fields, legs))
+
+
+def _amd_fields(event: dict) -> dict:
+    """answered_by, amd_ms and amd_evidence of an ``amd`` or final event (empty when it has none)."""
+    if not event.get("answered_by"):
+        return {}
+    return {"answered_by": str(event["answered_by"])[:32], "amd_ms": _ms(event.get("amd_ms")),
+            "amd_evidence": event.get("amd_evidence")}
 
 
 def _ms(value) -> int | None:

@@ -14,7 +14,7 @@ from telephony.gateway import client as gateway
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
-from . import stream_access
+from . import amd, stream_access
 from .models import Call
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,20 @@ class CallRequest:
     hangup_on_answer: bool = False
     campaign_id: int | None = None
     campaign_contact_id: int | None = None
+    # Answering-machine detection: telephony.calls.amd.config(...), or None; the message left on a
+    # machine when its on_machine is voicemail; where the asynchronous result goes.
+    machine_detection: dict | None = None
+    voicemail_message: str = ""
+    amd_status_callback: str = ""
+
+
+def _check_machine_detection(request: CallRequest) -> None:
+    if request.machine_detection is None:
+        return
+    if not (request.stream_url or request.agent_connects):
+        raise CallRequestError("machine_detection", "detection runs on bridged calls: give stream_url or agent_connects")
+    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not request.voicemail_message.strip():
+        raise CallRequestError("voicemail_message", "on_machine voicemail needs the voicemail message")
 
 
 def _checked_number(value: str, name: str) -> str:
@@ -101,6 +115,7 @@ class CallPlacer:
                                            "give stream_url (we connect to the agent) or agent_connects, not both")
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
+                _check_machine_detection(request)
             except CallRequestError as error:
                 results.append(error)
                 continue
@@ -110,7 +125,8 @@ class CallPlacer:
                 agent_connects=request.agent_connects, custom_parameters=request.custom_parameters,
                 status_callback=request.status_callback, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
-                campaign_contact_id=request.campaign_contact_id,
+                campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
+                amd_status_callback=request.amd_status_callback,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -137,6 +153,11 @@ class CallPlacer:
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):
             command["fallback_audio_key"] = _fallback_audio_key(request.fallback_message)
+        if request.machine_detection is not None:
+            command["machine_detection"] = dict(request.machine_detection)
+            if request.machine_detection.get("on_machine") == amd.VOICEMAIL:
+                # no audio (espeak-ng failing): machines are hung up on instead (media/amd_call.py)
+                command["machine_detection"]["voicemail_key"] = _fallback_audio_key(request.voicemail_message)
         if request.agent_connects:
             # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
             command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid),
@@ -168,4 +189,8 @@ def _fallback_audio_key(text: str) -> str:
 
 
 def hang_up(call: Call) -> str:
-    return gateway.hangup(get_redis(), call.sid)
+    """End a call: through the live gateway holding it, or at once (its final event published now)
+    when no live gateway holds it. The record's gateway and answer time stand in for a Redis that
+    lost the call."""
+    answered_at = call.answered_at.timestamp() if call.answered_at else None
+    return gateway.hangup(get_redis(), call.sid, call.gateway_id or "", answered_at)

@@ -13,7 +13,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services, twiml
+from . import amd, services, twiml
 from .models import Call
 
 API_VERSION = "2010-04-01"
@@ -41,7 +41,7 @@ def call_resource(call: Call, account_sid: str) -> dict:
         "date_created": rfc2822(call.created_at), "date_updated": rfc2822(call.ended_at or call.created_at),
         "start_time": rfc2822(call.answered_at or call.started_at), "end_time": rfc2822(call.ended_at),
         "duration": str(int(call.duration_s)) if call.duration_s is not None else None,
-        "answered_by": None, "price": None, "price_unit": "USD", "parent_call_sid": None,
+        "answered_by": call.answered_by or None, "price": None, "price_unit": "USD", "parent_call_sid": None,
         "caller_name": None, "forwarded_from": None, "group_sid": None, "queue_time": "0", "trunk_sid": None,
         "phone_number_sid": None, "uri": uri, "subresource_uris": {},
     }
@@ -75,6 +75,10 @@ class CallsView(TwilioView):
         except ValueError:
             return twilio_error("timeout", "Timeout must be a whole number of seconds")
         try:
+            machine_detection = amd.from_twilio(data)
+        except amd.AmdSettingsError as error:
+            return twilio_error(error.field, str(error))
+        try:
             call = services.place_call(
                 connection.tenant,
                 services.CallRequest(
@@ -82,6 +86,8 @@ class CallsView(TwilioView):
                     custom_parameters=instructions.parameters, status_callback=data.get("StatusCallback", ""),
                     ring_timeout=max(5, min(timeout, 600)), max_duration=int(data.get("TimeLimit", 14400)),
                     pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
+                    machine_detection=machine_detection,
+                    amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
                 ),
             )
         except services.CallRequestError as error:

@@ -1,5 +1,6 @@
 """Status callbacks: a signed HTTP POST to the call's status_callback at initiated, ringing, answered
-and completed. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
+and completed, and ``amd`` (the answering-machine detection result, AnsweredBy) to the call's
+amd_status_callback (Twilio's AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
 Signatures, both with the tenant's webhook secret:
@@ -31,7 +32,7 @@ from . import stream_access
 from .models import Call, WebhookDelivery
 
 CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
-                   "completed": "completed", "failed": "completed"}
+                   "completed": "completed", "failed": "completed", "amd": "amd"}
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -58,6 +59,8 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
         "Timestamp": timezone.now().isoformat(), "Outcome": call.outcome, "Reason": call.reason,
         "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
         "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
+        # answering-machine detection (Twilio's names)
+        "AnsweredBy": call.answered_by, "MachineDetectionDuration": call.amd_ms,
     }
     if call.agent_connects and event != "completed":
         fields["StreamConnectUrl"] = stream_access.agent_connect_url(
@@ -75,9 +78,10 @@ def enqueue(call: Call, gateway_event: str) -> None:
 def callback_for(call: Call, gateway_event: str, account_sid: str) -> tuple[str, str, dict] | None:
     """(callback event, url, payload) of the call as it is now, if it has a callback for this event."""
     event = CALLBACK_EVENTS.get(gateway_event)
-    if not call.status_callback or event is None:
+    url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
+    if not url or event is None:
         return None
-    return event, call.status_callback, payload_for(call, event, account_sid)
+    return event, url, payload_for(call, event, account_sid)
 
 
 def enqueue_all(callbacks: list[tuple[int, tuple[str, str, dict]]]) -> None:
@@ -98,6 +102,15 @@ def enqueue_all(callbacks: list[tuple[int, tuple[str, str, dict]]]) -> None:
     from .tasks import deliver_webhook
 
     transaction.on_commit(lambda: [deliver_webhook.delay(delivery_id) for delivery_id in created])
+
+
+def redeliver(delivery_id: int) -> None:
+    """Send a callback again (a person asked for it): a fresh round of attempts, queued after commit."""
+    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=0, delivered_at=None, gave_up_at=None,
+                                                          status_code=None, error="")
+    from .tasks import deliver_webhook
+
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery_id))
 
 
 def deliver(delivery_id: int) -> int | None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 from . import events as ev
-from .store import Store, _s
+from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
 
@@ -47,13 +47,33 @@ def originate(redis, command: dict) -> str:
     return call_id
 
 
-def hangup(redis, call_id: str) -> str:
-    """Ask for a call to end (CANCEL if ringing, BYE if answered; a queued call is never dialed).
+def hangup(redis, call_id: str, gateway_id: str = "", answered_at: float | None = None) -> str:
+    """Ask for a call to end: the live gateway holding it sends CANCEL (ringing) or BYE (answered).
 
-    Returns the gateway id it was sent to, "queued" (not picked up yet: the gateway that takes it
-    ends it at once) or "ended" (it already had its final event).
+    A call no live gateway holds (still queued, its gateway dead, or unknown to Redis) gets its final
+    event at once: ``failed``/cancelled if no gateway ever took it (a queued command is then never
+    dialed), else with reason ``no_live_gateway`` (``completed`` if it was answered: its duration runs
+    to its gateway's last heartbeat). ``gateway_id`` / ``answered_at``: what the call's durable record
+    knows, for a Redis that lost the call. Returns the gateway id the command went to, "ended" (it
+    already had its final event) or "finalized".
     """
-    where = Store(redis).request_hangup(call_id)
+    store = Store(redis)
+    where = store.request_hangup(call_id, gateway_id)
+    if where in ("orphan", "unheld"):
+        info = call_state(redis, call_id)
+        gw = info.get("gateway") or gateway_id
+        if answered_at and "answered_at" not in info:
+            info.update(state="answered", answered_at=str(answered_at))
+        if gw or info.get("state") == "answered":
+            last = redis.hget(ev.gw_key(gw), "updated_at") if gw else None
+            ended_at = max(min(time.time(), float(last)) if last else time.time(), float(info.get("answered_at") or 0))
+            close_out_call(store, gw or None, call_id, info, ev.REASON_NO_LIVE_GATEWAY, ended_at)
+        else:  # never taken by a gateway: it will not be dialed
+            store.finalize(ev.make_event(call_id, ev.FAILED, outcome=ev.OUTCOME_CANCELLED,
+                                         reason=ev.REASON_HANGUP_REQUESTED, legs_tried=0, sip_code=0,
+                                         direction=info.get("direction") or ev.DIRECTION_OUTBOUND,
+                                         tenant=info.get("tenant") or None), None)
+        where = "finalized"
     log.info("hangup requested: %s", where, extra={"call_sid": call_id})
     return where
 

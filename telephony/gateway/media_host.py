@@ -18,11 +18,13 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail};
+  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
-  want_fallback} (the agent stream ended first: hang up, or play the fallback message); ``report``
+  want_fallback, want_voicemail} (the agent stream ended first, or answering-machine detection found a
+  machine: hang up, or play the fallback / voicemail message); ``amd`` {call, answered_by, amd_ms,
+  amd_evidence} (answering-machine detection decided); ``report``
   {call, report} (quality and stream figures for the final event).
 
 Frame path (one asyncio loop, one thread, for all calls of the host):
@@ -53,6 +55,7 @@ import time
 import uvloop
 
 from media import codec
+from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
 from media.rtp import DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
@@ -130,6 +133,10 @@ class CallBridge(asyncio.DatagramProtocol):
         self.fallback_pos = 0
         self.played_early = False  # _play_now sent the frame of the coming tick
         self.closed = False
+        # no RTP from the answered far end for this long ends the call (rtp_timeout); 0 = never
+        self.rtp_timeout = float(cfg.get("rtp_timeout") or 0)
+        self.last_rtp = 0.0  # monotonic: the last RTP packet from the far end (or the answer)
+        self.rtp_timed_out = False
         # stats
         self.packets_in = 0
         self.late_ticks = 0
@@ -146,6 +153,10 @@ class CallBridge(asyncio.DatagramProtocol):
         self.rtcp_info: dict = {}
         self.last_sr_mid = 0
         self.last_sr_arrival = 0.0
+        # answering-machine detection (media/amd_call.py), when the call asks for it
+        self.amd = AmdCall(cfg["amd"]) if cfg.get("amd") else None
+        self.amd_decided_mono = 0.0
+        self.fallback_label = "fallback message"
 
     # ---- loop thread ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -161,6 +172,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.codec = "pcma" if codec_name.upper().startswith("PCMA") else "pcmu"
         self.silence = SILENCE[self.codec]
         self.responses.set_caller_codec(self.codec)
+        if self.amd is not None:
+            self.amd.set_codec(self.codec)
         self.rx_pt = rx_pt
         self.event_pts = tuple(p for p in event_pts if p and p > 0)
         if self.sender is None:
@@ -175,6 +188,7 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.closing:
             return
         self.answered_mono = answered_mono
+        self.last_rtp = max(self.last_rtp, time.monotonic())
         loop = asyncio.get_running_loop()
         if self.transport is None:  # open() still running (it was posted first): retry shortly
             loop.call_later(0.002, self.start, answered_mono)
@@ -182,7 +196,11 @@ class CallBridge(asyncio.DatagramProtocol):
         if not self.ticking:
             self.ticking = True
             self.host.clock_add(self)
+        if self.amd is not None and self.amd.sync:
+            return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
+        if not self.cfg["url"]:
+            return  # no stream: the call only plays its fallback message (the worker says when)
         if delay > 0:
             loop.call_later(delay, self._start_stream)
         else:
@@ -227,7 +245,10 @@ class CallBridge(asyncio.DatagramProtocol):
             self._close_transports()
 
     def _on_started(self) -> None:
-        self.ai_connect_ms = round((time.monotonic() - self.answered_mono) * 1000, 1)
+        # after synchronous detection, from the decision: the end of the callee's greeting (the
+        # abandonment rule's "2 s after the greeting"); the detection's own time is amd_ms
+        since = self.amd_decided_mono or self.answered_mono
+        self.ai_connect_ms = round((time.monotonic() - since) * 1000, 1)
         self.link.send({"op": "started", "call": self.call_id, "ai_connect_ms": self.ai_connect_ms,
                         "stream_sid": self.session.stream_sid if self.session else None})
 
@@ -253,14 +274,19 @@ class CallBridge(asyncio.DatagramProtocol):
         if p is None:
             return
         pt, _m, seq, ts, ssrc, payload = p
+        self.last_rtp = time.monotonic()
         if pt == self.rx_pt:
-            now = time.monotonic()
+            now = self.last_rtp
             self.packets_in += 1
             if not self.latched:  # symmetric RTP: answer where the audio comes from
                 self.remote = addr
                 self.latched = True
             self.remote_ssrc = ssrc
             self.quality.on_packet(seq, ts, now)
+            if self.amd is not None and self.answered_mono and self.amd.decision is None:
+                decision = self.amd.feed(payload)
+                if decision is not None:
+                    self._amd_decided()
             s = self.session
             if s is not None:
                 if len(payload) == FRAME_BYTES:
@@ -279,6 +305,29 @@ class CallBridge(asyncio.DatagramProtocol):
                     self.session.push_dtmf(digit)
                 elif not self.closing:
                     self.early.append((time.monotonic(), digit, True))
+
+    def _amd_decided(self) -> None:
+        """Answering-machine detection decided: report it, then stream, hang up or leave the voicemail."""
+        amd = self.amd
+        self.link.send({"op": "amd", "call": self.call_id, **amd.result()})
+        step = amd.next_step()
+        if step == STREAM:
+            if self.session is not None:  # async: the agent is already streaming
+                self.session.push_answered_by(amd.stream_message())
+            elif not self.closing:
+                self.amd_decided_mono = time.monotonic()
+                self.cfg["params"] = {**self.cfg["params"], "AnsweredBy": amd.decision.answered_by}
+                self.early.clear()  # the greeting was for the detector, not the agent
+                self._start_stream()
+            return
+        if self.session is not None:
+            self.session.stop()  # async: the agent's stream ends (`stop`), the call goes on without it
+        if step == PLAY_VOICEMAIL:
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_VOICEMAIL_LEFT,
+                            "detail": amd.decision.answered_by, "want_voicemail": True})
+        elif step == END_CALL:
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_MACHINE_DETECTED,
+                            "detail": amd.decision.answered_by})
 
     def push_dtmf(self, digit: str) -> None:  # SIP INFO digits reported by pjsua
         self.dtmf_in = (self.dtmf_in + digit)[-32:]
@@ -299,6 +348,17 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.last_rtcp = now
                 self._send_rtcp()
         self.ticks += 1
+        if self.rtp_timeout and self.ticks % 50 == 0:
+            self._check_rtp()
+
+    def _check_rtp(self) -> None:
+        """A far end that sends no RTP for rtp_timeout s is gone (crashed, unplugged, lost its route)."""
+        silent = time.monotonic() - self.last_rtp
+        if silent > self.rtp_timeout and not self.rtp_timed_out and not self.closing:
+            self.rtp_timed_out = True
+            log.warning("call %s: no RTP for %.1f s: ending it", self.call_id, silent)
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_RTP_TIMEOUT,
+                            "detail": f"no RTP from the far end for {silent:.1f} s"})
 
     def _agent_frame(self) -> bytes | None:
         """The next 20 ms of agent audio (None when there is none), timing audio that found the buffer idle."""
@@ -326,8 +386,10 @@ class CallBridge(asyncio.DatagramProtocol):
             self.transport.sendto(self.sender.packet(frame), self.remote)
             self.played_early = True
 
-    def play_fallback(self, audio: bytes, reason: str, detail: str) -> None:
-        """The agent is gone: play the fallback message (caller's codec), then hang up with ``reason``."""
+    def play_fallback(self, audio: bytes, reason: str, detail: str, label: str = "fallback message") -> None:
+        """The agent is gone: play the fallback message (caller's codec), then hang up with ``reason``.
+        Also the voicemail message of answering-machine detection (``label`` says which in the detail)."""
+        self.fallback_label = label
         if self.closing:
             return
         if self.sender is None or self.remote is None:  # no media path to the callee: nothing to play on
@@ -345,7 +407,7 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.fallback_pos >= len(audio):
             self.fallback = None
             self.link.send({"op": "ended", "call": self.call_id, "reason": reason,
-                            "detail": f"{detail} (fallback message played)".strip()})
+                            "detail": f"{detail} ({self.fallback_label} played)".strip()})
         return frame + self.silence[len(frame):] if frame else None
 
     def _send_rtcp(self) -> None:
@@ -428,6 +490,9 @@ class CallBridge(asyncio.DatagramProtocol):
         out.update(self.out_hist.summary("bridge_out"))
         if s is not None:
             out.update(self.responses.summary())
+        if self.amd is not None and self.answered_mono:
+            self.amd.finish()  # undecided when the call ended: unknown
+            out.update(self.amd.result())
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -523,7 +588,7 @@ class WorkerLink:
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":
             audio = b"".join(self.fallback_parts.pop(call_id, []))
-            cb.play_fallback(audio, msg["reason"], msg["detail"])
+            cb.play_fallback(audio, msg["reason"], msg["detail"], msg.get("label", "fallback message"))
         elif op == "close":
             if msg.get("report"):
                 try:

@@ -210,6 +210,9 @@ def _apply_event(u: _Update, kind: str, sid: str, event: dict, call_fields: dict
         if event.get("failover"):
             u.count("failovers")
             u.total("failovers", u.dims["car"])
+    elif kind == gw.AMD:
+        u.count(f"a.{_text(event.get('answered_by')) or 'unknown'}")  # the human/machine split
+        u.observe(H.AMD, _number(event.get("amd_ms")))
     elif kind in gw.FINAL_TYPES:
         outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
         u.count(f"o.{outcome}")  # ended = the sum of outcomes, failed = all but "answered"

@@ -62,3 +62,13 @@ def new_gateway(redis_server, tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def agents():
+    """Twilio-protocol agents in a thread of the test process (tests/gateway/test_media_bridge.py)."""
+    from tests.gateway.test_media_bridge import AgentServer
+
+    srv = AgentServer()
+    yield srv
+    srv.stop()

@@ -130,13 +130,6 @@ class AgentServer:
         self.loop.call_soon_threadsafe(self.server.close)
 
 
-@pytest.fixture(scope="module")
-def agents():
-    srv = AgentServer()
-    yield srv
-    srv.stop()
-
-
 def originate(r, legs, **kw):
     cmd = {"from": "+15550001111", "to": "+15550002222", "ring_timeout": 10, "max_duration": 60,
            "tenant": "acme", "account_sid": "AC" + "1" * 32, "legs": legs, **kw}
@@ -406,3 +399,4 @@ def test_ai_response_time_runs_from_the_end_of_caller_speech_to_the_agents_answe
     assert done["ai_response_turns"] == 1, done
     assert 520 <= done["ai_response_ms"] <= 900, done
     assert uas.wait(10) == 0
+

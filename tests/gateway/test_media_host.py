@@ -26,14 +26,7 @@ from tests.gateway.gwhelpers import (
     wait_final,
     wait_for,
 )
-from tests.gateway.test_media_bridge import AgentServer, find_run, media_uas, originate, pattern_frames
-
-
-@pytest.fixture(scope="module")
-def agents():
-    srv = AgentServer()
-    yield srv
-    srv.stop()
+from tests.gateway.test_media_bridge import find_run, media_uas, originate, pattern_frames
 
 
 def test_two_workers_share_one_media_host(r, redis_server, sipp, agents, tmp_path):

@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
 from campaigns.selectors import campaign_progress
+from telephony.gateway.client import pool_capacity
+from voiceplatform.redis_client import get_redis
 
 ContactState = CampaignContact.State
 
@@ -31,6 +33,19 @@ def _duration_text(seconds: float | None) -> str:
     return f"{hours // 24} days {hours % 24} h"
 
 
+def gateway_capacity(max_concurrent: int | None = None) -> dict:
+    """The gateway pool's capacity and use (gateways alive now), and a warning when a campaign's
+    concurrency is more than the pool holds or the pool is full."""
+    capacity, active = pool_capacity(get_redis())
+    warning = ""
+    if max_concurrent and max_concurrent > capacity:
+        warning = (f"At most {max_concurrent} calls at once were asked for, but the gateway pool holds "
+                   f"{capacity} now: no more than {capacity} run at a time. Add gateway processes "
+                   f"(GATEWAY_PROCESSES, 4 calls each) or lower the concurrency.")
+    return {"pool_capacity": capacity, "pool_active": active, "pool_full": bool(capacity) and active >= capacity,
+            "capacity_warning": warning}
+
+
 def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     """campaign_progress plus what a person watching the campaign page wants, as the page shows it:
     failed, percent done, the ETA and the abandonment rate as text."""
@@ -47,6 +62,7 @@ def campaign_live_progress(campaign: Campaign, now=None) -> dict:
         "state_label": campaign.get_state_display(),
         "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
         "updated_at": time.time(),
+        **gateway_capacity(campaign.max_concurrent),
     }
 
 
