@@ -122,8 +122,8 @@ class _Batch:
         for pk, names in self.dirty_calls.items():
             if names:
                 rows.setdefault(frozenset(names), []).append(calls[pk])
-        for names, changed in rows.items():
-            _update(Call, sorted(names), changed)
+        for columns, changed in rows.items():
+            _update(Call, sorted(columns), changed)
         if self.dirty_legs:
             _upsert_legs(list(self.dirty_legs.values()))
         webhooks.enqueue_all(self.callbacks)
