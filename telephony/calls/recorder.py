@@ -104,6 +104,9 @@ def _apply(call: Call, event: dict) -> None:
         calls.filter(NOT_FINAL).update(
             status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")), **_carrier(event)
         )
+        # recorded after the final event (a recorder restarted): its facts, not its status
+        if calls.filter(answered_at__isnull=True).update(answered_at=at, setup_ms=_ms(event.get("setup_ms"))):
+            _mark_abandoned(calls)
     elif kind == gw.STREAM_STARTED:
         calls.filter(ai_connect_ms__isnull=True).update(ai_connect_ms=_ms(event.get("ai_connect_ms")))
     elif kind == gw.AMD and _amd_fields(event):
@@ -119,10 +122,15 @@ def _apply(call: Call, event: dict) -> None:
         CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
         if _amd_fields(event):
             calls.filter(answered_by="").update(**_amd_fields(event))
-        # a machine answer is not an abandoned call: no person waited for the agent
-        calls.filter(answered_at__isnull=False).exclude(stream_url="").exclude(answered_by__in=MACHINE_ANSWERS).filter(
-            Q(ai_connect_ms__isnull=True) | Q(ai_connect_ms__gt=Call.ABANDON_AFTER_MS)
-        ).update(abandoned=True)
+        _mark_abandoned(calls)
+
+
+def _mark_abandoned(calls) -> None:
+    """An answered, ended call whose agent never came (in time) was abandoned; a machine answer is
+    not: no person waited for the agent."""
+    calls.filter(status__in=Call.FINAL_STATUSES, answered_at__isnull=False).exclude(stream_url="").exclude(
+        answered_by__in=MACHINE_ANSWERS
+    ).filter(Q(ai_connect_ms__isnull=True) | Q(ai_connect_ms__gt=Call.ABANDON_AFTER_MS)).update(abandoned=True)
 
 
 def _call_for(event: dict) -> Call | None:
