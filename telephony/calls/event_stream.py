@@ -74,14 +74,17 @@ def claim_from_the_dead(client: redis.Redis, consumer: str) -> int:
         name = other["name"].decode() if isinstance(other["name"], bytes) else other["name"]
         if name == consumer or not int(other["pending"]) or _alive(client, name):
             continue
-        while ids := [p["message_id"] for p in client.xpending_range(
-                gw.EVENTS_STREAM, GROUP, "-", "+", 200, consumername=name)]:
-            claimed = client.xclaim(gw.EVENTS_STREAM, GROUP, consumer, 0, ids)
-            if not claimed:
+        log.info("recorder %s is gone: %s records its pending events", name, consumer)
+        while True:
+            ids = [p["message_id"] for p in client.xpending_range(
+                gw.EVENTS_STREAM, GROUP, "-", "+", 200, consumername=name)]
+            if not ids:  # nothing of it is left (a consumer's pending events go with it)
+                client.xgroup_delconsumer(gw.EVENTS_STREAM, GROUP, name)
                 break
+            claimed = [entry for entry in client.xclaim(gw.EVENTS_STREAM, GROUP, consumer, 0, ids) if entry[1]]
+            if not claimed:
+                break  # trimmed from the stream, or taken by another recorder meanwhile
             done += handle(client, claimed)
-        log.info("recorder %s is gone: its pending events recorded by %s", name, consumer)
-        client.xgroup_delconsumer(gw.EVENTS_STREAM, GROUP, name)
     return done
 
 
