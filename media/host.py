@@ -358,7 +358,8 @@ class CallBridge(asyncio.DatagramProtocol):
             self.rtp_timed_out = True
             log.warning("call %s: no RTP for %.1f s: ending it", self.call_id, silent)
             self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_RTP_TIMEOUT,
-                            "detail": f"no RTP from the far end for {silent:.1f} s"})
+                            "detail": f"no RTP from the far end for {silent:.1f} s",
+                            "last_rtp_at": time.time() - silent})
 
     def _agent_frame(self) -> bytes | None:
         """The next 20 ms of agent audio (None when there is none), timing audio that found the buffer idle."""

@@ -3,6 +3,8 @@ change nothing; and each step reaches the tenant's status callback, signed."""
 import base64
 import hashlib
 import hmac
+import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -11,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django_tenants.utils import schema_context
 
-from telephony.calls import webhooks
+from telephony.calls import event_stream, webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event, record_events
 from telephony.gateway import events as gw
@@ -19,6 +21,7 @@ from telephony.metrics import selectors as metrics
 from telephony.metrics.prometheus import CallMetricsCollector
 from telephony.models import Carrier
 from tenants.models import Tenant
+from voiceplatform.redis_client import get_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -142,6 +145,42 @@ def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):
     with schema_context("acme"):
         call.refresh_from_db()
         assert (call.status, call.outcome, call.sip_code) == ("busy", "busy", 486)
+
+
+def test_an_answer_recorded_after_the_calls_end_still_gives_its_answer_time(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    t = time.time()
+    record_event(gw.make_event(call.sid, gw.COMPLETED, ts=t + 5.0, outcome="answered", duration=4.0), "acme")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, ts=t + 1.0, leg=0, setup_ms=900), "acme")  # late
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert (call.status, call.outcome, call.duration_s, call.setup_ms) == ("completed", "answered", 4.0, 900)
+        assert call.answered_at.timestamp() == pytest.approx(t + 1.0, abs=0.001)
+
+
+def test_a_restarted_recorder_records_at_once_the_events_its_dead_predecessor_had_read(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    r = get_redis()
+    event_stream.ensure_group(r)
+    dead = subprocess.Popen(["true"])  # a recorder process that is gone
+    dead.wait()
+    predecessor = f"{socket.gethostname()}-{dead.pid}"
+    event_stream.mark_alive(r, predecessor)  # it was alive a moment ago
+    t = time.time()
+    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.ANSWERED, ts=t, leg=0, tenant="acme")))
+    r.xreadgroup(event_stream.GROUP, predecessor, {gw.EVENTS_STREAM: ">"}, count=10_000)  # read, then killed
+    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.COMPLETED, ts=t + 3.0, outcome="answered",
+                                                    duration=3.0, tenant="acme")))
+
+    event_stream.read_once(r, "successor", block_ms=10)
+
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert call.status == "completed" and call.answered_at.timestamp() == pytest.approx(t, abs=0.001)
+    consumers = {c["name"].decode(): c["pending"] for c in r.xinfo_consumers(gw.EVENTS_STREAM, event_stream.GROUP)}
+    assert predecessor not in consumers
 
 
 class Receiver(BaseHTTPRequestHandler):

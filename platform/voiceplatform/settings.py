@@ -158,10 +158,13 @@ CELERY_BEAT_SCHEDULE = {
     "check-carriers": {"task": "telephony.tasks.check_carriers", "schedule": float(env("CARRIER_HEALTH_INTERVAL", "10"))},
     "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},
     "dispatch-dialers": {"task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0},
+    "give-up-unplaced-calls": {"task": "telephony.calls.tasks.give_up_unplaced_calls", "schedule": 5.0},
 }
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
+# A call still queued this long that Redis never heard of (down when it was placed) ends as not_placed.
+CALL_UNPLACED_GRACE_S = float(env("CALL_UNPLACED_GRACE_S", "30"))
 
 # Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
 # good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits

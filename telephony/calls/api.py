@@ -1,6 +1,7 @@
 """/api/v1/calls: place a call, follow it, hang it up, list and export records."""
 import csv
 
+import redis
 from django.db import connection
 from django.http import StreamingHttpResponse
 from rest_framework import mixins, status, viewsets
@@ -47,6 +48,10 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             )
         except services.CallRequestError as error:
             raise ValidationError({error.field: [str(error)]}) from None
+        except redis.RedisError:
+            # the record ends as not_placed (services.give_up_unplaced_calls): the caller may try again
+            return Response({"detail": "the call could not be handed to the gateways; try again shortly"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])

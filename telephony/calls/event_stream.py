@@ -1,5 +1,6 @@
 """Reading the gateways' event stream as a consumer group: several recorders share the work, and
-the events a dead recorder had taken are claimed by the others after CLAIM_IDLE_MS.
+the events a dead recorder had taken are claimed by the others at once (a recorder no longer alive in
+RECORDERS_KEY, or one of this host whose process is gone), any other's after CLAIM_IDLE_MS.
 
 A recorder rides out outages of PostgreSQL and Redis: what it could not record stays unacknowledged
 in the stream, it tries again with backoff, and once both answer it first records its own pending
@@ -64,13 +65,54 @@ def handle(client: redis.Redis, entries) -> int:
 
 def read_once(client: redis.Redis, consumer: str, block_ms: int) -> int:
     ensure_group(client)
+    done = claim_from_the_dead(client, consumer)
     # Redis 6.2 answers [cursor, entries], Redis 7 adds deleted ids: the entries are second either way.
     claimed = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BLOCK)[1]
-    done = handle(client, claimed) if claimed else 0
+    done += handle(client, claimed) if claimed else 0
     reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=BLOCK, block=block_ms)
     for _, entries in reply or []:
         done += handle(client, entries)
     return done
+
+
+def claim_from_the_dead(client: redis.Redis, consumer: str) -> int:
+    """Record the pending events of recorders that are gone: left waiting until CLAIM_IDLE_MS, a
+    call's answer would be recorded after its end."""
+    done = 0
+    for other in client.xinfo_consumers(gw.EVENTS_STREAM, GROUP):
+        name = other["name"].decode() if isinstance(other["name"], bytes) else other["name"]
+        if name == consumer or not int(other["pending"]) or _alive(client, name):
+            continue
+        log.info("recorder %s is gone: %s records its pending events", name, consumer)
+        while True:
+            ids = [p["message_id"] for p in client.xpending_range(
+                gw.EVENTS_STREAM, GROUP, "-", "+", 200, consumername=name)]
+            if not ids:  # nothing of it is left (a consumer's pending events go with it)
+                client.xgroup_delconsumer(gw.EVENTS_STREAM, GROUP, name)
+                break
+            claimed = [entry for entry in client.xclaim(gw.EVENTS_STREAM, GROUP, consumer, 0, ids) if entry[1]]
+            if not claimed:
+                break  # trimmed from the stream, or taken by another recorder meanwhile
+            done += handle(client, claimed)
+    return done
+
+
+def _alive(client: redis.Redis, name: str) -> bool:
+    host, _, pid = name.rpartition("-")
+    if host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid)):
+        return False  # restarted here: no need to wait for its mark to grow old
+    seen = client.zscore(RECORDERS_KEY, name)
+    return seen is not None and seen > time.time() - ALIVE_WITHIN_S
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def read_own_pending(client: redis.Redis, consumer: str) -> int:

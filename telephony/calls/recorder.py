@@ -157,6 +157,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
         if not call.is_final:
             set_(call, status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")),
                  **_carrier(event))
+        elif call.answered_at is None:  # read after the final event (a recorder restarted): its facts, not its status
+            set_(call, answered_at=at, setup_ms=_ms(event.get("setup_ms")))
+            _mark_abandoned(batch, call)
     elif kind == gw.STREAM_STARTED:
         if call.ai_connect_ms is None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
@@ -176,10 +179,15 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
                 batch.dirty_legs[call.pk, attempt] = leg
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
-        # a machine answer is not an abandoned call: no person waited for the agent
-        if call.answered_at is not None and call.stream_url and call.answered_by not in MACHINE_ANSWERS and (
-                call.ai_connect_ms is None or call.ai_connect_ms > Call.ABANDON_AFTER_MS) and not call.abandoned:
-            set_(call, abandoned=True)
+        _mark_abandoned(batch, call)
+
+
+def _mark_abandoned(batch: _Batch, call: Call) -> None:
+    """An answered, ended call whose agent never came (in time) was abandoned; a machine answer is
+    not: no person waited for the agent."""
+    if call.is_final and call.answered_at is not None and call.stream_url and call.answered_by not in MACHINE_ANSWERS \
+            and (call.ai_connect_ms is None or call.ai_connect_ms > Call.ABANDON_AFTER_MS) and not call.abandoned:
+        batch.set(call, abandoned=True)
 
 
 def _columns(model, names) -> tuple[list, str, str]:
@@ -317,5 +325,5 @@ def _record(tenant, events: list[dict]) -> None:
     record_call_events(tenant.schema_name, batch.recorded)
     for event, fields in batch.recorded:
         call = batch.calls[event["call_id"]]
-        if call.abandoned and event["type"] in gw.FINAL_TYPES:  # counted once per call, however often read
+        if call.abandoned and (event["type"] in gw.FINAL_TYPES or event["type"] == gw.ANSWERED):  # once per call
             record_abandonment(tenant.schema_name, call.sid, fields, ts=float(event["ts"]))

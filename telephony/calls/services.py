@@ -1,11 +1,13 @@
 """Placing and hanging up single calls. Runs in the tenant's schema (the caller's)."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from core.redis_client import get_redis
 from media import fallback
@@ -174,6 +176,16 @@ def place_call(tenant, request: CallRequest) -> Call:
     if isinstance(result, CallRequestError):
         raise result
     return result
+
+
+def give_up_unplaced_calls() -> int:
+    """Calls still queued after CALL_UNPLACED_GRACE_S that Redis never heard of (it was down when
+    their records committed) end as failed with reason not_placed (their final event), so a campaign
+    dials their contacts again; a late originate of one is never dialed. Idempotent."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.CALL_UNPLACED_GRACE_S)
+    redis = get_redis()
+    sids = Call.objects.filter(status=Call.Status.QUEUED, created_at__lt=cutoff).values_list("sid", flat=True)
+    return sum(gateway.give_up_unplaced(redis, sid, connection.schema_name) for sid in sids)
 
 
 def _originate_all(commands: list[OriginateCommand]) -> None:

@@ -5,6 +5,7 @@ only its base URL and credentials changed (HTTP basic: account SID and API key).
     GET  /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  fetch
     POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up
 """
+import redis
 from django.db import connection
 from django.http import Http404
 from django.utils.http import http_date
@@ -92,6 +93,9 @@ class CallsView(TwilioView):
             )
         except services.CallRequestError as error:
             return twilio_error(error.field, str(error))
+        except redis.RedisError:  # the record ends as not_placed (services.give_up_unplaced_calls)
+            return twilio_error("gateways", "the call could not be handed to the gateways; try again shortly",
+                                status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(call_resource(call, account_sid), status=status.HTTP_201_CREATED)
 
 

@@ -45,6 +45,17 @@ def originate(redis, command: OriginateCommand) -> str:
     return call_id
 
 
+def give_up_unplaced(redis, call_id: str, tenant: str) -> bool:
+    """End, as failed with reason not_placed, a call whose originate never reached Redis; the pool
+    never dials it afterwards. False (nothing done) if Redis knows the call."""
+    event = ev.make_event(call_id, ev.FAILED, reason=ev.REASON_NOT_PLACED, legs_tried=0, sip_code=0,
+                          direction=ev.DIRECTION_OUTBOUND, tenant=tenant or None)
+    given_up = Store(redis).give_up_unplaced(event)
+    if given_up:
+        log.warning("call never reached the gateway pool: ended as not placed", extra={"call_sid": call_id})
+    return given_up
+
+
 def hangup(redis, call_id: str, gateway_id: str = "", answered_at: float | None = None) -> str:
     """Ask for a call to end: the live gateway holding it sends CANCEL (ringing) or BYE (answered).
 

@@ -103,6 +103,7 @@ REASON_BRIDGE_FAILED = "bridge_failed"  # the call wanted a stream and could not
 REASON_RTP_TIMEOUT = "rtp_timeout"  # no RTP from the answered far end for the worker's --rtp-timeout
 REASON_SESSION_TIMER = "session_timer_expired"  # RFC 4028: the session was not refreshed in time
 REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway holds: finalised at once
+REASON_NOT_PLACED = "not_placed"  # its originate never reached Redis (down when the call was placed)
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

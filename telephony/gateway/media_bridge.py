@@ -301,7 +301,7 @@ class MediaBridge:
             elif msg.get("want_fallback"):
                 self.main_play_fallback(call_id, msg["reason"], msg["detail"])
             else:
-                self.main_stream_ended(call_id, msg["reason"], msg["detail"])
+                self.main_stream_ended(call_id, msg["reason"], msg["detail"], msg.get("last_rtp_at"))
 
     def _on_host_lost(self, link: HostLink) -> None:
         """The host carrying some of our calls is gone (it died, or the link broke): they end."""
@@ -351,10 +351,12 @@ class MediaBridge:
         if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail, "label": label}):
             self.main_stream_ended(call_id, reason, detail)
 
-    def main_stream_ended(self, call_id: str, reason: str, detail: str) -> None:
+    def main_stream_ended(self, call_id: str, reason: str, detail: str, last_rtp_at: float | None = None) -> None:
         s = self.worker.sessions.get(call_id)
         if s is None or s.hangup_reason:
             return
+        if last_rtp_at:
+            s.heard_until = float(last_rtp_at)
         log.info("call %s: agent stream ended (%s: %s): hanging up", call_id, reason, detail)
         self.worker.end_session(s, reason)
 

@@ -81,6 +81,17 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 return ARGV[2]
 """
 
+# KEYS: call:{id}, events stream    ARGV: final event json, final type, maxlen, ttl, ended_at
+# A call Redis has never heard of (its originate was lost) gets its final event; once it has one, an
+# originate arriving late is never dialed (_POP_ORIGINATE).
+_GIVE_UP_UNPLACED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'final', ARGV[2], 'state', 'ended', 'ended_at', ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
 
 class Store:
     def __init__(self, redis):
@@ -88,6 +99,7 @@ class Store:
         self._pop = redis.register_script(_POP_ORIGINATE)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
+        self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
     def pop_originates(self, gateway_id: str, count: int, client=None) -> list[tuple[bytes, str]]:
@@ -123,6 +135,15 @@ class Store:
         ))
 
     # ---- client side -------------------------------------------------------------------------
+    def give_up_unplaced(self, event: dict) -> bool:
+        """Publish the final event of a call whose originate never reached Redis (False: it did)."""
+        assert ev.is_final(event), event
+        return bool(self._give_up_unplaced(
+            keys=[ev.call_key(event["call_id"]), ev.EVENTS_STREAM],
+            args=[json.dumps(event, separators=(",", ":")), event["type"], ev.EVENTS_MAXLEN, ev.CALL_TTL,
+                  f"{float(event['ts']):.3f}"],
+        ))
+
     def request_hangup(self, call_id: str, known_gateway: str = "") -> str:
         """Mark the call for hangup and queue the command for the live gateway holding it (see
         _HANGUP for the answers). ``known_gateway``: the gateway the call's durable record names,

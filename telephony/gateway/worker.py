@@ -93,6 +93,8 @@ class Session:
     rtp_seen_at: float = 0.0  # unbridged answered calls: monotonic time RTP last came in
     rtp_count: int = -1  # ... and pjsua's count of received RTP packets then
     rtp_checked_at: float = 0.0
+    # an RTP timeout: when the far end was last heard (unix time), the call's true end
+    heard_until: float = 0.0
 
     @property
     def carrier_id(self):
@@ -871,12 +873,14 @@ class Worker:
         if s.state == "answered":
             s.state = "ended"
             self.sessions.pop(s.call_id, None)
-            duration = round(time.monotonic() - s.answered_mono, 3)
+            # the far end went silent before we noticed (rtp_timeout): the call ended when it was last heard
+            gone_for = max(0.0, time.time() - s.heard_until) if s.heard_until else 0.0
+            duration = round(max(0.0, time.monotonic() - gone_for - s.answered_mono), 3)
             if s.hangup_reason is None and code == 408 and leg_ended:  # pjsip ends an expired session with 408
                 s.hangup_reason, by = ev.REASON_SESSION_TIMER, ev.BY_PLATFORM
             self.emit(s, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED, hangup_by=by, sip_code=code,
                       sip_reason=sip_reason, reason=s.hangup_reason or ev.REASON_REMOTE_HANGUP,
-                      duration=duration, setup_ms=s.setup_ms)
+                      duration=duration, setup_ms=s.setup_ms, ts=time.time() - gone_for)
             self.limits.release(s.call_id, s.held)  # after the event: its time is the call's end
         elif s.direction == ev.DIRECTION_INBOUND:
             self.fail(s, ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED,
@@ -953,6 +957,7 @@ class Worker:
         elif now - max(s.rtp_seen_at, s.answered_mono) > self.args.rtp_timeout:
             log.warning("call %s: no RTP for %.1f s: ending it", s.call_id, now - s.rtp_seen_at)
             s.hangup_reason = ev.REASON_RTP_TIMEOUT
+            s.heard_until = time.time() - (now - max(s.rtp_seen_at, s.answered_mono))
             self._hangup_pj(s.pjcall)
 
     # ------------------------------------------------------------------------------ pjsua callbacks

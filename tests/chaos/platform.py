@@ -85,6 +85,8 @@ class ChaosPlatform:
             CARRIER_HEALTH_INTERVAL="1", CARRIER_PING_TIMEOUT="1", CARRIER_DOWN_AFTER="2", CARRIER_UP_AFTER="1",
             # a contact claimed by a dialer that died is dialed again after 5 s (default 30 s)
             DIALER_UNPLACED_GRACE_S="5",
+            # a call whose originate never reached Redis (down) ends as not_placed after 5 s (default 30 s)
+            CALL_UNPLACED_GRACE_S="5",
             # a far end that sends no RTP for 5 s is dead (default 30 s)
             RTP_TIMEOUT_S="5",
             DEBUG="false", LOG_LEVEL="INFO",

@@ -25,9 +25,12 @@ def test_a_far_end_that_sends_no_rtp_is_hung_up_after_the_rtp_timeout(r, new_gat
     dead_call = originate(r, [leg(silent.uri_host, "c1")], max_duration=8)
     live_call = originate(r, [leg(talking.uri_host, "c1")], max_duration=8)
 
-    dead = wait_final(r, dead_call, timeout=15)[-1]
+    evs = wait_final(r, dead_call, timeout=15)
+    answered, dead = next(e for e in evs if e["type"] == ev.ANSWERED), evs[-1]
     assert dead["type"] == ev.COMPLETED and dead["reason"] == ev.REASON_RTP_TIMEOUT, dumps(dead)
-    assert dead["hangup_by"] == ev.BY_PLATFORM and 2.0 <= dead["duration"] < 4.5
+    # never heard after its answer: it ended then (pjsua's count is read once a second), not 2 s later
+    assert dead["hangup_by"] == ev.BY_PLATFORM and dead["duration"] < 1.0, dumps(dead)
+    assert abs(dead["ts"] - answered["ts"] - dead["duration"]) < 0.1, dumps(dead)
     assert silent.wait(10) == 0 and "BYE sip:" in silent.messages()  # ended at the carrier too
 
     live = wait_final(r, live_call, timeout=15)[-1]
@@ -61,8 +64,11 @@ def test_a_bridged_far_end_that_stops_sending_rtp_is_hung_up(r, new_gateway, sip
     call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agents.url("/record"), max_duration=30)
     evs = wait_final(r, call_id, timeout=15)
     done = evs[-1]
+    answered = next(e for e in evs if e["type"] == ev.ANSWERED)
     assert done["type"] == ev.COMPLETED and done["reason"] == ev.REASON_RTP_TIMEOUT, dumps(evs)
-    assert done["hangup_by"] == ev.BY_PLATFORM and 2.9 <= done["duration"] < 5.5  # 1 s of audio + 2 s
+    # it ended with its 1 s of audio, when the far end was last heard (not when the 2 s timeout fired)
+    assert done["hangup_by"] == ev.BY_PLATFORM and 0.9 <= done["duration"] < 1.5, dumps(done)
+    assert abs(done["ts"] - answered["ts"] - done["duration"]) < 0.1, dumps(done)
     assert done["rtp_packets_in"] == 50
     assert uas.wait(10) == 0 and "BYE sip:" in uas.messages()
     assert agents.conn_for(call_id).closed.wait(5)  # the agent got its `stop`
