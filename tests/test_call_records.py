@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django_tenants.utils import schema_context
 
+from core.redis_client import get_redis
 from telephony.calls import event_stream, webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event, record_events
@@ -21,7 +22,6 @@ from telephony.metrics import selectors as metrics
 from telephony.metrics.prometheus import CallMetricsCollector
 from telephony.models import Carrier
 from tenants.models import Tenant
-from voiceplatform.redis_client import get_redis
 
 pytestmark = pytest.mark.django_db
 

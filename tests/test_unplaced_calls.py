@@ -8,13 +8,13 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from core.redis_client import get_redis
 from telephony.calls import services
 from telephony.calls.models import Call
 from telephony.calls.recorder import record_event
 from telephony.gateway import client
 from telephony.gateway import events as gw
 from telephony.gateway.store import Store
-from voiceplatform.redis_client import get_redis
 
 pytestmark = pytest.mark.django_db
 
