@@ -25,6 +25,9 @@ os.environ["DATABASE_URL"] = start_postgres(RUN_DIR / "postgres")
 _redis = RedisServer(RUN_DIR / "redis").start()
 os.environ["REDIS_URL"] = _redis.url
 os.environ["DJANGO_SETTINGS_MODULE"] = "voiceplatform.settings"
+# The tests' agents and webhook receivers listen on 127.0.0.1: allowed explicitly (every process of the
+# run inherits it), as an operator would; tests of the guard itself narrow it with override_settings.
+os.environ["OUTBOUND_ALLOW"] = "127.0.0.1"
 
 import django  # noqa: E402
 

@@ -9,6 +9,11 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from django.core.exceptions import ImproperlyConfigured
+
+from voiceplatform import secret_keys
+from voiceplatform.embedded import var_dir
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -49,11 +54,34 @@ def celery_redis_url(url: str) -> str:
     return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
-SECRET_KEY = env("SECRET_KEY", "dev-insecure-change-me-in-production")
-DEBUG = env_bool("DEBUG", True)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,.localhost,127.0.0.1,[::1],testserver")
-# Carrier digest passwords are encrypted at rest with this key (defaults to SECRET_KEY).
-FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
+# PRODUCTION=true: keys from the environment (strong ones), DEBUG off, HTTPS only (secure cookies,
+# HSTS, the proxy's X-Forwarded-Proto trusted), /metrics only with METRICS_TOKEN.
+PRODUCTION = env_bool("PRODUCTION", False)
+PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
+try:
+    # Unset keys are generated once and kept in the var directory, shared by every process.
+    SECRET_KEY, FIELD_ENCRYPTION_KEY = secret_keys.resolve(os.environ, var_dir(), PRODUCTION)
+except secret_keys.WeakKeyError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# Off unless asked for: even then API clients get JSON errors, never a debug page (voiceplatform.api_errors).
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{PUBLIC_DOMAIN},.{PUBLIC_DOMAIN}" if PRODUCTION
+                         else "localhost,.localhost,127.0.0.1,[::1],testserver")
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers and Prometheus probe over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Every request the platform makes to an address a tenant gave (TwiML Url, status callbacks, agent
+# streams) goes through core.egress: loopback, private, link-local, multicast and reserved addresses
+# are refused unless listed here (host, host:port, address or CIDR, comma-separated).
+OUTBOUND_ALLOW = env_list("OUTBOUND_ALLOW", "")
 
 # Multi-tenancy: carriers, numbers and tenants live in the public schema; everything a tenant owns
 # lives in its own schema. Moving an app between these lists later is migration surgery.
@@ -93,7 +121,6 @@ TENANT_LIMIT_SET_CALLS = True
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 # The REST API is reached by API key from any host name; unknown hosts get the public schema.
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
-PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
 
 MIDDLEWARE = [
     "django_tenants.middleware.main.TenantMainMiddleware",

@@ -1,0 +1,1 @@
+"""The kernel every app may import: small modules with no dependency on the project package."""
