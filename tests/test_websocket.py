@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("committed")
 
 
 def socket(host: str, session_key: str = "") -> WebsocketCommunicator:
-    headers = [(b"host", host.encode())]
+    headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]  # as a browser sends
     if session_key:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()))
     return WebsocketCommunicator(application, "/ws/events", headers=headers)

@@ -33,6 +33,10 @@ class EgressRefused(ValueError):
     """The target is not allowed; the message says which rule refused it."""
 
 
+class EgressUnresolved(EgressRefused):
+    """The host name does not resolve (now): nothing can be sent to it."""
+
+
 class EgressFailed(OSError):
     """An allowed target could not be reached or answered badly; the message is ours, not the target's."""
 
@@ -110,7 +114,7 @@ def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise EgressRefused(f"the host {host!r} does not resolve") from None
+        raise EgressUnresolved(f"the host {host!r} does not resolve") from None
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 

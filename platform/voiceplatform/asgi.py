@@ -7,6 +7,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from telephony.calls.routing import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
@@ -15,9 +16,16 @@ from telephony.metrics.routing import websocket_urlpatterns as metrics_websocket
 from .channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
 from .consumers import TenantEventsConsumer  # noqa: E402
 
+
+def browser_socket(pattern):
+    """Sockets opened by our own pages: only from a page on a host we serve (the Origin header), so
+    another site cannot ride a signed-in user's session. Agent and relay sockets authenticate by token."""
+    return path(str(pattern.pattern), AllowedHostsOriginValidator(pattern.callback), name=pattern.name)
+
+
 websocket_urlpatterns = [
-    path("ws/events", TenantEventsConsumer.as_asgi()),
-    *metrics_websocket_urlpatterns,
+    browser_socket(path("ws/events", TenantEventsConsumer.as_asgi())),
+    *(browser_socket(pattern) for pattern in metrics_websocket_urlpatterns),
     *call_stream_websocket_urlpatterns,
 ]
 

@@ -1,6 +1,5 @@
 """/api/v1/calls: place a call, follow it, hang it up, list and export records."""
-import csv
-
+from core.spreadsheet import CsvLines
 from django.db import connection
 from django.http import StreamingHttpResponse
 from rest_framework import mixins, status, viewsets
@@ -13,11 +12,6 @@ from .serializers import CallCreateSerializer, CallSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s"]
-
-
-class _Echo:
-    def write(self, value):
-        return value
 
 
 class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -54,11 +48,11 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=False, methods=["get"], url_path="export")
     def export(self, request):
         """All matching records as CSV (streamed, so large exports do not load into memory)."""
-        writer = csv.writer(_Echo())
+        csv = CsvLines()
         rows = self.get_queryset().values_list(*EXPORT_COLUMNS).iterator(chunk_size=2000)
-        lines = (writer.writerow(row) for row in rows)
+        lines = (csv.line(row) for row in rows)
         response = StreamingHttpResponse(
-            (line for part in ([writer.writerow(EXPORT_COLUMNS)], lines) for line in part), content_type="text/csv"
+            (line for part in ([csv.line(EXPORT_COLUMNS)], lines) for line in part), content_type="text/csv"
         )
         response["Content-Disposition"] = 'attachment; filename="calls.csv"'
         return response

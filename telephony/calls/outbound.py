@@ -11,11 +11,14 @@ CALLBACK_SCHEMES = egress.HTTP_SCHEMES
 
 
 def refusal(url: str, schemes: tuple[str, ...]) -> str:
-    """Why ``url`` may not be used (the rule), or "" when it may (or is empty)."""
+    """Why ``url`` may not be used (the rule), or "" when it may (or is empty). A name that does not
+    resolve yet passes: it is checked again when it is used."""
     if not url:
         return ""
     try:
         egress.check(url, settings.OUTBOUND_ALLOW, schemes)
+    except egress.EgressUnresolved:
+        return ""
     except egress.EgressRefused as exc:
         return str(exc)
     return ""

@@ -5,12 +5,13 @@ only its base URL and credentials changed (HTTP basic: account SID and API key).
     GET  /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  fetch
     POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up
 """
+from core.api import JSONBodyParser
 from django.conf import settings
 from django.db import connection
 from django.http import Http404
 from django.utils.http import http_date
 from rest_framework import status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -50,7 +51,7 @@ def call_resource(call: Call, account_sid: str) -> dict:
 
 
 class TwilioView(APIView):
-    parser_classes = [FormParser, MultiPartParser, JSONParser]
+    parser_classes = [FormParser, MultiPartParser, JSONBodyParser]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

@@ -10,7 +10,7 @@ from rest_framework import authentication, exceptions
 
 from tenants.models import Tenant
 
-from . import services
+from . import services, throttle
 from .models import ApiKey
 
 
@@ -34,6 +34,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = self._key_from_header(authentication.get_authorization_header(request).decode("latin-1"))
         if key is None:
             return None
+        throttle.check(request)
+        try:
+            return self._principal(request, key)
+        except exceptions.AuthenticationFailed:
+            throttle.record_failure(request)
+            raise
+
+    def _principal(self, request, key: str):
         parts = services.split_key(key)
         if parts is None:
             raise exceptions.AuthenticationFailed("Malformed API key.")

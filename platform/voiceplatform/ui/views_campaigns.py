@@ -2,8 +2,7 @@
 polls every second), pause / resume / cancel / start, and the results as CSV."""
 from __future__ import annotations
 
-import csv
-
+from core.spreadsheet import CsvLines
 from django.contrib import messages
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -72,24 +71,19 @@ def campaign_action(request, pk: int, action: str):
     return redirect("ui:campaign", pk=pk)
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @tenant_page()
 @require_GET
 def campaign_export(request, pk: int):
     campaign = get_object_or_404(Campaign.objects.select_related("contact_list"), pk=pk)
-    writer = csv.writer(_Echo())
+    csv = CsvLines()
     tenant = request.tenant
 
     def rows():
         # Consumed after the view returned (under ASGI, in another task): pin the schema here.
         with tenant_context(tenant):
-            yield "\ufeff" + writer.writerow(selectors.EXPORT_COLUMNS)
+            yield "\ufeff" + csv.line(selectors.EXPORT_COLUMNS)
             for row in selectors.campaign_results(campaign):
-                yield writer.writerow(row)
+                yield csv.line(row)
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     filename = f"campaign-{campaign.pk}-{slugify(campaign.name) or 'results'}.csv"
