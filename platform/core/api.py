@@ -1,7 +1,7 @@
 """REST framework pieces every app's API uses (settings.REST_FRAMEWORK names them)."""
 from __future__ import annotations
 
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 
@@ -17,9 +17,34 @@ class JSONBodyParser(JSONParser):
 
 
 class Pages(LimitOffsetPagination):
+    """limit/offset pages; a limit or offset that is not a whole number in range is a 400 (not
+    silently the default)."""
+
     max_limit = 1000
-    # Postgres takes OFFSET as a bigint; past any real table's size anyway.
-    max_offset = 10 ** 12
+    max_offset = 10 ** 12  # Postgres takes OFFSET as a bigint; far past any real table anyway
+
+    def _number(self, request, name: str, default: int, low: int, high: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValidationError({name: [f"must be a whole number from {low} to {high}"]})
+        return value
+
+    def get_limit(self, request):
+        return self._number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
 
     def get_offset(self, request):
-        return min(super().get_offset(request), self.max_offset)
+        return self._number(request, self.offset_query_param, 0, 0, self.max_offset)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, self.max_offset)}
+        for parameter in parameters:
+            low, high = bounds[parameter["name"]]
+            parameter["schema"].update(minimum=low, maximum=high)
+        return parameters

@@ -10,12 +10,19 @@ from django.conf import settings
 from django.db import connection
 from django.http import Http404
 from django.utils.http import http_date
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import outbound, services, twiml
+from .twilio_schema import (
+    TWILIO_ERROR,
+    TwilioCallCreateSerializer,
+    TwilioCallSerializer,
+    TwilioCallUpdateSerializer,
+)
 from .models import Call
 
 API_VERSION = "2010-04-01"
@@ -85,6 +92,8 @@ def seconds_param(data, name: str, default: int, low: int, high: int) -> int:
 
 
 class CallsView(TwilioView):
+    @extend_schema(operation_id="twilio_calls_create", request=TwilioCallCreateSerializer,
+                   responses={201: TwilioCallSerializer, 400: TWILIO_ERROR})
     def post(self, request, account_sid):
         data = request.data
         try:
@@ -132,9 +141,12 @@ class CallView(TwilioView):
             raise Http404
         return call
 
+    @extend_schema(operation_id="twilio_calls_fetch", responses={200: TwilioCallSerializer})
     def get(self, request, account_sid, call_sid):
         return Response(call_resource(self.get_call(call_sid), account_sid))
 
+    @extend_schema(operation_id="twilio_calls_update", request=TwilioCallUpdateSerializer,
+                   responses={200: TwilioCallSerializer, 400: TWILIO_ERROR})
     def post(self, request, account_sid, call_sid):
         call = self.get_call(call_sid)
         wanted = request.data.get("Status")

@@ -6,6 +6,7 @@ import base64
 from dataclasses import dataclass
 
 from django.db import connection
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from tenants.models import Tenant
@@ -77,3 +78,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             # given whole or as its secret part alone.
             return password if password.startswith(user + services.SEPARATOR) else f"{user}{services.SEPARATOR}{password}"
         return None
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes ApiKeyAuthentication: bearer, or basic as Twilio clients send."""
+
+    target_class = ApiKeyAuthentication
+    name = ["bearerAuth", "basicAuth"]
+
+    def get_security_definition(self, auto_schema):
+        return [{"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"},
+                {"type": "http", "scheme": "basic", "description": "account SID and API key"}]
