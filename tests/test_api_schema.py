@@ -3,12 +3,12 @@ and bad, to every operation of it (the Twilio-compatible ones included) as Acme,
 one the schema promises - never a server error."""
 import pytest
 import schemathesis
-from schemathesis import checks
-from schemathesis.generation.modes import GenerationMode
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
+from schemathesis.generation.modes import GenerationMode
 
 from telephony.models import Carrier, Number
 from tenants.models import Tenant

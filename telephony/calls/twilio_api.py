@@ -17,13 +17,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import outbound, services, twiml
+from .models import Call
 from .twilio_schema import (
     TWILIO_ERROR,
     TwilioCallCreateSerializer,
     TwilioCallSerializer,
     TwilioCallUpdateSerializer,
 )
-from .models import Call
 
 API_VERSION = "2010-04-01"
 # Twilio error codes for the faults a client can make here.
