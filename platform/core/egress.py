@@ -128,8 +128,9 @@ def check(url: str, allow: Iterable[AllowEntry | str] = (), schemes: tuple[str, 
         raise EgressRefused(f"not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in schemes:
-        raise EgressRefused(f"only {' and '.join(s + '://' for s in schemes)} URLs are allowed, "
-                            f"not {scheme + '://' if scheme else 'a URL without a scheme'}")
+        names = [f"{name}://" for name in schemes]
+        wanted = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise EgressRefused(f"must be a {wanted} URL, not {scheme + '://' if scheme else 'one without a scheme'}")
     host = parts.hostname or ""
     if not host:
         raise EgressRefused("the URL has no host")
