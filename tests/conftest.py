@@ -92,6 +92,20 @@ def tenant_b(django_db_setup, django_db_blocker):
         return _make_tenant("globex")
 
 
+@pytest.fixture
+def acme_can_call(tenant_a):
+    """Acme owns +14155550100 and there is a carrier (nothing listens on it: calls are only queued)."""
+    from telephony.models import Carrier, Number
+    from tenants.models import Tenant
+
+    Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
+    Number.objects.create(e164="+14155550100", tenant=Tenant.objects.get(schema_name="acme"))
+    yield
+    from django.db import connection
+
+    connection.set_schema_to_public()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup):
     """A real Celery worker, as `make run` starts it, against this run's Redis and PostgreSQL."""

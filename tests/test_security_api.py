@@ -11,28 +11,17 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.test import Client, override_settings
 from django_tenants.utils import schema_context
 
 from campaigns.models import Campaign, Contact, ContactList
 from telephony.calls.models import Call
-from telephony.models import Carrier, Number
-from tenants.models import Tenant
 from tests.ui_support import make_user, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("acme_can_call")]
 ACME_NUMBER = "+14155550100"
 CALLEE = "+14155550199"
 HANGUP = "<Response><Hangup/></Response>"
-
-
-@pytest.fixture(autouse=True)
-def inventory(tenant_a):
-    Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
-    Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield
-    connection.set_schema_to_public()
 
 
 def v1(tenant, **extra):

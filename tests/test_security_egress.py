@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from core import egress
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.test import Client, override_settings
 from django_tenants.utils import schema_context
 
@@ -22,11 +21,9 @@ from media import ws_client
 from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.gateway import events as gw
-from telephony.models import Carrier, Number
-from tenants.models import Tenant
 from tests.support import free_tcp_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("acme_can_call")]
 ACME_NUMBER = "+14155550100"
 CALLEE = "+14155550199"
 HANGUP_TWIML = b"<Response><Hangup/></Response>"
@@ -77,14 +74,6 @@ def internal():
     server = Target("127.0.0.2", body=b"<secret>internal metrics</secret>")
     yield server
     server.close()
-
-
-@pytest.fixture(autouse=True)
-def inventory(tenant_a):
-    Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
-    Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield
-    connection.set_schema_to_public()
 
 
 def twilio_create(tenant, **fields):
