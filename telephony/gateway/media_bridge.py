@@ -400,6 +400,11 @@ class MediaBridge:
 
     def on_answered(self, s, call) -> None:
         if s.call_id not in self.calls:
+            if stream_config(s) is not None and s.hangup_reason is None:
+                # To be bridged, but no media host took it (on_sdp_created): end it now with a reason
+                # rather than leave the callee on a silent line (the worker sends the BYE).
+                log.error("call %s: answered but not bridged: hanging up", s.call_id)
+                s.hangup_reason = ev.REASON_MEDIA_ERROR
             return
         self.on_media_state(s, call)  # in case the media state came before the session was known
         self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono})
