@@ -124,3 +124,21 @@ def test_keys_from_the_environment_rotate_with_the_old_one_still_accepted_meanwh
     carrier.refresh_from_db()
     assert secrets.decrypt(carrier.password_encrypted, [new]) == "digest-secret"
 
+
+
+@pytest.mark.django_db
+def test_an_upgrade_reencrypts_passwords_made_with_the_old_default_key(tmp_path, monkeypatch, settings):
+    from voiceplatform import secret_keys
+
+    secret_keys.write_file(tmp_path, {"SECRET_KEY": settings.SECRET_KEY,
+                                      "FIELD_ENCRYPTION_KEY": list(settings.FIELD_ENCRYPTION_KEY)})
+    monkeypatch.setenv("VOICEPLATFORM_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("FIELD_ENCRYPTION_KEY", raising=False)
+    carrier = Carrier.objects.create(name="Old trunk", host="sip.example.com",
+                                     password_encrypted=secrets.encrypt("digest-secret", OLD_PUBLIC_KEY))
+
+    call_command("rotate_field_encryption_key", "--old-key", OLD_PUBLIC_KEY, stdout=open(os.devnull, "w"))
+
+    carrier.refresh_from_db()
+    assert secrets.decrypt(carrier.password_encrypted, secret_keys.read_file(tmp_path)["FIELD_ENCRYPTION_KEY"]) \
+        == "digest-secret"

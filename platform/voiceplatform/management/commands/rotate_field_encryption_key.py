@@ -19,7 +19,12 @@ class Command(BaseCommand):
             "drop `old`. With the generated key (var directory), this makes the new key itself. Restart "
             "the platform's processes afterwards.")
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--old-key", action="append", default=[],
+                            help="a key that is no longer configured but made some passwords (an upgrade from "
+                                 "a version whose default key was SECRET_KEY); only used to decrypt")
+
+    def handle(self, *args, old_key, **options):
         from_environment = bool(os.environ.get("FIELD_ENCRYPTION_KEY", "").strip())
         keys = list(settings.FIELD_ENCRYPTION_KEY)
         if not from_environment:
@@ -27,8 +32,9 @@ class Command(BaseCommand):
             keys = [secret_keys.new_key(), *stored["FIELD_ENCRYPTION_KEY"]]
             # Both keys on disk before any password changes: a crash in between loses nothing.
             secret_keys.write_file(var_dir(), {**stored, "FIELD_ENCRYPTION_KEY": keys})
-        elif len(keys) < 2:
+        elif len(keys) + len(old_key) < 2:
             raise CommandError("FIELD_ENCRYPTION_KEY holds one key: set it to 'new,old' to rotate")
+        keys += old_key
         count = 0
         with transaction.atomic():
             for carrier in Carrier.objects.select_for_update().exclude(password_encrypted=""):
