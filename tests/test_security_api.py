@@ -110,6 +110,17 @@ def test_custom_parameters_are_limited_in_size_and_count(tenant_a, parameters, s
         assert not Call.objects.exists()
 
 
+def test_campaign_parameters_are_limited_the_same_way(tenant_a):
+    deep: dict = {}
+    for _ in range(900):
+        deep = {"d": deep}
+    with schema_context("acme"):
+        for parameters, says in (({"notes": "x" * 600}, "500 characters"), ({"deep": deep}, "text or a number")):
+            with pytest.raises(ValidationError) as refused:
+                Campaign(name="x", stream_url="wss://agent.acme.example/", custom_parameters=parameters).clean()
+            assert says in refused.value.message_dict["custom_parameters"][0]
+
+
 def test_twiml_parameters_are_limited_the_same_way(tenant_a):
     twiml = ('<Response><Connect><Stream url="wss://agent.acme.example/"><Parameter name="notes" value="'
              + "x" * 600 + '"/></Stream></Connect></Response>')

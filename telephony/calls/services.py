@@ -62,6 +62,8 @@ def custom_parameters_problem(parameters) -> str:
     if len(parameters) > MAX_PARAMETERS:
         return f"at most {MAX_PARAMETERS} parameters"
     for name, value in parameters.items():
+        if not isinstance(value, str | int | float | bool):
+            return f"{str(name)[:40]!r}: a parameter's value must be text or a number"
         if len(str(name)) + len(str(value)) > MAX_PARAMETER_CHARS:
             return f"{str(name)[:40]!r}: a parameter's name and value may hold {MAX_PARAMETER_CHARS} characters together"
     return ""
