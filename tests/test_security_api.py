@@ -204,3 +204,8 @@ def test_campaign_exports_escape_formula_cells(tenant_a):
     export = signed_in(tenant_a.domain, "exporter").get(f"/campaigns/{campaign.pk}/export.csv")
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
     assert rows[1][:2] == ["+14155550123", "'=HYPERLINK(\"http://x\",\"y\")"]
+
+
+def test_a_twilio_body_that_is_not_named_parameters_is_a_400(tenant_a):
+    response = twilio_post(tenant_a, ["To", CALLEE], "application/json")
+    assert response.status_code == 400 and "named parameters" in response.json()["detail"]

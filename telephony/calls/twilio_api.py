@@ -5,6 +5,8 @@ only its base URL and credentials changed (HTTP basic: account SID and API key).
     GET  /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  fetch
     POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up
 """
+from collections.abc import Mapping
+
 from core.api import JSONBodyParser
 from django.conf import settings
 from django.db import connection
@@ -12,6 +14,7 @@ from django.http import Http404
 from django.utils.http import http_date
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -65,6 +68,8 @@ class TwilioView(APIView):
         # Another tenant's account is "not found", exactly like another tenant's call.
         if kwargs.get("account_sid") != connection.tenant.account_sid:
             raise Http404
+        if request.method == "POST" and not isinstance(request.data, Mapping):
+            raise ParseError("the body must hold named parameters (a form, or a JSON object)")
 
 
 class TwilioInputError(ValueError):
@@ -100,7 +105,7 @@ class CallsView(TwilioView):
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")
             # Twilio clamps Timeout into its range; TimeLimit out of range is an error.
-            timeout = max(5, min(seconds_param(data, "Timeout", 60, -(10 ** 9), 10 ** 9), 600))
+            timeout = max(5, min(seconds_param(data, "Timeout", 60, 0, 10 ** 6), 600))
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
             if data.get("Twiml"):
                 instructions = twiml.parse(data["Twiml"])
