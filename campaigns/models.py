@@ -17,8 +17,10 @@ from django.db import models
 
 from media.amd import MODES as AMD_MODES
 from media.amd_call import HANGUP, ON_MACHINE, VOICEMAIL
+from telephony.calls import outbound
+from telephony.calls.services import custom_parameters_problem
 
-STREAM_URL_SCHEMES = ("ws://", "wss://", "http://", "https://")
+STREAM_URL_SCHEMES = ("ws", "wss", "http", "https")
 DTMF_DIGITS = "0123456789*#"
 WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -176,10 +178,9 @@ class Campaign(models.Model):
         def error(field: str, message: str) -> None:
             errors.setdefault(field, []).append(message)
 
-        if self.stream_url and not self.stream_url.lower().startswith(STREAM_URL_SCHEMES):
-            error("stream_url", "must be a ws://, wss://, http:// or https:// URL")
-        if self.status_callback and not self.status_callback.lower().startswith(("http://", "https://")):
-            error("status_callback", "must be an http:// or https:// URL")
+        for field, schemes in (("stream_url", STREAM_URL_SCHEMES), ("status_callback", outbound.CALLBACK_SCHEMES)):
+            if why := outbound.refusal(getattr(self, field), schemes):
+                error(field, why)
         if self.cps is not None and not self.cps > 0:
             error("cps", "must be greater than 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -199,8 +200,8 @@ class Campaign(models.Model):
             error("caller_ids", "must be a list of E.164 numbers")
         elif not self.caller_ids:
             error("caller_ids", "give at least one caller ID (a number the tenant owns)")
-        if not isinstance(self.custom_parameters, dict):
-            error("custom_parameters", "must be a JSON object")
+        if why := custom_parameters_problem(self.custom_parameters):
+            error("custom_parameters", why)
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")
         if self.on_machine == VOICEMAIL and self.machine_detection and not self.voicemail_message.strip():

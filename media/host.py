@@ -54,6 +54,7 @@ import time
 
 import uvloop
 
+from core import egress
 from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
@@ -75,6 +76,8 @@ from telephony.gateway import events as ev
 from . import host_link
 
 log = logging.getLogger("gateway.media")
+# Agents' stream URLs pass the platform's outbound guard here too, where the connection is made.
+OUTBOUND_ALLOW = egress.allow_from_env()
 
 FRAME_S = 0.020
 FRAME_BYTES = 160
@@ -230,8 +233,15 @@ class CallBridge(asyncio.DatagramProtocol):
 
     async def _run_stream(self, s: StreamSession, timeout: float) -> None:
         try:
-            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout,
+            address = None
+            if not self.cfg["via_relay"]:  # the relay is the platform's own daphne
+                address = await asyncio.get_running_loop().run_in_executor(
+                    None, egress.check, self.cfg["url"], OUTBOUND_ALLOW, egress.WS_SCHEMES)
+            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout, address=address and address.address,
                                         ready_message=RELAY_READY if self.cfg["via_relay"] else None)
+        except egress.EgressRefused as exc:
+            reason = CONNECT_FAILED
+            s._finish(reason, f"stream_url refused: {exc}")
         except Exception as exc:  # noqa: BLE001
             log.exception("call %s: stream failed", self.call_id)
             reason = "internal_error"

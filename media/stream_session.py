@@ -453,6 +453,7 @@ async def run_outbound(
     ssl=None,
     max_message_bytes: int = 2 ** 21,
     ready_message: str | None = None,
+    address: str | None = None,
 ) -> str:
     """Connect to the agent's ws:// or wss:// URL, run ``session`` over it, return the end reason.
 
@@ -474,7 +475,7 @@ async def run_outbound(
     try:
         async with asyncio.timeout_at(deadline):
             ws = await ws_client.connect(url, additional_headers=additional_headers, ssl=ssl,
-                                         max_size=max_message_bytes)
+                                         max_size=max_message_bytes, address=address)
     except TimeoutError:
         session._finish(CONNECT_TIMEOUT, f"no WebSocket within {connect_timeout} s")
         return CONNECT_TIMEOUT

@@ -264,9 +264,11 @@ class AgentSocket(asyncio.Protocol):
 
 
 async def connect(url: str, *, additional_headers: dict[str, str] | None = None,
-                  ssl: ssl_lib.SSLContext | None = None, max_size: int = 2 ** 21) -> AgentSocket:
+                  ssl: ssl_lib.SSLContext | None = None, max_size: int = 2 ** 21,
+                  address: str | None = None) -> AgentSocket:
     """Open a WebSocket to ``url`` (ws:// or wss://). Raises ValueError for a bad URL, OSError when the
-    connection fails, HandshakeError when the server does not upgrade it. Cancel to time it out."""
+    connection fails, HandshakeError when the server does not upgrade it. Cancel to time it out.
+    ``address``: connect there (the address core.egress checked) instead of resolving the host again."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
@@ -283,7 +285,7 @@ async def connect(url: str, *, additional_headers: dict[str, str] | None = None,
         ssl = ssl_lib.create_default_context()
     loop = asyncio.get_running_loop()
     transport, sock = await loop.create_connection(
-        lambda: AgentSocket(max_size, request, key), parts.hostname, port,
+        lambda: AgentSocket(max_size, request, key), address or parts.hostname, port,
         ssl=ssl if secure else None, server_hostname=parts.hostname if secure else None,
     )
     try:

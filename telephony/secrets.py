@@ -2,8 +2,8 @@
 challenges, so they cannot be hashed).
 
 Fernet (AES-128-CBC + HMAC-SHA256) with a key derived from an application secret by PBKDF2-SHA256:
-the app passes settings.FIELD_ENCRYPTION_KEY, or settings.SECRET_KEY when none is set. A list of
-secrets enables key rotation: encrypt with the first, decrypt with any (re-encrypt with `rotate`).
+the app passes settings.FIELD_ENCRYPTION_KEY (a list). Several secrets enable key rotation: encrypt
+with the first, decrypt with any (re-encrypt with `rotate`; manage.py rotate_field_encryption_key).
 
 (The name does not shadow the standard library: it is only ever imported as `telephony.secrets`.)
 """

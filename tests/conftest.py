@@ -24,6 +24,9 @@ os.environ["DATABASE_URL"] = start_postgres(RUN_DIR / "postgres")
 _redis = RedisServer(RUN_DIR / "redis").start()
 os.environ["REDIS_URL"] = _redis.url
 os.environ["DJANGO_SETTINGS_MODULE"] = "voiceplatform.settings"
+# The tests' agents and webhook receivers listen on 127.0.0.1: allowed explicitly (every process of the
+# run inherits it), as an operator would; tests of the guard itself narrow it with override_settings.
+os.environ["OUTBOUND_ALLOW"] = "127.0.0.1"
 
 import django  # noqa: E402
 
@@ -96,6 +99,20 @@ def tenant_b(django_db_setup, django_db_blocker):
     """Globex: a second tenant, to prove Acme's data never reaches it."""
     with django_db_blocker.unblock():
         return _make_tenant("globex")
+
+
+@pytest.fixture
+def acme_can_call(tenant_a):
+    """Acme owns +14155550100 and there is a carrier (nothing listens on it: calls are only queued)."""
+    from telephony.models import Carrier, Number
+    from tenants.models import Tenant
+
+    Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
+    Number.objects.create(e164="+14155550100", tenant=Tenant.objects.get(schema_name="acme"))
+    yield
+    from django.db import connection
+
+    connection.set_schema_to_public()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from core.channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
 from media.ws_urls import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
@@ -14,8 +16,15 @@ from telephony.metrics.ws_urls import websocket_urlpatterns as metrics_websocket
 
 from .views import healthz  # noqa: E402
 
+
+def browser_socket(pattern):
+    """Sockets opened by our own pages: only from a page on a host we serve (the Origin header), so
+    another site cannot ride a signed-in user's session. Agent and relay sockets authenticate by token."""
+    return path(str(pattern.pattern), AllowedHostsOriginValidator(pattern.callback), name=pattern.name)
+
+
 websocket_urlpatterns = [
-    *metrics_websocket_urlpatterns,
+    *(browser_socket(pattern) for pattern in metrics_websocket_urlpatterns),
     *call_stream_websocket_urlpatterns,
 ]
 

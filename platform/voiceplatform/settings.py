@@ -9,6 +9,11 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from django.core.exceptions import ImproperlyConfigured
+
+from voiceplatform import secret_keys
+from voiceplatform.embedded import var_dir
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -49,11 +54,34 @@ def celery_redis_url(url: str) -> str:
     return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
-SECRET_KEY = env("SECRET_KEY", "dev-insecure-change-me-in-production")
-DEBUG = env_bool("DEBUG", True)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,.localhost,127.0.0.1,[::1],testserver")
-# Carrier digest passwords are encrypted at rest with this key (defaults to SECRET_KEY).
-FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", SECRET_KEY)
+# PRODUCTION=true: keys from the environment (strong ones), DEBUG off, HTTPS only (secure cookies,
+# HSTS, the proxy's X-Forwarded-Proto trusted), /metrics only with METRICS_TOKEN.
+PRODUCTION = env_bool("PRODUCTION", False)
+PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
+try:
+    # Unset keys are generated once and kept in the var directory, shared by every process.
+    SECRET_KEY, FIELD_ENCRYPTION_KEY = secret_keys.resolve(os.environ, var_dir(), PRODUCTION)
+except secret_keys.WeakKeyError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# Off unless asked for: even then API clients get JSON errors, never a debug page (voiceplatform.api_errors).
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{PUBLIC_DOMAIN},.{PUBLIC_DOMAIN}" if PRODUCTION
+                         else "localhost,.localhost,127.0.0.1,[::1],testserver")
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers and Prometheus probe over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Every request the platform makes to an address a tenant gave (TwiML Url, status callbacks, agent
+# streams) goes through core.egress: loopback, private, link-local, multicast and reserved addresses
+# are refused unless listed here (host, host:port, address or CIDR, comma-separated).
+OUTBOUND_ALLOW = env_list("OUTBOUND_ALLOW", "")
 
 # Multi-tenancy: carriers, numbers and tenants live in the public schema; everything a tenant owns
 # lives in its own schema. Moving an app between these lists later is migration surgery.
@@ -73,6 +101,7 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "voiceplatform",
+    "axes",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -93,11 +122,11 @@ TENANT_LIMIT_SET_CALLS = True
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 # The REST API is reached by API key from any host name; unknown hosts get the public schema.
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
-PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
 
 MIDDLEWARE = [
     # Static files (admin, API docs, UI) before the tenant lookup: no database query per file.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "voiceplatform.api_errors.ApiErrorsMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,7 +135,21 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Failed sign-ins (browser and admin) are counted per account and per address, in Redis; past the
+# limit both are locked for LOGIN_COOLOFF_MINUTES. Accounts are per tenant: the tenant is in the name.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = int(env("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = float(env("LOGIN_COOLOFF_MINUTES", "15")) / 60
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_CALLABLE = "voiceplatform.login_throttle.account_name"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Failed API-key attempts per client address (tenants.accounts.throttle).
+API_KEY_FAILURE_LIMIT = int(env("API_KEY_FAILURE_LIMIT", "20"))
+API_KEY_FAILURE_WINDOW_S = int(env("API_KEY_FAILURE_WINDOW_S", "600"))
 
 ROOT_URLCONF = "voiceplatform.urls"
 LOGIN_URL = "/accounts/login/"
@@ -190,7 +233,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
                                    "tenants.accounts.permissions.ReadOnlyKeysOnlyRead"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.Pages",
+    "DEFAULT_PARSER_CLASSES": ["core.api.JSONBodyParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
@@ -201,10 +246,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "voiceplatform.openapi.document_errors"],
 }
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"

@@ -1,13 +1,15 @@
 """/api/v1/calls: place a call, follow it, hang it up, list and export records."""
-import csv
-
 import redis
 from django.db import connection
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+
+from core.spreadsheet import CsvLines
 
 from . import selectors, services
 from .serializers import CallCreateSerializer, CallSerializer
@@ -15,11 +17,6 @@ from .serializers import CallCreateSerializer, CallSerializer
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
                   "amd_ms"]
-
-
-class _Echo:
-    def write(self, value):
-        return value
 
 
 class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -59,14 +56,15 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         call = self.get_object()
         return Response({"sid": call.sid, "hangup": services.hang_up(call)}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")
     def export(self, request):
         """All matching records as CSV (streamed, so large exports do not load into memory)."""
-        writer = csv.writer(_Echo())
+        csv = CsvLines()
         rows = self.get_queryset().values_list(*EXPORT_COLUMNS).iterator(chunk_size=2000)
-        lines = (writer.writerow(row) for row in rows)
+        lines = (csv.line(row) for row in rows)
         response = StreamingHttpResponse(
-            (line for part in ([writer.writerow(EXPORT_COLUMNS)], lines) for line in part), content_type="text/csv"
+            (line for part in ([csv.line(EXPORT_COLUMNS)], lines) for line in part), content_type="text/csv"
         )
         response["Content-Disposition"] = 'attachment; filename="calls.csv"'
         return response

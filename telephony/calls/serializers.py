@@ -1,24 +1,22 @@
-from urllib.parse import urlsplit
-
 from django.conf import settings
 from django.db import connection
 from rest_framework import serializers
 
 from media.protocol import MEDIA_FORMATS
 
-from . import amd, stream_access
+from . import amd, outbound, stream_access
 from .models import Call, CallLeg
 
 
 def ws_url(value: str) -> str:
-    if value and urlsplit(value).scheme not in ("ws", "wss"):
-        raise serializers.ValidationError("must be a ws:// or wss:// URL")
+    if why := outbound.refusal(value, outbound.STREAM_SCHEMES):
+        raise serializers.ValidationError(why)
     return value
 
 
 def http_url(value: str) -> str:
-    if value and urlsplit(value).scheme not in ("http", "https"):
-        raise serializers.ValidationError("must be an http:// or https:// URL")
+    if why := outbound.refusal(value, outbound.CALLBACK_SCHEMES):
+        raise serializers.ValidationError(why)
     return value
 
 

@@ -66,6 +66,26 @@ def _check_machine_detection(request: CallRequest) -> None:
         raise CallRequestError("voicemail_message", "on_machine voicemail needs the voicemail message")
 
 
+# Twilio's limit for a <Stream> <Parameter> (name and value together); the count is ours. Both keep the
+# `start` message an agent receives small.
+MAX_PARAMETER_CHARS = 500
+MAX_PARAMETERS = 50
+
+
+def custom_parameters_problem(parameters) -> str:
+    """Why these custom parameters are refused, or ""."""
+    if not isinstance(parameters, dict):
+        return "must be an object of names and values"
+    if len(parameters) > MAX_PARAMETERS:
+        return f"at most {MAX_PARAMETERS} parameters"
+    for name, value in parameters.items():
+        if not isinstance(value, str | int | float | bool):
+            return f"{str(name)[:40]!r}: a parameter's value must be text or a number"
+        if len(str(name)) + len(str(value)) > MAX_PARAMETER_CHARS:
+            return f"{str(name)[:40]!r}: a parameter's name and value may hold {MAX_PARAMETER_CHARS} characters together"
+    return ""
+
+
 def _checked_number(value: str, name: str) -> str:
     try:
         return validate_e164(value)
@@ -116,6 +136,8 @@ class CallPlacer:
                 if request.agent_connects and request.stream_url:
                     raise CallRequestError("agent_connects",
                                            "give stream_url (we connect to the agent) or agent_connects, not both")
+                if why := custom_parameters_problem(request.custom_parameters):
+                    raise CallRequestError("custom_parameters", why)
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
                 _check_machine_detection(request)

@@ -6,14 +6,17 @@ verb, never silently ignored.
 """
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
+from core import egress
+
 SUPPORTED = "<Connect><Stream>, <Pause> and <Hangup>"
 MAX_TWIML_BYTES = 64 * 1024
+MAX_STREAM_URL_CHARS = 500
+MAX_PAUSE_SECONDS = 3600
+FETCH_TIMEOUT_S = 5.0
 
 
 class TwimlError(ValueError):
@@ -36,8 +39,10 @@ def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> Non
         raise TwimlError("<Connect> must hold exactly one <Stream>")
     stream = children[0]
     url = stream.get("url", "")
+    if len(url) > MAX_STREAM_URL_CHARS:
+        raise TwimlError(f"<Stream url> may hold at most {MAX_STREAM_URL_CHARS} characters")
     if urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
-        raise TwimlError(f"<Stream url> must be a ws:// or wss:// URL, got {url!r}")
+        raise TwimlError(f"<Stream url> must be a ws:// or wss:// URL, got {url[:100]!r}")
     for parameter in stream:
         if parameter.tag != "Parameter" or not parameter.get("name"):
             raise TwimlError(f"<Stream> may only hold <Parameter name=… value=…>, not <{parameter.tag}>")
@@ -46,6 +51,10 @@ def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> Non
 
 
 def parse(twiml: str) -> CallInstructions:
+    if not isinstance(twiml, str):
+        raise TwimlError("Twiml must be a string holding a <Response> document")
+    if len(twiml) > MAX_TWIML_BYTES:
+        raise TwimlError(f"TwiML is larger than {MAX_TWIML_BYTES} characters")
     try:
         root = ElementTree.fromstring(twiml.strip())
     except ElementTree.ParseError as exc:
@@ -58,9 +67,12 @@ def parse(twiml: str) -> CallInstructions:
             raise TwimlError(f"<{verb.tag}> after <Connect> or <Hangup> is never reached")
         if verb.tag == "Pause":
             try:
-                instructions.pause_seconds += int(verb.get("length", "1"))
+                length = int(verb.get("length", "1"))
             except ValueError:
-                raise TwimlError("<Pause length> must be a whole number of seconds") from None
+                length = -1
+            if not 0 <= length <= MAX_PAUSE_SECONDS:
+                raise TwimlError(f"<Pause length> must be a whole number of seconds from 0 to {MAX_PAUSE_SECONDS}")
+            instructions.pause_seconds += length
         elif verb.tag == "Hangup":
             instructions.hangup = True
         elif verb.tag == "Connect":
@@ -70,20 +82,24 @@ def parse(twiml: str) -> CallInstructions:
     return instructions
 
 
-def fetch(url: str, params: dict[str, str], method: str = "POST", timeout: float = 5.0) -> CallInstructions:
-    """Fetch TwiML from the tenant's `Url`, as Twilio does when the call is created."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise TwimlError(f"Url must be an http(s) URL, got {url!r}")
+def fetch(url: str, params: dict[str, str], allow, method: str = "POST") -> CallInstructions:
+    """Fetch TwiML from the tenant's `Url`, as Twilio does when the call is created, through the outbound
+    guard (``allow``: its allow-list): a refused target is named by the rule that refused it, and what
+    an unreachable target said is never passed back."""
+    if not isinstance(url, str):
+        raise TwimlError("Url must be a string")
     data = urllib.parse.urlencode(params).encode()
-    if method.upper() == "GET":
-        request = urllib.request.Request(f"{url}{'&' if '?' in url else '?'}{data.decode()}")
+    if str(method).upper() == "GET":
+        request = dict(url=f"{url}{'&' if '?' in url else '?'}{data.decode()}", method="GET")
     else:
-        request = urllib.request.Request(url, data=data, method="POST")
+        request = dict(url=url, method="POST", body=data,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read(MAX_TWIML_BYTES + 1)
-    except (urllib.error.URLError, OSError) as exc:
-        raise TwimlError(f"could not fetch TwiML from {url}: {exc}") from None
-    if len(body) > MAX_TWIML_BYTES:
-        raise TwimlError(f"TwiML from {url} is larger than {MAX_TWIML_BYTES} bytes")
-    return parse(body.decode("utf-8", errors="replace"))
+        response = egress.request(**request, allow=allow, timeout=FETCH_TIMEOUT_S, max_bytes=MAX_TWIML_BYTES)
+    except egress.EgressRefused as exc:
+        raise TwimlError(f"Url refused: {exc}") from None
+    except egress.EgressFailed as exc:
+        raise TwimlError(f"could not fetch TwiML from Url: {exc}") from None
+    if not 200 <= response.status < 300:
+        raise TwimlError(f"could not fetch TwiML from Url: it answered HTTP {response.status}")
+    return parse(response.body.decode("utf-8", errors="replace"))

@@ -16,19 +16,18 @@ import hmac
 import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import egress
 from core.logs import call_context
 from tenants.selectors import current_tenant
 
-from . import stream_access
+from . import outbound, stream_access
 from .models import Call, WebhookDelivery
 
 CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
@@ -128,27 +127,31 @@ def _attempt(delivery: WebhookDelivery) -> int | None:
     body = urllib.parse.urlencode(delivery.payload).encode()
     timestamp = str(int(time.time()))
     secret = current_tenant().webhook_secret
-    request = urllib.request.Request(delivery.url, data=body, method="POST", headers={
+    headers = {
         "Content-Type": "application/x-www-form-urlencoded",
         "User-Agent": "voiceplatform-webhooks/1",
         "X-Signature-Timestamp": timestamp,
         "X-Signature": body_signature(secret, timestamp, body),
         "X-Twilio-Signature": twilio_signature(secret, delivery.url, delivery.payload),
-    })
-    status_code, error = None, ""
+    }
+    status_code, error, refused = None, "", False
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            status_code = response.status
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        error = str(getattr(exc, "reason", exc))[:255]
+        # Redirects are not followed: the signature is for this URL, and a body is not re-posted.
+        response = outbound.request(delivery.url, method="POST", body=body, headers=headers, timeout=TIMEOUT_S,
+                                    max_bytes=0, max_redirects=0)
+        status_code = response.status
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except egress.EgressRefused as exc:
+        error, refused = f"refused: {exc}"[:255], True  # the target is never contacted, so never retried
+    except egress.EgressFailed as exc:
+        error = str(exc)[:255]
     now = timezone.now()
     if status_code is not None and 200 <= status_code < 300:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status_code=status_code, error="", delivered_at=now)
         log.info("%s callback delivered to %s (HTTP %s, attempt %d)", delivery.event, delivery.url, status_code, attempt)
         return None
-    gave_up = attempt >= MAX_ATTEMPTS
+    gave_up = refused or attempt >= MAX_ATTEMPTS
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status_code=status_code, error=error, gave_up_at=now if gave_up else None
     )

@@ -443,9 +443,11 @@ class MediaBridge:
         its fallback message, when it has one and a host took the call to play it)."""
         why = self.unbridged.pop(s.call_id, None)
         if s.call_id not in self.calls:
-            if why is not None and s.hangup_reason is None:
-                log.error("call %s: cannot be bridged (%s): hanging up", s.call_id, why)
-                s.hangup_reason = ev.REASON_BRIDGE_FAILED  # the worker sends the BYE after this hook
+            if (why is not None or stream_config(s) is not None) and s.hangup_reason is None:
+                # To be bridged, but no media host took it (on_sdp_created): end it now with a reason
+                # rather than leave the callee on a silent line (the worker sends the BYE after this hook).
+                log.error("call %s: cannot be bridged (%s): hanging up", s.call_id, why or "no media host took it")
+                s.hangup_reason = ev.REASON_BRIDGE_FAILED
             return
         self.on_media_state(s, call)  # in case the media state came before the session was known
         if not self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono}):

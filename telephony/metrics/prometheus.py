@@ -127,9 +127,9 @@ REGISTRY.register(CallMetricsCollector())
 
 
 def _authorized(request) -> bool:
-    token = getattr(settings, "METRICS_TOKEN", "")
+    token = settings.METRICS_TOKEN
     if not token:
-        return True
+        return not settings.PRODUCTION  # in production /metrics is served only with its token
     sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     return hmac.compare_digest(sent.encode(), token.encode())
 

@@ -6,11 +6,12 @@ import base64
 from dataclasses import dataclass
 
 from django.db import connection
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from tenants.models import Tenant
 
-from . import services
+from . import services, throttle
 from .models import ApiKey
 
 
@@ -34,6 +35,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = self._key_from_header(authentication.get_authorization_header(request).decode("latin-1"))
         if key is None:
             return None
+        throttle.check(request)
+        try:
+            return self._principal(request, key)
+        except exceptions.AuthenticationFailed:
+            throttle.record_failure(request)
+            raise
+
+    def _principal(self, request, key: str):
         parts = services.split_key(key)
         if parts is None:
             raise exceptions.AuthenticationFailed("Malformed API key.")
@@ -69,3 +78,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             # given whole or as its secret part alone.
             return password if password.startswith(user + services.SEPARATOR) else f"{user}{services.SEPARATOR}{password}"
         return None
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes ApiKeyAuthentication: bearer, or basic as Twilio clients send."""
+
+    target_class = ApiKeyAuthentication
+    name = ["bearerAuth", "basicAuth"]
+
+    def get_security_definition(self, auto_schema):
+        return [{"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"},
+                {"type": "http", "scheme": "basic", "description": "account SID and API key"}]

@@ -223,7 +223,7 @@ class AgentForm(forms.Form):
 
     def clean_stream_url(self):
         url = self.cleaned_data["stream_url"].strip()
-        if not url.lower().startswith(STREAM_URL_SCHEMES):
+        if not url.lower().startswith(tuple(f"{scheme}://" for scheme in STREAM_URL_SCHEMES)):
             raise ValidationError("Must start with wss://, ws://, https:// or http://.")
         return url
 

@@ -8,6 +8,7 @@ import socket
 import time
 import urllib.request
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
@@ -61,6 +62,9 @@ class Command(BaseCommand):
         local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         os.environ.setdefault("MEDIA_RELAY_URL", f"ws://{local_host}:{port}")
         os.environ.setdefault("PUBLIC_BASE_URL", f"http://localhost:{port}")
+        # The outbound guard lets the demo reach exactly its own agent and carrier on this machine.
+        demo_targets = [f"127.0.0.1:{demo_agent_port}", f"127.0.0.1:{demo_carrier_port}"]
+        os.environ["OUTBOUND_ALLOW"] = ",".join([*settings.OUTBOUND_ALLOW, *demo_targets])
         group = ProcessGroup(
             [
                 python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),

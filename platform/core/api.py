@@ -1,0 +1,50 @@
+"""REST framework pieces every app's API uses (settings.REST_FRAMEWORK names them)."""
+from __future__ import annotations
+
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
+
+
+class JSONBodyParser(JSONParser):
+    """JSON, with a document nested too deeply for the decoder a 400 rather than a crash."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply") from None
+
+
+class Pages(LimitOffsetPagination):
+    """limit/offset pages; a limit or offset that is not a whole number in range is a 400 (not
+    silently the default)."""
+
+    max_limit = 1000
+    max_offset = 10 ** 12  # Postgres takes OFFSET as a bigint; far past any real table anyway
+
+    def _number(self, request, name: str, default: int, low: int, high: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValidationError({name: [f"must be a whole number from {low} to {high}"]})
+        return value
+
+    def get_limit(self, request):
+        return self._number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+
+    def get_offset(self, request):
+        return self._number(request, self.offset_query_param, 0, 0, self.max_offset)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, self.max_offset)}
+        for parameter in parameters:
+            low, high = bounds[parameter["name"]]
+            parameter["schema"].update(minimum=low, maximum=high)
+        return parameters
