@@ -25,7 +25,8 @@ def originate(redis, command: dict) -> str:
 
     command: {"call_id", "from", "to", "ring_timeout", "max_duration", "legs": [{"carrier_id", "uri",
     "username", "password", "from_domain"}, ...], "tenant", "headers", "provisional_timeout"}.
-    The first gateway with a free slot takes it; its events then appear on ``calls:events``.
+    The first gateway with a free slot in the legs' region takes it (any gateway when the legs have
+    no region); its events then appear on ``calls:events``.
     """
     cmd = dict(command)
     cmd["type"] = "originate"
@@ -39,8 +40,9 @@ def originate(redis, command: dict) -> str:
         "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
         "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
     })
-    p.rpush(ev.ORIGINATE_QUEUE, json.dumps(cmd, separators=(",", ":")))
-    p.rpush(ev.ORIGINATE_WAKE, 1)
+    region = ev.call_region(cmd)
+    p.rpush(ev.originate_queue(region), json.dumps(cmd, separators=(",", ":")))
+    p.rpush(ev.originate_wake(region), 1)
     p.execute()
     log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
              extra={"call_sid": call_id})

@@ -44,6 +44,30 @@ def gw_commands_key(gateway_id: str) -> str:
     return f"gw:{gateway_id}:commands"
 
 
+def node_region(region: str | None) -> str:
+    """A region as queue names use it: lower case; "" for none / "any" (routing's global regions)."""
+    region = (region or "").strip().lower()
+    return "" if region in routing.GLOBAL_REGIONS else region
+
+
+def originate_queue(region: str = "") -> str:
+    """The originate queue of a region's gateways (``gw:originate:{region}``); "" = the shared
+    queue every gateway takes from (calls whose carriers have no region)."""
+    return f"{ORIGINATE_QUEUE}:{region}" if region else ORIGINATE_QUEUE
+
+
+def originate_wake(region: str = "") -> str:
+    return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
+
+
+def call_region(command: dict) -> str:
+    """Where a call is placed: the region of its carrier legs. Routing never mixes a region's
+    carriers with global ones in one plan, so the first leg decides; a plan of global carriers
+    (no region) may be placed by a gateway in any region."""
+    legs = command.get("legs") or [{}]
+    return node_region(legs[0].get("region"))
+
+
 def call_key(call_id: str) -> str:
     return f"call:{call_id}"
 

@@ -127,6 +127,8 @@ class Supervisor:
             cmd += ["--public-ip", a.public_ip]
         if a.bind:
             cmd += ["--bind", a.bind]
+        if a.region:
+            cmd += ["--region", a.region]
         if self.media:
             cmd += ["--media-host", self.media[slot.index % len(self.media)].socket_path]
         return cmd + list(a.worker_args or [])
@@ -363,6 +365,8 @@ def main(argv=None) -> int:
     p.add_argument("--rtp-ports-per-worker", type=int, default=200)
     p.add_argument("--public-ip", default=None)
     p.add_argument("--bind", default=None)
+    p.add_argument("--region", default=os.environ.get("NODE_REGION", ""),
+                   help="the node's region (its workers place the calls of that region's carriers)")
     p.add_argument("--media-hosts", type=int, default=os.cpu_count() or 1,
                    help="media host processes for bridged calls' audio (0 = each worker bridges its own)")
     p.add_argument("--node", default=None, help="node name used in gateway ids (default hostname)")
