@@ -68,6 +68,16 @@ def call_region(command: dict) -> str:
     return node_region(legs[0].get("region"))
 
 
+def node_alive_key(node: str) -> str:
+    """A node's supervisor heartbeat (EX 3): gone = nobody on that node closes out its workers' calls."""
+    return f"gw:node:{node}:alive"
+
+
+def gw_reaper_key(gateway_id: str) -> str:
+    """Which live node closes out a dead node's gateway (SET NX: exactly one)."""
+    return f"gw:{gateway_id}:reaper"
+
+
 def call_key(call_id: str) -> str:
     return f"call:{call_id}"
 
@@ -111,6 +121,7 @@ REASON_RING_TIMEOUT = "ring_timeout"
 REASON_NO_PROVISIONAL = "no_provisional_response"
 REASON_TRANSPORT_ERROR = "transport_error"
 REASON_GATEWAY_DIED = "gateway_died"
+REASON_NODE_DIED = "node_died"  # its whole node went (supervisor too): another node's supervisor closed it out
 REASON_SHUTDOWN = "gateway_shutdown"
 REASON_REMOTE_HANGUP = "remote_hangup"
 # media bridge: the agent stream ended the call
