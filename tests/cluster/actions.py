@@ -76,6 +76,7 @@ def campaign_report(campaign: int) -> dict:
             "reasons": dict(Counter(c.reason for c in calls)),
             "non_final": sum(1 for c in calls if not c.is_final),
             "gateways": dict(Counter(c.gateway_id for c in calls)),
+            "placements": sorted({(c.gateway_id, str(c.carrier_id)) for c in calls if c.gateway_id}),
         }
 
 
