@@ -59,16 +59,38 @@ class Node:
     def tail(self, chars: int = 2500) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def processes(self) -> list[int]:
+        """The runner and every process under it (children run in sessions of their own)."""
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(child) for child in task.read_text().split()]
+                except OSError:
+                    pass
+        return pids
+
     def kill(self) -> None:
-        """SIGKILL to every process of the node at once, as when the machine goes."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL to every process of the node, as when the machine goes: all frozen first, so
+        that no supervisor restarts anything meanwhile."""
+        pids = self.processes()
+        for signum in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
         self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            pids = self.processes()
             stop_process(self.proc, 30)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything its runner left behind
-        except ProcessLookupError:
-            pass
+            for pid in pids[1:]:  # what a runner killed on its timeout left behind
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.log.close()
