@@ -119,7 +119,8 @@ def call_events(redis, call_id: str) -> list[dict]:
 
 
 def pool_status(redis) -> list[dict]:
-    """Every known gateway: id, alive, capacity, active, pid, node, sip_port, restarts, updated_at."""
+    """Every known gateway: id, alive, capacity, active, pid, node, sip_port, public_ip, region, state,
+    restarts, updated_at."""
     ids = sorted(x.decode() for x in redis.smembers(ev.GATEWAYS_SET))
     pool = {k.decode(): v.decode() for k, v in redis.hgetall(ev.POOL_HASH).items()}
     p = redis.pipeline(transaction=False)
@@ -140,6 +141,8 @@ def pool_status(redis) -> list[dict]:
             "pid": int(h["pid"]) if h.get("pid") else None,
             "node": h.get("node"),
             "sip_port": int(h["sip_port"]) if h.get("sip_port") else None,
+            "public_ip": h.get("public_ip") or None,
+            "region": h.get("region", ""),
             "state": h.get("state"),
             "started_at": float(h["started_at"]) if h.get("started_at") else None,
             "updated_at": float(h["updated_at"]) if h.get("updated_at") else None,

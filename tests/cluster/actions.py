@@ -88,7 +88,8 @@ def inbound_report() -> dict:
         return {"calls": len(calls), "statuses": dict(Counter(c.status for c in calls)),
                 "outcomes": dict(Counter(c.outcome for c in calls)),
                 "gateways": dict(Counter(c.gateway_id for c in calls)),
-                "to": dict(Counter(c.to_number for c in calls))}
+                "to": dict(Counter(c.to_number for c in calls)),
+                "agent_streams": sum(1 for c in calls if c.ai_connect_ms is not None)}
 
 
 if __name__ == "__main__":

@@ -94,3 +94,36 @@ class Node:
                 except ProcessLookupError:
                     pass
         self.log.close()
+
+
+class Balancer:
+    """Kamailio in front of the gateways, configured by `manage.py kamailio_config --watch`."""
+
+    def __init__(self, cluster: Cluster, address: str, port: int):
+        self.folder = cluster.folder / "kamailio"
+        self.folder.mkdir(exist_ok=True)
+        self.address, self.port = address, port
+        self.list_path = self.folder / "dispatcher.list"
+        self.config_log = open(self.folder / "config.log", "wb")
+        self.config = subprocess.Popen(
+            [sys.executable, "manage.py", "kamailio_config", "--dir", str(self.folder), "--listen",
+             f"{address}:{port}", "--watch", "1"],
+            cwd=ROOT, env=project_env(**cluster.env), stdout=self.config_log, stderr=subprocess.STDOUT)
+        self.kamailio: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log = open(self.folder / "kamailio.log", "wb")
+        self.kamailio = subprocess.Popen(
+            ["kamailio", "-f", str(self.folder / "kamailio.cfg"), "-DD", "-E", "-Y", str(self.folder),
+             "-m", "32", "-M", "8"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def tail(self, chars: int = 3000) -> str:
+        return "\n".join(p.read_text(errors="replace")[-chars:]
+                         for p in (self.folder / "config.log", self.folder / "kamailio.log") if p.exists())
+
+    def stop(self) -> None:
+        for proc in (self.kamailio, self.config):
+            if proc is not None:
+                stop_process(proc, 10)
+        self.config_log.close()
