@@ -118,6 +118,11 @@ class Balancer:
              "-m", "32", "-M", "8"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
+    def rpc(self, command: str) -> str:
+        """Kamailio's answer to an RPC command (kamcmd)."""
+        return subprocess.run(["kamcmd", "-s", f"unix:{self.folder / 'kamailio.ctl'}", command],
+                              capture_output=True, text=True, timeout=10).stdout
+
     def tail(self, chars: int = 3000) -> str:
         return "\n".join(p.read_text(errors="replace")[-chars:]
                          for p in (self.folder / "config.log", self.folder / "kamailio.log") if p.exists())

@@ -107,21 +107,26 @@ def test_calls_are_placed_in_their_trunks_region_across_every_node(acme_cluster)
             f"a {carrier_region[carrier_id]} trunk's call was placed by {gateway_id}"
 
 
-def test_inbound_calls_to_the_balancer_spread_across_nodes_and_reach_the_numbers_agent(acme_cluster, balancer,
-                                                                                      agent, cluster_folder):
-    cluster, _ = acme_cluster
-    scenario = cluster_folder / "uac_media.xml"
-    caller_audio = write_rtp_pcap(cluster_folder / "caller.pcap", [(0, bytes([0x55]) * 160)] * 50)
+def call_in(folder, balancer: Balancer, calls: int) -> int:
+    """Callers (SIPp, with real RTP) dial Acme's number at Kamailio's address; SIPp's exit code."""
+    scenario = folder / "uac_media.xml"
+    caller_audio = write_rtp_pcap(folder / "caller.pcap", [(0, bytes([0x55]) * 160)] * 50)
     scenario.write_text((stack.GATEWAY_SCENARIOS / "uac_media.xml").read_text().replace(
         "@PLAY@", f'<nop><action><exec play_pcap_audio="{caller_audio}"/></action></nop>'))
     callers = stack.Process("callers", [
         shutil.which("sipp"), "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(free_udp_port()),
-        "-mp", str(free_udp_port()), "-nostdin", "-m", "24", "-r", "4", "-l", "12", "-s", INBOUND_NUMBER,
-        f"{BALANCER}:{balancer.port}"], cluster_folder)
+        "-mp", str(free_udp_port()), "-nostdin", "-m", str(calls), "-r", "4", "-l", "12", "-s", INBOUND_NUMBER,
+        f"{BALANCER}:{balancer.port}"], folder)
     try:
-        assert callers.proc.wait(120) == 0, f"some calls failed at the caller\n{balancer.tail()}"
+        return callers.proc.wait(120)
     finally:
         callers.stop()
+
+
+def test_inbound_calls_to_the_balancer_spread_across_nodes_and_reach_the_numbers_agent(acme_cluster, balancer,
+                                                                                      agent, cluster_folder):
+    cluster, _ = acme_cluster
+    assert call_in(cluster_folder, balancer, 24) == 0, f"some calls failed at the caller\n{balancer.tail()}"
 
     def recorded():
         report = cluster.act("inbound_report")
@@ -152,7 +157,7 @@ def test_a_new_node_joins_with_nothing_configured_and_takes_calls(acme_cluster, 
     assert "n4" in {node_of(gw) for gw, _carrier in report["placements"]}, report["placements"]
 
 
-def test_a_node_killed_mid_campaign_loses_no_contact_and_dials_none_twice(acme_cluster):
+def test_a_node_killed_mid_campaign_loses_no_contact_and_dials_none_twice(acme_cluster, balancer, cluster_folder):
     cluster, _carrier_region = acme_cluster
     shared = redis.Redis.from_url(cluster.env["REDIS_URL"])
     campaign = cluster.act("start_campaign", name="Summer renewals", contacts=120, cps=8, max_concurrent=40,
@@ -164,6 +169,10 @@ def test_a_node_killed_mid_campaign_loses_no_contact_and_dials_none_twice(acme_c
     wait_until(lambda: n2_calls() >= 2, 120, interval=0.1, what="node n2 to hold calls")
     held = n2_calls()
     cluster.nodes["n2"].kill()
+    n2 = re.escape(NODES["n2"][0])
+    wait_until(lambda: not re.search(rf"URI: sip:{n2}:\d+\s+FLAGS: A", balancer.rpc("dispatcher.list")), 8, 0.2,
+               what="Kamailio to take node n2's gateways out")
+    assert call_in(cluster_folder, balancer, 8) == 0, "inbound calls failed after the node died"
     placed_before = cluster.act("campaign_report", campaign=campaign)["calls"]
 
     report = finished(cluster, campaign, 240)
@@ -174,3 +183,5 @@ def test_a_node_killed_mid_campaign_loses_no_contact_and_dials_none_twice(acme_c
     assert report["reasons"].get("node_died", 0) >= held, \
         f"n2's {held} calls were not closed out as node_died: {report}\n{cluster.tails(6000)}"
     assert report["calls"] > placed_before, "nothing was dialed after the node died"
+    wait_until(lambda: cluster.act("inbound_report")["statuses"] == {"completed": 32}, 60, interval=2,
+               what="the inbound calls placed after the node died to be recorded, all completed")
