@@ -44,7 +44,7 @@ class CampaignAdmin(TenantSchemaAdmin):
     list_filter = ("state",)
     search_fields = ("name",)
     # State changes go through the services (start/pause/resume/cancel), not a form field.
-    readonly_fields = ("state", "started_at", "finished_at")
+    readonly_fields = ("state", "started_at", "dialing_since", "finished_at")
 
 
 @admin.register(CampaignContact)

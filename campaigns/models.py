@@ -141,6 +141,8 @@ class Campaign(models.Model):
     retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).
+    dialing_since = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -3,8 +3,14 @@
 Run it:  python -m media.demo_agent --port 8765   (then point a number's stream URL at
 ws://HOST:8765/). It does what a real voice agent does on the wire, without any AI:
 
-* on ``start``: plays a short spoken prompt (``media`` frames), then sends ``mark`` "prompt";
-* echoes the caller's audio back after ``--echo-delay`` seconds (``media``);
+* a short conversation (``--turns N``, 2 by default from the command line): greets, listens until
+  the caller stops speaking (or ``--listen`` seconds pass), answers, and after N answers says
+  goodbye and hangs up by closing the WebSocket once the goodbye was played (marks "greeting",
+  "answer-1"…, "goodbye"); the lines are spoken with espeak-ng when it is installed. A demo call
+  lasts a few tens of seconds, so demo campaigns finish;
+* with ``--turns 0`` (the default of ``start_server``, what protocol tests use): plays a short
+  spoken prompt (``media`` frames), sends ``mark`` "prompt", and echoes the caller's audio back
+  after ``--echo-delay`` seconds (``media``);
 * on ``dtmf``: digits 0-9 and A-D play that key's DTMF tone and send ``mark`` "dtmf-<digit>";
   ``*`` sends ``clear`` (barge-in: the platform drops its queued audio and returns the pending
   marks); ``#`` hangs up by closing the WebSocket (the platform ends the call: agent_closed);
@@ -29,11 +35,15 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from . import codec
+from .speech import SpeechDetector
 
 log = logging.getLogger("media.demo_agent")
 
 PROMPT_PATH = Path(__file__).with_name("assets") / "prompt_8k_mulaw.raw"
 PROMPT_MARK = "prompt"
+GREETING = "Hello, this is the demo agent of your voice platform. How can I help you today?"
+ANSWERS = ("I see. Tell me a little more about that.", "Thank you, that is very helpful.")
+GOODBYE = "Thanks for your time. Goodbye!"
 DTMF_FREQS = {
     "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
     "4": (770, 1209), "5": (770, 1336), "6": (770, 1477), "B": (770, 1633),
@@ -59,6 +69,29 @@ def tone_ulaw(freqs: tuple[float, ...], seconds: float, level: float = 0.25) -> 
     return codec.lin16_to_ulaw(lin)
 
 
+def speak(text: str) -> bytes:
+    """``text`` as 8 kHz mu-law, spoken by espeak-ng; without it, a rising three-tone jingle."""
+    from .fallback import FallbackError, render
+
+    try:
+        return render(text)
+    except FallbackError:
+        return b"".join(tone_ulaw((f,), 0.2) for f in (523, 659, 784))
+
+
+@dataclass
+class Lines:
+    """What the agent says in a conversation, as 8 kHz mu-law."""
+
+    greeting: bytes
+    answers: tuple[bytes, ...]
+    goodbye: bytes
+
+    @classmethod
+    def spoken(cls) -> Lines:
+        return cls(speak(GREETING), tuple(speak(a) for a in ANSWERS), speak(GOODBYE))
+
+
 @dataclass
 class CallLog:
     """What one connection saw (kept for tests and for the console log)."""
@@ -67,6 +100,7 @@ class CallLog:
     stream_sid: str | None = None
     events: list[str] = field(default_factory=list)
     marks_received: list[str] = field(default_factory=list)
+    mark_arrived: dict[str, float] = field(default_factory=dict)  # loop time each mark came back
     dtmf_received: list[str] = field(default_factory=list)
     media_received: int = 0
     media_sent: int = 0
@@ -75,10 +109,14 @@ class CallLog:
 
 
 class DemoAgent:
-    def __init__(self, echo_delay: float = 0.4, prompt: bytes | None = None, chunk_bytes: int = 800) -> None:
+    def __init__(self, echo_delay: float = 0.4, prompt: bytes | None = None, chunk_bytes: int = 800,
+                 turns: int = 0, listen_s: float = 6.0, lines: Lines | None = None) -> None:
         self.echo_delay = echo_delay
         self.prompt = load_prompt() if prompt is None else prompt
         self.chunk_bytes = chunk_bytes  # prompt is sent in 100 ms payloads: sizes need not be 20 ms
+        self.turns = turns
+        self.listen_s = listen_s
+        self.lines = (lines or Lines.spoken()) if turns else None
         self.calls: list[CallLog] = []
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -87,7 +125,12 @@ class DemoAgent:
         echo_q: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
         # One utterance at a time: the echo never interleaves with a prompt or a tone.
         speaking = asyncio.Lock()
-        echo_task = asyncio.create_task(self._echo(ws, call, echo_q, speaking))
+        heard: asyncio.Queue[float] = asyncio.Queue()  # ends of the caller's speech (conversation)
+        detector = SpeechDetector()
+        if self.turns:
+            echo_task = None  # started with the conversation, on `start`
+        else:
+            echo_task = asyncio.create_task(self._echo(ws, call, echo_q, speaking))
         l16 = False
         try:
             async for raw in ws:
@@ -101,16 +144,24 @@ class DemoAgent:
                     call.stream_sid = msg["streamSid"]
                     l16 = msg["start"]["mediaFormat"]["encoding"] == "audio/x-l16"
                     log.info("call %s stream %s started", msg["start"].get("callSid"), call.stream_sid)
+                    if self.turns:
+                        echo_task = asyncio.create_task(self._converse(ws, call, heard, speaking, l16))
+                        continue
                     async with speaking:
                         await self._play(ws, call, self.prompt, l16)
                         await self._send(ws, call, {"event": "mark", "mark": {"name": PROMPT_MARK}})
                 elif event == "media":
                     call.media_received += 1
                     loop = asyncio.get_running_loop()
-                    echo_q.put_nowait((loop.time() + self.echo_delay, msg["media"]["payload"]))
+                    if not self.turns:
+                        echo_q.put_nowait((loop.time() + self.echo_delay, msg["media"]["payload"]))
+                    elif not l16 and (ended := detector.push(base64.b64decode(msg["media"]["payload"]),
+                                                              loop.time())) is not None:
+                        heard.put_nowait(ended)
                 elif event == "mark":
                     name = msg["mark"]["name"]
                     call.marks_received.append(name)
+                    call.mark_arrived[name] = asyncio.get_running_loop().time()
                     log.info("stream %s: playback reached mark %r", call.stream_sid, name)
                 elif event == "dtmf":
                     digit = msg["dtmf"]["digit"]
@@ -132,9 +183,42 @@ class DemoAgent:
             pass
         finally:
             echo_q.put_nowait(None)
-            echo_task.cancel()
-            await asyncio.gather(echo_task, return_exceptions=True)
+            if echo_task is not None:
+                echo_task.cancel()
+                await asyncio.gather(echo_task, return_exceptions=True)
             call.closed = True
+
+    async def _converse(self, ws: ServerConnection, call: CallLog, heard: asyncio.Queue, speaking: asyncio.Lock,
+                        l16: bool) -> None:
+        """Greet, then `turns` times: listen until the caller stops speaking (a silent caller gets an
+        answer after listen_s too) and answer; then say goodbye and hang up once it was heard."""
+        lines = self.lines
+        said = await self._say(ws, call, speaking, lines.greeting, "greeting", l16)
+        for turn in range(self.turns):
+            try:
+                async with asyncio.timeout(self.listen_s):
+                    while await heard.get() < said:  # speech that ended while we talked is no new turn
+                        pass
+            except TimeoutError:
+                pass
+            said = await self._say(ws, call, speaking, lines.answers[turn % len(lines.answers)],
+                                   f"answer-{turn + 1}", l16)
+        await self._say(ws, call, speaking, lines.goodbye, "goodbye", l16)
+        log.info("stream %s: conversation over, hanging up", call.stream_sid)
+        await ws.close(1000, "conversation over")
+
+    async def _say(self, ws: ServerConnection, call: CallLog, speaking: asyncio.Lock, ulaw: bytes, mark: str,
+                   l16: bool) -> float:
+        """Play ``ulaw`` and wait until the platform's playout reached its mark (at most its length + 5 s);
+        returns when that was."""
+        async with speaking:
+            await self._play(ws, call, ulaw, l16)
+            await self._send(ws, call, {"event": "mark", "mark": {"name": mark}})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + len(ulaw) / 8000 + 5
+        while mark not in call.mark_arrived and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return call.mark_arrived.get(mark, loop.time())
 
     async def _send(self, ws: ServerConnection, call: CallLog, msg: dict) -> None:
         msg = {"event": msg["event"], "streamSid": call.stream_sid, **msg}
@@ -170,8 +254,8 @@ async def start_server(host: str = "127.0.0.1", port: int = 0, **agent_kwargs):
     return server, agent
 
 
-async def _main(host: str, port: int, echo_delay: float) -> None:
-    server, _agent = await start_server(host, port, echo_delay=echo_delay)
+async def _main(host: str, port: int, echo_delay: float, turns: int, listen_s: float) -> None:
+    server, _agent = await start_server(host, port, echo_delay=echo_delay, turns=turns, listen_s=listen_s)
     log.info("demo agent listening on ws://%s:%d/", host, server.sockets[0].getsockname()[1])
     await server.serve_forever()
 
@@ -180,11 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--echo-delay", type=float, default=0.4, help="seconds before echoing audio")
+    parser.add_argument("--echo-delay", type=float, default=0.4, help="seconds before echoing audio (--turns 0)")
+    parser.add_argument("--turns", type=int, default=2, help="answers before goodbye; 0: echo forever")
+    parser.add_argument("--listen", type=float, default=6.0, help="seconds an answer waits for the caller")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from voiceplatform.logs import configure  # the platform's key=value lines
+
+    configure("INFO")
     try:
-        asyncio.run(_main(args.host, args.port, args.echo_delay))
+        asyncio.run(_main(args.host, args.port, args.echo_delay, args.turns, args.listen))
     except KeyboardInterrupt:
         pass
 

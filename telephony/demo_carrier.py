@@ -1031,8 +1031,9 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from voiceplatform.logs import configure  # the platform's key=value lines
+
+    configure(args.log_level.upper())
     return asyncio.run(amain(args))
 
 

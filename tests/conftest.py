@@ -117,3 +117,35 @@ def celery_worker_process(django_db_setup):
     yield proc
     proc.terminate()
     proc.wait(20)
+
+
+@pytest.fixture
+def trunks(tmp_path, tenant_a):
+    """SIPp carriers and Acme's caller-ID numbers for one test (tests/campaign_support.py)."""
+    from tests.campaign_support import Trunks
+
+    made = Trunks(tmp_path)
+    yield made
+    made.remove()
+
+
+@pytest.fixture
+def campaigns_made(tenant_a):
+    """Campaigns a test creates (tests/campaign_support.py); cancelled and deleted with their calls and
+    contacts afterwards."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from campaigns.models import Campaign
+    from telephony.calls.models import Call
+
+    made: list[Campaign] = []
+    yield made
+    with schema_context("acme"):
+        for campaign in made:
+            Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.CANCELLED)
+            Call.objects.filter(campaign_id=campaign.pk).delete()
+            contact_list = campaign.contact_list
+            campaign.delete()
+            contact_list.delete()
+    connection.set_schema_to_public()

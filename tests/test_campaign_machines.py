@@ -74,7 +74,7 @@ def test_machines_and_faxes_are_retried_by_their_own_policy_then_done(campaign):
     answered(campaign, ada, "machine_end_beep")
     answered(campaign, bob, "human")
     answered(campaign, cy, "fax")
-    assert dialer.reconcile(campaign, now) == 3
+    assert services.campaign_calls_reconcile(campaign, now).outcomes == 3
 
     ada, bob, cy = (contact(campaign, name) for name in ("Ada", "Bob", "Cy"))
     assert (ada.state, ada.last_outcome, ada.next_attempt_at) == ("pending", "machine", now + dt.timedelta(hours=2))
@@ -86,7 +86,7 @@ def test_machines_and_faxes_are_retried_by_their_own_policy_then_done(campaign):
     CampaignContact.objects.filter(pk=ada.pk).update(state=CampaignContact.State.DIALING,
                                                      updated_at=timezone.now())
     answered(campaign, ada, "machine_end_silence")
-    assert dialer.reconcile(campaign, later) == 1
+    assert services.campaign_calls_reconcile(campaign, later).outcomes == 1
     ada = contact(campaign, "Ada")
     assert (ada.state, ada.attempts, ada.last_outcome, ada.next_attempt_at) == ("done", 2, "machine", None)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["CallSidFilter", "KeyValueFormatter", "call_context", "configure"]
+__all__ = ["CallSidFilter", "KeyValueFormatter", "RoutineTaskFilter", "call_context", "configure"]
 
 _current_call: ContextVar[str | None] = ContextVar("call_sid", default=None)
 _SID = re.compile(r"CA[0-9a-f]{32}")
@@ -55,6 +55,26 @@ class CallSidFilter(logging.Filter):
         if not getattr(record, "call_sid", None):
             record.call_sid = _current_call.get() or (_sid_in(record.args) if record.args else None)
         return True
+
+
+class RoutineTaskFilter(logging.Filter):
+    """Celery's lines about routine periodic tasks (beat sending dispatch-dialers every second, the
+    worker receiving and finishing it) are DEBUG lines: shown only when the root logger is at DEBUG."""
+
+    ROUTINE = ("dispatch-dialers", "campaigns.tasks.dispatch_dialers", "publish-inventory",
+               "telephony.tasks.publish_inventory")
+    LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith(self.LOGGERS):
+            return True
+        text = " ".join(str(a) for a in record.args) if isinstance(record.args, tuple) else str(record.args or "")
+        if isinstance(record.args, dict):
+            text = " ".join(str(v) for v in record.args.values())
+        if not any(name in text or name in str(record.msg) for name in self.ROUTINE):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _value(text: str) -> str:

@@ -96,6 +96,8 @@ SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
 PUBLIC_DOMAIN = env("PUBLIC_DOMAIN", "localhost")
 
 MIDDLEWARE = [
+    # Static files (admin, API docs, UI) before the tenant lookup: no database query per file.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,6 +123,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "voiceplatform.ui.access.roles",
             ],
         },
     },
@@ -183,7 +186,8 @@ CARRIER_UP_AFTER = int(env("CARRIER_UP_AFTER", "2"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.accounts.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
+                                   "tenants.accounts.permissions.ReadOnlyKeysOnlyRead"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -209,14 +213,20 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the apps' static folders straight from the finders, under `make run` and in
+# production alike (no collectstatic step); files are re-read on change only in DEBUG.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_MAX_AGE = 300
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
-    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"}},
+    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"},
+                "routine": {"()": "voiceplatform.logs.RoutineTaskFilter"}},
     "formatters": {"kv": {"()": "voiceplatform.logs.KeyValueFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["call_sid"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["routine", "call_sid"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
 }

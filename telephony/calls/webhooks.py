@@ -86,6 +86,15 @@ def enqueue(call: Call, gateway_event: str) -> None:
     transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
 
 
+def redeliver(delivery_id: int) -> None:
+    """Send a callback again (a person asked for it): a fresh round of attempts, queued after commit."""
+    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=0, delivered_at=None, gave_up_at=None,
+                                                          status_code=None, error="")
+    from .tasks import deliver_webhook
+
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery_id))
+
+
 def deliver(delivery_id: int) -> int | None:
     """One attempt; returns the seconds until the next one, or None when done (delivered or given up)."""
     delivery = WebhookDelivery.objects.select_related("call").get(pk=delivery_id)

@@ -25,11 +25,16 @@
           el.style.width = `${percent}%`;
           el.parentElement.setAttribute("aria-valuenow", percent);
         });
+        root.querySelectorAll("[data-show-if]").forEach(el => { el.hidden = !data[el.dataset.showIf]; });
+        root.querySelectorAll("[data-class-if]").forEach(el => {  // "field:class": class set while field is true
+          const [field, cls] = el.dataset.classIf.split(":"); el.classList.toggle(cls, Boolean(data[field]));
+        });
         root.querySelectorAll("[data-badge]").forEach(el => { el.className = `badge ${data[el.dataset.badge]}`; });
         document.querySelectorAll("[data-show-states]").forEach(el => {
           el.hidden = !el.dataset.showStates.split(" ").includes(data.state);
         });
         if (status) status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+        if (data.final === true) root.querySelectorAll("[data-hide-when-final]").forEach(el => { el.hidden = true; });
         if (data.final === true || root.dataset.stopStates?.split(" ").includes(data.state)) {
           if (status) status.textContent += " · final";
           stopped = true; return;
