@@ -23,6 +23,7 @@ BENCHMARKS = {
     "metrics_cost": ([], ["--calls", "4", "--hold", "4", "--replays", "5"]),
     "amd": ([], ["--answers", "100"]),
     "chaos": ([], ["--contacts", "40", "--cps", "8", "--max-concurrent", "16", "--gateways", "5"]),
+    "cluster": ([], ["--calls", "100"]),
 }
 
 
