@@ -70,7 +70,8 @@ class Command(BaseCommand):
         roles = NODE_ROLES if role == "node" else tuple(r.strip() for r in role.split(",") if r.strip())
         unknown = sorted(set(roles) - set(ROLES))
         if unknown or not roles:
-            raise CommandError(f"unknown role {', '.join(unknown) or role!r}; roles: {', '.join(ROLES)} or node")
+            raise CommandError(f"unknown role {', '.join(map(repr, unknown)) or repr(role)}; "
+                               f"roles: {', '.join(ROLES)} or node")
         if "web" in roles and not port_is_free(host, port):
             raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT")
         node = node or socket.gethostname().split(".")[0]
@@ -96,7 +97,7 @@ class Command(BaseCommand):
         local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         os.environ.setdefault("MEDIA_RELAY_URL", f"ws://{local_host}:{port}")
         os.environ.setdefault("PUBLIC_BASE_URL", f"http://localhost:{port}")
-        processes = node_processes(host, port, workers, gateways, "127.0.0.1", "", str(os.getpid()))
+        processes = node_processes(host, port, workers, gateways, "127.0.0.1", "", "")
         group = ProcessGroup(
             [
                 *(processes[name] for name in ("web", "worker", "webhooks", "recorder", "gateways")),
@@ -142,12 +143,14 @@ class Command(BaseCommand):
 
 def node_processes(host: str, port: int, workers: int, gateways: int, public_ip: str, region: str,
                    node: str) -> dict[str, ProcessSpec]:
-    """One node's processes by role; `node` names its Celery workers and gateways."""
+    """One node's processes by role; `node` names its Celery workers and gateways (empty: the
+    runner's pid names the Celery workers, the host name the gateways)."""
     gateway_args = ["--processes", str(gateways), "--bind", public_ip, "--public-ip", public_ip]
     if region:
         gateway_args += ["--region", region]
-    if node and not node.isdigit():
+    if node:
         gateway_args += ["--node", node]
+    node = node or str(os.getpid())
     return {
         "web": python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
         "worker": python_module(
