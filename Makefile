@@ -15,11 +15,14 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # SIPp (Debian's sip-tester) is the far end in tests and benchmarks; Debian's chromium runs the
-# browser tests; espeak-ng speaks campaigns' fallback messages.
+# browser tests; espeak-ng speaks campaigns' fallback messages; the cluster tests (-m cluster) run
+# Debian's postgresql and redis-server as the nodes' shared servers and kamailio in front of them.
 system-deps:
-	@{ command -v sipp >/dev/null && test -x /usr/bin/chromium && command -v espeak-ng >/dev/null; } || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester chromium espeak-ng; \
-	  else echo "SIPp, chromium or espeak-ng is missing: sudo apt-get install sip-tester chromium espeak-ng"; exit 1; fi; }
+	@{ command -v sipp >/dev/null && test -x /usr/bin/chromium && command -v espeak-ng >/dev/null \
+	   && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v redis-server >/dev/null \
+	   && command -v kamailio >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester chromium espeak-ng postgresql redis-server kamailio; \
+	  else echo "SIPp, chromium, espeak-ng, postgresql, redis-server or kamailio is missing: sudo apt-get install sip-tester chromium espeak-ng postgresql redis-server kamailio"; exit 1; fi; }
 
 run: venv
 	$(PY) manage.py run

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "recorder": ([], ["--calls", "600", "--cps", "150,0"]),
     "amd": ([], ["--answers", "100"]),
     "chaos": ([], ["--contacts", "40", "--cps", "8", "--max-concurrent", "16", "--gateways", "5"]),
+    "cluster": ([], ["--calls", "100"]),
 }
 
 

@@ -52,8 +52,9 @@ def check_carrier(carrier_id: int) -> str | None:
 
 
 def carrier_addresses() -> set[str]:
-    """IP addresses inbound INVITEs may come from: every enabled carrier's host, resolved."""
-    addresses = set()
+    """IP addresses inbound INVITEs may come from: every enabled carrier's host, resolved, and the
+    SIP load balancers in front of the gateways (SIP_BALANCER_ADDRESSES)."""
+    addresses = set(settings.SIP_BALANCER_ADDRESSES)
     for host in Carrier.objects.filter(enabled=True).values_list("host", flat=True).distinct():
         try:
             addresses.update(info[4][0] for info in socket.getaddrinfo(host, None))

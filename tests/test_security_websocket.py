@@ -18,7 +18,7 @@ def socket(path: str, host: str, origin: str, session_key: str) -> WebsocketComm
     return WebsocketCommunicator(application, path, headers=headers)
 
 
-@pytest.mark.parametrize("path", ["/ws/events", "/ws/dashboard"])
+@pytest.mark.parametrize("path", ["/ws/dashboard"])
 def test_browser_sockets_refuse_a_foreign_origin_and_accept_the_tenants_own(tenant_a, path):
     session = signed_in_session(tenant_a.tenant, "ada")
 

@@ -225,6 +225,8 @@ METRICS_TOKEN = env("METRICS_TOKEN")
 # Carrier health: SIP OPTIONS every CARRIER_HEALTH_INTERVAL seconds; down after N failures in a
 # row, back up after M successes.
 CARRIER_PING_TIMEOUT = float(env("CARRIER_PING_TIMEOUT", "2"))
+# Kamailio (manage.py kamailio_config) in front of the gateways: trusted for inbound INVITEs as carriers are
+SIP_BALANCER_ADDRESSES = [a.strip() for a in env("SIP_BALANCER_ADDRESSES", "").split(",") if a.strip()]
 CARRIER_DOWN_AFTER = int(env("CARRIER_DOWN_AFTER", "3"))
 CARRIER_UP_AFTER = int(env("CARRIER_UP_AFTER", "2"))
 

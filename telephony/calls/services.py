@@ -123,7 +123,7 @@ class CallPlacer:
         return [
             {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
              "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None,
-             "max_concurrent": self._carriers[leg.carrier.id][0].max_concurrent,
+             "region": leg.carrier.region or "", "max_concurrent": self._carriers[leg.carrier.id][0].max_concurrent,
              "max_cps": self._carriers[leg.carrier.id][0].max_cps}
             for leg in routing.plan_route([route for _, route in self._carriers.values()], region, to)
         ]

@@ -22,8 +22,8 @@ def new_call_id() -> str:
 
 def originate(redis, command: OriginateCommand) -> str:
     """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
-    (generated if the command has none). The first gateway with a free slot takes it; its events
-    then appear on ``calls:events``.
+    (generated if the command has none). The first gateway with a free slot in the legs' region
+    takes it (any gateway when the legs have no region); its events then appear on ``calls:events``.
     """
     cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
@@ -37,8 +37,9 @@ def originate(redis, command: OriginateCommand) -> str:
         "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
         "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
     })
-    p.rpush(ev.ORIGINATE_QUEUE, json.dumps(cmd, separators=(",", ":")))
-    p.rpush(ev.ORIGINATE_WAKE, 1)
+    region = ev.call_region(cmd)
+    p.rpush(ev.originate_queue(region), json.dumps(cmd, separators=(",", ":")))
+    p.rpush(ev.originate_wake(region), 1)
     p.execute()
     log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
              extra={"call_sid": call_id})
@@ -112,7 +113,8 @@ def call_events(redis, call_id: str) -> list[dict]:
 
 
 def pool_status(redis) -> list[dict]:
-    """Every known gateway: id, alive, capacity, active, pid, node, sip_port, restarts, updated_at."""
+    """Every known gateway: id, alive, capacity, active, pid, node, sip_port, public_ip, region, state,
+    restarts, updated_at."""
     ids = sorted(x.decode() for x in redis.smembers(ev.GATEWAYS_SET))
     pool = {k.decode(): v.decode() for k, v in redis.hgetall(ev.POOL_HASH).items()}
     p = redis.pipeline(transaction=False)
@@ -133,6 +135,8 @@ def pool_status(redis) -> list[dict]:
             "pid": int(h["pid"]) if h.get("pid") else None,
             "node": h.get("node"),
             "sip_port": int(h["sip_port"]) if h.get("sip_port") else None,
+            "public_ip": h.get("public_ip") or None,
+            "region": h.get("region", ""),
             "state": h.get("state"),
             "started_at": float(h["started_at"]) if h.get("started_at") else None,
             "updated_at": float(h["updated_at"]) if h.get("updated_at") else None,

@@ -19,6 +19,7 @@ class CarrierLeg(TypedDict):
     from_domain: str | None
     max_concurrent: NotRequired[int]  # the carrier's concurrent-call cap (0: none)
     max_cps: NotRequired[float]  # the carrier's calls-per-second cap (0: none)
+    region: NotRequired[str | None]  # the carrier's region: a gateway of that region places the call
 
 
 # An outbound call for the pool (list gw:originate); the first gateway with a free slot takes it.

@@ -44,6 +44,40 @@ def gw_commands_key(gateway_id: str) -> str:
     return f"gw:{gateway_id}:commands"
 
 
+def node_region(region: str | None) -> str:
+    """A region as queue names use it: lower case; "" for none / "any" (routing's global regions)."""
+    region = (region or "").strip().lower()
+    return "" if region in routing.GLOBAL_REGIONS else region
+
+
+def originate_queue(region: str = "") -> str:
+    """The originate queue of a region's gateways (``gw:originate:{region}``); "" = the shared
+    queue every gateway takes from (calls whose carriers have no region)."""
+    return f"{ORIGINATE_QUEUE}:{region}" if region else ORIGINATE_QUEUE
+
+
+def originate_wake(region: str = "") -> str:
+    return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
+
+
+def call_region(command: dict) -> str:
+    """Where a call is placed: the region of its carrier legs. Routing never mixes a region's
+    carriers with global ones in one plan, so the first leg decides; a plan of global carriers
+    (no region) may be placed by a gateway in any region."""
+    legs = command.get("legs") or [{}]
+    return node_region(legs[0].get("region"))
+
+
+def node_alive_key(node: str) -> str:
+    """A node's supervisor heartbeat (EX 3): gone = nobody on that node closes out its workers' calls."""
+    return f"gw:node:{node}:alive"
+
+
+def gw_reaper_key(gateway_id: str) -> str:
+    """Which live node closes out a dead node's gateway (SET NX: exactly one)."""
+    return f"gw:{gateway_id}:reaper"
+
+
 def call_key(call_id: str) -> str:
     return f"call:{call_id}"
 
@@ -87,6 +121,7 @@ REASON_RING_TIMEOUT = "ring_timeout"
 REASON_NO_PROVISIONAL = "no_provisional_response"
 REASON_TRANSPORT_ERROR = "transport_error"
 REASON_GATEWAY_DIED = "gateway_died"
+REASON_NODE_DIED = "node_died"  # its whole node went (supervisor too): another node's supervisor closed it out
 REASON_SHUTDOWN = "gateway_shutdown"
 REASON_REMOTE_HANGUP = "remote_hangup"
 # media bridge: the agent stream ended the call

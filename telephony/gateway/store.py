@@ -102,14 +102,20 @@ class Store:
         self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
-    def pop_originates(self, gateway_id: str, count: int, client=None) -> list[tuple[bytes, str]]:
-        res = self._pop(
-            keys=[ev.ORIGINATE_QUEUE, ev.gw_calls_key(gateway_id), ev.ORIGINATE_WAKE],
-            args=[count, gateway_id, f"{time.time():.3f}"],
-            client=client,
-        )
-        return [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
-                for i in range(0, len(res), 2)]
+    def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
+        """Up to ``count`` commands: the gateway's own region's first, then the shared queue's."""
+        popped: list[tuple[bytes, str]] = []
+        for queue_region in ((region, "") if region else ("",)):
+            if len(popped) >= count:
+                break
+            res = self._pop(
+                keys=[ev.originate_queue(queue_region), ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region)],
+                args=[count - len(popped), gateway_id, f"{time.time():.3f}"],
+                client=client,
+            )
+            popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
+                       for i in range(0, len(res), 2)]
+        return popped
 
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
         """A non-final event, plus optional fields for the call:{id} hash."""

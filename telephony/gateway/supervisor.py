@@ -40,6 +40,7 @@ import redis
 
 from . import events as ev
 from .closeout import close_out_gateway
+from .peers import PeerWatch
 from .store import Store
 
 log = logging.getLogger("gateway.supervisor")
@@ -106,6 +107,8 @@ class Supervisor:
         self.node = args.node or socket.gethostname().split(".")[0]
         self.r = redis.Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.store = Store(self.r)
+        self.peers = PeerWatch(self.store, self.node, args.bind, args.public_ip, args.bye_timeout)
+        self.peers_checked = 0.0
         self.stopping = False
         self.redis_grace_until = 0.0  # no worker is stale before then (Redis was away or restarted)
         self.slots = [
@@ -127,6 +130,8 @@ class Supervisor:
             cmd += ["--public-ip", a.public_ip]
         if a.bind:
             cmd += ["--bind", a.bind]
+        if a.region:
+            cmd += ["--region", a.region]
         if self.media:
             cmd += ["--media-host", self.media[slot.index % len(self.media)].socket_path]
         return cmd + list(a.worker_args or [])
@@ -305,8 +310,19 @@ class Supervisor:
             beats = self.heartbeats()
             for slot in self.slots:
                 self.check(slot, beats)
+            self.watch_peers(beats is not None)
             time.sleep(self.args.check_interval)
         return self.stop()
+
+    def watch_peers(self, redis_sure: bool) -> None:
+        """This node's heartbeat; once a second, the gateways of nodes that died (peers.py)."""
+        try:
+            self.peers.beat()
+            if redis_sure and time.monotonic() - self.peers_checked >= 1.0:
+                self.peers_checked = time.monotonic()
+                self.peers.check()
+        except redis.RedisError:
+            pass  # heartbeats() has said so; a Redis outage never gets a node taken for dead
 
     def stop(self) -> int:
         log.info("stopping %d workers", sum(1 for s in self.slots if s.proc))
@@ -363,6 +379,8 @@ def main(argv=None) -> int:
     p.add_argument("--rtp-ports-per-worker", type=int, default=200)
     p.add_argument("--public-ip", default=None)
     p.add_argument("--bind", default=None)
+    p.add_argument("--region", default=os.environ.get("NODE_REGION", ""),
+                   help="the node's region (its workers place the calls of that region's carriers)")
     p.add_argument("--media-hosts", type=int, default=os.cpu_count() or 1,
                    help="media host processes for bridged calls' audio (0 = each worker bridges its own)")
     p.add_argument("--node", default=None, help="node name used in gateway ids (default hostname)")

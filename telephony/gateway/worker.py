@@ -214,8 +214,11 @@ class CommandListener(threading.Thread):
 
     REARM = b'{"type":"rearm"}'  # pushed to our own command list: re-enter BLPOP with the wake key
 
-    def __init__(self, redis_url: str, gateway_id: str, sip_addr: tuple[str, int], wait_s: float):
+    def __init__(self, redis_url: str, gateway_id: str, sip_addr: tuple[str, int], wait_s: float,
+                 region: str = ""):
         super().__init__(name="gw-commands", daemon=True)
+        # the region's own queue first, then the shared one
+        self.wake_keys = [ev.originate_wake(region), ev.ORIGINATE_WAKE] if region else [ev.ORIGINATE_WAKE]
         self.r = redis.MiniRedis.from_url(redis_url, socket_timeout=wait_s + 5, socket_connect_timeout=2)
         self.commands_key = ev.gw_commands_key(gateway_id)
         self.sip_addr = sip_addr
@@ -235,7 +238,7 @@ class CommandListener(threading.Thread):
             self.armed = False  # before reading room: see Worker.update_room
             room = self.room
             self.armed = room
-            keys = [self.commands_key, ev.ORIGINATE_WAKE] if room else [self.commands_key]
+            keys = [self.commands_key, *self.wake_keys] if room else [self.commands_key]
             try:
                 got = self.r.blpop(keys, self.wait_s)
                 failing = False
@@ -399,11 +402,12 @@ class Worker:
         for ci in ep.codecEnum2():
             prio = {"PCMU/8000/1": 255, "PCMA/8000/1": 254}.get(ci.codecId, 0)
             ep.codecSetPriority(ci.codecId, prio)
+        self.region = ev.node_region(a.region)
         self.acc = self._new_account(f"sip:gateway@{a.public_ip or '127.0.0.1'}", None, None)
         log.info("started pid=%s sip_port=%s capacity=%s", os.getpid(), self.sip_port, self.capacity)
         self.heartbeat()
         self.listener = CommandListener(a.redis_url, self.gateway_id, (a.bind or "127.0.0.1", self.sip_port),
-                                        a.poll_ms / 1000.0)
+                                        a.poll_ms / 1000.0, self.region)
         self.listener.start()
 
     def _new_account(self, id_uri: str, username: str | None, password: str | None) -> GatewayAccount:
@@ -563,7 +567,7 @@ class Worker:
             p.hset(ev.gw_key(self.gateway_id), mapping={
                 "pid": os.getpid(), "node": socket.gethostname(), "capacity": self.capacity,
                 "active": len(self.sessions), "sip_port": self.sip_port,
-                "public_ip": self.args.public_ip or "", "started_at": f"{self.started_at:.3f}",
+                "public_ip": self.args.public_ip or "", "region": self.region, "started_at": f"{self.started_at:.3f}",
                 "updated_at": f"{time.time():.3f}", "state": "stopping" if self.stopping else "running",
             })
             p.set(ev.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
@@ -620,7 +624,7 @@ class Worker:
             return  # the listener looks again once Redis answers
         free = 0 if self.stopping else max(0, self.free_slots())
         try:
-            popped = self.store.pop_originates(self.gateway_id, free)
+            popped = self.store.pop_originates(self.gateway_id, free, region=self.region)
         except redis.RedisError as exc:
             self.redis_failed(exc)
             return
@@ -1123,6 +1127,8 @@ def main(argv=None) -> int:
     p.add_argument("--sip-port", type=int, default=0, help="UDP SIP port (0 = any free)")
     p.add_argument("--public-ip", default=None, help="address put in Contact/Via/SDP")
     p.add_argument("--bind", default=None, help="bind address for SIP and RTP (default all)")
+    p.add_argument("--region", default=os.environ.get("NODE_REGION", ""),
+                   help="this node's region: take the calls of its carriers first, then those of any region")
     p.add_argument("--rtp-port", type=int, default=4000, help="first RTP port tried")
     p.add_argument("--rtp-port-range", type=int, default=0, help="RTP ports to try (0 = pjsua default)")
     p.add_argument("--capacity", type=int, default=PJSUA_MAX_CALLS)

@@ -14,7 +14,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from voiceplatform import demo
 from voiceplatform.embedded import started_here, var_dir
-from voiceplatform.processes import ProcessGroup, manage_command, python_module, state_path
+from voiceplatform.processes import ProcessGroup, ProcessSpec, manage_command, python_module, state_path
+
+ROLES = ("web", "worker", "webhooks", "recorder", "gateways", "beat")
+NODE_ROLES = ("web", "worker", "webhooks", "recorder", "gateways")  # beat: one node of the cluster asks for it
 
 
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:
@@ -47,8 +50,41 @@ class Command(BaseCommand):
         parser.add_argument("--gateways", type=int, default=int(os.environ.get("GATEWAY_PROCESSES", "2")))
         parser.add_argument("--demo-carrier-port", type=int, default=int(os.environ.get("DEMO_CARRIER_PORT", "5090")))
         parser.add_argument("--demo-agent-port", type=int, default=int(os.environ.get("DEMO_AGENT_PORT", "8765")))
+        parser.add_argument(
+            "--role", default=None,
+            help=f"run one cluster node: a comma-separated subset of {','.join(ROLES)} or 'node' "
+                 f"(= {','.join(NODE_ROLES)}), against DATABASE_URL/REDIS_URL, without the demo tenant, "
+                 "carrier and agent, and without migrating (run migrate_schemas once per cluster)")
+        parser.add_argument("--public-ip", default=os.environ.get("NODE_PUBLIC_IP", "127.0.0.1"),
+                            help="this node's address for SIP and RTP (also the gateways' bind address)")
+        parser.add_argument("--region", default=os.environ.get("NODE_REGION", ""),
+                            help="this node's region: its gateways place the calls of that region's carriers")
+        parser.add_argument("--node", default=os.environ.get("NODE_NAME", ""),
+                            help="node name in gateway and Celery worker names (default: the host name)")
 
-    def handle(self, *args, host, port, workers, gateways, demo_carrier_port, demo_agent_port, **options):
+    def handle(self, *args, role, **options):
+        if role:
+            return self.run_node(role, **options)
+        return self.run_all(**options)
+
+    def run_node(self, role, *, host, port, workers, gateways, public_ip, region, node, **options):
+        roles = NODE_ROLES if role == "node" else tuple(r.strip() for r in role.split(",") if r.strip())
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown or not roles:
+            raise CommandError(f"unknown role {', '.join(map(repr, unknown)) or repr(role)}; "
+                               f"roles: {', '.join(ROLES)} or node")
+        if "web" in roles and not port_is_free(host, port):
+            raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT")
+        node = node or socket.gethostname().split(".")[0]
+        specs = {
+            name: spec for name, spec in node_processes(host, port, workers, gateways, public_ip, region, node).items()
+            if name in roles
+        }
+        self.supervise(ProcessGroup(list(specs.values()), watched=started_here(), state_path=state_path()),
+                       f"http://{host}:{port}/healthz" if "web" in roles else None,
+                       lambda: self.stdout.write(f"node {node} is up: {', '.join(specs)}"))
+
+    def run_all(self, *, host, port, workers, gateways, demo_carrier_port, demo_agent_port, **options):
         for what, variable, number, udp in (("HTTP", "HTTP_PORT", port, False),
                                             ("demo carrier", "DEMO_CARRIER_PORT", demo_carrier_port, True),
                                             ("demo agent", "DEMO_AGENT_PORT", demo_agent_port, False)):
@@ -65,32 +101,25 @@ class Command(BaseCommand):
         # The outbound guard lets the demo reach exactly its own agent and carrier on this machine.
         demo_targets = [f"127.0.0.1:{demo_agent_port}", f"127.0.0.1:{demo_carrier_port}"]
         os.environ["OUTBOUND_ALLOW"] = ",".join([*settings.OUTBOUND_ALLOW, *demo_targets])
+        processes = node_processes(host, port, workers, gateways, "127.0.0.1", "", "")
         group = ProcessGroup(
             [
-                python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
-                python_module(
-                    "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
-                    "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
-                ),
-                python_module(
-                    "webhooks", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "webhooks",
-                    "--pool", "threads", "--concurrency", "16", "-n", f"webhooks-{os.getpid()}@%h",
-                ),
-                manage_command("recorder", "record_calls"),
-                python_module("gateways", "telephony.gateway.supervisor", "--processes", str(gateways),
-                              "--bind", "127.0.0.1", "--public-ip", "127.0.0.1"),
+                *(processes[name] for name in ("web", "worker", "webhooks", "recorder", "gateways")),
                 python_module("carrier", "demo.carrier", "--host", "127.0.0.1",
                               "--port", str(demo_carrier_port)),
                 python_module("agent", "demo.agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
-                python_module(
-                    "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
-                    "-s", str(var_dir() / "celerybeat-schedule"),
-                ),
+                processes["beat"],
             ],
             # the embedded PostgreSQL and Redis this command started (manage.py, before Django loaded)
             watched=started_here(),
             state_path=state_path(),
         )
+        base = f"http://localhost:{port}"
+        self.supervise(group, f"http://{host}:{port}/healthz",
+                       lambda: self.stdout.write(demo.banner(base, port, credentials, demo_agent_port)))
+
+    def supervise(self, group: ProcessGroup, health_url: str | None, announce) -> None:
+        """Run the group until SIGINT/SIGTERM; announce once /healthz is green (at once without web)."""
         stopping = False
 
         def on_signal(signum, frame):
@@ -100,18 +129,44 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         group.start()
-        base = f"http://localhost:{port}"
-        health_url, announce_by, announced = f"http://{host}:{port}/healthz", time.monotonic() + 60, False
+        announce_by, announced = time.monotonic() + 60, False
         try:
             while not stopping:
                 group.supervise()
-                if not announced and is_healthy(health_url):
-                    self.stdout.write(demo.banner(base, port, credentials, demo_agent_port))
+                if not announced and (health_url is None or is_healthy(health_url)):
+                    announce()
                     announced = True
                 elif not announced and time.monotonic() > announce_by:
-                    self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
+                    self.stderr.write(f"platform did not become healthy; see {health_url} and the logs above")
                     announced = True
                 time.sleep(0.3)
         finally:
             self.stdout.write("stopping…")
             group.stop()
+
+
+def node_processes(host: str, port: int, workers: int, gateways: int, public_ip: str, region: str,
+                   node: str) -> dict[str, ProcessSpec]:
+    """One node's processes by role; `node` names its Celery workers and gateways (empty: the
+    runner's pid names the Celery workers, the host name the gateways)."""
+    gateway_args = ["--processes", str(gateways), "--bind", public_ip, "--public-ip", public_ip]
+    if region:
+        gateway_args += ["--region", region]
+    if node:
+        gateway_args += ["--node", node]
+    node = node or str(os.getpid())
+    return {
+        "web": python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
+        "worker": python_module(
+            "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
+            "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{node}@%h",
+        ),
+        "webhooks": python_module(
+            "webhooks", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "webhooks",
+            "--pool", "threads", "--concurrency", "16", "-n", f"webhooks-{node}@%h",
+        ),
+        "recorder": manage_command("recorder", "record_calls"),
+        "gateways": python_module("gateways", "telephony.gateway.supervisor", *gateway_args),
+        "beat": python_module("beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
+                              "-s", str(var_dir() / "celerybeat-schedule")),
+    }

@@ -1,0 +1,69 @@
+"""Another node's dead gateways: closed out by a supervisor that is still alive.
+
+A supervisor closes out its own workers' calls (closeout.py). When a whole node goes (its
+supervisor killed with its workers, the machine gone), nobody on it will: so every supervisor
+keeps its node's heartbeat (``gw:node:{node}:alive``, EX 3) and, once a second, looks at the
+other nodes' gateways. A gateway whose own heartbeat and whose node's heartbeat are both gone, and
+that is not marked dead yet, is claimed by one live supervisor (``SET gw:{id}:reaper NX``) and
+closed out like a dead worker of its own: BYE/CANCEL to the carrier from this node's address, the
+final events with reason ``node_died`` (duration up to the gateway's last heartbeat or the BYE),
+slots back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import events as ev
+from .closeout import close_out_gateway
+from .store import Store
+
+log = logging.getLogger("gateway.supervisor")
+
+NODE_HEARTBEAT_S = 3
+CLAIM_S = 60  # a claim outlives the close-out (BYE timeout); a reaper that died with it is replaced then
+
+
+class PeerWatch:
+    def __init__(self, store: Store, node: str, bind: str | None, public_ip: str | None, bye_timeout: float):
+        self.store, self.r, self.node = store, store.r, node
+        self.bind, self.public_ip, self.bye_timeout = bind or "0.0.0.0", public_ip, bye_timeout
+        self.closing: dict[str, threading.Thread] = {}
+
+    def beat(self) -> None:
+        self.r.set(ev.node_alive_key(self.node), time.time(), ex=NODE_HEARTBEAT_S)
+
+    def check(self) -> None:
+        """Claim and close out the gateways of dead nodes (raises redis errors: the caller skips)."""
+        self.closing = {gw: t for gw, t in self.closing.items() if t.is_alive()}
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(ev.GATEWAYS_SET)]
+        p = self.r.pipeline(transaction=False)
+        for gateway_id in ids:
+            p.exists(ev.gw_alive_key(gateway_id))
+            p.hmget(ev.gw_key(gateway_id), "state", "updated_at")
+            p.hget(ev.POOL_HASH, f"{gateway_id}:node")
+        rows = p.execute()
+        for i, gateway_id in enumerate(ids):
+            alive, (state, updated), node = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
+            node = node.decode() if isinstance(node, bytes) else node
+            if alive or not node or node == self.node or gateway_id in self.closing:
+                continue
+            if (state or b"").decode() in ("dead", "stopped") or self.r.exists(ev.node_alive_key(node)):
+                continue
+            if not self.r.set(ev.gw_reaper_key(gateway_id), self.node, nx=True, ex=CLAIM_S):
+                continue
+            last_seen = min(time.time(), float(updated)) if updated else time.time()
+            log.warning("[%s] node %s is gone: closing out its calls", gateway_id, node)
+            self.closing[gateway_id] = threading.Thread(target=self.close_out, args=(gateway_id, last_seen),
+                                                        name=f"reap-{gateway_id}", daemon=True)
+            self.closing[gateway_id].start()
+
+    def close_out(self, gateway_id: str, last_seen: float) -> None:
+        try:
+            closed = close_out_gateway(self.store, gateway_id, last_seen, (self.bind, 0), via_host=self.public_ip,
+                                       reason=ev.REASON_NODE_DIED, bye_timeout=self.bye_timeout)
+            self.r.hset(ev.gw_key(gateway_id), mapping={"active": 0, "state": "dead"})
+            log.warning("[%s] closed out %d calls of a dead node", gateway_id, len(closed))
+        except Exception:  # the claim expires and a supervisor tries again
+            log.exception("[%s] close-out of a dead node's gateway failed", gateway_id)

@@ -1,0 +1,54 @@
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from telephony import balancer
+from voiceplatform.redis_client import get_redis
+
+
+class Command(BaseCommand):
+    help = ("Write Kamailio's configuration (kamailio.cfg) and dispatcher list (dispatcher.list) for the live "
+            "gateway pool into --dir; with --watch N, rewrite the list every N s when the pool changed and "
+            "tell the running Kamailio (kamcmd dispatcher.reload).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dir", required=True, help="folder for kamailio.cfg, dispatcher.list, kamailio.ctl")
+        parser.add_argument("--listen", default="0.0.0.0:5060", help="Kamailio's address for carriers, IP:PORT")
+        parser.add_argument("--region", default="", help="only this region's gateways (one balancer per region)")
+        parser.add_argument("--watch", type=float, default=0, help="keep the list current, every N seconds")
+        parser.add_argument("--children", type=int, default=2, help="Kamailio's UDP worker processes")
+
+    def handle(self, *args, dir, listen, region, watch, children, **options):
+        folder = Path(dir).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"--listen {listen!r}: expected IP:PORT")
+        list_path, ctl_path = folder / "dispatcher.list", folder / "kamailio.ctl"
+        (folder / "kamailio.cfg").write_text(
+            balancer.kamailio_cfg(host, int(port), list_path, ctl_path, children=children))
+        written = self.write_list(list_path, region)
+        self.stdout.write(f"wrote {folder / 'kamailio.cfg'} and {list_path}")
+        if not watch:
+            return
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+        signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
+        while not stopping:
+            time.sleep(watch)
+            text = self.write_list(list_path, region, written)
+            if text != written:
+                written = text
+                reload = subprocess.run(["kamcmd", "-s", f"unix:{ctl_path}", "dispatcher.reload"],
+                                        capture_output=True, text=True)
+                self.stdout.write(f"dispatcher list changed: reload {'ok' if reload.returncode == 0 else reload.stderr}")
+
+    def write_list(self, path: Path, region: str, previous: str | None = None) -> str:
+        text = balancer.dispatcher_list(balancer.live_gateways(get_redis(), region))
+        if text != previous:
+            path.with_suffix(".tmp").write_text(text)
+            path.with_suffix(".tmp").replace(path)
+        return text
