@@ -237,7 +237,7 @@ class CallBridge(asyncio.DatagramProtocol):
             if not self.cfg["via_relay"]:  # the relay is the platform's own daphne
                 address = await asyncio.get_running_loop().run_in_executor(
                     None, egress.check, self.cfg["url"], OUTBOUND_ALLOW, egress.WS_SCHEMES)
-            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout, address=address and address.address,
+            reason = await run_outbound(self.cfg["url"], s, connect_timeout=timeout, address=address.address if address else None,
                                         ready_message=RELAY_READY if self.cfg["via_relay"] else None)
         except egress.EgressRefused as exc:
             reason = CONNECT_FAILED

@@ -115,12 +115,12 @@ def _resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise EgressUnresolved(f"the host {host!r} does not resolve") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def check(url: str, allow: Iterable[AllowEntry | str] = (), schemes: tuple[str, ...] = HTTP_SCHEMES) -> Target:
     """The target to connect to, or EgressRefused. Every address the host resolves to must pass."""
-    allow = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
+    entries = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -141,7 +141,7 @@ def check(url: str, allow: Iterable[AllowEntry | str] = (), schemes: tuple[str, 
     for text in addresses:
         address = ipaddress.ip_address(text.split("%", 1)[0])
         kind = _refused_range(address)
-        if kind and not any(entry.covers(host, address, port) for entry in allow):
+        if kind and not any(entry.covers(host, address, port) for entry in entries):
             raise EgressRefused(f"{host} is a {kind} address, refused for outbound requests "
                                 f"(allow it with {ENV_ALLOW})")
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])
@@ -188,7 +188,7 @@ def request(url: str, *, allow: Iterable[AllowEntry | str] = (), method: str = "
     becomes a GET after 301/302/303, as browsers do) up to ``max_redirects``. Raises EgressRefused,
     or EgressFailed with a message of our own (never the target's body). ``max_bytes=0``: the body is
     not read (only the status matters)."""
-    allow = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
+    entries = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
     for _ in range(max_redirects + 1):
         target = check(url, allow)
         conn_class = _PinnedHTTPSConnection if target.secure else _PinnedHTTPConnection

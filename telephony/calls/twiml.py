@@ -90,12 +90,12 @@ def fetch(url: str, params: dict[str, str], allow, method: str = "POST") -> Call
         raise TwimlError("Url must be a string")
     data = urllib.parse.urlencode(params).encode()
     if str(method).upper() == "GET":
-        request = dict(url=f"{url}{'&' if '?' in url else '?'}{data.decode()}", method="GET")
+        target, body, headers = f"{url}{'&' if '?' in url else '?'}{data.decode()}", None, None
     else:
-        request = dict(url=url, method="POST", body=data,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        target, body, headers = url, data, {"Content-Type": "application/x-www-form-urlencoded"}
     try:
-        response = egress.request(**request, allow=allow, timeout=FETCH_TIMEOUT_S, max_bytes=MAX_TWIML_BYTES)
+        response = egress.request(target, method="GET" if body is None else "POST", body=body, headers=headers,
+                                  allow=allow, timeout=FETCH_TIMEOUT_S, max_bytes=MAX_TWIML_BYTES)
     except egress.EgressRefused as exc:
         raise TwimlError(f"Url refused: {exc}") from None
     except egress.EgressFailed as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from telephony import routing
@@ -60,7 +60,7 @@ def originate_wake(region: str = "") -> str:
     return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
 
 
-def call_region(command: dict) -> str:
+def call_region(command: Mapping) -> str:
     """Where a call is placed: the region of its carrier legs. Routing never mixes a region's
     carriers with global ones in one plan, so the first leg decides; a plan of global carriers
     (no region) may be placed by a gateway in any region."""

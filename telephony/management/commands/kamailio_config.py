@@ -5,8 +5,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.redis_client import get_redis
 from telephony import balancer
-from voiceplatform.redis_client import get_redis
 
 
 class Command(BaseCommand):
