@@ -188,7 +188,7 @@ def request(url: str, *, allow: Iterable[AllowEntry | str] = (), method: str = "
     becomes a GET after 301/302/303, as browsers do) up to ``max_redirects``. Raises EgressRefused,
     or EgressFailed with a message of our own (never the target's body). ``max_bytes=0``: the body is
     not read (only the status matters)."""
-    entries = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
+    allow = tuple(entry if isinstance(entry, AllowEntry) else parse_entry(entry) for entry in allow)
     for _ in range(max_redirects + 1):
         target = check(url, allow)
         conn_class = _PinnedHTTPSConnection if target.secure else _PinnedHTTPConnection
