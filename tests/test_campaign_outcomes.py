@@ -28,6 +28,7 @@ from campaigns.models import Campaign, CampaignContact, Contact, ContactList
 from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.models import Carrier, Number
+from tenants import auth_token
 from tenants.models import Tenant
 from tests import stack
 from tests.support import wait_until
@@ -317,7 +318,7 @@ def test_a_slow_failing_callback_receiver_does_not_slow_the_campaign(platform, t
     assert Counter(d.event for d in deliveries) == {"initiated": 30, "ringing": 30, "answered": 30, "completed": 30}
     assert {(d.attempts, d.status_code, d.url) for d in deliveries} == {(2, 204, receiver.url)}
     assert set(receiver.seen.values()) == {2}  # each refused once, then accepted
-    secret = Tenant.objects.get(schema_name="acme").webhook_secret
+    secret = auth_token.current(Tenant.objects.get(schema_name="acme"))
     for _form, headers in receiver.requests:
         assert headers["X-Signature"] == webhooks.body_signature(secret, headers["X-Signature-Timestamp"],
                                                                  headers["body"])

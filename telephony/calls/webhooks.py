@@ -2,10 +2,10 @@
 and completed. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
-Signatures, both with the tenant's webhook secret:
+Signatures, both with the tenant's account auth token (tenants/auth_token.py):
 - X-Signature: hex HMAC-SHA256 of "<X-Signature-Timestamp>.<raw body>";
 - X-Twilio-Signature: Twilio's scheme (base64 HMAC-SHA1 of the URL followed by each POST parameter
-  name and value, sorted by name), so Twilio's RequestValidator(secret) accepts our callbacks.
+  name and value, sorted by name), so Twilio's RequestValidator(auth_token) accepts our callbacks.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 from voiceplatform.logs import call_context
 
+from tenants import auth_token
 from tenants.selectors import current_tenant
 
 from . import outbound, stream_access
@@ -95,7 +96,7 @@ def _attempt(delivery: WebhookDelivery) -> int | None:
     attempt = delivery.attempts + 1
     body = urllib.parse.urlencode(delivery.payload).encode()
     timestamp = str(int(time.time()))
-    secret = current_tenant().webhook_secret
+    secret = auth_token.current(current_tenant())
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
         "User-Agent": "voiceplatform-webhooks/1",

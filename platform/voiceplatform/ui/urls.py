@@ -32,6 +32,7 @@ urlpatterns = [
     path("settings/api-keys/", views_settings.api_keys, name="api-keys"),
     path("settings/api-keys/<int:pk>/revoke/", views_settings.api_key_revoke, name="api-key-revoke"),
     path("settings/webhooks/", views_settings.webhooks, name="webhooks"),
+    path("settings/auth-token/rotate/", views_settings.auth_token_rotate, name="auth-token-rotate"),
     path("settings/do-not-call/", views_settings.do_not_call, name="do-not-call"),
     path("settings/do-not-call/<int:pk>/remove/", views_settings.do_not_call_remove, name="do-not-call-remove"),
     path("settings/users/", views_settings.users, name="users"),
