@@ -4,6 +4,11 @@ only its base URL and credentials changed (HTTP basic: account SID and API key).
     POST /2010-04-01/Accounts/{AccountSid}/Calls.json            create (To, From, Twiml | Url, …)
     GET  /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  fetch
     POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up
+    GET  /2010-04-01/Accounts/{AccountSid}/Calls.json            list: Twilio's filters and paging
+    GET  /2010-04-01/Accounts/{AccountSid}.json                  the account
+
+Every error is Twilio's body ({code, message, more_info, status}), so TwilioRestException carries the
+code. docs/twilio-compatibility.md lists what is supported and how it differs.
 """
 from collections.abc import Mapping
 
@@ -13,13 +18,13 @@ from django.db import connection
 from django.http import Http404
 from django.utils.http import http_date
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import outbound, services, twiml
+from . import outbound, services, twilio_list, twiml
 from .models import Call
 from .twilio_schema import (
     TWILIO_ERROR,
@@ -38,21 +43,35 @@ def rfc2822(value):
     return http_date(value.timestamp()).replace("GMT", "+0000") if value else None
 
 
+# Twilio's codes for faults that are not about one parameter, by HTTP status.
+STATUS_CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 415: 20001, 429: 20429}
+
+
+def error_body(code: int, message: str, http_status: int) -> dict:
+    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": http_status}
+
+
 def twilio_error(field: str, message: str, http_status: int = 400) -> Response:
-    code = ERROR_CODES.get(field, 20001)
-    return Response({"code": code, "message": message, "more_info": f"field {field}", "status": http_status},
-                    status=http_status)
+    return Response(error_body(ERROR_CODES.get(field, 20001), message, http_status), status=http_status)
 
 
-def call_resource(call: Call, account_sid: str) -> dict:
+def twilio_direction(direction: str) -> str:
+    return "outbound-api" if direction == "outbound" else direction
+
+
+def call_resource(call: Call, account_sid: str, status: str | None = None) -> dict:
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call.sid}.json"
     return {
         "sid": call.sid, "account_sid": account_sid, "api_version": API_VERSION,
         "to": call.to_number, "to_formatted": call.to_number, "from": call.from_number,
-        "from_formatted": call.from_number, "status": call.status,
-        "direction": "outbound-api" if call.direction == "outbound" else call.direction,
-        "date_created": rfc2822(call.created_at), "date_updated": rfc2822(call.ended_at or call.created_at),
-        "start_time": rfc2822(call.answered_at or call.started_at), "end_time": rfc2822(call.ended_at),
+        "from_formatted": call.from_number, "status": status or twilio_list.RESOURCE_STATUS.get(call.status, call.status),
+        "direction": twilio_direction(call.direction),
+        "date_created": rfc2822(call.created_at),
+        "date_updated": rfc2822(max(t for t in (call.created_at, call.started_at, call.ringing_at, call.answered_at,
+                                                call.ended_at) if t)),
+        # Twilio's start_time is when the call was dialed (empty while queued), not when answered.
+        "start_time": rfc2822(call.started_at), "end_time": rfc2822(call.ended_at),
         "duration": str(int(call.duration_s)) if call.duration_s is not None else None,
         "answered_by": None, "price": None, "price_unit": "USD", "parent_call_sid": None,
         "caller_name": None, "forwarded_from": None, "group_sid": None, "queue_time": "0", "trunk_sid": None,
@@ -70,6 +89,36 @@ class TwilioView(APIView):
             raise Http404
         if request.method == "POST" and not isinstance(request.data, Mapping):
             raise ParseError("the body must hold named parameters (a form, or a JSON object)")
+
+    def handle_exception(self, exc):
+        """DRF's faults (401, 404, 405, 429, parse errors) in Twilio's error body."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, Http404):
+            message = "The requested resource was not found"
+        elif isinstance(exc, exceptions.APIException):
+            message = str(exc.detail) if not isinstance(exc.detail, dict | list) else str(exc.get_full_details())
+            if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+                message = f"Authenticate: {message}"
+        else:
+            return response
+        code = STATUS_CODES.get(response.status_code, 20001)
+        response.data = error_body(code, message, response.status_code)
+        return response
+
+
+class AccountView(TwilioView):
+    @extend_schema(operation_id="twilio_accounts_fetch", responses={200: dict})
+    def get(self, request, account_sid):
+        tenant = connection.tenant
+        return Response({
+            "sid": tenant.account_sid, "owner_account_sid": tenant.account_sid, "friendly_name": tenant.name,
+            "status": "suspended" if tenant.is_suspended else "active", "type": "Full",
+            # Never shown through the API: an API key's holder must not read the account's token.
+            "auth_token": None,
+            "date_created": rfc2822(tenant.created_at), "date_updated": rfc2822(tenant.created_at),
+            "uri": f"/{API_VERSION}/Accounts/{tenant.account_sid}.json",
+            "subresource_uris": {"calls": f"/{API_VERSION}/Accounts/{tenant.account_sid}/Calls.json"},
+        })
 
 
 class TwilioInputError(ValueError):
@@ -97,6 +146,17 @@ def seconds_param(data, name: str, default: int, low: int, high: int) -> int:
 
 
 class CallsView(TwilioView):
+    @extend_schema(operation_id="twilio_calls_list", responses={200: dict, 400: TWILIO_ERROR})
+    def get(self, request, account_sid):
+        try:
+            page = twilio_list.page_of(request.query_params)
+        except twilio_list.ListError as error:
+            return twilio_error("list", str(error))
+        return Response({
+            "calls": [call_resource(call, account_sid) for call in page.calls],
+            **twilio_list.page_uris(request.path, request.query_params, page),
+        })
+
     @extend_schema(operation_id="twilio_calls_create", request=TwilioCallCreateSerializer,
                    responses={201: TwilioCallSerializer, 400: TWILIO_ERROR})
     def post(self, request, account_sid):
@@ -157,11 +217,17 @@ class CallView(TwilioView):
         wanted = request.data.get("Status")
         if not isinstance(wanted, str | None):
             return twilio_error("status", "Status must be a string")
-        if wanted in ("completed", "canceled"):
-            services.hang_up(call)
-        elif wanted:
-            return twilio_error("status", f"Status may be completed or canceled, not {wanted!r}")
-        else:
+        if wanted not in ("completed", "canceled"):
+            if wanted:
+                return twilio_error("status", f"Status may be completed or canceled, not {wanted!r}")
             return twilio_error("twiml", "only Status updates are supported (Twiml/Url updates are not)")
+        if call.is_final:
+            return Response(call_resource(call, account_sid))
+        answered = call.status == Call.Status.IN_PROGRESS
+        if wanted == "canceled" and answered:
+            # As Twilio: canceling applies to calls not yet answered; an answered call goes on.
+            return Response(call_resource(call, account_sid))
+        services.hang_up(call)
         call.refresh_from_db()
-        return Response(call_resource(call, account_sid))
+        # The gateway ends the call a moment later; the answer says the status asked for, as Twilio's does.
+        return Response(call_resource(call, account_sid, status=call.status if call.is_final else wanted))

@@ -12,52 +12,23 @@ from django_tenants.utils import schema_context
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from telephony.calls.models import Call
-from telephony.models import Carrier, Number
 from tenants import auth_token
 from tenants.accounts.models import ApiKey
 from tenants.models import Tenant
-from tests import stack
+from tests.twilio_support import ACME_NUMBER, CALLEE, STREAM_TWIML, twilio_client
 
 pytestmark = pytest.mark.usefixtures("committed")
-ACME_NUMBER = "+14155550161"
-STREAM_TWIML = '<Response><Connect><Stream url="wss://127.0.0.1:9/agent"/></Connect></Response>'
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    process, port = stack.web(tmp_path_factory.mktemp("web"))
-    yield port
-    process.stop()
-
-
-@pytest.fixture
-def acme(tenant_a):
-    """Acme owns a number and there is a carrier (nothing listens on it: calls are only queued)."""
-    carrier = Carrier.objects.create(name="Queued only", host="127.0.0.1", port=5097)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield Tenant.objects.get(schema_name="acme")
-    with schema_context("acme"):
-        Call.objects.filter(from_number=ACME_NUMBER).delete()
-    number.delete()
-    carrier.delete()
-
-
-def twilio_client(username, password, account_sid, port) -> Client:
-    client = Client(username, password, account_sid)
-    client.api.base_url = f"http://127.0.0.1:{port}"
-    return client
 
 
 def place_call(client: Client):
-    return client.calls.create(to="+14155550199", from_=ACME_NUMBER, twiml=STREAM_TWIML)
+    return client.calls.create(to=CALLEE, from_=ACME_NUMBER, twiml=STREAM_TWIML)
 
 
 def test_the_account_sid_and_auth_token_log_in_as_with_twilio(acme, web):
     client = twilio_client(acme.account_sid, auth_token.current(acme), None, web)
     call = place_call(client)
     assert call.sid.startswith("CA") and call.account_sid == acme.account_sid
-    assert client.calls(call.sid).fetch().to == "+14155550199"
+    assert client.calls(call.sid).fetch().to == CALLEE
 
 
 def test_an_api_key_sid_and_secret_log_in_as_with_twilio(acme, tenant_a, web):
