@@ -16,7 +16,6 @@ from core.api import JSONBodyParser
 from django.conf import settings
 from django.db import connection
 from django.http import Http404
-from django.utils.http import http_date
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.exceptions import ParseError
@@ -25,22 +24,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import outbound, services, twilio_list, twiml
-from .models import Call
+from .models import CALLBACK_EVENTS, Call
 from .twilio_schema import (
     TWILIO_ERROR,
     TwilioCallCreateSerializer,
     TwilioCallSerializer,
     TwilioCallUpdateSerializer,
 )
+from .twilio_values import API_VERSION, direction, rfc2822
 
-API_VERSION = "2010-04-01"
 # Twilio error codes for the faults a client can make here.
 ERROR_CODES = {"to": 21201, "from": 21212, "twiml": 12100, "url": 21205, "timeout": 21215,
-               "statuscallback": 21609, "timelimit": 21220}
-
-
-def rfc2822(value):
-    return http_date(value.timestamp()).replace("GMT", "+0000") if value else None
+               "statuscallback": 21609, "statuscallbackmethod": 21609, "statuscallbackevent": 21609,
+               "timelimit": 21220}
 
 
 # Twilio's codes for faults that are not about one parameter, by HTTP status.
@@ -56,17 +52,13 @@ def twilio_error(field: str, message: str, http_status: int = 400) -> Response:
     return Response(error_body(ERROR_CODES.get(field, 20001), message, http_status), status=http_status)
 
 
-def twilio_direction(direction: str) -> str:
-    return "outbound-api" if direction == "outbound" else direction
-
-
 def call_resource(call: Call, account_sid: str, status: str | None = None) -> dict:
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call.sid}.json"
     return {
         "sid": call.sid, "account_sid": account_sid, "api_version": API_VERSION,
         "to": call.to_number, "to_formatted": call.to_number, "from": call.from_number,
         "from_formatted": call.from_number, "status": status or twilio_list.RESOURCE_STATUS.get(call.status, call.status),
-        "direction": twilio_direction(call.direction),
+        "direction": direction(call.direction),
         "date_created": rfc2822(call.created_at),
         "date_updated": rfc2822(max(t for t in (call.created_at, call.started_at, call.ringing_at, call.answered_at,
                                                 call.ended_at) if t)),
@@ -134,6 +126,27 @@ def text_param(data, name: str, default: str = "") -> str:
     return value
 
 
+def callback_events(data) -> list[str]:
+    """StatusCallbackEvent: repeated (as Twilio's clients send it) or space-separated; only
+    `completed` when not given, as Twilio."""
+    values = data.getlist("StatusCallbackEvent") if hasattr(data, "getlist") else data.get("StatusCallbackEvent")
+    values = [values] if isinstance(values, str) else values or []
+    if not all(isinstance(value, str) for value in values):
+        raise TwilioInputError("statuscallbackevent", "StatusCallbackEvent must be text")
+    events = {event for value in values for event in value.replace(",", " ").split()}
+    if unknown := events - set(CALLBACK_EVENTS):
+        raise TwilioInputError("statuscallbackevent", f"StatusCallbackEvent may hold {', '.join(CALLBACK_EVENTS)}, "
+                                                      f"not {', '.join(sorted(unknown))}")
+    return [event for event in CALLBACK_EVENTS if event in events] or ["completed"]
+
+
+def method_param(data, name: str) -> str:
+    method = text_param(data, name, "POST").upper() or "POST"
+    if method not in ("GET", "POST"):
+        raise TwilioInputError(name.lower(), f"{name} must be GET or POST")
+    return method
+
+
 def seconds_param(data, name: str, default: int, low: int, high: int) -> int:
     value = text_param(data, name, str(default)) if not isinstance(data.get(name), int) else str(data[name])
     try:
@@ -164,6 +177,7 @@ class CallsView(TwilioView):
         try:
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")
+            events, callback_method = callback_events(data), method_param(data, "StatusCallbackMethod")
             # Twilio clamps Timeout into its range; TimeLimit out of range is an error.
             timeout = max(5, min(seconds_param(data, "Timeout", 60, 0, 10 ** 6), 600))
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
@@ -190,6 +204,7 @@ class CallsView(TwilioView):
                 services.CallRequest(
                     to=to, from_=from_, stream_url=instructions.stream_url,
                     custom_parameters=instructions.parameters, status_callback=status_callback,
+                    status_callback_events=events, status_callback_method=callback_method,
                     ring_timeout=timeout, max_duration=time_limit,
                     pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
                 ),
