@@ -126,6 +126,25 @@ def text_param(data, name: str, default: str = "") -> str:
     return value
 
 
+# Twilio create parameters this platform does not do: given (with a value that asks for something), the
+# request is a 400 naming them rather than a call that silently lacks what was asked for.
+UNSUPPORTED_CREATE_PARAMS = (
+    "ApplicationSid", "FallbackUrl", "FallbackMethod", "SendDigits", "Record", "RecordingChannels",
+    "RecordingStatusCallback", "RecordingStatusCallbackMethod", "RecordingStatusCallbackEvent", "RecordingTrack",
+    "Trim", "SipAuthUsername", "SipAuthPassword", "MachineDetection", "MachineDetectionTimeout",
+    "MachineDetectionSpeechThreshold", "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout",
+    "AsyncAmd", "AsyncAmdStatusCallback", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason", "CallToken",
+    "CallerId",
+)
+# Values that ask for nothing (Twilio's defaults), accepted for the parameters above.
+NEUTRAL_VALUES = {"", "false", "False", "do-not-trim", "mono", "Disable"}
+
+
+def unsupported_params(data) -> list[str]:
+    return [name for name in UNSUPPORTED_CREATE_PARAMS
+            if name in data and (not isinstance(data.get(name), str) or data.get(name) not in NEUTRAL_VALUES)]
+
+
 def callback_events(data) -> list[str]:
     """StatusCallbackEvent: repeated (as Twilio's clients send it) or space-separated; only
     `completed` when not given, as Twilio."""
@@ -174,6 +193,9 @@ class CallsView(TwilioView):
                    responses={201: TwilioCallSerializer, 400: TWILIO_ERROR})
     def post(self, request, account_sid):
         data = request.data
+        if unsupported := unsupported_params(data):
+            return twilio_error("unsupported", f"not supported here: {', '.join(unsupported)} "
+                                               "(see docs/twilio-compatibility.md)")
         try:
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")

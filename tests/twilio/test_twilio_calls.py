@@ -96,6 +96,20 @@ def test_faults_are_twilios_errors_with_their_codes(acme, web, request_, status,
     assert fault.value.status == status and fault.value.code == code, fault.value.msg
 
 
+@pytest.mark.parametrize("fields, named", [
+    ({"record": True}, "Record"),
+    ({"machine_detection": "Enable"}, "MachineDetection"),
+    ({"send_digits": "1234#"}, "SendDigits"),
+    ({"fallback_url": "http://127.0.0.1:9/fallback"}, "FallbackUrl"),
+])
+def test_what_the_platform_does_not_do_is_a_400_naming_it_not_silently_ignored(acme, web, fields, named):
+    with pytest.raises(TwilioRestException) as fault:
+        acme_client(acme, web).calls.create(to=CALLEE, from_=ACME_NUMBER, twiml=STREAM_TWIML, **fields)
+    assert fault.value.status == 400 and fault.value.code == 20001 and named in fault.value.msg
+    with schema_context("acme"):
+        assert not Call.objects.filter(from_number=ACME_NUMBER).exists()
+
+
 def list_fault(request) -> tuple[int, dict]:
     """Twilio's client reports a list page it could not fetch as TwilioException with the response."""
     with pytest.raises(TwilioException) as fault:
