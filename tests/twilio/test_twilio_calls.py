@@ -139,3 +139,13 @@ def test_an_address_locked_out_for_failed_logins_gets_429_with_code_20429(acme, 
         assert fault.value.status == 429 and fault.value.code == 20429
     finally:
         cache.delete("vp:apikey-failures:127.0.0.1")
+
+
+def test_an_unknown_twilio_path_is_a_twilio_404(acme, web):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as fault:
+        urllib.request.urlopen(f"http://127.0.0.1:{web}/2010-04-01/Accounts/{acme.account_sid}/Queues.json", timeout=10)
+    body = json.loads(fault.value.read())
+    assert fault.value.code == 404 and body["code"] == 20404 and body["status"] == 404
