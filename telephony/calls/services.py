@@ -32,6 +32,7 @@ class CallRequestError(ValueError):
 class CallRequest:
     to: str
     from_: str
+    sid: str = ""  # given when the call's SID had to be known before placing it (a signed TwiML fetch)
     stream_url: str = ""
     # The agent connects in (to the call's stream_connect_url) instead of us dialing stream_url.
     agent_connects: bool = False
@@ -130,7 +131,7 @@ class CallPlacer:
                 continue
             legs = self._legs(to, from_number.region or None)
             call = Call(
-                from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
+                **({"sid": request.sid} if request.sid else {}), from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
                 agent_connects=request.agent_connects, custom_parameters=request.custom_parameters,
                 status_callback=request.status_callback, status_callback_events=request.status_callback_events,
                 status_callback_method=request.status_callback_method, ring_timeout=request.ring_timeout,

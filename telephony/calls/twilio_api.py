@@ -23,8 +23,10 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants import auth_token
+
 from . import outbound, services, twilio_list, twiml
-from .models import CALLBACK_EVENTS, Call
+from .models import CALLBACK_EVENTS, Call, new_call_sid
 from .twilio_schema import (
     TWILIO_ERROR,
     TwilioCallCreateSerializer,
@@ -196,6 +198,7 @@ class CallsView(TwilioView):
         if unsupported := unsupported_params(data):
             return twilio_error("unsupported", f"not supported here: {', '.join(unsupported)} "
                                                "(see docs/twilio-compatibility.md)")
+        sid = new_call_sid()
         try:
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")
@@ -206,8 +209,12 @@ class CallsView(TwilioView):
             if data.get("Twiml"):
                 instructions = twiml.parse(data["Twiml"])
             elif data.get("Url"):
-                instructions = twiml.fetch(text_param(data, "Url"), {"AccountSid": account_sid, "To": to, "From": from_},
-                                           settings.OUTBOUND_ALLOW, text_param(data, "Method", "POST"))
+                # Twilio's request parameters, signed with the account's auth token. (Twilio fetches at
+                # answer, when CallStatus is in-progress; here it is fetched before dialing.)
+                params = {"AccountSid": account_sid, "CallSid": sid, "From": from_, "To": to, "CallStatus": "queued",
+                          "Direction": "outbound-api", "ApiVersion": API_VERSION}
+                instructions = twiml.fetch(text_param(data, "Url"), params, settings.OUTBOUND_ALLOW,
+                                           method_param(data, "Method"), auth_token.current(connection.tenant))
             else:
                 return twilio_error("url", "Url or Twiml is required")
         except TwilioInputError as error:
@@ -224,7 +231,7 @@ class CallsView(TwilioView):
             call = services.place_call(
                 connection.tenant,
                 services.CallRequest(
-                    to=to, from_=from_, stream_url=instructions.stream_url,
+                    sid=sid, to=to, from_=from_, stream_url=instructions.stream_url,
                     custom_parameters=instructions.parameters, status_callback=status_callback,
                     status_callback_events=events, status_callback_method=callback_method,
                     ring_timeout=timeout, max_duration=time_limit,

@@ -12,6 +12,8 @@ from xml.etree import ElementTree
 
 from core import egress
 
+from . import twilio_values
+
 SUPPORTED = "<Connect><Stream>, <Pause> and <Hangup>"
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
@@ -82,18 +84,23 @@ def parse(twiml: str) -> CallInstructions:
     return instructions
 
 
-def fetch(url: str, params: dict[str, str], allow, method: str = "POST") -> CallInstructions:
-    """Fetch TwiML from the tenant's `Url`, as Twilio does when the call is created, through the outbound
-    guard (``allow``: its allow-list): a refused target is named by the rule that refused it, and what
-    an unreachable target said is never passed back."""
+def fetch(url: str, params: dict[str, str], allow, method: str = "POST", auth_token: str = "") -> CallInstructions:
+    """Fetch TwiML from the tenant's `Url` through the outbound guard (``allow``: its allow-list),
+    signed with the account's auth token as Twilio signs (X-Twilio-Signature): a refused target is
+    named by the rule that refused it, and what an unreachable target said is never passed back."""
     if not isinstance(url, str):
         raise TwimlError("Url must be a string")
     data = urllib.parse.urlencode(params).encode()
     if str(method).upper() == "GET":
-        request = dict(url=f"{url}{'&' if '?' in url else '?'}{data.decode()}", method="GET")
+        target = f"{url}{'&' if '?' in url else '?'}{data.decode()}"
+        request = dict(url=target, method="GET", headers={})
+        signed = (target, {})
     else:
         request = dict(url=url, method="POST", body=data,
                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        signed = (url, params)
+    if auth_token:
+        request["headers"]["X-Twilio-Signature"] = twilio_values.signature(auth_token, *signed)
     try:
         response = egress.request(**request, allow=allow, timeout=FETCH_TIMEOUT_S, max_bytes=MAX_TWIML_BYTES)
     except egress.EgressRefused as exc:

@@ -13,7 +13,6 @@ SequenceNumber) plus the platform's (Outcome, Reason, SipResponseCode, SetupMs, 
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import logging
@@ -43,11 +42,6 @@ log = logging.getLogger(__name__)
 
 def backoff_seconds(attempt: int) -> int:
     return min(2 ** attempt, 300)
-
-
-def twilio_signature(secret: str, url: str, params: dict[str, str]) -> str:
-    signed = url + "".join(f"{key}{params[key]}" for key in sorted(params))
-    return base64.b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha1).digest()).decode()
 
 
 def body_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -114,7 +108,7 @@ def _attempt(delivery: WebhookDelivery) -> int | None:
         "User-Agent": "voiceplatform-webhooks/1",
         "X-Signature-Timestamp": timestamp,
         "X-Signature": body_signature(secret, timestamp, body if body is not None else encoded.encode()),
-        "X-Twilio-Signature": twilio_signature(secret, url, signed_params),
+        "X-Twilio-Signature": twilio_values.signature(secret, url, signed_params),
     }
     if body is not None:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
