@@ -32,9 +32,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from voiceplatform.embedded import RedisServer  # noqa: E402
-
 from telephony.gateway import client, events  # noqa: E402
+from voiceplatform.embedded import RedisServer  # noqa: E402
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 ENV = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}")

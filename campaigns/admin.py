@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
-from voiceplatform.admin_scope import TenantSchemaAdmin
+
+from core.admin_scope import TenantSchemaAdmin
 
 from . import services
 from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall
@@ -44,7 +45,7 @@ class CampaignAdmin(TenantSchemaAdmin):
     list_filter = ("state",)
     search_fields = ("name",)
     # State changes go through the services (start/pause/resume/cancel), not a form field.
-    readonly_fields = ("state", "started_at", "finished_at")
+    readonly_fields = ("state", "started_at", "dialing_since", "finished_at")
 
 
 @admin.register(CampaignContact)

@@ -1,5 +1,11 @@
 """The campaign dialer: paces each running campaign to its CPS and concurrency cap, within the free
-capacity of the gateway pool, and turns finished calls into attempt outcomes (and retries).
+capacity of the gateway pool and the free slots of the carrier and tenant caps its calls meet
+(campaigns.capacity), and turns finished calls into attempt outcomes (and retries).
+
+A cap slows the campaign down, it never uses up contacts: the dialer places no more calls than the
+caps have room for, and a call refused at a cap all the same (another campaign took the slot) sends
+its contact back to be dialed again, with no attempt counted, and holds the dialing for
+REFUSAL_BACKOFF_S.
 
 One loop per campaign at a time, cluster-wide: a Redis lock with a short lease decides who dials
 (a dead worker's lease runs out within seconds and the next beat tick starts a new loop). Contacts
@@ -13,20 +19,18 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db import connection
 from django.utils import timezone
-from voiceplatform.redis_client import get_redis
 
-from telephony.calls.models import Call
+from core.redis_client import get_redis
+from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
 from telephony.gateway import events as gw
 from tenants.selectors import current_tenant
 
-from . import selectors, services
-from .models import Campaign, CampaignContact, DoNotCall
+from . import capacity, selectors, services
+from .models import Campaign, CampaignContact
 
 ContactState = CampaignContact.State
 SLICE_S = 5.0  # a loop dials for this long, then hands over; state is re-read every BOOKKEEPING_S
@@ -36,6 +40,7 @@ ABANDONMENT_LIMIT = 0.03
 # How far the pace may fall behind before the missed calls are given up rather than made up in a
 # burst (the loop stalls on bookkeeping, the next slice starts a little late).
 MAX_LAG_S = 0.3
+REFUSAL_BACKOFF_S = 1.0
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -111,34 +116,32 @@ def agent_parameters(campaign: Campaign, contact, caller_id: str) -> dict:
             "campaign": str(campaign.pk)}
 
 
-def reconcile(campaign: Campaign, now: dt.datetime) -> int:
-    """Outcomes of the campaign's finished calls → attempt outcomes (retries scheduled by policy)."""
-    # Only the call placed since the contact was claimed: its earlier calls (a retried contact) are
-    # final too, and were counted when they ended.
-    claimed_before = CampaignContact.objects.filter(
-        pk=OuterRef("campaign_contact_id"), state=ContactState.DIALING, updated_at__lte=OuterRef("created_at"))
-    finished = Call.objects.filter(
-        campaign_id=campaign.pk, status__in=Call.FINAL_STATUSES,
-        campaign_contact_id__in=CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING)
-        .values("pk"),
-    ).filter(Exists(claimed_before)).annotate(
-        # on do-not-call by now: the agent reported an opt-out during the call (or an admin added it)
-        on_dnc=Exists(DoNotCall.objects.filter(phone=OuterRef("to_number"))),
-    ).values_list("campaign_contact_id", "outcome", "sid", "dtmf_digits", "on_dnc")
-    results = []
-    for contact_id, outcome, sid, digits, on_dnc in finished:
-        if on_dnc or (campaign.optout_digit and campaign.optout_digit in digits):
-            outcome = "opted_out"  # the callee opted out: onto the do-not-call list
-        results.append((contact_id, outcome or "failed", sid))
-    count = services.record_attempt_outcomes(campaign, results, now) if results else 0
-    # Claimed, but the loop that claimed them died before recording a call: dial them again.
-    placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk,
-                                 created_at__gte=OuterRef("updated_at"))
-    CampaignContact.objects.filter(
-        campaign=campaign, state=ContactState.DIALING,
-        updated_at__lt=now - dt.timedelta(seconds=settings.DIALER_UNPLACED_GRACE_S),
-    ).filter(~Exists(placed)).update(state=ContactState.PENDING, updated_at=now)
-    return count
+def campaign_call_request(campaign: Campaign, to: str, from_: str, contact=None,
+                          campaign_contact_id: int | None = None) -> CallRequest:
+    """The call a campaign places: to one of its contacts (the dialer), or with no contact the
+    wizard's test call (the agent is told it is one; it counts in no figure of the campaign)."""
+    if contact is None:
+        return CallRequest(
+            to=to, from_=from_, stream_url=ws_url(campaign.stream_url),
+            custom_parameters={**{k: str(v) for k, v in campaign.custom_parameters.items()},
+                               "test_call": "true", "campaign": str(campaign.pk)},
+            ring_timeout=campaign.ring_timeout,
+        )
+    return CallRequest(
+        to=to, from_=from_, stream_url=ws_url(campaign.stream_url),
+        custom_parameters=agent_parameters(campaign, contact, from_),
+        status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
+        fallback_message=campaign.fallback_message,
+        campaign_id=campaign.pk, campaign_contact_id=campaign_contact_id, **amd_request_fields(campaign),
+    )
+
+
+def amd_request_fields(campaign: Campaign) -> dict:
+    """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
+    if not campaign.machine_detection:
+        return {}
+    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
+            "voicemail_message": campaign.voicemail_message}
 
 
 def gateway_room(redis) -> int:
@@ -153,13 +156,7 @@ def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, t
     for i, row in enumerate(rows):
         contact = row.contact
         caller_id = caller_id_for(campaign.caller_ids, contact.phone, turn + i)
-        requests.append(CallRequest(
-            to=contact.phone, from_=caller_id, stream_url=ws_url(campaign.stream_url),
-            custom_parameters=agent_parameters(campaign, contact, caller_id),
-            status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
-            fallback_message=campaign.fallback_message,
-            campaign_id=campaign.pk, campaign_contact_id=row.pk,
-        ))
+        requests.append(campaign_call_request(campaign, contact.phone, caller_id, contact, row.pk))
     placed = 0
     for row, result in zip(rows, placer.place(requests), strict=True):
         if isinstance(result, CallRequestError):
@@ -193,15 +190,17 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
     key = lock_key(campaign_id)
     if not redis.set(key, token, nx=True, px=LEASE_MS):
         return SliceReport(running=True)
-    report, placer = SliceReport(), CallPlacer(current_tenant())
+    tenant = current_tenant()
+    report, placer = SliceReport(), CallPlacer(tenant)
     queue: list[CampaignContact] = []
     pace = None
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
+        carriers = selectors.campaign_carriers(campaign)
         slowdown = paced_cps(campaign) / campaign.cps
         pace = Pace(redis, pace_key(campaign_id), campaign.cps * slowdown)
         deadline = time.monotonic() + slice_s
-        next_bookkeeping, room = 0.0, 0
+        next_bookkeeping, room, held_until = 0.0, 0, 0.0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_bookkeeping:
                 next_bookkeeping = time.monotonic() + BOOKKEEPING_S
@@ -210,12 +209,18 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
                 if campaign.state != Campaign.State.RUNNING:
                     report.running = False
                     break
-                pace.cps = campaign.cps * slowdown
-                now = timezone.now()
-                with transaction.atomic():
-                    report.finished += reconcile(campaign, now)
+                reconciled = services.campaign_calls_reconcile(campaign, timezone.now())
+                report.finished += reconciled.outcomes + reconciled.refused
+                if reconciled.refused:  # a cap was fuller than it looked: let it drain a little
+                    held_until = time.monotonic() + REFUSAL_BACKOFF_S
+                caps = capacity.cap_room(redis, campaign, tenant, carriers)
+                pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps)
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
                 room = min(campaign.max_concurrent - in_flight + len(queue), gateway_room(redis))
+                if caps.calls is not None:
+                    room = min(room, caps.calls)
+                if time.monotonic() < held_until:
+                    room = 0
             if room <= 0:
                 pace.hold()
                 time.sleep(0.02)

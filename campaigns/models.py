@@ -15,6 +15,8 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from media.amd import MODES as AMD_MODES
+from media.amd_call import HANGUP, ON_MACHINE, VOICEMAIL
 from telephony.calls import outbound
 from telephony.calls.services import custom_parameters_problem
 
@@ -131,8 +133,18 @@ class Campaign(models.Model):
     ring_timeout = models.PositiveSmallIntegerField(default=30, help_text="seconds, at least 15")
     fallback_message = models.TextField(blank=True, help_text="played when the AI endpoint cannot be reached")
     optout_digit = models.CharField(max_length=1, blank=True, help_text="DTMF digit that puts the callee on do-not-call")
+    # Answering-machine detection on every call (media/amd.py; Twilio's default thresholds): what to
+    # do on a machine, the message left on voicemail, and the retry policy of machine answers.
+    machine_detection = models.CharField(max_length=16, blank=True, choices=[(m, m) for m in AMD_MODES],
+                                         help_text="empty: no detection")
+    on_machine = models.CharField(max_length=16, default=HANGUP, choices=[(a, a) for a in ON_MACHINE])
+    voicemail_message = models.TextField(blank=True, help_text="spoken after the machine's beep (on_machine voicemail)")
+    retry_machine_max_attempts = models.PositiveSmallIntegerField(default=1)
+    retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).
+    dialing_since = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -157,6 +169,7 @@ class Campaign(models.Model):
             "busy": (self.retry_busy_max_attempts, self.retry_busy_delay_s),
             "no_answer": (self.retry_no_answer_max_attempts, self.retry_no_answer_delay_s),
             "failed": (self.retry_failed_max_attempts, self.retry_failed_delay_s),
+            "machine": (self.retry_machine_max_attempts, self.retry_machine_delay_s),
         }.get(outcome)
 
     def clean(self) -> None:
@@ -191,7 +204,9 @@ class Campaign(models.Model):
             error("custom_parameters", why)
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")
-        for outcome in ("busy", "no_answer", "failed"):
+        if self.on_machine == VOICEMAIL and self.machine_detection and not self.voicemail_message.strip():
+            error("voicemail_message", "on_machine voicemail needs the message to leave")
+        for outcome in ("busy", "no_answer", "failed", "machine"):
             if getattr(self, f"retry_{outcome}_max_attempts") < 1:
                 error(f"retry_{outcome}_max_attempts", "must be at least 1 (the first call counts)")
         if errors:

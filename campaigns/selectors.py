@@ -4,8 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
+
+from telephony.calls.models import Call
+from telephony.models import Carrier, Number
+from telephony.routing import CarrierRoute, eligible_carriers
 
 from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall, known_time_zones
 
@@ -28,25 +32,61 @@ def campaigns() -> QuerySet[Campaign]:
     return Campaign.objects.all()
 
 
+def contact_figures(via: str = "") -> dict[str, Count]:
+    """The counts of a campaign's contacts shown everywhere (progress, API, campaign list), as
+    aggregates over CampaignContact rows; `via` is the path from the rows aggregated to them (""
+    for CampaignContact itself, "campaign_contacts__" to annotate campaigns)."""
+    def where(**lookups) -> Q:
+        return Q(**{via + name: value for name, value in lookups.items()})
+
+    counted = via[:-2] if via else "id"
+    return {
+        "total": Count(counted),
+        **{state.value: Count(counted, filter=where(state=state)) for state in ContactState},
+        "answered": Count(counted, filter=where(last_outcome="answered")),
+        "dialed": Count(counted, filter=where(attempts__gt=0) | where(state=ContactState.DIALING)),
+        "remaining": Count(counted, filter=where(state__in=(ContactState.PENDING, ContactState.DIALING))),
+    }
+
+
+LIVE_CALL_STATUSES = [status for status in Call.Status if status not in Call.FINAL_STATUSES]
+
+
+def calls_in_flight(campaign: Campaign) -> QuerySet[Call]:
+    """The campaign's calls that have not ended (found through the status index: few at any time)."""
+    return Call.objects.filter(status__in=LIVE_CALL_STATUSES, campaign_id=campaign.pk)
+
+
+def campaigns_with_progress() -> QuerySet[Campaign]:
+    """Campaigns annotated with contact_figures (the campaign list)."""
+    return Campaign.objects.annotate(**contact_figures("campaign_contacts__"))
+
+
 def campaign_progress(campaign: Campaign, now: dt.datetime | None = None) -> dict:
-    """Counts of the campaign's contacts by dialing state (all zero before it starts: its contacts
-    are taken from the list when it starts), contacts dialed so far, the ETA and the abandonment rate."""
-    counts = CampaignContact.objects.filter(campaign=campaign).aggregate(
-        total=Count("id"),
-        **{state.value: Count("id", filter=Q(state=state)) for state in ContactState},
-        answered=Count("id", filter=Q(last_outcome="answered")),
-        dialed=Count("id", filter=Q(attempts__gt=0) | Q(state=ContactState.DIALING)),
-    )
-    counts["remaining"] = counts[ContactState.PENDING] + counts[ContactState.DIALING]
-    eta = _eta_seconds(campaign, counts, now or timezone.now())
-    return {"campaign": campaign.pk, "state": campaign.state, **counts,
-            "eta_seconds": None if eta is None else round(eta), "abandonment_rate": abandonment_rate(campaign)}
+    """Where the campaign stands, from its records, whatever its state:
+
+    - its contacts by dialing state (contact_figures; all zero before it starts: its contacts are
+      taken from the list when it starts), and `in_call`, its calls not ended yet;
+    - its pending contacts split into those that can be dialed now, those waiting for their calling
+      window (`next_window_at`: when the first of those windows opens) and those waiting for a retry
+      (`next_retry_at`);
+    - `dial_rate`, the calls per second it really places, and `eta_seconds`: the time to dial the
+      contacts that can be dialed now at that rate (0 when nothing remains; None when it is not
+      running, or nothing can be dialed before a window opens or a retry is due);
+    - its abandonment rate.
+    """
+    now = now or timezone.now()
+    counts = CampaignContact.objects.filter(campaign=campaign).aggregate(**contact_figures())
+    in_call = calls_in_flight(campaign).count()
+    waiting = pending_now(campaign, now)
+    rate = dial_rate(campaign, now)
+    return {"campaign": campaign.pk, "state": campaign.state, **counts, "in_call": in_call, **waiting,
+            "dial_rate": round(rate, 2), "eta_seconds": _eta_seconds(campaign, counts, waiting, rate),
+            "abandonment_rate": abandonment_rate(campaign)}
 
 
 def abandonment_rate(campaign: Campaign) -> float | None:
     """Abandoned / answered calls of the campaign (None before any answer)."""
-    from telephony.calls.models import Call
-
     figures = Call.objects.filter(campaign_id=campaign.pk, answered_at__isnull=False).aggregate(
         answered=Count("id"), abandoned=Count("id", filter=Q(abandoned=True)))
     return round(figures["abandoned"] / figures["answered"], 4) if figures["answered"] else None
@@ -56,13 +96,27 @@ def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:
     return zoneinfo.ZoneInfo(name) if name and name in known_time_zones() else None
 
 
+def _window_zone(campaign: Campaign, tz_name: str | None) -> dt.tzinfo:
+    return _zone(tz_name) or _zone(campaign.default_time_zone) or dt.UTC
+
+
 def local_window_open(campaign: Campaign, tz_name: str | None, now: dt.datetime) -> bool:
     """Is `now` (an aware datetime) inside the campaign's calling window in time zone `tz_name`?
     The window is [window_start, window_end) local time on the campaign's weekdays; an empty or
     unknown time zone falls back to the campaign's default time zone (then UTC)."""
-    zone = _zone(tz_name) or _zone(campaign.default_time_zone) or dt.UTC
-    local = now.astimezone(zone)
+    local = now.astimezone(_window_zone(campaign, tz_name))
     return local.weekday() in campaign.weekdays and campaign.window_start <= local.time() < campaign.window_end
+
+
+def next_window_opens(campaign: Campaign, tz_name: str | None, now: dt.datetime) -> dt.datetime | None:
+    """When the campaign's calling window in time zone `tz_name` is next open: `now` when it is open,
+    else when it opens (None: it never does, with no weekday)."""
+    zone = _window_zone(campaign, tz_name)
+    today = now.astimezone(zone).date()
+    for day in (today + dt.timedelta(days=n) for n in range(8)):
+        if day.weekday() in campaign.weekdays and now < dt.datetime.combine(day, campaign.window_end, tzinfo=zone):
+            return max(now, dt.datetime.combine(day, campaign.window_start, tzinfo=zone))
+    return None
 
 
 def due_contacts(campaign: Campaign, now: dt.datetime, limit: int) -> list[CampaignContact]:
@@ -93,22 +147,87 @@ def campaigns_running() -> QuerySet[Campaign]:
     return Campaign.objects.filter(state=Campaign.State.RUNNING)
 
 
-PACE_MIN_ELAPSED_S = 5  # before this, the pace so far says little: the configured CPS is used
+def campaigns_settling() -> QuerySet[Campaign]:
+    """Campaigns that are not running but still have calls in flight (paused or cancelled meanwhile):
+    their contacts take the outcome of those calls when they end."""
+    dialing = CampaignContact.objects.filter(campaign=OuterRef("pk"), state=ContactState.DIALING)
+    return Campaign.objects.filter(state__in=(Campaign.State.PAUSED, Campaign.State.CANCELLED)).filter(Exists(dialing))
 
 
-def _eta_seconds(campaign: Campaign, progress: dict, now: dt.datetime) -> float | None:
-    """Seconds until the campaign's remaining contacts are done, from its contact counts:
-    for a running campaign, from the pace so far (contacts that ended with a call, per second since
-    it started; contacts skipped as do-not-call at the start do not count) once it has run
-    PACE_MIN_ELAPSED_S, else from the configured CPS; 0 when nothing remains; None otherwise
-    (a draft, scheduled or paused campaign has no pace)."""
-    total, remaining = progress["total"], progress["remaining"]
-    if campaign.state == Campaign.State.RUNNING and remaining:
-        called = total - remaining - progress[ContactState.DNC]
-        elapsed = (now - campaign.started_at).total_seconds() if campaign.started_at else 0
-        if called and elapsed > PACE_MIN_ELAPSED_S:
-            return remaining / (called / elapsed)
-        return remaining / campaign.cps if campaign.cps else None
-    if campaign.state == Campaign.State.COMPLETED or (total and not remaining):
+def campaign_carriers(campaign: Campaign) -> list[Carrier]:
+    """The carriers the campaign's calls can be routed to now: for the region of each of its caller
+    IDs, the usable carriers routing picks from (telephony.routing.eligible_carriers)."""
+    carriers = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
+    routes = [CarrierRoute(id=pk, host=carrier.host, region=carrier.region or None)
+              for pk, carrier in carriers.items()]
+    regions = set(Number.objects.filter(e164__in=campaign.caller_ids).values_list("region", flat=True))
+    usable = {}
+    for region in regions or {""}:
+        for route in eligible_carriers(routes, region or None):
+            usable[route.id] = carriers[route.id]
+    return list(usable.values())
+
+
+PACE_CALLS = 20  # the dial rate is measured over the campaign's last calls since it (re)started
+PACE_MIN_CALLS = 5  # with fewer, the rate it is allowed is used
+
+
+def dial_rate(campaign: Campaign, now: dt.datetime) -> float:
+    """Calls per second the campaign really places: its last PACE_CALLS calls since it last started
+    or resumed, over the time from the first of them to now (so a stall shows at once), never above
+    the rate it is allowed (its CPS, at most its carriers' combined CPS), which is also the answer
+    until it has made PACE_MIN_CALLS calls."""
+    carriers = campaign_carriers(campaign)
+    allowed = campaign.cps
+    if carriers and all(carrier.max_cps for carrier in carriers):
+        allowed = min(allowed, sum(carrier.max_cps for carrier in carriers))
+    if campaign.state != Campaign.State.RUNNING or campaign.dialing_since is None:
+        return allowed
+    recent = list(Call.objects.filter(campaign_id=campaign.pk, created_at__gte=campaign.dialing_since,
+                                      created_at__lte=now)
+                  .order_by("-created_at").values_list("created_at", flat=True)[:PACE_CALLS])
+    if len(recent) < PACE_MIN_CALLS:
+        return allowed
+    span = (now - recent[-1]).total_seconds()
+    return min(allowed, len(recent) / span) if span > 0 else allowed
+
+
+def pending_now(campaign: Campaign, now: dt.datetime) -> dict:
+    """The campaign's pending contacts (not on do-not-call) by what they wait for: `dialable_now`,
+    `waiting_for_window` (their local calling window is closed; `next_window_at`: when the first of
+    those windows opens) and `waiting_for_retry` (`next_retry_at`: when the first retry is due)."""
+    blocked = DoNotCall.objects.filter(phone=OuterRef("contact__phone"))
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    by_zone = (
+        CampaignContact.objects.filter(campaign=campaign, state=ContactState.PENDING).filter(~Exists(blocked))
+        .values("contact__time_zone").order_by()
+        .annotate(contacts=Count("id"), due=Count("id", filter=due),
+                  next_retry=Min("next_attempt_at", filter=Q(next_attempt_at__gt=now)))
+    )
+    figures = {"dialable_now": 0, "waiting_for_window": 0, "waiting_for_retry": 0,
+               "next_window_at": None, "next_retry_at": None}
+    for row in by_zone:
+        zone = row["contact__time_zone"]
+        if local_window_open(campaign, zone, now):
+            figures["dialable_now"] += row["due"]
+            figures["waiting_for_retry"] += row["contacts"] - row["due"]
+            if row["next_retry"]:
+                figures["next_retry_at"] = min(filter(None, (figures["next_retry_at"], row["next_retry"])))
+        else:
+            figures["waiting_for_window"] += row["contacts"]
+            opens = next_window_opens(campaign, zone, now)
+            if opens:
+                figures["next_window_at"] = min(filter(None, (figures["next_window_at"], opens)))
+    return figures
+
+
+def _eta_seconds(campaign: Campaign, counts: dict, waiting: dict, rate: float) -> int | None:
+    if campaign.state == Campaign.State.COMPLETED or (counts["total"] and not counts["remaining"]):
         return 0
-    return None
+    if campaign.state != Campaign.State.RUNNING:
+        return None
+    if waiting["dialable_now"]:
+        return round(waiting["dialable_now"] / rate)
+    if waiting["waiting_for_window"] or waiting["waiting_for_retry"]:
+        return None
+    return 0  # only calls in flight are left

@@ -71,7 +71,9 @@ class CampaignSerializer(serializers.ModelSerializer):
             "status_callback", "cps", "max_concurrent", "window_start", "window_end", "weekdays", "default_time_zone",
             "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
-            "ring_timeout", "fallback_message", "optout_digit", "created_at", "started_at", "finished_at",
+            "ring_timeout", "fallback_message", "optout_digit", "machine_detection", "on_machine",
+            "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s", "created_at", "started_at",
+            "finished_at",
         ]
         read_only_fields = ["state", "created_at", "started_at", "finished_at"]
         # Range rules live in Campaign.clean() (one message per field, whatever the client).
@@ -88,13 +90,25 @@ class CampaignProgressSerializer(serializers.Serializer):
     state = serializers.CharField()
     total = serializers.IntegerField()
     pending = serializers.IntegerField()
-    dialing = serializers.IntegerField()
+    dialing = serializers.IntegerField(help_text="contacts whose call is in flight (claimed by the dialer)")
     done = serializers.IntegerField()
     failed = serializers.IntegerField()
     dnc = serializers.IntegerField()
     answered = serializers.IntegerField()
     dialed = serializers.IntegerField(help_text="contacts called at least once, or being called")
-    remaining = serializers.IntegerField()
+    remaining = serializers.IntegerField(help_text="pending + dialing")
+    in_call = serializers.IntegerField(help_text="the campaign's calls that have not ended yet")
+    dialable_now = serializers.IntegerField(help_text="pending contacts that can be dialed now")
+    waiting_for_window = serializers.IntegerField(help_text="pending contacts whose calling window is closed now")
+    waiting_for_retry = serializers.IntegerField(help_text="pending contacts whose next attempt is not due yet")
+    next_window_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the first closed calling window of a pending contact opens")
+    next_retry_at = serializers.DateTimeField(allow_null=True, help_text="when the first retry is due")
+    dial_rate = serializers.FloatField(
+        help_text="calls per second the campaign places (over its last 20 calls since it started or resumed, once "
+                  "it has made 5; before that, its CPS)")
     eta_seconds = serializers.IntegerField(
-        allow_null=True, help_text="from the pace so far once the campaign has run a few seconds, else its CPS")
+        allow_null=True, help_text="time to dial the contacts that can be dialed now at dial_rate; 0 when nothing "
+                                   "remains; null when not running or nothing can be dialed before a window opens "
+                                   "or a retry is due")
     abandonment_rate = serializers.FloatField(allow_null=True, help_text="abandoned / answered calls")

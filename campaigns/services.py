@@ -5,13 +5,17 @@ so two requests or two workers racing on the same campaign or contact cannot bot
 from __future__ import annotations
 
 import datetime as dt
-from typing import IO
+from typing import IO, NamedTuple
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, CharField, DateTimeField, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
+from telephony.calls import amd
+from telephony.calls.models import Call
+from telephony.gateway import events as gw
 from telephony.models import Number
 from telephony.validators import validate_e164
 
@@ -28,13 +32,18 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "resume": ((State.PAUSED,), State.RUNNING),
     "cancel": ((State.DRAFT, State.SCHEDULED, State.RUNNING, State.PAUSED), State.CANCELLED),
 }
-RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed")
+RETRYABLE_OUTCOMES = ("busy", "no_answer", "failed", "machine")
+# A call the gateway refused because a carrier's or the tenant's concurrent-call cap was full never
+# reached the callee: the contact is dialed again after CAPACITY_RETRY_S, and no attempt is counted.
+CAPACITY_REASONS = frozenset({gw.REASON_CARRIER_AT_CAPACITY})
+CAPACITY_RETRY_S = 2
 OUTCOME_ALIASES = {"no-answer": "no_answer", "completed": "answered", "opted-out": "opted_out"}
 CAMPAIGN_FIELDS = {
     "name", "contact_list", "start_at", "caller_ids", "stream_url", "custom_parameters", "cps", "max_concurrent",
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
-    "ring_timeout", "fallback_message", "optout_digit", "status_callback",
+    "ring_timeout", "fallback_message", "optout_digit", "status_callback", "machine_detection", "on_machine",
+    "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s",
 }
 
 
@@ -92,8 +101,6 @@ def opt_out_callee(call_sid: str) -> DoNotCall:
     """The agent heard the callee opt out (Twilio's protocol has no message for it, so the agent's
     code says so through the API): the callee's number goes on do-not-call now, and a campaign
     counts the call as opted_out when it ends. Raises Call.DoesNotExist for an unknown call."""
-    from telephony.calls.models import Call
-
     call = Call.objects.get(sid=call_sid)
     callee = call.to_number if call.direction == "outbound" else call.from_number
     entry, _ = do_not_call_add(phone=callee, reason=f"opted out on call {call_sid} (reported by the agent)")
@@ -221,7 +228,7 @@ def campaign_start(campaign_id: int, now: dt.datetime | None = None) -> Campaign
     """draft/scheduled → running; the campaign's contacts are created from its list in the same
     transaction (one INSERT … SELECT), numbers on the do-not-call list as `dnc`."""
     now = now or timezone.now()
-    campaign = _transition(campaign_id, "start", started_at=now)
+    campaign = _transition(campaign_id, "start", started_at=now, dialing_since=now)
     _create_campaign_contacts(campaign, now)
     complete_if_finished(campaign.pk, now)
     campaign.refresh_from_db()
@@ -234,8 +241,9 @@ def campaign_pause(campaign_id: int) -> Campaign:
 
 @transaction.atomic
 def campaign_resume(campaign_id: int, now: dt.datetime | None = None) -> Campaign:
-    campaign = _transition(campaign_id, "resume")
-    if complete_if_finished(campaign.pk, now or timezone.now()):
+    now = now or timezone.now()
+    campaign = _transition(campaign_id, "resume", dialing_since=now)
+    if complete_if_finished(campaign.pk, now):
         campaign.refresh_from_db()
     return campaign
 
@@ -330,7 +338,9 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
     - answered → done;
     - opted_out (the callee opted out) → dnc, and the number goes on do-not-call;
     - busy / no_answer / failed (any other outcome, e.g. carrier_error, counts as failed) → pending
-      again after the outcome's delay while attempts < the outcome's max attempts, else failed.
+      again after the outcome's delay while attempts < the outcome's max attempts, else failed;
+    - machine (answering-machine detection) → the same, but done, not failed, when no retry is left
+      (the contact was reached: its voicemail, perhaps with the campaign's message).
 
     The attempt is counted once per call SID: a repeated report of the same call changes nothing, as
     does a report for a contact that is already finished. One UPDATE per outcome (the dialer's
@@ -362,7 +372,8 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
                 retry = Q(attempts__lt=max_attempts - 1)
                 counted += open_rows.update(
                     state=Case(When(retry, then=Value(ContactState.PENDING.value)),
-                               default=Value(ContactState.FAILED.value), output_field=CharField()),
+                               default=Value((ContactState.DONE if outcome == "machine" else ContactState.FAILED).value),
+                               output_field=CharField()),
                     next_attempt_at=Case(When(retry, then=Value(now + dt.timedelta(seconds=delay_s))),
                                          default=Value(None), output_field=DateTimeField()),
                     **common,
@@ -370,3 +381,56 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
         if counted:
             complete_if_finished(campaign.pk, now)
     return counted
+
+
+class Reconciled(NamedTuple):
+    outcomes: int  # attempts counted from finished calls
+    refused: int  # calls refused at a cap: their contacts wait to be dialed again
+
+
+def campaign_calls_reconcile(campaign: Campaign, now: dt.datetime | None = None) -> Reconciled:
+    """The campaign's finished calls → its contacts' states, in whatever state the campaign is
+    (running, paused or cancelled: calls in flight end all the same, and their contacts must not stay
+    `dialing`). Idempotent: the dialer runs it for a running campaign, a periodic task for the others.
+
+    - a call refused at a carrier's or the tenant's cap: the contact is pending again after
+      CAPACITY_RETRY_S with its attempts unchanged;
+    - any other final call: record_attempt_outcomes (an opt-out heard during the call counts as
+      opted_out);
+    - a contact claimed by a dialer that died before placing its call: pending again after
+      DIALER_UNPLACED_GRACE_S.
+    """
+    now = now or timezone.now()
+    dialing = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING)
+    # Only the call placed since the contact was claimed: its earlier calls (a retried contact) are
+    # final too, and were counted when they ended.
+    claimed_before = CampaignContact.objects.filter(
+        pk=OuterRef("campaign_contact_id"), state=ContactState.DIALING, updated_at__lte=OuterRef("created_at"))
+    finished = Call.objects.filter(
+        campaign_id=campaign.pk, status__in=Call.FINAL_STATUSES, campaign_contact_id__in=dialing.values("pk"),
+    ).filter(Exists(claimed_before)).annotate(
+        # on do-not-call by now: the agent reported an opt-out during the call (or an admin added it)
+        on_dnc=Exists(DoNotCall.objects.filter(phone=OuterRef("to_number"))),
+    ).values_list("campaign_contact_id", "outcome", "reason", "sid", "dtmf_digits", "on_dnc", "answered_by",
+                  "created_at")
+    results, refused = [], Q()
+    for contact_id, outcome, reason, sid, digits, on_dnc, answered_by, placed_at in finished:
+        if outcome != "answered" and reason in CAPACITY_REASONS:
+            # still claimed for this call (a stale report must not undo a newer claim)
+            refused |= Q(pk=contact_id, updated_at__lte=placed_at)
+            continue
+        if on_dnc or (campaign.optout_digit and campaign.optout_digit in digits):
+            outcome = "opted_out"  # the callee opted out: onto the do-not-call list
+        elif answered_by in amd.MACHINE_ANSWERS:
+            outcome = "machine"  # retried by the campaign's machine policy
+        results.append((contact_id, outcome or "failed", sid))
+    with transaction.atomic():
+        counted = record_attempt_outcomes(campaign, results, now) if results else 0
+        retried = dialing.filter(refused).update(
+            state=ContactState.PENDING, next_attempt_at=now + dt.timedelta(seconds=CAPACITY_RETRY_S),
+            updated_at=now) if refused else 0
+        placed = Call.objects.filter(campaign_contact_id=OuterRef("pk"), campaign_id=campaign.pk,
+                                     created_at__gte=OuterRef("updated_at"))
+        dialing.filter(updated_at__lt=now - dt.timedelta(seconds=settings.DIALER_UNPLACED_GRACE_S)).filter(
+            ~Exists(placed)).update(state=ContactState.PENDING, updated_at=now)
+    return Reconciled(counted, retried)

@@ -292,6 +292,21 @@ class Downsampler:
         return _to_bytes(out)
 
 
+def resample_lin16(data: bytes, rate_in: int, rate_out: int) -> bytes:
+    """A whole clip from ``rate_in`` to ``rate_out`` by linear interpolation (what audioop.ratecv
+    did): for prerecorded audio such as spoken fallback messages, not for the 20 ms frame path."""
+    x = _samples(data)
+    if rate_in == rate_out or not x:
+        return _to_bytes(x)
+    last = len(x) - 1
+    out = []
+    for k in range(len(x) * rate_out // rate_in):
+        i, frac = divmod(k * rate_in, rate_out)
+        a = x[i]
+        out.append(a if i >= last else a + (x[i + 1] - a) * frac // rate_out)
+    return _to_bytes(out)
+
+
 def upsample_8k_to_16k(data: bytes) -> bytes:
     """Stateless one-shot upsampling (fresh history): for tests and whole clips."""
     return Upsampler().process(data)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import warnings
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)  # audioop: deprecated in 3.11, present until 3.13
-    import audioop
+from media import codec
 
 KEY_PREFIX = "fallback:audio:"
 MAX_SECONDS = 30
@@ -43,8 +40,7 @@ def render(text: str, voice: str = "en-us") -> bytes:
     rate = int.from_bytes(wav[24:28], "little")
     pcm = wav[44:]  # 16-bit mono; the header's sizes are bogus when espeak-ng writes to a pipe
     pcm = pcm[: len(pcm) - len(pcm) % 2][: rate * 2 * MAX_SECONDS]
-    pcm8k, _ = audioop.ratecv(pcm, 2, 1, rate, 8000, None)
-    return audioop.lin2ulaw(pcm8k, 2)
+    return codec.lin16_to_ulaw(codec.resample_lin16(pcm, rate, 8000))
 
 
 def ensure_stored(redis, text: str) -> str:

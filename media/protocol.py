@@ -170,6 +170,15 @@ class StreamEncoder:
             "mark": {"name": name},
         })
 
+    def answered_by(self, result: dict) -> str:
+        """Platform extension (not Twilio): the answering-machine detection result, for async detection."""
+        return _dumps({
+            "event": "answeredBy",
+            "streamSid": self.stream_sid,
+            "sequenceNumber": str(self._next()),
+            "answeredBy": result,
+        })
+
     def stop(self) -> str:
         return _dumps({
             "event": "stop",

@@ -20,7 +20,7 @@ import re
 import struct
 import time
 
-__all__ = ["parse_rtp", "RtpSender", "DtmfReceiver", "rewrite_sdp_media", "build_sr", "parse_rtcp",
+__all__ = ["parse_rtp", "rtp_packet", "RtpSender", "DtmfReceiver", "rewrite_sdp_media", "build_sr", "parse_rtcp",
            "ntp_now", "EVENT_DIGITS"]
 
 _HDR = struct.Struct("!BBHII")
@@ -51,6 +51,11 @@ def parse_rtp(data: bytes):
     if off > end:
         return None
     return b1 & 0x7F, b1 >> 7, seq, ts, ssrc, data[off:end]
+
+
+def rtp_packet(seq: int, timestamp: int, ssrc: int, payload: bytes, pt: int = 0, marker: bool = False) -> bytes:
+    """One RTP packet (RtpSender keeps a call's numbering; this is for senders that keep their own)."""
+    return _HDR.pack(0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc) + payload
 
 
 class RtpSender:

@@ -4,11 +4,11 @@ One ``StreamSession`` bridges one call to one agent WebSocket. Both connect mode
 
 * the platform dials the agent's ws:// or wss:// URL: ``await run_outbound(url, session)``;
 * the agent connects in (to daphne, with a per-call token): the gateway dials the platform's own
-  relay (telephony.calls.agent_stream) with ``run_outbound(relay_url, session,
+  relay (media/stream_relay.py) with ``run_outbound(relay_url, session,
   ready_message=RELAY_READY)``, which waits for the relay to say the agent is there before it
   sends ``connected``/``start``; the relay passes the text frames through unchanged.
 
-The gateway side (pjsua2 media port, another thread) uses only thread-safe, non-blocking calls:
+The caller side (the media host's frame path, media/host.py) uses only non-blocking calls:
 
 * ``push_inbound(frame)`` - one caller audio frame (20 ms, 160 bytes of PCMU or PCMA) per tick;
   it goes through a bounded queue: when full (agent too slow, socket stalled) the frame is dropped
@@ -76,7 +76,7 @@ RELAY_READY = '{"event":"relay.agent_connected"}'
 CALLER_CODECS = ("pcmu", "pcma")
 
 # Outgoing queue item kinds.
-_MEDIA, _DTMF, _MARK, _STOP = 0, 1, 2, 3
+_MEDIA, _DTMF, _MARK, _STOP, _ANSWERED_BY = 0, 1, 2, 3, 4
 
 
 class DirectWriter(Protocol):
@@ -205,6 +205,10 @@ class StreamSession:
         if digit not in DTMF_DIGITS:
             return False
         return self._push_control((_DTMF, digit))
+
+    def push_answered_by(self, result: dict) -> bool:
+        """Queue the answering-machine detection result for the agent (async detection)."""
+        return self._push_control((_ANSWERED_BY, result))
 
     def stop(self) -> None:
         """The call ended: send what is queued, then `stop`, then end the stream. Idempotent."""
@@ -341,6 +345,8 @@ class StreamSession:
             self.stats.dtmf_sent += 1
         elif kind == _STOP:
             await send_text(enc.stop())
+        elif kind == _ANSWERED_BY:
+            await send_text(enc.answered_by(item[1]))
 
     def _media_text(self, frame: bytes, ts: int) -> str:
         """The `media` message of one caller frame, in the stream's encoding."""

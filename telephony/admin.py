@@ -1,5 +1,6 @@
 from django.contrib import admin
-from voiceplatform.admin_scope import PublicSchemaAdmin
+
+from core.admin_scope import PublicSchemaAdmin
 
 from .forms import CarrierForm
 from .models import Carrier, CarrierHealthEvent, Number

@@ -75,6 +75,20 @@ for holder, _ in pairs(lost) do out[#out + 1] = holder end
 return out
 """
 
+# KEYS: limit keys. ARGV: ttl_ms, holder. Puts the holder back whatever the limit: its call is up at
+# the carrier (after a Redis restart lost the leases, or while a dead gateway's call is being ended),
+# so the slot is really taken.
+_REASSERT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + ttl, ARGV[2])
+  if redis.call('PTTL', key) < ttl + 1000 then redis.call('PEXPIRE', key, ttl + 1000) end
+end
+return 1
+"""
+
 # KEYS: limit keys. ARGV: holder. Returns how many keys still held it.
 _RELEASE = """
 local n = 0
@@ -118,6 +132,7 @@ class _Scripts:
         self.acquire = client.register_script(_ACQUIRE)
         self.renew = client.register_script(_RENEW)
         self.release = client.register_script(_RELEASE)
+        self.reassert = client.register_script(_REASSERT)
         self.count = client.register_script(_COUNT)
         self.gcra = client.register_script(_GCRA)
 
@@ -201,6 +216,17 @@ def release_all(limiters: Sequence[ConcurrencyLimiter], holder_id: str) -> int:
     """Release `holder_id` on every limiter; returns on how many it was still held."""
     client = _same_client(limiters)
     return int(_scripts(client).release(keys=[lim.key for lim in limiters], args=[holder_id]))
+
+
+def reassert_keys(client: redis.Redis, keys: Sequence[str], holder_id: str, ttl: float = DEFAULT_LEASE_TTL) -> None:
+    """Hold `holder_id` on every key again, over the limit if need be (the call it stands for is up)."""
+    if keys:
+        _scripts(client).reassert(keys=list(keys), args=[_ms(ttl), holder_id])
+
+
+def release_keys(client: redis.Redis, keys: Sequence[str], holder_id: str) -> int:
+    """Release `holder_id` on limit keys known only by name (a dead gateway's calls)."""
+    return int(_scripts(client).release(keys=list(keys), args=[holder_id])) if keys else 0
 
 
 def renew_all(

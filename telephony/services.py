@@ -10,9 +10,10 @@ import socket
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.gateway import events as gw
+from telephony.gateway.contract import InboundRoute
 
 from .models import Carrier, CarrierHealthEvent, Number
 from .sip_options import HealthTracker, PingResult, ping
@@ -64,10 +65,12 @@ def carrier_addresses() -> set[str]:
 def number_routes() -> dict[str, str]:
     routes = {}
     for number in Number.objects.filter(tenant__isnull=False).select_related("tenant"):
-        routes[number.e164] = json.dumps({
-            "tenant": number.tenant.schema_name, "stream_url": number.inbound_stream_url,
-            "parameters": number.inbound_parameters, "region": number.region,
-        })
+        route: InboundRoute = {
+            "tenant": number.tenant.schema_name, "account_sid": number.tenant.account_sid,
+            "stream_url": number.inbound_stream_url, "custom_parameters": number.inbound_parameters,
+            "region": number.region,
+        }
+        routes[number.e164] = json.dumps(route)
     return routes
 
 

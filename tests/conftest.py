@@ -15,9 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
-
 from tests.support import project_env  # noqa: E402
+from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
 
 RUN_DIR = Path(tempfile.mkdtemp(prefix="vp-test-"))
 os.environ["VOICEPLATFORM_VAR_DIR"] = str(RUN_DIR)
@@ -41,6 +40,16 @@ def pytest_unconfigure(config):
     _redis.stop()
     stop_postgres(RUN_DIR / "postgres")
     shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def server_dir():
+    """A folder for a test's own PostgreSQL. Not under pytest's tmp_path: a pytest session starting
+    meanwhile makes /tmp/pytest-of-<user> private again, and the server's `pgserver` user (when run
+    as root) loses its way to the data dir."""
+    path = Path(tempfile.mkdtemp(prefix="vp-test-server-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +133,35 @@ def celery_worker_process(django_db_setup):
     yield proc
     proc.terminate()
     proc.wait(20)
+
+
+@pytest.fixture
+def trunks(tmp_path, tenant_a):
+    """SIPp carriers and Acme's caller-ID numbers for one test (tests/campaign_support.py)."""
+    from tests.campaign_support import Trunks
+
+    made = Trunks(tmp_path)
+    yield made
+    made.remove()
+
+
+@pytest.fixture
+def campaigns_made(tenant_a):
+    """Campaigns a test creates (tests/campaign_support.py); cancelled and deleted with their calls and
+    contacts afterwards."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from campaigns.models import Campaign
+    from telephony.calls.models import Call
+
+    made: list[Campaign] = []
+    yield made
+    with schema_context("acme"):
+        for campaign in made:
+            Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.CANCELLED)
+            Call.objects.filter(campaign_id=campaign.pk).delete()
+            contact_list = campaign.contact_list
+            campaign.delete()
+            contact_list.delete()
+    connection.set_schema_to_public()

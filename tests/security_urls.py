@@ -1,5 +1,6 @@
 """The platform's URLs plus an API view with a bug in it (tests/test_security_api.py)."""
 from django.urls import path
+
 from voiceplatform.urls import urlpatterns as platform_urlpatterns
 
 

@@ -61,3 +61,16 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def max_overlap(intervals) -> int:
+    """The most (start, end) intervals open at one moment (an end and a start at the same time do
+    not overlap): e.g. the most calls a carrier had at once."""
+    import itertools
+
+    edges = sorted(itertools.chain.from_iterable(((start, 1), (end, -1)) for start, end in intervals))
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak

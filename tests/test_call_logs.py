@@ -7,9 +7,9 @@ import time
 
 import pytest
 from django_tenants.utils import schema_context
-from voiceplatform.logs import CallSidFilter
-from voiceplatform.redis_client import get_redis
 
+from core.logs import CallSidFilter
+from core.redis_client import get_redis
 from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event

@@ -2,6 +2,8 @@
 change nothing; and each step reaches the tenant's status callback, signed."""
 import hashlib
 import hmac
+import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -11,10 +13,13 @@ import pytest
 from django_tenants.utils import schema_context
 from twilio.request_validator import RequestValidator
 
-from telephony.calls import webhooks
+from core.redis_client import get_redis
+from telephony.calls import event_stream, webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.calls.recorder import record_event, record_events
 from telephony.gateway import events as gw
+from telephony.metrics import selectors as metrics
+from telephony.metrics.prometheus import CallMetricsCollector
 from telephony.models import Carrier
 from tenants import auth_token
 from tenants.models import Tenant
@@ -77,6 +82,60 @@ def test_events_read_together_are_recorded_per_tenant_and_a_broken_one_waits_for
         assert Call.objects.get(pk=globex_call.pk).gateway_id == "gw-2"
 
 
+def test_a_burst_read_together_is_recorded_as_one_event_at_a_time_would_be(tenant_a, tenant_b):
+    """A campaign's calls and an inbound call, their events read from the stream in one block (the
+    recorder writes each tenant's in a few statements): every record, leg and callback as if the
+    events had come one by one, each callback with the call as it was at its event."""
+    primary = Carrier.objects.create(name="Primary", host="127.0.0.1", priority=1)
+    backup = Carrier.objects.create(name="Backup", host="127.0.0.1", priority=2)
+    with schema_context("acme"):
+        failed_over, busy = (Call.objects.create(from_number="+14155550100", to_number=f"+1415555019{k}",
+                                                 status_callback="http://127.0.0.1:9/status") for k in (1, 2))
+    with schema_context("globex"):
+        other = Call.objects.create(from_number="+14155550124", to_number="+14155550198")
+    inbound = "CA" + "1" * 32
+    t = time.time()
+    burst = [(event, "acme") for event in events_of_a_call_that_fails_over(failed_over.sid, primary, backup)]
+    burst[3:3] = [
+        (gw.make_event(busy.sid, gw.INITIATED, ts=t, gateway_id="gw-1"), "acme"),
+        (gw.make_event(other.sid, gw.INITIATED, ts=t, gateway_id="gw-2"), "globex"),
+        (gw.make_event(busy.sid, gw.LEG_STARTED, ts=t + 0.01, leg=0, carrier_id=str(primary.pk)), "acme"),
+        (gw.make_event(inbound, gw.INITIATED, ts=t, direction="inbound", **{"from": "+14155550177"},
+                       to="+14155550100"), "acme"),
+        (gw.make_event(busy.sid, gw.RINGING, ts=t + 0.3, leg=0, carrier_id=str(primary.pk), pdd_ms=290), "acme"),
+    ]
+    burst += [
+        (gw.make_event(busy.sid, gw.FAILED, ts=t + 3, leg=0, outcome="busy", sip_code=486, reason="Busy Here"), "acme"),
+        (gw.make_event(busy.sid, gw.RINGING, ts=t + 0.3, leg=0, pdd_ms=290), "acme"),  # read twice, late
+        (gw.make_event(inbound, gw.ANSWERED, ts=t + 1, direction="inbound"), "acme"),
+        (gw.make_event(inbound, gw.COMPLETED, ts=t + 4, direction="inbound", outcome="answered", duration=3.0),
+         "acme"),
+    ]
+    assert record_events(burst) == [True] * len(burst)
+    assert record_events(burst[:4]) == [True] * 4  # the block read again: nothing changes
+
+    with schema_context("acme"):
+        failed_over.refresh_from_db()
+        assert (failed_over.status, failed_over.carrier_name, failed_over.duration_s) == ("completed", "Backup", 10.0)
+        assert [(leg.attempt, leg.carrier_name, leg.sip_code, leg.failed_over, leg.ended_at is not None)
+                for leg in failed_over.legs.order_by("attempt")] == [
+            (1, "Primary", 503, True, True), (2, "Backup", 200, False, True)]
+        busy.refresh_from_db()
+        assert (busy.status, busy.outcome, busy.sip_code, busy.post_dial_delay_ms) == ("busy", "busy", 486, 290)
+        assert busy.legs.get().ended_at is not None
+        answered = Call.objects.get(sid=inbound)
+        assert (answered.direction, answered.from_number, answered.status, answered.duration_s) == (
+            "inbound", "+14155550177", "completed", 3.0)
+        callbacks = {(d.call_id, d.event): d.payload["CallStatus"] for d in WebhookDelivery.objects.all()}
+        assert callbacks == {
+            (failed_over.pk, "initiated"): "initiated", (failed_over.pk, "ringing"): "ringing",
+            (failed_over.pk, "answered"): "in-progress", (failed_over.pk, "completed"): "completed",
+            (busy.pk, "initiated"): "initiated", (busy.pk, "ringing"): "ringing", (busy.pk, "completed"): "busy",
+        }
+    with schema_context("globex"):
+        assert Call.objects.get(pk=other.pk).status == Call.Status.INITIATED
+
+
 def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):
     with schema_context("acme"):
         call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
@@ -87,6 +146,42 @@ def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):
     with schema_context("acme"):
         call.refresh_from_db()
         assert (call.status, call.outcome, call.sip_code) == ("busy", "busy", 486)
+
+
+def test_an_answer_recorded_after_the_calls_end_still_gives_its_answer_time(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    t = time.time()
+    record_event(gw.make_event(call.sid, gw.COMPLETED, ts=t + 5.0, outcome="answered", duration=4.0), "acme")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, ts=t + 1.0, leg=0, setup_ms=900), "acme")  # late
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert (call.status, call.outcome, call.duration_s, call.setup_ms) == ("completed", "answered", 4.0, 900)
+        assert call.answered_at.timestamp() == pytest.approx(t + 1.0, abs=0.001)
+
+
+def test_a_restarted_recorder_records_at_once_the_events_its_dead_predecessor_had_read(tenant_a):
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")
+    r = get_redis()
+    event_stream.ensure_group(r)
+    dead = subprocess.Popen(["true"])  # a recorder process that is gone
+    dead.wait()
+    predecessor = f"{socket.gethostname()}-{dead.pid}"
+    event_stream.mark_alive(r, predecessor)  # it was alive a moment ago
+    t = time.time()
+    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.ANSWERED, ts=t, leg=0, tenant="acme")))
+    r.xreadgroup(event_stream.GROUP, predecessor, {gw.EVENTS_STREAM: ">"}, count=10_000)  # read, then killed
+    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.COMPLETED, ts=t + 3.0, outcome="answered",
+                                                    duration=3.0, tenant="acme")))
+
+    event_stream.read_once(r, "successor", block_ms=10)
+
+    with schema_context("acme"):
+        call.refresh_from_db()
+        assert call.status == "completed" and call.answered_at.timestamp() == pytest.approx(t, abs=0.001)
+    consumers = {c["name"].decode(): c["pending"] for c in r.xinfo_consumers(gw.EVENTS_STREAM, event_stream.GROUP)}
+    assert predecessor not in consumers
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -180,3 +275,30 @@ def test_quality_from_the_final_event_is_kept_with_the_record(tenant_a):
         assert (call.jitter_ms, call.loss_percent, call.mos) == (2.4, 0.5, 4.31)
         assert (call.bridge_in_p99_ms, call.bridge_out_p99_ms, call.frames_to_agent) == (1.9, 19.5, 1500)
         assert call.rtt_ms is None and call.ai_connect_ms == 35 and not call.abandoned
+
+
+def abandoned_so_far() -> tuple[int, float]:
+    """Acme's abandoned calls on the dashboard (last hour) and in Prometheus' voice_calls_abandoned."""
+    family = next(f for f in CallMetricsCollector().collect() if f.name == "voice_calls_abandoned")
+    exported = sum(s.value for s in family.samples if s.labels == {"tenant": "acme"})
+    return metrics.tenant_series("acme", "1h")["totals"]["abandoned"], exported
+
+
+def test_an_abandoned_call_moves_the_dashboard_and_prometheus_once(tenant_a):
+    dashboard, exported = abandoned_so_far()
+    with schema_context("acme"):
+        call = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                   stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(call.sid, gw.ANSWERED, leg=0, setup_ms=900), "acme")
+    completed = gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=4.0)
+    record_event(completed, "acme")  # no agent audio at all: the callee heard silence
+    record_event(completed, "acme")  # the stream read again after a crash
+    assert abandoned_so_far() == (dashboard + 1, exported + 1)
+
+    with schema_context("acme"):  # an agent that streamed at once: not abandoned, nothing moves
+        served = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                     stream_url="wss://agent.acme.example/stream")
+    record_event(gw.make_event(served.sid, gw.ANSWERED, leg=0, setup_ms=900), "acme")
+    record_event(gw.make_event(served.sid, gw.STREAM_STARTED, leg=0, ai_connect_ms=300), "acme")
+    record_event(gw.make_event(served.sid, gw.COMPLETED, leg=0, outcome="answered", duration=9.0), "acme")
+    assert abandoned_so_far() == (dashboard + 1, exported + 1)

@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.calls.models import Call
 from telephony.gateway import events as gw
 from telephony.models import Carrier, Number

@@ -134,7 +134,8 @@ def test_starting_creates_the_campaign_contacts_and_progress_counts_them(tenant_
     key = tenant_a.api_key
     with schema_context(tenant_a.tenant):
         DoNotCall.objects.create(phone="+14155550102", reason="asked")
-    campaign_id = create(key, campaign_body(spring_leads)).json()["id"]
+    all_week = {"window_start": "00:00", "window_end": "23:59:59", "weekdays": list(range(7))}
+    campaign_id = create(key, campaign_body(spring_leads, **all_week)).json()["id"]
     before = api(key).get(f"/api/v1/campaigns/{campaign_id}/progress").json()
     assert before["total"] == 0 and before["state"] == "draft"
 
@@ -144,6 +145,7 @@ def test_starting_creates_the_campaign_contacts_and_progress_counts_them(tenant_
         "total": 3, "pending": 2, "dialing": 0, "done": 0, "failed": 0, "dnc": 1, "answered": 0, "remaining": 2,
     }
     cps = api(key).get(f"/api/v1/campaigns/{campaign_id}").json()["cps"]
+    assert progress["dialable_now"] == 2 and progress["dial_rate"] == cps
     assert progress["eta_seconds"] == round(2 / cps)  # the remaining contacts at the campaign's pace
     assert progress["abandonment_rate"] is None  # nothing answered yet
 
@@ -258,7 +260,8 @@ def test_acmes_admin_manages_campaigns_and_do_not_call_on_its_host(tenant_a, num
         "max_concurrent": "5", "window_start": "08:00", "window_end": "21:00", "weekdays": "[0, 1, 2, 3, 4]",
         "default_time_zone": "UTC", "retry_busy_max_attempts": "2", "retry_busy_delay_s": "300",
         "retry_no_answer_max_attempts": "2", "retry_no_answer_delay_s": "3600", "retry_failed_max_attempts": "1",
-        "retry_failed_delay_s": "600", "ring_timeout": "30",
+        "retry_failed_delay_s": "600", "ring_timeout": "30", "on_machine": "hangup",
+        "retry_machine_max_attempts": "1", "retry_machine_delay_s": "14400",
     }
     refused = client.post("/admin/campaigns/campaign/add/", form)
     assert refused.status_code == 200 and "is not a number of this account" in refused.content.decode()

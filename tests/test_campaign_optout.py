@@ -6,7 +6,7 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from campaigns import dialer
+from campaigns import services
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList, DoNotCall
 from telephony.calls.models import Call
 from telephony.calls.recorder import record_event
@@ -31,7 +31,7 @@ def test_pressing_the_opt_out_digit_puts_the_number_on_do_not_call(tenant_a):
     record_event(gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=9.0,
                                dtmf_digits="19"), "acme")
     with schema_context("acme"):
-        assert dialer.reconcile(campaign, timezone.now()) == 1
+        assert services.campaign_calls_reconcile(campaign, timezone.now()).outcomes == 1
         row.refresh_from_db()
         assert row.state == CampaignContact.State.DNC and row.last_outcome == "opted_out"
         assert DoNotCall.objects.filter(phone=ada.phone).exists()
@@ -59,6 +59,6 @@ def test_the_agent_reports_an_opt_out_through_the_api_and_the_campaign_counts_it
     record_event(gw.make_event(call.sid, gw.COMPLETED, leg=0, outcome="answered", duration=12.0), "acme")
     with schema_context("acme"):
         assert DoNotCall.objects.filter(phone=bo.phone).exists()
-        assert dialer.reconcile(campaign, timezone.now()) == 1
+        assert services.campaign_calls_reconcile(campaign, timezone.now()).outcomes == 1
         row.refresh_from_db()
         assert row.state == CampaignContact.State.DNC and row.last_outcome == "opted_out"

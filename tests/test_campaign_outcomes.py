@@ -19,134 +19,32 @@ from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from campaigns import services
-from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+from campaigns.models import Campaign
 from telephony.calls import webhooks
-from telephony.calls.models import Call, WebhookDelivery
-from telephony.models import Carrier, Number
+from telephony.calls.models import WebhookDelivery
 from tenants import auth_token
 from tenants.models import Tenant
-from tests import stack
+from tests.campaign_support import (
+    ALL_DAY,
+    calls_of,
+    campaign_state,
+    contacts_of,
+    new_campaign,
+    platform_logs,
+    running_platform,
+    wait_completed,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("committed")
-SCENARIOS = stack.GATEWAY_SCENARIOS
-ALL_DAY = {"window_start": dt.time(0, 0), "window_end": dt.time(23, 59, 59), "weekdays": list(range(7))}
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, django_db_setup, django_db_blocker):
-    log_dir = tmp_path_factory.mktemp("platform")
-    processes = {
-        "gateways": stack.gateway_pool(log_dir, processes=3),
-        "recorder": stack.recorder(log_dir),
-        "worker": stack.celery_worker(log_dir, "dialer"),
-        "webhooks": stack.celery_worker(log_dir, "webhooks", queue="webhooks", concurrency=16),
-        "beat": stack.celery_beat(log_dir),
-    }
-    yield processes
-    for process in processes.values():
-        process.stop()
-
-
-def platform_logs(platform) -> str:
-    return "\n".join(f"--- {name}\n{process.tail(1500)}" for name, process in platform.items())
-
-
-class Trunks:
-    """SIPp carriers and Acme's caller-ID numbers for one test, removed afterwards."""
-
-    def __init__(self, tmp_path):
-        self.tmp_path, self.processes, self.rows = tmp_path, [], []
-        self.acme = Tenant.objects.get(schema_name="acme")
-
-    def carrier(self, name: str, scenario: str, *args: str, region: str = "", **subst) -> Carrier:
-        path = SCENARIOS / scenario
-        if subst:  # a template: SIPp checks status codes when it loads the file
-            text = path.read_text()
-            for key, value in subst.items():
-                text = text.replace(f"@{key}@", str(value))
-            path = self.tmp_path / f"{name.replace(' ', '_')}.xml"
-            path.write_text(text)
-        sipp, port = stack.sipp_carrier(self.tmp_path, str(path), *args)
-        self.processes.append(sipp)
-        row = Carrier.objects.create(name=name, host="127.0.0.1", port=port, region=region,
-                                     max_cps=100, max_concurrent=50)
-        self.rows.append(row)
-        return row
-
-    def number(self, e164: str, region: str = "") -> str:
-        self.rows.append(Number.objects.create(e164=e164, tenant=self.acme, region=region))
-        return e164
-
-    def remove(self):
-        for process in self.processes:
-            process.stop()
-        for row in reversed(self.rows):
-            row.delete()
-
-
-@pytest.fixture
-def trunks(tmp_path, tenant_a):
-    made = Trunks(tmp_path)
-    yield made
-    made.remove()
-
-
-@pytest.fixture
-def campaigns_made(tenant_a):
-    """Campaigns a test creates; cancelled and deleted with their calls and contacts afterwards."""
-    made: list[Campaign] = []
-    yield made
-    with schema_context("acme"):
-        for campaign in made:
-            Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.CANCELLED)
-            Call.objects.filter(campaign_id=campaign.pk).delete()
-            contact_list = campaign.contact_list
-            campaign.delete()
-            contact_list.delete()
-    connection.set_schema_to_public()
-
-
-def new_campaign(made: list, name: str, people: list[tuple[str, str, str]], **settings) -> Campaign:
-    """A campaign over a new contact list of (phone, name, time zone), started at once."""
-    with schema_context("acme"):
-        contacts = ContactList.objects.create(name=name)
-        for phone, person, zone in people:
-            Contact.objects.create(contact_list=contacts, phone=phone, name=person, time_zone=zone)
-        # No AI endpoint: answered calls are held silent (campaign_create would ask for one).
-        campaign = Campaign.objects.create(name=name, contact_list=contacts, stream_url="", **settings)
-        made.append(campaign)
-        services.campaign_start(campaign.pk)
-        return campaign
-
-
-def calls_of(campaign, **filters) -> list[Call]:
-    with schema_context("acme"):
-        return list(Call.objects.filter(campaign_id=campaign.pk, **filters).order_by("created_at"))
-
-
-def contacts_of(campaign) -> dict[str, CampaignContact]:
-    with schema_context("acme"):
-        return {cc.contact.name: cc for cc in
-                CampaignContact.objects.filter(campaign=campaign).select_related("contact")}
-
-
-def campaign_state(campaign) -> str:
-    with schema_context("acme"):
-        return Campaign.objects.get(pk=campaign.pk).state
-
-
-def wait_completed(campaign, platform, timeout: float) -> None:
-    try:
-        wait_until(lambda: campaign_state(campaign) == Campaign.State.COMPLETED, timeout, 0.25,
-                   what=f"campaign {campaign.name!r} to complete")
-    except AssertionError:
-        raise AssertionError(platform_logs(platform)) from None
+def platform(tmp_path_factory, django_db_setup):
+    yield from running_platform(tmp_path_factory.mktemp("platform"), webhooks=True)
 
 
 # --- retries ----------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.gateway import events as gw
 from telephony.models import Carrier, CarrierHealthEvent, Number
 from telephony.services import check_carrier, publish_inventory
@@ -100,3 +100,6 @@ def test_inventory_in_redis_lists_carrier_addresses_and_number_routes(tenant_a):
     assert b"127.0.0.1" in client.smembers(gw.CARRIER_ADDRESSES)
     route = json.loads(client.hget(gw.NUMBER_ROUTES, "+14155550100"))
     assert route["tenant"] == "acme" and route["stream_url"] == "ws://agent.example/stream"
+    # the agent's start message names the tenant's real account and the number's parameters
+    assert route["account_sid"] == Tenant.objects.get(schema_name="acme").account_sid
+    assert route["custom_parameters"] == {}

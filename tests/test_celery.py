@@ -2,9 +2,12 @@
 import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
+from tenant_schemas_celery.task import TenantTask
 
 from campaigns.models import Contact, ContactList
-from campaigns.tasks import count_contacts
+from campaigns.tasks import count_contacts, dial_campaign, dispatch_dialers
+from telephony.calls.tasks import deliver_webhook
+from telephony.tasks import check_carrier, check_carriers, publish_inventory
 
 pytestmark = pytest.mark.usefixtures("committed")
 
@@ -26,3 +29,11 @@ def test_a_task_counts_contacts_in_the_senders_schema(tenant_a, tenant_b, celery
         with schema_context(tenant_a.tenant):
             contact_list.delete()
         connection.set_schema_to_public()
+
+
+def test_the_apps_shared_tasks_are_bound_to_the_tenant_aware_app():
+    # The apps declare their tasks with shared_task (they import no project code); the project's
+    # CeleryApp gives them tenant-schemas-celery's task class, so each one carries its schema.
+    for task in (count_contacts, dispatch_dialers, dial_campaign, deliver_webhook, check_carriers,
+                 check_carrier, publish_inventory):
+        assert isinstance(task._get_current_object(), TenantTask), task.name

@@ -8,7 +8,7 @@ import pytest
 from telephony.gateway import events as gw
 from telephony.metrics import histograms as H
 from telephony.metrics import selectors
-from telephony.metrics.services import record_abandonment, record_call_event, record_call_quality
+from telephony.metrics.services import record_abandonment, record_call_event, record_call_events
 
 
 @pytest.fixture
@@ -109,6 +109,23 @@ def test_a_redelivered_event_is_counted_once(schema):
     assert selectors.tenant_now(schema)["active"] == 0
 
 
+def test_a_campaigns_events_counted_together_match_one_by_one_and_count_a_replay_once(schema):
+    """The recorder counts the events it read together in one go: the same figures as one at a
+    time, an event already counted (or twice in the batch) not again, the rest all the same."""
+    events = calls_of_a_short_campaign()
+    first_call = events[0][0]
+    assert record_call_event(schema, events[0][1], fields(first_call)) is True  # counted before the batch
+    batch = [(ev, fields(call_id)) for call_id, ev in events] + [(events[5][1], fields(first_call))]
+    counted = record_call_events(schema, batch)
+    assert counted == [False] + [True] * (len(events) - 1) + [False]
+
+    totals = selectors.tenant_series(schema, "1h")["totals"]
+    assert (totals["attempted"], totals["answered"], totals["failed"], totals["failovers"]) == (3, 2, 1, 1)
+    assert totals["acd_s"] == pytest.approx(60.0)
+    assert selectors.tenant_now(schema)["active"] == 0
+    assert [c["outcome"] for c in selectors.latest_calls(schema)] == ["answered", "busy", "answered"]
+
+
 def test_calls_in_flight_follow_the_call_and_its_carrier(schema):
     sid = f"CA{uuid.uuid4().hex}"
     record_call_event(schema, event(sid, gw.INITIATED), {"sid": sid, "region": "us"})
@@ -123,17 +140,11 @@ def test_calls_in_flight_follow_the_call_and_its_carrier(schema):
     assert selectors.tenant_now(schema)["active"] == 0
 
 
-def test_quality_and_abandonment_reported_on_their_own(schema):
+def test_an_abandoned_call_is_counted_once(schema):
     sid = f"CA{uuid.uuid4().hex}"
-    report = {"jitter_ms": 3.0, "loss_percent": 0.0, "latency_ms": 40, "mos": 4.35}
-    assert record_call_quality(schema, sid, report, {"sid": sid}) is True
-    assert record_call_quality(schema, sid, report, {"sid": sid}) is False  # once per call
     assert record_abandonment(schema, sid) is True
-
-    series = selectors.tenant_series(schema, "1h")
-    assert series["histograms"]["mos"]["counts"][H.MOS.bounds.index(4.4)] == 1
-    assert series["histograms"]["jitter_ms"]["counts"][H.JITTER.bounds.index(5)] == 1
-    assert series["totals"]["abandoned"] == 1
+    assert record_abandonment(schema, sid) is False  # read again: once per call
+    assert selectors.tenant_series(schema, "1h")["totals"]["abandoned"] == 1
 
 
 def test_percentiles_are_interpolated_inside_the_bucket():

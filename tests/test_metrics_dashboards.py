@@ -12,12 +12,12 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
-from voiceplatform.channels_tenancy import TenantWebsocketMiddleware
-from voiceplatform.redis_client import get_redis
 
+from core.channels_tenancy import TenantWebsocketMiddleware
+from core.redis_client import get_redis
 from telephony.gateway import events as gw
-from telephony.metrics.routing import websocket_urlpatterns
 from telephony.metrics.services import record_call_event
+from telephony.metrics.ws_urls import websocket_urlpatterns
 from telephony.models import Carrier
 from tests.sessions import signed_in_session
 

@@ -12,11 +12,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from core import egress
 from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from django_tenants.utils import schema_context
 
+from core import egress
 from media import ws_client
 from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery

@@ -5,9 +5,9 @@ import asyncio
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from voiceplatform.asgi import application
 
 from tests.sessions import signed_in_session
+from voiceplatform.asgi import application
 
 pytestmark = pytest.mark.usefixtures("committed")
 

@@ -122,15 +122,15 @@ def test_roles_change_through_the_account_services_with_their_two_refusals(tenan
 
     with schema_context(tenant_a.tenant):
         owner = get_user_model().objects.get(username=tenant_a.admin_user)
-        dora = user_create(username="dora", password="a-long-password", is_admin=True)
+        dora = user_create(username="dora", password="a-long-password", role="admin")
         eve = user_create(username="eve", email="eve@example.com", password="a-long-password")
         assert dora.is_staff and not eve.is_staff
-        user_set_role(eve, is_admin=True, changed_by=dora)
+        user_set_role(eve, role="admin", changed_by=dora)
         eve.refresh_from_db()
         assert eve.is_staff
         with pytest.raises(RoleChangeRefused, match="your own role"):
-            user_set_role(dora, is_admin=False, changed_by=dora)
+            user_set_role(dora, role="member", changed_by=dora)
         with pytest.raises(RoleChangeRefused, match="account owner"):
-            user_set_role(owner, is_admin=False, changed_by=dora)
+            user_set_role(owner, role="member", changed_by=dora)
         owner.refresh_from_db()
         assert owner.is_staff

@@ -10,11 +10,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from telephony.calls.routing import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
-from telephony.metrics.routing import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
+from core.channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
+from media.ws_urls import websocket_urlpatterns as call_stream_websocket_urlpatterns  # noqa: E402
+from telephony.metrics.ws_urls import websocket_urlpatterns as metrics_websocket_urlpatterns  # noqa: E402
 
-from .channels_tenancy import TenantWebsocketMiddleware  # noqa: E402
-from .consumers import TenantEventsConsumer  # noqa: E402
+from .views import healthz  # noqa: E402
 
 
 def browser_socket(pattern):
@@ -24,14 +24,21 @@ def browser_socket(pattern):
 
 
 websocket_urlpatterns = [
-    browser_socket(path("ws/events", TenantEventsConsumer.as_asgi())),
     *(browser_socket(pattern) for pattern in metrics_websocket_urlpatterns),
     *call_stream_websocket_urlpatterns,
 ]
 
+
+async def http(scope, receive, send):
+    """Django, except /healthz: answered without Django's middleware (views.healthz)."""
+    if scope["path"] == "/healthz":
+        return await healthz(scope, receive, send)
+    return await django_asgi_app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http,
         "websocket": TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -124,6 +124,8 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
 
 MIDDLEWARE = [
+    # Static files (admin, API docs, UI) before the tenant lookup: no database query per file.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "voiceplatform.api_errors.ApiErrorsMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -164,6 +166,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "voiceplatform.ui.access.roles",
             ],
         },
     },
@@ -198,10 +201,13 @@ CELERY_BEAT_SCHEDULE = {
     "check-carriers": {"task": "telephony.tasks.check_carriers", "schedule": float(env("CARRIER_HEALTH_INTERVAL", "10"))},
     "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},
     "dispatch-dialers": {"task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0},
+    "give-up-unplaced-calls": {"task": "telephony.calls.tasks.give_up_unplaced_calls", "schedule": 5.0},
 }
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
+# A call still queued this long that Redis never heard of (down when it was placed) ends as not_placed.
+CALL_UNPLACED_GRACE_S = float(env("CALL_UNPLACED_GRACE_S", "30"))
 
 # Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
 # good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits
@@ -224,7 +230,8 @@ CARRIER_UP_AFTER = int(env("CARRIER_UP_AFTER", "2"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.accounts.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
+                                   "tenants.accounts.permissions.ReadOnlyKeysOnlyRead"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "core.api.Pages",
     "DEFAULT_PARSER_CLASSES": ["core.api.JSONBodyParser", "rest_framework.parsers.FormParser",
@@ -257,14 +264,20 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the apps' static folders straight from the finders, under `make run` and in
+# production alike (no collectstatic step); files are re-read on change only in DEBUG.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_MAX_AGE = 300
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
-    "filters": {"call_sid": {"()": "voiceplatform.logs.CallSidFilter"}},
-    "formatters": {"kv": {"()": "voiceplatform.logs.KeyValueFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["call_sid"]}},
+    "filters": {"call_sid": {"()": "core.logs.CallSidFilter"},
+                "routine": {"()": "core.logs.RoutineTaskFilter"}},
+    "formatters": {"kv": {"()": "core.logs.KeyValueFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["routine", "call_sid"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
 }

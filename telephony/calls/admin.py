@@ -1,5 +1,6 @@
 from django.contrib import admin
-from voiceplatform.admin_scope import TenantSchemaAdmin
+
+from core.admin_scope import TenantSchemaAdmin
 
 from .models import Call, CallLeg
 

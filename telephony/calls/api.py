@@ -1,5 +1,5 @@
 """/api/v1/calls: place a call, follow it, hang it up, list and export records."""
-from core.spreadsheet import CsvLines
+import redis
 from django.db import connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -9,11 +9,14 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from core.spreadsheet import CsvLines
+
 from . import selectors, services
 from .serializers import CallCreateSerializer, CallSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
-                  "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s"]
+                  "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
+                  "amd_ms"]
 
 
 class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -36,10 +39,16 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                     stream_encoding=fields["stream_encoding"],
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
+                    machine_detection=fields["machine_detection"], voicemail_message=fields["voicemail_message"],
+                    amd_status_callback=fields["async_amd_status_callback"],
                 ),
             )
         except services.CallRequestError as error:
             raise ValidationError({error.field: [str(error)]}) from None
+        except redis.RedisError:
+            # the record ends as not_placed (services.give_up_unplaced_calls): the caller may try again
+            return Response({"detail": "the call could not be handed to the gateways; try again shortly"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])

@@ -92,6 +92,14 @@ class Call(models.Model):
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
+    # Answering-machine detection (media/amd.py): the settings asked for (null: none), where the
+    # asynchronous result goes, and the result: Twilio's AnsweredBy value, when it was decided (ms of
+    # call audio after the answer) and why (initial silence, greeting length, words, tones…).
+    machine_detection = models.JSONField(null=True, blank=True)
+    amd_status_callback = models.URLField(max_length=500, blank=True)
+    answered_by = models.CharField(max_length=32, blank=True, db_index=True)
+    amd_ms = models.PositiveIntegerField(null=True, blank=True)
+    amd_evidence = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -3,8 +3,9 @@ URL a tenant gives us (stream_url, status callbacks, TwiML Url) is checked here 
 and again when it is used."""
 from __future__ import annotations
 
-from core import egress
 from django.conf import settings
+
+from core import egress
 
 STREAM_SCHEMES = egress.WS_SCHEMES
 CALLBACK_SCHEMES = egress.HTTP_SCHEMES

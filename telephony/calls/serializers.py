@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from media.protocol import MEDIA_FORMATS
 
-from . import outbound, stream_access
+from . import amd, outbound, stream_access
 from .models import Call, CallLeg
 
 
@@ -39,6 +39,39 @@ class CallCreateSerializer(serializers.Serializer):
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
                                               default=dict)
+    # answering-machine detection, with Twilio's parameters and defaults (docs: README, "Answering machines")
+    machine_detection = serializers.ChoiceField(
+        choices=amd.MODES, required=False, help_text="Enable (decide human/machine) or DetectMessageEnd (also "
+                                                     "wait for the end of a machine's greeting)")
+    machine_detection_timeout = serializers.IntegerField(min_value=3, max_value=59, required=False)
+    machine_detection_speech_threshold = serializers.IntegerField(min_value=1000, max_value=6000, required=False)
+    machine_detection_speech_end_threshold = serializers.IntegerField(min_value=500, max_value=5000, required=False)
+    machine_detection_silence_timeout = serializers.IntegerField(min_value=2000, max_value=10000, required=False)
+    async_amd = serializers.BooleanField(
+        default=False, help_text="stream at once and send the result later (callback, answeredBy message)")
+    async_amd_status_callback = serializers.CharField(max_length=500, required=False, allow_blank=True,
+                                                      default="", validators=[http_url])
+    on_machine = serializers.ChoiceField(
+        choices=amd.ON_MACHINE, default=amd.CONNECT,
+        help_text="on a machine or fax: connect the agent anyway, hang up, or leave voicemail_message")
+    voicemail_message = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="",
+                                              help_text="spoken (espeak-ng) after the machine's beep")
+
+    def validate(self, attrs):
+        mode = attrs.pop("machine_detection", None)
+        tuning = {name: attrs.pop(f"machine_detection_{suffix}", None) for name, suffix in (
+            ("timeout_s", "timeout"), ("speech_threshold_ms", "speech_threshold"),
+            ("speech_end_threshold_ms", "speech_end_threshold"), ("silence_timeout_ms", "silence_timeout"))}
+        attrs["machine_detection"] = None
+        if mode:
+            try:
+                attrs["machine_detection"] = amd.config(mode, async_amd=attrs["async_amd"],
+                                                        on_machine=attrs["on_machine"], **tuning)
+            except amd.AmdSettingsError as error:
+                raise serializers.ValidationError({error.field: [str(error)]}) from None
+        elif any(v is not None for v in tuning.values()) or attrs["on_machine"] != amd.CONNECT:
+            raise serializers.ValidationError({"machine_detection": ["set machine_detection to use these settings"]})
+        return attrs
 
     def get_fields(self):
         fields = super().get_fields()
@@ -75,5 +108,6 @@ class CallSerializer(serializers.ModelSerializer):
                   "created_at", "started_at", "ringing_at", "answered_at", "ended_at", "post_dial_delay_ms",
                   "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
                   "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",
-                  "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "legs"]
+                  "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "machine_detection",
+                  "answered_by", "amd_ms", "amd_evidence", "legs"]
         read_only_fields = fields

@@ -1,20 +1,23 @@
 """Placing and hanging up single calls. Runs in the tenant's schema (the caller's)."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from voiceplatform.redis_client import get_redis
+from django.utils import timezone
 
+from core.redis_client import get_redis
 from media import fallback
 from telephony import routing
 from telephony.gateway import client as gateway
+from telephony.gateway.contract import CarrierLeg, OriginateCommand
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
-from . import stream_access
+from . import amd, stream_access
 from .models import Call, all_callback_events
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,20 @@ class CallRequest:
     hangup_on_answer: bool = False
     campaign_id: int | None = None
     campaign_contact_id: int | None = None
+    # Answering-machine detection: telephony.calls.amd.config(...), or None; the message left on a
+    # machine when its on_machine is voicemail; where the asynchronous result goes.
+    machine_detection: dict | None = None
+    voicemail_message: str = ""
+    amd_status_callback: str = ""
+
+
+def _check_machine_detection(request: CallRequest) -> None:
+    if request.machine_detection is None:
+        return
+    if not (request.stream_url or request.agent_connects):
+        raise CallRequestError("machine_detection", "detection runs on bridged calls: give stream_url or agent_connects")
+    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not request.voicemail_message.strip():
+        raise CallRequestError("voicemail_message", "on_machine voicemail needs the voicemail message")
 
 
 # Twilio's limit for a <Stream> <Parameter> (name and value together); the count is ours. Both keep the
@@ -102,7 +119,7 @@ class CallPlacer:
             raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
         return self._numbers[e164]
 
-    def _legs(self, to: str, region: str | None) -> list[dict]:
+    def _legs(self, to: str, region: str | None) -> list[CarrierLeg]:
         if self._carriers is None:
             rows = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
             self._carriers = {pk: (carrier, carrier.as_route()) for pk, carrier in rows.items()}
@@ -126,6 +143,7 @@ class CallPlacer:
                     raise CallRequestError("custom_parameters", why)
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
+                _check_machine_detection(request)
             except CallRequestError as error:
                 results.append(error)
                 continue
@@ -136,7 +154,8 @@ class CallPlacer:
                 status_callback=request.status_callback, status_callback_events=request.status_callback_events,
                 status_callback_method=request.status_callback_method, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
-                campaign_contact_id=request.campaign_contact_id,
+                campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
+                amd_status_callback=request.amd_status_callback,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -150,9 +169,9 @@ class CallPlacer:
                 transaction.on_commit(lambda: _originate_all(commands))
         return results
 
-    def _command(self, call: Call, request: CallRequest, legs: list[dict]) -> dict:
-        """The gateway pool's originate command for ``call`` (telephony/gateway/client.py)."""
-        command = {
+    def _command(self, call: Call, request: CallRequest, legs: list[CarrierLeg]) -> OriginateCommand:
+        """The gateway pool's originate command for ``call`` (telephony/gateway/contract.py)."""
+        command: OriginateCommand = {
             "call_id": call.sid, "tenant": connection.schema_name, "from": call.from_number, "to": call.to_number,
             "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
             "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
@@ -163,10 +182,16 @@ class CallPlacer:
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):
             command["fallback_audio_key"] = _fallback_audio_key(request.fallback_message)
+        if request.machine_detection is not None:
+            command["machine_detection"] = dict(request.machine_detection)
+            if request.machine_detection.get("on_machine") == amd.VOICEMAIL:
+                # no audio (espeak-ng failing): machines are hung up on instead (media/amd_call.py)
+                command["machine_detection"]["voicemail_key"] = _fallback_audio_key(request.voicemail_message)
         if request.agent_connects:
             # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
-            command.update(stream_url=stream_access.relay_url(connection.schema_name, call.sid),
-                           stream_via_relay=True, stream_connect_timeout=settings.AGENT_STREAM_CONNECT_TIMEOUT_S)
+            command["stream_url"] = stream_access.relay_url(connection.schema_name, call.sid)
+            command["stream_via_relay"] = True
+            command["stream_connect_timeout"] = settings.AGENT_STREAM_CONNECT_TIMEOUT_S
         return command
 
 
@@ -179,7 +204,17 @@ def place_call(tenant, request: CallRequest) -> Call:
     return result
 
 
-def _originate_all(commands: list[dict]) -> None:
+def give_up_unplaced_calls() -> int:
+    """Calls still queued after CALL_UNPLACED_GRACE_S that Redis never heard of (it was down when
+    their records committed) end as failed with reason not_placed (their final event), so a campaign
+    dials their contacts again; a late originate of one is never dialed. Idempotent."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.CALL_UNPLACED_GRACE_S)
+    redis = get_redis()
+    sids = Call.objects.filter(status=Call.Status.QUEUED, created_at__lt=cutoff).values_list("sid", flat=True)
+    return sum(gateway.give_up_unplaced(redis, sid, connection.schema_name) for sid in sids)
+
+
+def _originate_all(commands: list[OriginateCommand]) -> None:
     redis = get_redis()
     for command in commands:
         gateway.originate(redis, command)
@@ -194,4 +229,8 @@ def _fallback_audio_key(text: str) -> str:
 
 
 def hang_up(call: Call) -> str:
-    return gateway.hangup(get_redis(), call.sid)
+    """End a call: through the live gateway holding it, or at once (its final event published now)
+    when no live gateway holds it. The record's gateway and answer time stand in for a Redis that
+    lost the call."""
+    answered_at = call.answered_at.timestamp() if call.answered_at else None
+    return gateway.hangup(get_redis(), call.sid, call.gateway_id or "", answered_at)

@@ -12,7 +12,7 @@ code. docs/twilio-compatibility.md lists what is supported and how it differs.
 """
 from collections.abc import Mapping
 
-from core.api import JSONBodyParser
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import Http404
@@ -23,9 +23,10 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import JSONBodyParser
 from tenants import auth_token
 
-from . import outbound, services, twilio_list, twiml
+from . import amd, outbound, services, twilio_list, twiml
 from .models import CALLBACK_EVENTS, Call, new_call_sid
 from .twilio_schema import (
     TWILIO_ERROR,
@@ -67,7 +68,7 @@ def call_resource(call: Call, account_sid: str, status: str | None = None) -> di
         # Twilio's start_time is when the call was dialed (empty while queued), not when answered.
         "start_time": rfc2822(call.started_at), "end_time": rfc2822(call.ended_at),
         "duration": str(int(call.duration_s)) if call.duration_s is not None else None,
-        "answered_by": None, "price": None, "price_unit": "USD", "parent_call_sid": None,
+        "answered_by": call.answered_by or None, "price": None, "price_unit": "USD", "parent_call_sid": None,
         "caller_name": None, "forwarded_from": None, "group_sid": None, "queue_time": "0", "trunk_sid": None,
         "phone_number_sid": None, "uri": uri, "subresource_uris": {},
     }
@@ -133,10 +134,8 @@ def text_param(data, name: str, default: str = "") -> str:
 UNSUPPORTED_CREATE_PARAMS = (
     "ApplicationSid", "FallbackUrl", "FallbackMethod", "SendDigits", "Record", "RecordingChannels",
     "RecordingStatusCallback", "RecordingStatusCallbackMethod", "RecordingStatusCallbackEvent", "RecordingTrack",
-    "Trim", "SipAuthUsername", "SipAuthPassword", "MachineDetection", "MachineDetectionTimeout",
-    "MachineDetectionSpeechThreshold", "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout",
-    "AsyncAmd", "AsyncAmdStatusCallback", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason", "CallToken",
-    "CallerId",
+    "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
+    "CallToken", "CallerId",
 )
 # Values that ask for nothing (Twilio's defaults), accepted for the parameters above.
 NEUTRAL_VALUES = {"", "false", "False", "do-not-trim", "mono", "Disable"}
@@ -228,6 +227,10 @@ class CallsView(TwilioView):
         if len(status_callback) > 500:
             return twilio_error("statuscallback", "StatusCallback may hold at most 500 characters")
         try:
+            machine_detection = amd.from_twilio(data)
+        except amd.AmdSettingsError as error:
+            return twilio_error(error.field, str(error))
+        try:
             call = services.place_call(
                 connection.tenant,
                 services.CallRequest(
@@ -236,10 +239,15 @@ class CallsView(TwilioView):
                     status_callback_events=events, status_callback_method=callback_method,
                     ring_timeout=timeout, max_duration=time_limit,
                     pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
+                    machine_detection=machine_detection,
+                    amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
                 ),
             )
         except services.CallRequestError as error:
             return twilio_error(error.field, str(error))
+        except redis.RedisError:  # the record ends as not_placed (services.give_up_unplaced_calls)
+            return twilio_error("gateways", "the call could not be handed to the gateways; try again shortly",
+                                status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(call_resource(call, account_sid), status=status.HTTP_201_CREATED)
 
 

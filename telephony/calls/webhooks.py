@@ -1,6 +1,9 @@
 """Status callbacks: a signed HTTP request (POST, or GET with the parameters in the query, as the
 call's status_callback_method says) to the call's status_callback at the events it asked for
-(initiated, ringing, answered, completed; Twilio's StatusCallbackEvent). Delivered by Celery on their own queue, retried with backoff, so a slow or failing
+(initiated, ringing, answered, completed; Twilio's StatusCallbackEvent), and ``amd`` (the
+answering-machine detection result, AnsweredBy) to the call's amd_status_callback (Twilio's
+AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried
+with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
 Signatures, both with the tenant's account auth token (tenants/auth_token.py):
@@ -15,25 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 import urllib.parse
 
-from core import egress
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from voiceplatform.logs import call_context
 
+from core import egress
+from core.logs import call_context
 from tenants import auth_token
 from tenants.selectors import current_tenant
 
 from . import outbound, stream_access, twilio_values
 from .models import CALLBACK_EVENTS, Call, WebhookDelivery
 
+# The callback event of each gateway event (CALLBACK_EVENTS, which the call chooses from, and amd).
 EVENT_OF = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
-            "completed": "completed", "failed": "completed"}
+            "completed": "completed", "failed": "completed", "amd": "amd"}
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -48,15 +53,24 @@ def body_signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
+def sequence_number(call: Call, event: str) -> int | None:
+    """Twilio's SequenceNumber: the place of this event among the call's status callbacks, from 0."""
+    if event not in CALLBACK_EVENTS:
+        return None
+    return sum(1 for asked in call.status_callback_events if CALLBACK_EVENTS.index(asked) < CALLBACK_EVENTS.index(event))
+
+
 def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
     fields = {
         "AccountSid": account_sid, "CallSid": call.sid, "CallStatus": call.status, "CallbackEvent": event,
         "From": call.from_number, "To": call.to_number, "Direction": twilio_values.direction(call.direction),
         "ApiVersion": twilio_values.API_VERSION, "CallbackSource": "call-progress-events",
-        "SequenceNumber": sum(1 for e in call.status_callback_events if CALLBACK_EVENTS.index(e) < CALLBACK_EVENTS.index(event)),
+        "SequenceNumber": sequence_number(call, event),
         "Timestamp": twilio_values.rfc2822(timezone.now()), "Outcome": call.outcome, "Reason": call.reason,
         "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
         "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
+        # answering-machine detection (Twilio's names)
+        "AnsweredBy": call.answered_by, "MachineDetectionDuration": call.amd_ms,
     }
     if call.agent_connects and event != "completed":
         fields["StreamConnectUrl"] = stream_access.agent_connect_url(
@@ -66,20 +80,47 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
 
 def enqueue(call: Call, gateway_event: str) -> None:
     """Record and queue the callback for this event, at most once per call and event."""
+    callback = callback_for(call, gateway_event, current_tenant().account_sid)
+    if callback is not None:
+        enqueue_all([(call.pk, callback)])
+
+
+def callback_for(call: Call, gateway_event: str, account_sid: str) -> tuple[str, str, dict] | None:
+    """(callback event, url, payload) of the call as it is now, if it has a callback for this event."""
     event = EVENT_OF.get(gateway_event)
-    if not call.status_callback or event not in call.status_callback_events:
+    url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
+    if not url or event is None or (event != "amd" and event not in call.status_callback_events):
+        return None
+    return event, url, payload_for(call, event, account_sid)
+
+
+def enqueue_all(callbacks: list[tuple[int, tuple[str, str, dict]]]) -> None:
+    """Record (call id, callback_for(…)) deliveries in one statement, and queue each new one when the
+    transaction commits: at most one per call and event (the first; an event read twice adds none)."""
+    if not callbacks:
         return
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                call=call, event=event, url=call.status_callback,
-                payload=payload_for(call, event, current_tenant().account_sid),
-            )
-    except IntegrityError:
-        return  # this event's callback already exists (an event read twice)
+    now = timezone.now()
+    columns = [[call_id for call_id, _ in callbacks], [event for _, (event, _, _) in callbacks],
+               [url for _, (_, url, _) in callbacks], [json.dumps(payload) for _, (_, _, payload) in callbacks]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {WebhookDelivery._meta.db_table} (call_id, event, url, payload, attempts, error, created_at) "
+            "SELECT call_id, event, url, payload::jsonb, 0, '', %s "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(call_id, event, url, payload) "
+            "ON CONFLICT (call_id, event) DO NOTHING RETURNING id", [now, *columns])
+        created = [delivery_id for (delivery_id,) in cursor.fetchall()]
     from .tasks import deliver_webhook
 
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    transaction.on_commit(lambda: [deliver_webhook.delay(delivery_id) for delivery_id in created])
+
+
+def redeliver(delivery_id: int) -> None:
+    """Send a callback again (a person asked for it): a fresh round of attempts, queued after commit."""
+    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=0, delivered_at=None, gave_up_at=None,
+                                                          status_code=None, error="")
+    from .tasks import deliver_webhook
+
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery_id))
 
 
 def deliver(delivery_id: int) -> int | None:
@@ -97,7 +138,7 @@ def _attempt(delivery: WebhookDelivery) -> int | None:
     encoded = urllib.parse.urlencode(delivery.payload)
     timestamp = str(int(time.time()))
     secret = auth_token.current(current_tenant())
-    method = delivery.call.status_callback_method
+    method = "POST" if delivery.event == "amd" else delivery.call.status_callback_method
     if method == "GET":
         # As Twilio: the parameters go in the query, and the signature covers the whole URL.
         url = delivery.url + ("&" if "?" in delivery.url else "?") + encoded

@@ -8,10 +8,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 
 from . import events as ev
-from .store import Store, _s
+from .contract import OriginateCommand
+from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
 
@@ -20,14 +20,12 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
-def originate(redis, command: dict) -> str:
-    """Queue an outbound call; returns its call_id (generated if the command has none).
-
-    command: {"call_id", "from", "to", "ring_timeout", "max_duration", "legs": [{"carrier_id", "uri",
-    "username", "password", "from_domain"}, ...], "tenant", "headers", "provisional_timeout"}.
-    The first gateway with a free slot takes it; its events then appear on ``calls:events``.
+def originate(redis, command: OriginateCommand) -> str:
+    """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
+    (generated if the command has none). The first gateway with a free slot takes it; its events
+    then appear on ``calls:events``.
     """
-    cmd = dict(command)
+    cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
     cmd.setdefault("call_id", new_call_id())
     cmd.setdefault("queued_at", round(time.time(), 3))
@@ -47,13 +45,44 @@ def originate(redis, command: dict) -> str:
     return call_id
 
 
-def hangup(redis, call_id: str) -> str:
-    """Ask for a call to end (CANCEL if ringing, BYE if answered; a queued call is never dialed).
+def give_up_unplaced(redis, call_id: str, tenant: str) -> bool:
+    """End, as failed with reason not_placed, a call whose originate never reached Redis; the pool
+    never dials it afterwards. False (nothing done) if Redis knows the call."""
+    event = ev.make_event(call_id, ev.FAILED, reason=ev.REASON_NOT_PLACED, legs_tried=0, sip_code=0,
+                          direction=ev.DIRECTION_OUTBOUND, tenant=tenant or None)
+    given_up = Store(redis).give_up_unplaced(event)
+    if given_up:
+        log.warning("call never reached the gateway pool: ended as not placed", extra={"call_sid": call_id})
+    return given_up
 
-    Returns the gateway id it was sent to, "queued" (not picked up yet: the gateway that takes it
-    ends it at once) or "ended" (it already had its final event).
+
+def hangup(redis, call_id: str, gateway_id: str = "", answered_at: float | None = None) -> str:
+    """Ask for a call to end: the live gateway holding it sends CANCEL (ringing) or BYE (answered).
+
+    A call no live gateway holds (still queued, its gateway dead, or unknown to Redis) gets its final
+    event at once: ``failed``/cancelled if no gateway ever took it (a queued command is then never
+    dialed), else with reason ``no_live_gateway`` (``completed`` if it was answered: its duration runs
+    to its gateway's last heartbeat). ``gateway_id`` / ``answered_at``: what the call's durable record
+    knows, for a Redis that lost the call. Returns the gateway id the command went to, "ended" (it
+    already had its final event) or "finalized".
     """
-    where = Store(redis).request_hangup(call_id)
+    store = Store(redis)
+    where = store.request_hangup(call_id, gateway_id)
+    if where in ("orphan", "unheld"):
+        info = call_state(redis, call_id)
+        gw = info.get("gateway") or gateway_id
+        if answered_at and "answered_at" not in info:
+            info.update(state="answered", answered_at=str(answered_at))
+        if gw or info.get("state") == "answered":
+            last = redis.hget(ev.gw_key(gw), "updated_at") if gw else None
+            ended_at = max(min(time.time(), float(last)) if last else time.time(), float(info.get("answered_at") or 0))
+            close_out_call(store, gw or None, call_id, info, ev.REASON_NO_LIVE_GATEWAY, ended_at)
+        else:  # never taken by a gateway: it will not be dialed
+            store.finalize(ev.make_event(call_id, ev.FAILED, outcome=ev.OUTCOME_CANCELLED,
+                                         reason=ev.REASON_HANGUP_REQUESTED, legs_tried=0, sip_code=0,
+                                         direction=info.get("direction") or ev.DIRECTION_OUTBOUND,
+                                         tenant=info.get("tenant") or None), None)
+        where = "finalized"
     log.info("hangup requested: %s", where, extra={"call_sid": call_id})
     return where
 
@@ -75,20 +104,6 @@ def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: i
     if not res:
         return []
     return ev.decode_entries(res[0][1])
-
-
-def iter_events(redis, last_id: str = "$", call_id: str | None = None, timeout: float | None = None
-                ) -> Iterator[dict]:
-    """Follow calls:events (optionally only one call's events) until timeout seconds pass."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    if last_id == "$":
-        last = redis.xrevrange(ev.EVENTS_STREAM, count=1)
-        last_id = last[0][0].decode() if last else "0"
-    while deadline is None or time.monotonic() < deadline:
-        for entry_id, event in read_events(redis, last_id, block_ms=200):
-            last_id = entry_id
-            if call_id is None or event.get("call_id") == call_id:
-                yield event
 
 
 def call_events(redis, call_id: str) -> list[dict]:

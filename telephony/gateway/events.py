@@ -57,7 +57,8 @@ LEG_FAILED = "leg_failed"
 COMPLETED = "completed"  # final: the call was answered and has ended
 FAILED = "failed"  # final: the call was never answered
 STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
-EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED)
+AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, amd_ms, amd_evidence
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------
@@ -95,7 +96,14 @@ REASON_AGENT_CLOSED = "agent_closed"  # the agent closed the socket or the conne
 REASON_AGENT_PROTOCOL_ERROR = "agent_protocol_error"  # binary frames / too many malformed messages
 REASON_MEDIA_ERROR = "media_error"  # a bug or resource problem in the media bridge
 REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at once (TwiML <Hangup/>)
+REASON_MACHINE_DETECTED = "machine_detected"  # answering-machine detection: a machine, and the call hangs up
+REASON_VOICEMAIL_LEFT = "voicemail_left"  # answering-machine detection: the voicemail message was played
 REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap
+REASON_BRIDGE_FAILED = "bridge_failed"  # the call wanted a stream and could not be bridged
+REASON_RTP_TIMEOUT = "rtp_timeout"  # no RTP from the answered far end for the worker's --rtp-timeout
+REASON_SESSION_TIMER = "session_timer_expired"  # RFC 4028: the session was not refreshed in time
+REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway holds: finalised at once
+REASON_NOT_PLACED = "not_placed"  # its originate never reached Redis (down when the call was placed)
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

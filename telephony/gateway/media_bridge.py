@@ -4,7 +4,7 @@ pjsua2 keeps SIP and SDP negotiation; the audio of a bridged call never enters p
 stack. Why (measured, see docs/gateway.md "Media bridge"): a Python ``AudioMediaPort`` costs a
 director call per 20 ms frame and direction on the conference bridge's single clock thread, and
 reading a frame's ``ByteVector`` from Python costs ~350 us. The frame path runs in a media host
-(media_host.py): a process of its own that serves many workers (``--media-host``, started by the
+(media/host.py): a process of its own that serves many workers (``--media-host``, started by the
 supervisor), or a thread of this worker when it runs alone.
 
 * SDP: ``onCallSdpCreated`` rewrites the audio m-line (and ``a=rtcp``) of the SDP pjsua built to our
@@ -20,21 +20,26 @@ from __future__ import annotations
 import base64
 import collections
 import ctypes
+import errno
 import functools
-import hashlib
 import logging
 import random
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING, cast
 
 import pjsua2 as pj
 
+from media import host_link
 from media.protocol import MULAW_8K
 from media.rtp import rewrite_sdp_media
 
 from . import events as ev
-from . import media_link
+from .contract import OriginateCommand
+
+if TYPE_CHECKING:
+    from media.host import MediaHost
 
 log = logging.getLogger("gateway.media")
 
@@ -45,24 +50,16 @@ FALLBACK_PART = 48_000  # bytes of fallback audio per link message
 
 def stream_config(s) -> dict | None:
     """Stream settings of a worker Session, or None when the call is not bridged."""
-    if s.direction == ev.DIRECTION_INBOUND:
-        route = s.extra.get("route") or {}
-        url = route.get("stream_url")
-        if not url:
-            return None
-        params = dict(route.get("parameters") or route.get("custom_parameters") or {})
-        src = route
-    else:
-        url = s.cmd.get("stream_url")
-        if not url:
-            return None
-        params = dict(s.cmd.get("custom_parameters") or {})
-        src = s.cmd
-    params = {str(k): str(v) for k, v in params.items()}
+    # the originate command, or the inbound number's route (contract.InboundRoute: the same stream
+    # fields, less those only a command carries)
+    src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
+    url = src.get("stream_url")
+    if not url:
+        return None
+    params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))
     params.setdefault("to_number", str(s.extra.get("to") or ""))
-    tenant = s.tenant or ""
-    account_sid = src.get("account_sid") or "AC" + hashlib.md5(tenant.encode()).hexdigest()
+    account_sid = src.get("account_sid") or ""
     return {
         "url": url,
         "params": params,
@@ -76,6 +73,7 @@ def stream_config(s) -> dict | None:
         # Redis key of the message played when the agent fails (media.fallback), or ""
         "fallback_key": str(src.get("fallback_audio_key") or ""),
         "encoding": src.get("stream_encoding") or MULAW_8K["encoding"],  # what the agent sends and receives
+        "amd": src.get("machine_detection"),  # answering-machine detection (media/amd_call.py), or None
     }
 
 
@@ -131,7 +129,10 @@ class HostLink:
     def send(self, msg: dict, fds: list[int] | None = None) -> bool:
         if not self.alive:
             return False
-        data = media_link.encode(msg)
+        data = host_link.encode(msg)
+        if len(data) > host_link.MAX_PACKET:  # this message cannot go (the link itself is fine)
+            log.error("media host link: %s message of %d bytes is too long", msg.get("op"), len(data))
+            return False
         try:
             if fds:
                 socket.send_fds(self.sock, [data], fds)
@@ -140,7 +141,8 @@ class HostLink:
             return True
         except OSError as exc:
             log.error("media host link: send failed (%s)", exc)
-            self._lost()
+            if exc.errno != errno.EMSGSIZE:  # too long for the socket: only this message is lost
+                self._lost()
             return False
 
     def wait_report(self, call_id: str, timeout: float) -> dict | None:
@@ -157,13 +159,13 @@ class HostLink:
         _register_thread("media-link")
         while self.alive:
             try:
-                data = self.rsock.recv(media_link.MAX_PACKET)
+                data = self.rsock.recv(host_link.MAX_PACKET)
             except OSError:
                 data = b""
             if not data:
                 break
             try:
-                msg = media_link.decode(data)
+                msg = host_link.decode(data)
             except ValueError:
                 log.error("media host link: bad message %r", data[:200])
                 continue
@@ -210,11 +212,14 @@ class MediaBridge:
         self.connect_timeout = connect_timeout
         self.host_path = host_path  # the shared media host's socket, or None: a host in this process
         self.calls: dict[str, tuple[int, HostLink]] = {}  # bridged call id -> (its RTP port, its link)
+        # calls that wanted a stream but could not be bridged -> why; ended on answer (the fallback
+        # message first, when they have one and a host took them to play it)
+        self.unbridged: dict[str, str] = {}
         self.main_q: collections.deque = collections.deque()
         self.host_link: HostLink | None = None  # to the media host process
         self.local_link: HostLink | None = None  # to the host in a thread of this process
         self.next_host_try = 0.0
-        self.embedded = None  # that MediaHost, once started
+        self.embedded: MediaHost | None = None  # that MediaHost, once started
         self.embedded_thread: threading.Thread | None = None
 
     # ---- the media host -----------------------------------------------------------------------------
@@ -243,7 +248,7 @@ class MediaBridge:
         return self.local_link
 
     def _start_embedded(self) -> socket.socket:
-        from .media_host import MediaHost  # only here: a worker linked to a host process never loads it
+        from media.host import MediaHost  # only here: a worker linked to a host process never loads it
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         host = self.embedded = MediaHost()
@@ -288,11 +293,15 @@ class MediaBridge:
         call_id = msg["call"]
         if op == "started":
             self.main_stream_started(call_id, msg["ai_connect_ms"], msg.get("stream_sid"))
+        elif op == "amd":
+            self.main_amd(call_id, msg)
         elif op == "ended":
-            if msg.get("want_fallback"):
+            if msg.get("want_voicemail"):
+                self.main_play_voicemail(call_id, msg["reason"], msg["detail"])
+            elif msg.get("want_fallback"):
                 self.main_play_fallback(call_id, msg["reason"], msg["detail"])
             else:
-                self.main_stream_ended(call_id, msg["reason"], msg["detail"])
+                self.main_stream_ended(call_id, msg["reason"], msg["detail"], msg.get("last_rtp_at"))
 
     def _on_host_lost(self, link: HostLink) -> None:
         """The host carrying some of our calls is gone (it died, or the link broke): they end."""
@@ -307,30 +316,47 @@ class MediaBridge:
             return
         self.worker.emit(s, ev.STREAM_STARTED, ai_connect_ms=ai_connect_ms, stream_sid=stream_sid)
 
-    def main_play_fallback(self, call_id: str, reason: str, detail: str) -> None:
-        """The agent failed on a call with a fallback message: fetch its audio and play it first."""
+    def main_amd(self, call_id: str, msg: dict) -> None:
+        """Answering-machine detection decided (the host goes on by itself): report it."""
+        s = self.worker.sessions.get(call_id)
+        if s is None or s.state != "answered":
+            return
+        self.worker.emit(s, ev.AMD, answered_by=msg["answered_by"], amd_ms=msg["amd_ms"],
+                         amd_evidence=msg.get("amd_evidence"))
+
+    def main_play_voicemail(self, call_id: str, reason: str, detail: str) -> None:
+        """A machine answered and the greeting is over: play the voicemail message, then hang up."""
+        s = self.worker.sessions.get(call_id)
+        key = ((stream_config(s) or {}).get("amd") or {}).get("voicemail_key") if s is not None else None
+        self.main_play_fallback(call_id, reason, detail, key=key, label="voicemail message")
+
+    def main_play_fallback(self, call_id: str, reason: str, detail: str, key: str | None = None,
+                           label: str = "fallback message") -> None:
+        """The agent failed on a call with a fallback message: fetch its audio and play it first
+        (also the voicemail message: ``key``, ``label``)."""
         s = self.worker.sessions.get(call_id)
         audio = None
         if s is not None and call_id in self.calls:
             try:
-                audio = self.worker.r.get(stream_config(s)["fallback_key"])
+                audio = self.worker.r.get(key or stream_config(s)["fallback_key"])
             except Exception as exc:  # noqa: BLE001 - no message is better than a call left open
                 log.warning("call %s: fallback message unavailable: %s", call_id, exc)
         if not audio:
             self.main_stream_ended(call_id, reason, detail)
             return
-        log.info("call %s: agent stream ended (%s: %s): playing the fallback message (%.1f s)",
-                 call_id, reason, detail, len(audio) / 8000)
+        log.info("call %s: %s (%s): playing the %s (%.1f s)", call_id, reason, detail, label, len(audio) / 8000)
         for i in range(0, len(audio), FALLBACK_PART):
             self._send({"op": "fallback_audio", "call": call_id,
                         "audio": base64.b64encode(audio[i:i + FALLBACK_PART]).decode()})
-        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail}):
+        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail, "label": label}):
             self.main_stream_ended(call_id, reason, detail)
 
-    def main_stream_ended(self, call_id: str, reason: str, detail: str) -> None:
+    def main_stream_ended(self, call_id: str, reason: str, detail: str, last_rtp_at: float | None = None) -> None:
         s = self.worker.sessions.get(call_id)
         if s is None or s.hangup_reason:
             return
+        if last_rtp_at:
+            s.heard_until = float(last_rtp_at)
         log.info("call %s: agent stream ended (%s: %s): hanging up", call_id, reason, detail)
         self.worker.end_session(s, reason)
 
@@ -346,24 +372,38 @@ class MediaBridge:
             if cfg is None:
                 return
             cfg["connect_timeout"] = cfg["connect_timeout"] or self.connect_timeout
-            rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
+            cfg["rtp_timeout"] = self.worker.args.rtp_timeout
+            try:
+                rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
+            except OSError as exc:
+                self.unbridged[s.call_id] = f"no RTP port: {exc}"
+                return
             port = rtp.getsockname()[1]
             try:
-                for _attempt in range(2):  # a link that just broke: the second goes to another host
-                    link = self._link()
-                    if link.send({"op": "open", "call": s.call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()]):
-                        break
-                else:
-                    log.error("call %s: no media host takes it: the call is not bridged", s.call_id)
-                    return
+                link = self._open(s.call_id, cfg, rtp, rtcp)
+                if link is None and cfg["fallback_key"]:
+                    # the host can still play the fallback message (no stream: url empty)
+                    link = self._open(s.call_id, {**cfg, "url": "", "params": {}}, rtp, rtcp)
+                    self.unbridged[s.call_id] = "the stream could not be set up"
             finally:
                 rtp.close()  # the host has its own copies now
                 rtcp.close()
+            if link is None:
+                log.error("call %s: no media host takes it: the call ends when answered", s.call_id)
+                self.unbridged[s.call_id] = "no media host takes the call"
+                return
             self.calls[s.call_id] = (port, link)
         sdp = prm.sdp.wholeSdp
         new = rewrite_sdp_media(sdp, port, port + 1)
         if new != sdp:
             prm.sdp.wholeSdp = new
+
+    def _open(self, call_id: str, cfg: dict, rtp, rtcp) -> HostLink | None:
+        for _attempt in range(2):  # a link that just broke: the second goes to another host
+            link = self._link()
+            if link.send({"op": "open", "call": call_id, "cfg": cfg}, [rtp.fileno(), rtcp.fileno()]):
+                return link
+        return None
 
     def on_stream_created(self, s, prm) -> None:
         """pjsua's own stream of a bridged call: stop it sending. Left alone it sends silence RTP (no
@@ -399,15 +439,22 @@ class MediaBridge:
                     "event_pts": (si.audRxEventPt, si.audTxEventPt)})
 
     def on_answered(self, s, call) -> None:
+        """Start the call's stream; a call that wanted one and could not be bridged ends now (after
+        its fallback message, when it has one and a host took the call to play it)."""
+        why = self.unbridged.pop(s.call_id, None)
         if s.call_id not in self.calls:
-            if stream_config(s) is not None and s.hangup_reason is None:
+            if (why is not None or stream_config(s) is not None) and s.hangup_reason is None:
                 # To be bridged, but no media host took it (on_sdp_created): end it now with a reason
-                # rather than leave the callee on a silent line (the worker sends the BYE).
-                log.error("call %s: answered but not bridged: hanging up", s.call_id)
-                s.hangup_reason = ev.REASON_MEDIA_ERROR
+                # rather than leave the callee on a silent line (the worker sends the BYE after this hook).
+                log.error("call %s: cannot be bridged (%s): hanging up", s.call_id, why or "no media host took it")
+                s.hangup_reason = ev.REASON_BRIDGE_FAILED
             return
         self.on_media_state(s, call)  # in case the media state came before the session was known
-        self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono})
+        if not self._send({"op": "start", "call": s.call_id, "answered_mono": s.answered_mono}):
+            why = why or "the media host did not take the call's start"
+        if why is not None:  # from the main loop, not inside pjsua's callback
+            log.error("call %s: cannot be bridged (%s)", s.call_id, why)
+            self.main_q.append((self.main_play_fallback, (s.call_id, ev.REASON_BRIDGE_FAILED, why)))
 
     def on_dtmf(self, s, digit: str) -> None:
         if s is not None and s.call_id in self.calls:

@@ -66,16 +66,30 @@ end
 return first
 """
 
-# KEYS: call:{id}    ARGV: command json
+# KEYS: call:{id}, gw:{gw}:alive, gw:{gw}:commands of the gateway the caller read (or of the one
+# the call's record names)    ARGV: command json, that gateway id ('' if none)
+# Returns 'ended' (already final), the gateway id (alive: the command is queued for it), 'orphan'
+# (its gateway is dead), 'unheld' (no gateway holds it) or 'moved' (the gateway changed: read again).
 _HANGUP = """
 redis.call('HSET', KEYS[1], 'hangup_requested', '1')
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 'ended' end
-local gw = redis.call('HGET', KEYS[1], 'gateway')
-if gw then
-  redis.call('RPUSH', 'gw:' .. gw .. ':commands', ARGV[1])
-  return gw
-end
-return 'queued'
+local gw = redis.call('HGET', KEYS[1], 'gateway') or ''
+if gw ~= ARGV[2] and gw ~= '' then return 'moved' end
+if ARGV[2] == '' then return 'unheld' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'orphan' end
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return ARGV[2]
+"""
+
+# KEYS: call:{id}, events stream    ARGV: final event json, final type, maxlen, ttl, ended_at
+# A call Redis has never heard of (its originate was lost) gets its final event; once it has one, an
+# originate arriving late is never dialed (_POP_ORIGINATE).
+_GIVE_UP_UNPLACED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'final', ARGV[2], 'state', 'ended', 'ended_at', ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
 """
 
 
@@ -85,6 +99,7 @@ class Store:
         self._pop = redis.register_script(_POP_ORIGINATE)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
+        self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
     def pop_originates(self, gateway_id: str, count: int, client=None) -> list[tuple[bytes, str]]:
@@ -105,6 +120,10 @@ class Store:
         if pipe is None:
             p.execute()
 
+    def set_state(self, call_id: str, state: dict) -> None:
+        """Fields of the call:{id} hash (a call's dialog, its slot keys) with no event."""
+        self.r.hset(ev.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
+
     def finalize(self, event: dict, gateway_id: str | None) -> bool:
         """Publish a final event unless the call already has one; drop it from the gateway's set."""
         assert ev.is_final(event), event
@@ -112,14 +131,32 @@ class Store:
             keys=[ev.call_key(event["call_id"]), ev.gw_calls_key(gateway_id) if gateway_id else "",
                   ev.EVENTS_STREAM],
             args=[event["call_id"], event["type"], json.dumps(event, separators=(",", ":")),
-                  ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{time.time():.3f}"],
+                  ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{float(event['ts']):.3f}"],
         ))
 
     # ---- client side -------------------------------------------------------------------------
-    def request_hangup(self, call_id: str) -> str:
+    def give_up_unplaced(self, event: dict) -> bool:
+        """Publish the final event of a call whose originate never reached Redis (False: it did)."""
+        assert ev.is_final(event), event
+        return bool(self._give_up_unplaced(
+            keys=[ev.call_key(event["call_id"]), ev.EVENTS_STREAM],
+            args=[json.dumps(event, separators=(",", ":")), event["type"], ev.EVENTS_MAXLEN, ev.CALL_TTL,
+                  f"{float(event['ts']):.3f}"],
+        ))
+
+    def request_hangup(self, call_id: str, known_gateway: str = "") -> str:
+        """Mark the call for hangup and queue the command for the live gateway holding it (see
+        _HANGUP for the answers). ``known_gateway``: the gateway the call's durable record names,
+        used when Redis no longer knows the call (restarted empty: its gateway re-asserts it soon)."""
         cmd = json.dumps({"type": "hangup", "call_id": call_id})
-        res = self._hangup(keys=[ev.call_key(call_id)], args=[cmd])
-        return res.decode() if isinstance(res, bytes) else res
+        while True:
+            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            gw = (raw.decode() if isinstance(raw, bytes) else raw) or known_gateway or ""
+            res = self._hangup(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+                               args=[cmd, gw])
+            res = res.decode() if isinstance(res, bytes) else res
+            if res != "moved":
+                return res
 
 
 def _s(v) -> str | int | float:
@@ -130,30 +167,39 @@ def _s(v) -> str | int | float:
     return v if isinstance(v, (int, float)) else str(v)
 
 
-def close_out_gateway_calls(store: Store, gateway_id: str, reason: str = ev.REASON_GATEWAY_DIED) -> list[str]:
-    """Give every call a dead gateway held its final event; returns the call ids closed out."""
+def gateway_calls(store: Store, gateway_id: str) -> dict[str, dict]:
+    """{call id: its call:{id} fields (str), with ``dialog``/``early``/``slots`` decoded} of the calls
+    a gateway holds that have no final event yet."""
     r = store.r
-    calls_key = ev.gw_calls_key(gateway_id)
-    closed = []
-    for raw in r.smembers(calls_key):
+    out = {}
+    for raw in r.smembers(ev.gw_calls_key(gateway_id)):
         call_id = raw.decode() if isinstance(raw, bytes) else raw
         info = {k.decode(): v.decode() for k, v in r.hgetall(ev.call_key(call_id)).items()}
         if "final" in info:
-            r.srem(calls_key, call_id)
+            r.srem(ev.gw_calls_key(gateway_id), call_id)
             continue
-        fields = dict(
-            gateway_id=gateway_id, reason=reason, direction=info.get("direction"),
-            tenant=info.get("tenant") or None, carrier_id=info.get("carrier_id") or None,
-            leg=int(info["leg"]) if info.get("leg") else None,
-        )
-        if info.get("state") == "answered":
-            answered_at = float(info.get("answered_at") or time.time())
-            event = ev.make_event(call_id, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED,
-                                  hangup_by=ev.BY_PLATFORM,
-                                  duration=round(max(0.0, time.time() - answered_at), 3), **fields)
-        else:
-            event = ev.make_event(call_id, ev.FAILED, outcome=ev.OUTCOME_GATEWAY_DIED, **fields)
-        if store.finalize(event, gateway_id):
-            closed.append(call_id)
-    r.delete(calls_key)
-    return closed
+        for name, default in (("dialog", None), ("early", None), ("slots", [])):
+            try:
+                info[name] = json.loads(info[name]) if info.get(name) else default
+            except ValueError:
+                info[name] = default
+        out[call_id] = info
+    return out
+
+
+def close_out_call(store: Store, gateway_id: str, call_id: str, info: dict, reason: str, ended_at: float) -> bool:
+    """The final event of a call its gateway can no longer end: ``completed`` (duration up to
+    ``ended_at``, when the call really ended or was last known alive) if it was answered, else
+    ``failed`` with outcome gateway_died. False if it already had its final event."""
+    fields = dict(
+        gateway_id=gateway_id, reason=reason, direction=info.get("direction"),
+        tenant=info.get("tenant") or None, carrier_id=info.get("carrier_id") or None,
+        leg=int(info["leg"]) if info.get("leg") else None, ts=ended_at,
+    )
+    if info.get("state") == "answered":
+        answered_at = float(info.get("answered_at") or ended_at)
+        event = ev.make_event(call_id, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED, hangup_by=ev.BY_PLATFORM,
+                              duration=round(max(0.0, ended_at - answered_at), 3), **fields)
+    else:
+        event = ev.make_event(call_id, ev.FAILED, outcome=ev.OUTCOME_GATEWAY_DIED, **fields)
+    return store.finalize(event, gateway_id)

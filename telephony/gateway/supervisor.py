@@ -2,7 +2,7 @@
 
     python -m telephony.gateway.supervisor --processes N --redis-url URL [--base-sip-port P]
 
-- starts M media hosts (``--media-hosts``, one per core by default: media_host.py runs the audio
+- starts M media hosts (``--media-hosts``, one per core by default: media/host.py runs the audio
   of bridged calls for many workers, which costs far less CPU than a bridge in every 4-call
   worker), then N workers (gateway ids ``{node}-{n}``), each on its own SIP port (P+n, or any free
   port) and its own RTP port range, worker n linked to host n mod M;
@@ -10,8 +10,12 @@
 - restarts a worker that exits, or whose heartbeat key ``gw:{id}:alive`` expired (it is killed
   first), with a back-off when it keeps dying at start; counts restarts in ``gw:pool``
   (field ``{id}:restarts``);
-- when a worker died, gives every call it held (``gw:{id}:calls``) its final event with reason
-  ``gateway_died`` (``completed`` if the call had been answered, else ``failed``) before restarting it;
+- when a worker died, ends every call it held (``gw:{id}:calls``) at the carrier (BYE / CANCEL from
+  the dialog the worker kept in Redis, sent from the worker's own SIP port) and gives it its final
+  event with reason ``gateway_died``, holding the call's slots until then (closeout.py); the worker
+  is restarted once that is done;
+- never kills a worker as stale because of a Redis outage: after Redis could not be reached, or
+  came back empty (a restart), workers have ``--redis-grace`` seconds to write their heartbeat again;
 - SIGTERM/SIGINT: forwards SIGTERM to the workers, waits for their clean exit (they hang up their
   calls and publish final events), closes out whatever a worker could not, exits 0.
 
@@ -35,7 +39,8 @@ from dataclasses import dataclass
 import redis
 
 from . import events as ev
-from .store import Store, close_out_gateway_calls
+from .closeout import close_out_gateway
+from .store import Store
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -52,6 +57,7 @@ class Slot:
     restarts: int = 0
     fast_failures: int = 0
     restart_at: float = 0.0
+    closer: threading.Thread | None = None  # closing out the calls of its last process
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Supervisor:
         self.r = redis.Redis.from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.store = Store(self.r)
         self.stopping = False
+        self.redis_grace_until = 0.0  # no worker is stale before then (Redis was away or restarted)
         self.slots = [
             Slot(i, f"{self.node}-{i}",
                  args.base_sip_port + i if args.base_sip_port else 0,
@@ -126,7 +133,7 @@ class Supervisor:
 
     # ---- media hosts ----------------------------------------------------------------------------------
     def spawn_media(self, m: MediaSlot) -> None:
-        cmd = [sys.executable, "-m", "telephony.gateway.media_host", "--socket", m.socket_path,
+        cmd = [sys.executable, "-m", "media.host", "--socket", m.socket_path,
                "--name", m.name, "--log-level", self.args.log_level]
         m.proc = _start_child(m.name, cmd)
         m.started = time.monotonic()
@@ -170,25 +177,49 @@ class Supervisor:
         log.info("[%s] started worker pid %s (sip port %s)", slot.gateway_id, slot.proc.pid,
                  slot.sip_port or "any")
 
-    def close_out(self, slot: Slot) -> None:
-        for _attempt in range(50):
+    def close_out(self, slot: Slot, died_at: float, deadline: float | None = None) -> None:
+        """End the calls of the slot's dead process (closeout.py), retried until Redis answers (or
+        ``deadline``, a monotonic time)."""
+        failing = False
+        while deadline is None or time.monotonic() < deadline:
             try:
-                closed = close_out_gateway_calls(self.store, slot.gateway_id, ev.REASON_GATEWAY_DIED)
+                port = int(self.r.hget(ev.gw_key(slot.gateway_id), "sip_port") or slot.sip_port or 0)
+                closed = close_out_gateway(self.store, slot.gateway_id, died_at,
+                                           (self.args.bind or "0.0.0.0", port), via_host=self.args.public_ip,
+                                           bye_timeout=self.args.bye_timeout)
                 self.r.delete(ev.gw_alive_key(slot.gateway_id))
                 self.r.hset(ev.gw_key(slot.gateway_id), mapping={"active": 0, "state": "dead"})
                 if closed:
                     log.warning("[%s] closed out %d calls: %s", slot.gateway_id, len(closed), " ".join(closed))
                 return
             except redis.RedisError as exc:
-                log.error("[%s] close-out failed (%s), retrying", slot.gateway_id, exc)
-                time.sleep(0.2)
+                if not failing:
+                    log.error("[%s] close-out waits for redis (%s)", slot.gateway_id, exc)
+                failing = True
+                time.sleep(0.5)
+        log.error("[%s] calls not closed out: redis unreachable", slot.gateway_id)
 
-    def on_exit(self, slot: Slot, why: str) -> None:
+    def start_close_out(self, slot: Slot, died_at: float) -> None:
+        """In a thread of its own: BYEs wait for the carriers' answers; the other workers are
+        watched meanwhile and this one is restarted when its calls are closed out."""
+        slot.closer = threading.Thread(target=self.close_out, args=(slot, died_at),
+                                       name=f"close-{slot.gateway_id}", daemon=True)
+        slot.closer.start()
+
+    def last_seen(self, slot: Slot) -> float:
+        """When a worker killed for a stale heartbeat was last known alive (its hash's updated_at)."""
+        try:
+            updated = self.r.hget(ev.gw_key(slot.gateway_id), "updated_at")
+            return min(time.time(), float(updated)) if updated else time.time()
+        except (redis.RedisError, ValueError):
+            return time.time()
+
+    def on_exit(self, slot: Slot, why: str, died_at: float | None = None) -> None:
         rc = slot.proc.returncode if slot.proc else None
         log.warning("[%s] worker pid %s %s (exit code %s)", slot.gateway_id,
                     slot.proc.pid if slot.proc else None, why, rc)
         slot.proc = None
-        self.close_out(slot)
+        self.start_close_out(slot, died_at or time.time())
         if self.stopping:
             return
         slot.restarts += 1
@@ -205,8 +236,40 @@ class Supervisor:
         if delay:
             log.warning("[%s] failing at start, restarting in %.1fs", slot.gateway_id, delay)
 
-    def check(self, slot: Slot) -> None:
+    def heartbeats(self) -> dict[str, bool] | None:
+        """{gateway id: heartbeat present} of the running workers; None while Redis cannot tell
+        (unreachable, or just back: then the workers get ``--redis-grace`` s to write it again)."""
         now = time.monotonic()
+        running = [slot for slot in self.slots if slot.proc is not None]
+        try:
+            p = self.r.pipeline(transaction=False)
+            p.hget(ev.POOL_HASH, f"supervisor:{self.node}")
+            for slot in running:
+                p.exists(ev.gw_alive_key(slot.gateway_id))
+            marker, *alive = p.execute()
+            if marker is None:  # Redis lost its data (restarted empty): say again who we run
+                mapping = {f"supervisor:{self.node}": os.getpid()}
+                for slot in running:
+                    mapping.update({f"{slot.gateway_id}:pid": slot.proc.pid, f"{slot.gateway_id}:node": self.node,
+                                    f"{slot.gateway_id}:restarts": slot.restarts})
+                self.r.hset(ev.POOL_HASH, mapping=mapping)
+                if now >= self.redis_grace_until:
+                    log.warning("redis restarted empty: workers re-assert their calls")
+                self.redis_grace_until = now + self.args.redis_grace
+        except redis.RedisError as exc:
+            if now >= self.redis_grace_until:
+                log.error("redis unreachable (%s): no worker is judged by its heartbeat meanwhile", exc)
+            self.redis_grace_until = now + self.args.redis_grace
+            return None
+        beats = {slot.gateway_id: bool(a) for slot, a in zip(running, alive, strict=True)}
+        return None if now < self.redis_grace_until and not all(beats.values()) else beats
+
+    def check(self, slot: Slot, beats: dict[str, bool] | None) -> None:
+        now = time.monotonic()
+        if slot.closer is not None:
+            if slot.closer.is_alive():
+                return  # its calls are being ended: restarted after that
+            slot.closer = None
         if slot.proc is None:
             if not self.stopping and now >= slot.restart_at:
                 self.spawn(slot)
@@ -214,17 +277,15 @@ class Supervisor:
         if slot.proc.poll() is not None:
             self.on_exit(slot, "exited")
             return
-        try:
-            alive = bool(self.r.exists(ev.gw_alive_key(slot.gateway_id)))
-        except redis.RedisError:
+        if beats is None or slot.gateway_id not in beats:
             return  # cannot tell: never kill on a Redis outage
-        if alive:
+        if beats[slot.gateway_id]:
             slot.seen_alive = True
         elif (slot.seen_alive or now - slot.started > self.args.startup_grace) and not self.stopping:
             log.error("[%s] heartbeat stale: killing pid %s", slot.gateway_id, slot.proc.pid)
             slot.proc.kill()
             slot.proc.wait()
-            self.on_exit(slot, "killed (stale heartbeat)")
+            self.on_exit(slot, "killed (stale heartbeat)", self.last_seen(slot))
 
     def run(self) -> int:
         for m in self.media:
@@ -233,7 +294,7 @@ class Supervisor:
         for slot in self.slots:  # calls left by a previous run of the same ids
             try:
                 if not self.r.exists(ev.gw_alive_key(slot.gateway_id)):
-                    self.close_out(slot)
+                    self.close_out(slot, self.last_seen(slot), deadline=time.monotonic() + 15)
             except redis.RedisError as exc:
                 log.error("redis: %s", exc)
             self.spawn(slot)
@@ -241,8 +302,9 @@ class Supervisor:
         while not self.stopping:
             for m in self.media:
                 self.check_media(m)
+            beats = self.heartbeats()
             for slot in self.slots:
-                self.check(slot)
+                self.check(slot, beats)
             time.sleep(self.args.check_interval)
         return self.stop()
 
@@ -263,8 +325,11 @@ class Supervisor:
                 slot.proc.wait()
             if slot.proc.returncode != 0:
                 log.warning("[%s] exit code %s", slot.gateway_id, slot.proc.returncode)
-            self.close_out(slot)  # no-op after a clean exit
+            self.close_out(slot, time.time(), deadline=time.monotonic() + 10)  # no-op after a clean exit
             slot.proc = None
+        for slot in self.slots:
+            if slot.closer is not None:
+                slot.closer.join(self.args.bye_timeout + 2)
         self.stop_media()
         log.info("stopped")
         return 0
@@ -305,12 +370,16 @@ def main(argv=None) -> int:
     p.add_argument("--startup-grace", type=float, default=10.0,
                    help="seconds a new worker has to show a heartbeat")
     p.add_argument("--stop-timeout", type=float, default=15.0)
+    p.add_argument("--redis-grace", type=float, default=5.0,
+                   help="after Redis was unreachable or restarted, seconds workers have to write their heartbeat again")
+    p.add_argument("--bye-timeout", type=float, default=8.0,
+                   help="how long a dead worker's BYEs/CANCELs wait for the carrier before its slots are released")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("worker_args", nargs="*", help="extra worker arguments, after --")
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway="supervisor")
     sup = Supervisor(args)

@@ -10,7 +10,7 @@ One helper thread (``CommandListener``, no pjsua2) blocks on Redis for this work
 for originate wake-ups and wakes the main loop at once; another (``HostLink``) reads the media
 host's messages. pjsua's RTP is polled on the main thread too (no media thread), and the conference
 clock thread runs only while an answered call is not bridged (``set_sound_clock``). The audio of
-bridged calls runs in a media host (media_host.py), not here.
+bridged calls runs in a media host (media/host.py), not here.
 
 This module must not import Django (the gateway stays small). See docs/gateway.md.
 """
@@ -29,14 +29,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import cast
 
 import pjsua2 as pj
 
+from . import dialog
 from . import events as ev
 from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
 from .call_limits import CallLimits
+from .contract import CarrierLeg, OriginateCommand
 from .media_bridge import MediaBridge
-from .store import Store
+from .store import Store, _s
 
 log = logging.getLogger("gateway")
 
@@ -58,8 +61,8 @@ class Session:
 
     call_id: str
     direction: str
-    cmd: dict = field(default_factory=dict)
-    legs: list = field(default_factory=list)
+    cmd: OriginateCommand = field(default_factory=lambda: cast(OriginateCommand, {}))  # inbound: none
+    legs: list[CarrierLeg] = field(default_factory=list)
     leg: int = -1
     pjcall: GatewayCall | None = None
     state: str = "new"  # new, dialing, ringing, answered, ended
@@ -84,6 +87,15 @@ class Session:
     held: list = field(default_factory=list)  # concurrency slots (carrier, tenant) of the current leg
     admitted_leg: int = -1  # the leg that passed the caps (a CPS grant is taken once per leg)
     not_before: float = 0.0  # monotonic: the carrier's CPS pacing holds the leg until then
+    # every field written to call:{id} so far: written again after a Redis outage (reassert_calls)
+    redis_state: dict = field(default_factory=dict)
+    invite: str = ""  # inbound: the caller's INVITE (its Contact and Record-Route make our dialog)
+    invite_src: str = ""  # ... and the address it came from
+    rtp_seen_at: float = 0.0  # unbridged answered calls: monotonic time RTP last came in
+    rtp_count: int = -1  # ... and pjsua's count of received RTP packets then
+    rtp_checked_at: float = 0.0
+    # an RTP timeout: when the far end was last heard (unix time), the call's true end
+    heard_until: float = 0.0
 
     @property
     def carrier_id(self):
@@ -119,13 +131,29 @@ class GatewayCall(pj.Call):
 
     def onCallTsxState(self, prm):
         try:
-            if self.session is None or self.session.got_provisional:
+            s = self.session
+            if s is None or s.pjcall is not self:
                 return
             e = prm.e
-            if e.type == pj.PJSIP_EVENT_TSX_STATE:
-                tsx = e.body.tsxState.tsx
-                if tsx.method == "INVITE" and 100 <= tsx.statusCode < 200:
-                    self.session.got_provisional = True
+            if e.type != pj.PJSIP_EVENT_TSX_STATE:
+                return
+            tsx = e.body.tsxState.tsx
+            if tsx.method != "INVITE":
+                return
+            code = tsx.statusCode
+            if 100 <= code < 200 and not s.got_provisional:
+                s.got_provisional = True
+                if e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+                    rdata = e.body.tsxState.src.rdata
+                    self.worker.save_early(s, rdata.wholeMsg, rdata.srcAddress)
+            elif 200 <= code < 300 and "dialog" not in s.redis_state:
+                if s.direction == ev.DIRECTION_OUTBOUND and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+                    rdata = e.body.tsxState.src.rdata
+                    self.worker.save_dialog(s, dialog.from_uac_response(rdata.wholeMsg, rdata.srcAddress))
+                elif s.direction == ev.DIRECTION_INBOUND and s.invite:
+                    ok = tsx.lastTx.wholeMsg
+                    if ok:
+                        self.worker.save_dialog(s, dialog.from_uas_request(s.invite, ok, s.invite_src))
         except Exception:
             log.exception("onCallTsxState")
 
@@ -303,9 +331,13 @@ class Worker:
         self.args = args
         self.gateway_id: str = args.gateway_id
         self.capacity = min(args.capacity, PJSUA_MAX_CALLS)
-        self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        # short timeouts: this is the SIP thread; a Redis that hangs must not stall it for long
+        self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=1, socket_connect_timeout=0.5)
         self.store = Store(self.r)
-        self.limits = CallLimits(self.r)
+        self.limits = CallLimits(self.r, (redis.RedisError,), online=lambda: self.redis_ok)
+        # while Redis is unreachable only this asks whether it is back: a Redis that hangs (rather than
+        # refusing connections) then costs the SIP thread at most 0.2 s a second
+        self.redis_probe = redis.MiniRedis.from_url(args.redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.sessions: dict[str, Session] = {}
         # Every live pjsua call (outbound legs, inbound, rejects), and Session.pjcall: both let go in
         # the DISCONNECTED callback, where the C++ Call is also deleted (_free_now).
@@ -382,6 +414,15 @@ class Worker:
         acfg.regConfig.registerOnAdd = False
         if username:
             acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", username, 0, password or ""))
+        # RFC 4028 session timers when the far end supports them: a dead far end stops refreshing
+        # (or answering our refreshes) and pjsua ends the call (reason session_timer_expired)
+        cc = acfg.callConfig
+        if self.args.session_expires > 0:
+            cc.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
+            cc.timerSessExpiresSec = max(90, self.args.session_expires)
+            cc.timerMinSESec = 90
+        else:
+            cc.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
         mt = acfg.mediaConfig.transportConfig
         mt.port = self.args.rtp_port
         mt.portRange = self.args.rtp_port_range
@@ -393,7 +434,7 @@ class Worker:
         acc.create(acfg)
         return acc
 
-    def account_for(self, leg: dict) -> GatewayAccount:
+    def account_for(self, leg: CarrierLeg) -> GatewayAccount:
         user = leg.get("username")
         if not user:
             return self.acc
@@ -450,7 +491,17 @@ class Worker:
             self.ep.libHandleEvents(20)
             self.bridge.poll()
         self._finish_leftovers()
-        self.flush_outbox()
+        deadline = time.monotonic() + self.args.shutdown_timeout
+        while True:  # the final events and releases must reach Redis: wait a little if it is away
+            self.flush_outbox()
+            try:
+                self.limits.flush()
+            except redis.RedisError:
+                pass
+            if not (self.outbox or self.limits.unreleased) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            self.redis_ok = True
         try:
             self.r.delete(ev.gw_alive_key(self.gateway_id))
             self.r.hset(ev.gw_key(self.gateway_id), mapping={"active": 0, "state": "stopped",
@@ -496,7 +547,19 @@ class Worker:
 
     # ------------------------------------------------------------------------------ redis I/O
     def heartbeat(self) -> None:
+        """Every second: the worker's hash and heartbeat key, the slot leases of its calls. After
+        Redis was unreachable (stopped, restarted empty), also what waited (events, releases) and
+        the calls it holds, written again (reassert_calls)."""
         try:
+            if not self.redis_ok:
+                self.redis_probe.ping()  # raises while Redis is still unreachable
+                self.redis_ok = True
+                self.flush_outbox()
+                if not self.redis_ok:
+                    return
+                self.reassert_calls()
+                log.info("redis reachable again: events flushed, %d calls re-asserted", len(self.sessions))
+            self.limits.flush()
             p = self.r.pipeline(transaction=False)
             p.hset(ev.gw_key(self.gateway_id), mapping={
                 "pid": os.getpid(), "node": socket.gethostname(), "capacity": self.capacity,
@@ -508,13 +571,26 @@ class Worker:
             p.sadd(ev.GATEWAYS_SET, self.gateway_id)
             p.execute()
             self.limits.renew((s.call_id, s.held) for s in self.sessions.values())
-            if not self.redis_ok:
-                log.info("redis reachable again")
-            self.redis_ok = True
         except redis.RedisError as exc:
-            if self.redis_ok:
-                log.error("redis unreachable: %s", exc)
-            self.redis_ok = False
+            self.redis_failed(exc)
+
+    def redis_failed(self, exc: Exception) -> None:
+        if self.redis_ok:
+            log.error("redis unreachable (%s): %d events and %d slot releases wait in memory; calls go on",
+                      exc, len(self.outbox), len(self.limits.unreleased))
+        self.redis_ok = False
+
+    def reassert_calls(self) -> None:
+        """Our calls as Redis must know them (it may have restarted empty): each in gw:{id}:calls,
+        its call:{id} fields, its slot leases (taken again over the caps if need be: the call is up)."""
+        p = self.r.pipeline(transaction=False)
+        for s in self.sessions.values():
+            p.sadd(ev.gw_calls_key(self.gateway_id), s.call_id)
+            fields = {"gateway": self.gateway_id, "direction": s.direction, "tenant": s.tenant or "",
+                      "from": s.extra.get("from") or "", "to": s.extra.get("to") or "", **s.redis_state}
+            p.hset(ev.call_key(s.call_id), mapping={k: _s(v) for k, v in fields.items()})
+        p.execute()
+        self.limits.reassert((s.call_id, s.held) for s in self.sessions.values() if s.held)
 
     def free_slots(self) -> int:
         now = time.monotonic()
@@ -541,12 +617,13 @@ class Worker:
 
     def take_originates(self) -> None:
         """Pop as many originate commands as there are free slots (none: the token goes back)."""
+        if not self.redis_ok:
+            return  # the listener looks again once Redis answers
         free = 0 if self.stopping else max(0, self.free_slots())
         try:
             popped = self.store.pop_originates(self.gateway_id, free)
         except redis.RedisError as exc:
-            log.error("redis pop failed: %s", exc)
-            self.redis_ok = False
+            self.redis_failed(exc)
             return
         for raw, flag in popped:
             self.handle_originate(raw, flag)
@@ -560,7 +637,7 @@ class Worker:
         self.listener.room = room
         if room:
             self.take_originates()
-            if not self.listener.armed:
+            if not self.listener.armed and self.redis_ok:
                 try:
                     self.r.rpush(ev.gw_commands_key(self.gateway_id), CommandListener.REARM)
                 except redis.RedisError:
@@ -578,23 +655,43 @@ class Worker:
             fields.setdefault(k, v)
         if s.sip_call_id and type_ not in (ev.INITIATED, ev.LEG_STARTED):
             fields.setdefault("sip_call_id", s.sip_call_id)
-        event = ev.make_event(s.call_id, type_, **fields)
+        event = ev.make_event(s.call_id, type_, **fields)  # ts: now, however late Redis gets it
+        if state:
+            s.redis_state.update(state)
         self.outbox.append(("finalize" if ev.is_final(event) else "publish", event, state))
         log.info("event %s %s %s", s.call_id, type_,
                  {k: v for k, v in fields.items() if k in ("leg", "sip_code", "outcome", "reason")})
 
+    def save_state(self, s: Session, **fields) -> None:
+        """Fields for call:{id} with no event of their own (dialog, slots), in order with the events."""
+        s.redis_state.update(fields)
+        self.outbox.append(("state", {"call_id": s.call_id}, fields))
+
+    def save_dialog(self, s: Session, d: dict | None) -> None:
+        if d is not None:
+            self.save_state(s, dialog=d)
+
+    def save_early(self, s: Session, provisional: str, src: str) -> None:
+        e = dialog.early_from_response(provisional, s.legs[s.leg]["uri"], src) if s.legs else None
+        if e is not None:
+            self.save_state(s, early=e)
+
     def flush_outbox(self) -> None:
+        """Write what waits, in order; while Redis is unreachable it stays here (the heartbeat
+        tries again) and the calls go on."""
+        if not self.redis_ok:
+            return
         while self.outbox:
             kind, event, state = self.outbox[0]
             try:
                 if kind == "publish":
                     self.store.publish(event, state)
+                elif kind == "state":
+                    self.store.set_state(event["call_id"], state)
                 else:
                     self.store.finalize(event, self.gateway_id)
             except redis.RedisError as exc:
-                if self.redis_ok:
-                    log.error("redis write failed (%s); %d events queued", exc, len(self.outbox))
-                self.redis_ok = False
+                self.redis_failed(exc)
                 return
             self.outbox.popleft()
 
@@ -626,7 +723,7 @@ class Worker:
         if flag == "done":
             log.info("call %s already ended, not dialing", call_id)
             return
-        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cmd, legs=list(cmd.get("legs") or []))
+        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cast(OriginateCommand, cmd), legs=list(cmd.get("legs") or []))
         s.tenant = cmd.get("tenant")
         s.extra = {"from": cmd.get("from"), "to": cmd.get("to")}
         s.ring_timeout = float(cmd.get("ring_timeout") or self.args.ring_timeout)
@@ -666,15 +763,20 @@ class Worker:
         else:
             self.place_leg(s)
 
-    def admit_leg(self, s: Session, leg: dict) -> bool:
+    def admit_leg(self, s: Session, leg: CarrierLeg) -> bool:
         """The carrier's and tenant's caps, once per leg: False when the leg waits for its CPS turn
         (placed later from check_timers) or was failed because the carrier is at capacity."""
         if s.admitted_leg == s.leg:
             return True
-        if time.monotonic() < s.not_before:
+        capped = leg.get("max_concurrent") or leg.get("max_cps") or s.cmd.get("tenant_max_concurrent")
+        if time.monotonic() < s.not_before or (capped and not self.redis_ok):  # caps live in Redis
             s.leg_start_pending = True
             return False
-        verdict, wait = self.limits.admit(s.call_id, s.cmd, leg, s.held)
+        try:
+            verdict, wait = self.limits.admit(s.call_id, s.cmd, leg, s.held)
+        except redis.RedisError as exc:  # caps cannot be checked: the leg waits for Redis
+            self.redis_failed(exc)
+            verdict, wait = CallLimits.WAIT, 0.5
         if verdict == CallLimits.WAIT:
             s.not_before = time.monotonic() + wait
             s.leg_start_pending = True
@@ -683,6 +785,8 @@ class Worker:
             self.leg_failed(s, 0, "carrier at capacity", ev.REASON_CARRIER_AT_CAPACITY)
             return False
         s.admitted_leg = s.leg
+        if s.held:
+            self.save_state(s, slots=[lim.key for lim in s.held])
         return True
 
     def place_leg(self, s: Session) -> None:
@@ -728,7 +832,6 @@ class Worker:
 
     def leg_failed(self, s: Session, code: int, sip_reason: str, reason: str | None = None) -> None:
         """The current outbound leg ended without answer: fail over or end the call."""
-        self.limits.release(s.call_id, s.held)
         platform = s.hangup_reason
         if platform in (ev.REASON_NO_PROVISIONAL,):
             failover_cause = True
@@ -740,6 +843,7 @@ class Worker:
         failover = failover_cause and more and not self.stopping
         self.emit(s, ev.LEG_FAILED, sip_code=code, sip_reason=sip_reason, reason=platform or reason or sip_reason,
                   failover=failover, pdd_ms=s.pdd_ms)
+        self.limits.release(s.call_id, s.held)
         if failover:
             self.start_leg(s, s.leg + 1, defer=True)
             return
@@ -756,11 +860,11 @@ class Worker:
         self.fail(s, outcome, code=code, reason=platform or reason or sip_reason, sip_reason=sip_reason)
 
     def fail(self, s: Session, outcome: str, code: int, reason: str, sip_reason: str | None = None) -> None:
-        self.limits.release(s.call_id, s.held)
         s.state = "ended"
         self.sessions.pop(s.call_id, None)
         self.emit(s, ev.FAILED, outcome=outcome, sip_code=code, sip_reason=sip_reason, reason=reason,
                   legs_tried=s.leg + 1 if s.leg >= 0 else 0)
+        self.limits.release(s.call_id, s.held)
 
     def finish(self, s: Session, code: int, sip_reason: str, by: str, leg_ended: bool = False) -> None:
         """Final event of a session whose pjsua call is gone (leg_ended: pjsua reported it)."""
@@ -768,13 +872,17 @@ class Worker:
             self.clocked_calls.discard(s.call_id)
             self.clock_needed_at = time.monotonic()
         if s.state == "answered":
-            self.limits.release(s.call_id, s.held)
             s.state = "ended"
             self.sessions.pop(s.call_id, None)
-            duration = round(time.monotonic() - s.answered_mono, 3)
+            # the far end went silent before we noticed (rtp_timeout): the call ended when it was last heard
+            gone_for = max(0.0, time.time() - s.heard_until) if s.heard_until else 0.0
+            duration = round(max(0.0, time.monotonic() - gone_for - s.answered_mono), 3)
+            if s.hangup_reason is None and code == 408 and leg_ended:  # pjsip ends an expired session with 408
+                s.hangup_reason, by = ev.REASON_SESSION_TIMER, ev.BY_PLATFORM
             self.emit(s, ev.COMPLETED, outcome=ev.OUTCOME_ANSWERED, hangup_by=by, sip_code=code,
                       sip_reason=sip_reason, reason=s.hangup_reason or ev.REASON_REMOTE_HANGUP,
-                      duration=duration, setup_ms=s.setup_ms)
+                      duration=duration, setup_ms=s.setup_ms, ts=time.time() - gone_for)
+            self.limits.release(s.call_id, s.held)  # after the event: its time is the call's end
         elif s.direction == ev.DIRECTION_INBOUND:
             self.fail(s, ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED,
                       code=code, reason=s.hangup_reason or sip_reason, sip_reason=sip_reason)
@@ -832,6 +940,29 @@ class Worker:
             elif s.state == "answered" and now - s.answered_mono > s.max_duration:
                 s.hangup_reason = ev.REASON_MAX_DURATION
                 self._hangup_pj(s.pjcall)
+            elif s.call_id in self.clocked_calls and self.args.rtp_timeout > 0:
+                self.check_rtp(s, now)
+
+    def check_rtp(self, s: Session, now: float) -> None:
+        """An answered call on pjsua's own media (not bridged: the media host watches bridged calls)
+        whose far end sent no RTP for --rtp-timeout s ends with rtp_timeout. pjsua's count of
+        received packets is read about once a second."""
+        if s.rtp_count >= 0 and now - s.rtp_checked_at < 1.0:
+            return
+        s.rtp_checked_at = now
+        try:
+            ci = s.pjcall.getInfo()
+            idx = next((m.index for m in ci.media if m.type == pj.PJMEDIA_TYPE_AUDIO), None)
+            count = s.pjcall.getStreamStat(idx).rtcp.rxStat.pkt if idx is not None else 0
+        except pj.Error:
+            count = max(0, s.rtp_count)
+        if count != s.rtp_count:
+            s.rtp_count, s.rtp_seen_at = count, max(now, s.answered_mono)
+        elif now - max(s.rtp_seen_at, s.answered_mono) > self.args.rtp_timeout:
+            log.warning("call %s: no RTP for %.1f s: ending it", s.call_id, now - s.rtp_seen_at)
+            s.hangup_reason = ev.REASON_RTP_TIMEOUT
+            s.heard_until = time.time() - (now - max(s.rtp_seen_at, s.answered_mono))
+            self._hangup_pj(s.pjcall)
 
     # ------------------------------------------------------------------------------ pjsua callbacks
     def on_call_state(self, call: GatewayCall) -> None:
@@ -930,6 +1061,9 @@ class Worker:
         ip = src.rsplit(":", 1)[0].strip("[]") if src else ""
         call = GatewayCall(self, acc, None, prm.callId)
         self.pjcalls.add(call)
+        if not self.redis_ok:  # routes and allowed addresses are in Redis: try another gateway
+            self._hangup_pj(call, 503)
+            return
         try:
             allowed = bool(self.r.sismember(ev.CARRIER_ADDRESSES, ip))
         except redis.RedisError as exc:
@@ -973,6 +1107,7 @@ class Worker:
         ci = call.getInfo()
         s.extra = {"from": caller, "to": dialed, "route": route, "sip_call_id": ci.callIdString,
                    "source": ip}
+        s.invite, s.invite_src = rdata.wholeMsg, src
         s.leg_started_at = time.monotonic()
         s.pjcall = call
         call.session = s
@@ -984,8 +1119,8 @@ class Worker:
                                                   "tenant": s.tenant or "", "state": "initiated"})
             p.execute()
         except redis.RedisError as exc:
-            log.error("inbound: redis failed (%s)", exc)
-        self.emit(s, ev.INITIATED)
+            self.redis_failed(exc)  # written again when Redis is back (reassert_calls)
+        self.emit(s, ev.INITIATED, state={"state": "initiated"})
         aprm = pj.CallOpParam(True)
         aprm.statusCode = 200
         call.answer(aprm)
@@ -1016,12 +1151,16 @@ def main(argv=None) -> int:
     p.add_argument("--poll-ms", type=int, default=1000,
                    help="longest wait for an originate wake-up before looking at the queue anyway")
     p.add_argument("--shutdown-timeout", type=float, default=5.0)
+    p.add_argument("--rtp-timeout", type=float, default=float(os.environ.get("RTP_TIMEOUT_S") or 30),
+                   help="end an answered call after this many seconds with no RTP from the far end (0 = never)")
+    p.add_argument("--session-expires", type=int, default=int(os.environ.get("SIP_SESSION_EXPIRES_S") or 1800),
+                   help="RFC 4028 session interval offered to carriers that support session timers (0 = off)")
     p.add_argument("--pj-log-level", type=int, default=1)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url or REDIS_URL is required")
-    from voiceplatform.logs import configure  # the platform's key=value lines, call_sid included
+    from core.logs import configure  # the platform's key=value lines, call_sid included
 
     configure(args.log_level, gateway=args.gateway_id)
     worker = Worker(args)

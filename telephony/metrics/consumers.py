@@ -112,6 +112,9 @@ class TenantDashboardConsumer(_LiveDashboard):
     def snapshot(self):
         return selectors.tenant_dashboard(self.scope["schema_name"], self.window)
 
+    async def read_snapshot(self):
+        return await database_sync_to_async(self.snapshot)()  # percentiles come from the call records
+
 
 class PlatformDashboardConsumer(_LiveDashboard):
     kind = "platform"
@@ -131,7 +134,7 @@ class PlatformDashboardConsumer(_LiveDashboard):
 
     def snapshot(self):
         connection.set_schema_to_public()  # carriers live in the public schema
-        return selectors.platform_series(self.window)
+        return selectors.platform_dashboard(self.window)
 
     async def read_snapshot(self):
         return await database_sync_to_async(self.snapshot)()

@@ -32,7 +32,9 @@ LOSS = Histogram("loss_percent", "%", (0.1, 0.5, 1, 2, 3, 5, 10, 20))
 MOS = Histogram("mos", "MOS", (1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4, 4.5))
 AI_RESPONSE = Histogram("ai_response_ms", "ms", (100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000))
 
-HISTOGRAMS = {h.name: h for h in (SETUP, PDD, JITTER, LOSS, MOS, AI_RESPONSE)}
+# answer -> answering-machine detection decision (media/amd.py)
+AMD = Histogram("amd_ms", "ms", (1000, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000))
+HISTOGRAMS = {h.name: h for h in (SETUP, PDD, JITTER, LOSS, MOS, AI_RESPONSE, AMD)}
 
 
 def percentile(hist: Histogram, counts: list[int], q: float) -> float | None:

@@ -28,6 +28,7 @@ EXPOSED_HISTOGRAMS = {
     H.LOSS: ("voice_call_packet_loss_percent", "Lost / expected RTP packets of a call, in percent.", 1),
     H.MOS: ("voice_call_mos", "Estimated MOS of a call (simplified E-model).", 1),
     H.AI_RESPONSE: ("voice_ai_response_seconds", "End of caller speech to first agent audio.", 0.001),
+    H.AMD: ("voice_amd_decision_seconds", "Answer to the answering-machine detection decision.", 0.001),
 }
 
 

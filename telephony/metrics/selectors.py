@@ -1,20 +1,21 @@
 """Reading call metrics for dashboards: series over a window, breakdowns, what is happening now.
 
-Everything here is read with one pipelined round trip per call to Redis (plus the carrier list from
-the public schema for the platform view, cached briefly).
+Series are read with one pipelined round trip per call to Redis (plus the carrier list from the
+public schema for the platform view, cached briefly); the dashboards' percentiles come from the call
+records (telephony.metrics.percentiles), one query per read.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections import defaultdict
 
-from voiceplatform.redis_client import get_redis
-
+from core.redis_client import get_redis
 from telephony.gateway import client as gateway_client
 
 from . import histograms as H
-from . import keys
+from . import keys, percentiles
 
 # name -> (resolution, number of buckets)
 WINDOWS = {"1m": ("s", 60), "15m": ("m", 15), "1h": ("m", 60), "6h": ("m", 360), "24h": ("h", 24),
@@ -86,13 +87,18 @@ class _Rollup:
     def figures(self, suffix: str = "", seconds: int = 0) -> dict:
         """Counters, ASR, ACD (and CPS over the window) of the scope or of one breakdown."""
         out = {name: int(self.get(name + suffix)) for name in COUNTERS}
-        attempted, answered = out["attempted"], out["answered"]
+        attempted, ended = out["attempted"], out["ended"]
         dur_n = self.get("dur_n" + suffix)
-        out["asr"] = round(answered / attempted, 4) if attempted else None
+        # ASR over finished attempts only: a call still ringing is neither a success nor a failure yet
+        out["asr"] = round(self.get("o.answered" + suffix) / ended, 4) if ended else None
         out["acd_s"] = round(self.get("dur_ms" + suffix) / dur_n / 1000, 3) if dur_n else None
         out["outcomes"] = {
             f[2:].split("|")[0]: int(v) for f, v in self.sums.items()
             if f.startswith("o.") and (f.endswith(suffix) if suffix else "|" not in f)
+        }
+        out["answered_by"] = {  # answering-machine detection: human, machine_end_beep, fax…
+            f[2:].split("|")[0]: int(v) for f, v in self.sums.items()
+            if f.startswith("a.") and (f.endswith(suffix) if suffix else "|" not in f)
         }
         if seconds:
             out["cps"] = round(attempted / seconds, 3)
@@ -203,11 +209,44 @@ def _add_active(breakdown: dict[str, dict], key_for) -> None:
         breakdown[value]["active"] = replies[2 * i + 1]
 
 
+# Latency per stage of a call, each from its own column of the call records.
+STAGES = [("queued → INVITE", "queue_ms"), ("INVITE → ringing", "pdd_ms"), ("INVITE → answer", "setup_ms"),
+          ("answer → agent streaming", "ai_connect_ms"), ("caller stops → agent audio", "ai_response_ms")]
+
+
+def _window_start(window: str, now: float) -> dt.datetime:
+    res, count = _window(window)
+    return dt.datetime.fromtimestamp(now - keys.RESOLUTIONS[res] * count, dt.UTC)
+
+
+def _with_exact_percentiles(series: dict, schemas: list[str], window: str, now: float, by: tuple[str, ...]) -> None:
+    """p50/p90/p99 of the series' histograms and breakdowns, from the calls (percentile_cont)."""
+    exact = percentiles.call_percentiles(schemas, _window_start(window, now), by)
+    for name, figures in exact["all"].items():
+        if name in series["histograms"]:
+            series["histograms"][name].update(figures, exact=True)
+    series["conversations"] = exact["all"]["conversations"]
+    series["stages"] = [{"stage": label, **exact["all"][name]} for label, name in STAGES]
+    for dim in by:
+        for value, figures in series["by"].get(dim, {}).items():
+            scope = exact[dim].get(value, {})
+            for name in ("setup_ms", "mos", "ai_response_ms"):
+                figures[f"{name}_p50"] = scope.get(name, {}).get("p50")
+
+
 def tenant_dashboard(schema: str, window: str = DEFAULT_WINDOW) -> dict:
     """Everything the tenant dashboard draws, in one document."""
-    series = tenant_series(schema, window)
+    now = time.time()
+    series = tenant_series(schema, window, now)
+    _with_exact_percentiles(series, [schema], window, now, ("carrier", "campaign"))
     _add_active(series["by"]["campaign"], lambda campaign: keys.campaign_active(schema, campaign))
-    return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": latest_calls(schema)}
+    calls = latest_calls(schema)
+    names = carrier_names({call.get("carrier") for call in calls})
+    for call in calls:
+        call["carrier_name"] = names.get(str(call.get("carrier")), "")
+    capacity, active = gateway_client.pool_capacity(get_redis())
+    return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": calls,
+            "pool": {"capacity": capacity, "active": active}}
 
 
 # ---- platform -----------------------------------------------------------------------------------
@@ -226,6 +265,14 @@ def carriers(max_age: float = CARRIERS_CACHE_S) -> list[dict]:
                                            "max_cps", "max_concurrent"))
         _carriers_cache = (time.monotonic(), rows)
     return rows
+
+
+def carrier_names(ids) -> dict[str, str]:
+    """Carrier id (as text) -> name, for the ids given (calls carry ids; people read names)."""
+    from telephony.models import Carrier
+
+    ids = [int(i) for i in ids if str(i or "").isdigit()]
+    return {str(pk): name for pk, name in Carrier.objects.filter(pk__in=ids).values_list("pk", "name")} if ids else {}
 
 
 def gateway_pool() -> list[dict]:
@@ -285,6 +332,17 @@ def platform_series(window: str = DEFAULT_WINDOW, now: float | None = None) -> d
     _add_active(series["by"]["region"], keys.region_active)
     series["now"] = {"ts": now, "active": active, "cps": _cps(seconds)}
     series["gateways"] = gateway_pool()
+    return series
+
+
+def platform_dashboard(window: str = DEFAULT_WINDOW) -> dict:
+    """Everything the platform dashboard draws: platform_series with percentiles from the calls of
+    every tenant."""
+    from tenants.selectors import tenant_schemas
+
+    now = time.time()
+    series = platform_series(window, now)
+    _with_exact_percentiles(series, tenant_schemas(), window, now, ("carrier", "tenant"))
     return series
 
 

@@ -54,7 +54,7 @@ def platform_dashboard(request):
         return redirect_to_login(request.get_full_path(), LOGIN_URL)
     if not request.user.is_staff:
         raise PermissionDenied("staff only")
-    return _page(request, "dashboards/platform.html", selectors.platform_series(), "/ws/platform-dashboard")
+    return _page(request, "dashboards/platform.html", selectors.platform_dashboard(), "/ws/platform-dashboard")
 
 
 @lru_cache(maxsize=1)

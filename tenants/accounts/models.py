@@ -18,6 +18,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A read-only key (for dashboards, reports, exports): any request that would change something is a 403.
+    read_only = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -12,4 +12,13 @@ def api_keys() -> QuerySet[ApiKey]:
 
 
 def users() -> QuerySet:
-    return get_user_model().objects.order_by("username")
+    return get_user_model().objects.order_by("username").prefetch_related("groups")
+
+
+def role_of(user) -> str:
+    """'admin', 'member' or 'viewer' (see services.ROLES)."""
+    from .services import VIEWER_GROUP
+
+    if user.is_staff or user.is_superuser:
+        return "admin"
+    return "viewer" if any(g.name == VIEWER_GROUP for g in user.groups.all()) else "member"

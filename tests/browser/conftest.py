@@ -228,7 +228,7 @@ def voice_stack(django_db_setup, django_db_blocker):
         carrier = Carrier.objects.create(name="Browser SIPp trunk", host="127.0.0.1", port=sipp_port,
                                          max_cps=50, max_concurrent=50)
     agent_port = free_tcp_port()
-    agent = stack.Process("agent", [sys.executable, "-m", "media.demo_agent", "--port", str(agent_port)], logs)
+    agent = stack.Process("agent", [sys.executable, "-m", "demo.agent", "--port", str(agent_port)], logs)
     processes = [sipp, agent, stack.gateway_pool(logs, processes=2), stack.recorder(logs),
                  stack.celery_worker(logs, "ui-worker"), stack.celery_beat(logs)]
     try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import redis as redis_lib
-from voiceplatform.embedded import RedisServer
 
 from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port
+from voiceplatform.embedded import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,13 @@ def new_gateway(redis_server, tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def agents():
+    """Twilio-protocol agents in a thread of the test process (tests/gateway/test_media_bridge.py)."""
+    from tests.gateway.test_media_bridge import AgentServer
+
+    srv = AgentServer()
+    yield srv
+    srv.stop()

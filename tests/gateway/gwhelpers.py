@@ -114,14 +114,14 @@ class SupervisorProc:
 
 
 class MediaHostProc:
-    """A media host process (telephony.gateway.media_host) on a Unix socket in ``workdir``."""
+    """A media host process (media.host) on a Unix socket in ``workdir``."""
 
     def __init__(self, workdir: Path, name: str = "media"):
         self.socket_path = str(workdir / f"{name}.sock")
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telephony.gateway.media_host", "--socket", self.socket_path, "--name", name],
+            [sys.executable, "-m", "media.host", "--socket", self.socket_path, "--name", name],
             cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
         def listening():

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import redis
-from voiceplatform.embedded import RedisServer
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import ENV, ROOT, Sipp, free_udp_port, leg, wait_for
+from voiceplatform.embedded import RedisServer
 
 
 def rss_kb(pid: int) -> int:

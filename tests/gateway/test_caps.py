@@ -2,28 +2,18 @@
 (the rest fail over, or fail with carrier_at_capacity), and never faster than its CPS."""
 from __future__ import annotations
 
-import itertools
 import uuid
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from telephony.gateway.call_limits import carrier_calls_key, carrier_cps_key
 from tests.gateway.gwhelpers import call_events, leg, wait_final
+from tests.support import max_overlap
 
 
 def originate(r, legs, **kw):
     cmd = {"from": "+15550001111", "to": "+15550002222", "ring_timeout": 10, "tenant": "acme", "legs": legs, **kw}
     return client.originate(r, cmd)
-
-
-def max_overlap(intervals) -> int:
-    edges = sorted(itertools.chain.from_iterable(((start, 1), (end, -1)) for start, end in intervals),
-                   key=lambda edge: (edge[0], edge[1]))
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
 
 
 def test_a_concurrency_cap_of_k_holds_with_3k_calls_across_two_gateways(r, new_gateway, sipp):

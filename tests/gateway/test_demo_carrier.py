@@ -1,4 +1,4 @@
-"""The demo carrier (telephony/demo_carrier.py) against a real gateway worker, plus its SIP/SDP helpers."""
+"""The demo carrier (demo/carrier.py) against a real gateway worker, plus its SIP/SDP helpers."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from telephony import demo_carrier as dc
+from demo import carrier as dc
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from telephony.sip_options import ping
@@ -39,7 +39,7 @@ class DemoCarrierProc:
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telephony.demo_carrier", "--port", str(self.port), "--host", "127.0.0.1",
+            [sys.executable, "-m", "demo.carrier", "--port", str(self.port), "--host", "127.0.0.1",
              *map(str, args)],
             cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: "listening on udp" in self.text() or self.proc.poll() is not None, 10,

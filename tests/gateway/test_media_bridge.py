@@ -130,13 +130,6 @@ class AgentServer:
         self.loop.call_soon_threadsafe(self.server.close)
 
 
-@pytest.fixture(scope="module")
-def agents():
-    srv = AgentServer()
-    yield srv
-    srv.stop()
-
-
 def originate(r, legs, **kw):
     cmd = {"from": "+15550001111", "to": "+15550002222", "ring_timeout": 10, "max_duration": 60,
            "tenant": "acme", "account_sid": "AC" + "1" * 32, "legs": legs, **kw}
@@ -382,8 +375,9 @@ def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
     pcap = write_rtp_pcap(tmp_path / "in.pcap", pattern_frames(50, seed=7))
     number = "+15550009999"
     r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
-    r.hset(ev.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "stream_url": agents.url("/record"),
-                                                  "parameters": {"line": "sales"}}))
+    r.hset(ev.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "account_sid": "AC" + "7" * 32,
+                                                  "stream_url": agents.url("/record"),
+                                                  "custom_parameters": {"line": "sales"}}))
     uac = sipp("uac_media.xml", ["-m", "1", "-s", number, f"127.0.0.1:{gateway.sip_port}"],
                subst={"PLAY": play_action(pcap)})
     conn = wait_for(lambda: next((c for c in agents.conns if c.msgs[1:2] and
@@ -391,6 +385,7 @@ def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
                     10, what="inbound agent connection")
     wait_for(lambda: len(conn.media()) >= 50, 10, what=f"caller audio ({len(conn.media())}) {uac.messages()}")
     assert conn.msgs[1]["start"]["customParameters"]["to_number"] == number
+    assert conn.msgs[1]["start"]["accountSid"] == "AC" + "7" * 32  # the tenant's own, from the route
     find_run(conn.payload(), pattern_frames(50, seed=7))
     assert uac.wait(15) == 0
     assert conn.closed.wait(5) and conn.msgs[-1]["event"] == "stop"
@@ -413,3 +408,4 @@ def test_ai_response_time_runs_from_the_end_of_caller_speech_to_the_agents_answe
     assert done["ai_response_turns"] == 1, done
     assert 520 <= done["ai_response_ms"] <= 900, done
     assert uas.wait(10) == 0
+

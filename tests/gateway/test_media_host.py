@@ -1,6 +1,6 @@
 """The shared media host: workers hand their bridged calls' audio to one host process.
 
-The supervisor runs one host per core and links each worker to one of them (media_host.py says
+The supervisor runs one host per core and links each worker to one of them (media/host.py says
 why). Here two workers share one host: both carry audio both ways, and the host's figures reach the
 final events. A host that dies ends its calls with ``media_error`` (BYE to the callee), and the
 supervisor starts a new one, to which the worker sends its next call.
@@ -26,14 +26,7 @@ from tests.gateway.gwhelpers import (
     wait_final,
     wait_for,
 )
-from tests.gateway.test_media_bridge import AgentServer, find_run, media_uas, originate, pattern_frames
-
-
-@pytest.fixture(scope="module")
-def agents():
-    srv = AgentServer()
-    yield srv
-    srv.stop()
+from tests.gateway.test_media_bridge import find_run, media_uas, originate, pattern_frames
 
 
 def test_two_workers_share_one_media_host(r, redis_server, sipp, agents, tmp_path):

@@ -158,3 +158,12 @@ def test_resamplers_clip_instead_of_wrapping():
     assert min(up) == -32768 and max(up) == 32767
     assert max(down) == 32767
     assert up.count(32767) > 2 * 640 // 4  # plateaus stay at full scale (overshoot clipped, not wrapped)
+
+
+def test_a_spoken_clip_at_22050_hz_resamples_to_8_khz():
+    # espeak-ng speaks at 22050 Hz; fallback messages are stored as 8 kHz mu-law
+    x = to_bytes(sine(440, 22050, 22050))
+    y = samples(codec.resample_lin16(x, 22050, 8000))
+    assert len(y) == 8000
+    assert snr_db(sine(440, 8000, 8000), y) > 30
+    assert codec.resample_lin16(x, 8000, 8000) == x

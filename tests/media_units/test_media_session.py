@@ -9,8 +9,8 @@ import threading
 import pytest
 from websockets.asyncio.server import serve
 
+from demo.agent import PROMPT_MARK, load_prompt, start_server
 from media import codec
-from media.demo_agent import PROMPT_MARK, load_prompt, start_server
 from media.stream_session import (
     AGENT_CLOSED,
     CALL_ENDED,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from voiceplatform.embedded import RedisServer
 
 from telephony.sip_options import ping
+from voiceplatform.embedded import RedisServer
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

@@ -98,7 +98,7 @@ def test_faults_are_twilios_errors_with_their_codes(acme, web, request_, status,
 
 @pytest.mark.parametrize("fields, named", [
     ({"record": True}, "Record"),
-    ({"machine_detection": "Enable"}, "MachineDetection"),
+    ({"caller_id": "+14155550100"}, "CallerId"),
     ({"send_digits": "1234#"}, "SendDigits"),
     ({"fallback_url": "http://127.0.0.1:9/fallback"}, "FallbackUrl"),
 ])

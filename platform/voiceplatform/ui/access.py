@@ -2,7 +2,9 @@
 
 - platform admin: a staff user of the public schema, on the public host;
 - tenant admin: a staff user or superuser of the tenant's schema, on the tenant's host;
-- tenant member: any other active user of the tenant's schema, on the tenant's host.
+- tenant member: any other active user of the tenant's schema, on the tenant's host: runs campaigns;
+- tenant viewer: a member of the tenant's "viewer" group: reads every page, changes nothing (pages
+  that change something are a 403 for them, and their buttons are not shown).
 
 Users and sessions live in each schema (django-tenants), so a user signed in on one host is a
 stranger on every other host. A page asked for on the wrong kind of host is a 404 that says where it
@@ -16,6 +18,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
 from django_tenants.utils import get_public_schema_name
 
+from tenants.accounts.services import VIEWER_GROUP
+
 LOGIN_URL = "/accounts/login/"
 
 
@@ -28,27 +32,39 @@ def is_tenant_admin(user) -> bool:
     return bool(user.is_authenticated and user.is_active and (user.is_staff or user.is_superuser))
 
 
-def is_platform_admin(request) -> bool:
-    user = request.user
-    return on_public_host(request) and bool(user.is_authenticated and user.is_active and user.is_staff)
+def is_viewer(user) -> bool:
+    """Read-only: never an admin; otherwise a member of the viewer group."""
+    if not user.is_authenticated or is_tenant_admin(user):
+        return False
+    cached = getattr(user, "_is_viewer", None)
+    if cached is None:
+        cached = user._is_viewer = user.groups.filter(name=VIEWER_GROUP).exists()
+    return cached
+
+
+def can_change(user) -> bool:
+    return bool(user.is_authenticated and user.is_active and not is_viewer(user))
 
 
 def role_of(request) -> str:
-    """'platform_admin', 'tenant_admin', 'tenant_member' or 'anonymous' (for templates)."""
+    """'platform_admin', 'tenant_admin', 'tenant_member', 'tenant_viewer' or 'anonymous'."""
     user = request.user
     if not user.is_authenticated:
         return "anonymous"
     if on_public_host(request):
         return "platform_admin" if user.is_staff else "anonymous"
-    return "tenant_admin" if is_tenant_admin(user) else "tenant_member"
+    if is_tenant_admin(user):
+        return "tenant_admin"
+    return "tenant_viewer" if is_viewer(user) else "tenant_member"
 
 
 def _refuse(request, status: int, title: str, message: str):
     return render(request, "ui/refused.html", {"title": title, "message": message}, status=status)
 
 
-def tenant_page(admin: bool = False):
-    """A page of the tenant's own host; `admin` pages are for the tenant's admins only."""
+def tenant_page(admin: bool = False, change: bool = False):
+    """A page of the tenant's own host; `admin` pages are for the tenant's admins only, `change`
+    pages (anything that writes) for admins and members, never viewers."""
 
     def decorator(view):
         @wraps(view)
@@ -65,6 +81,10 @@ def tenant_page(admin: bool = False):
             if admin and not is_tenant_admin(request.user):
                 return _refuse(request, 403, "Admins only",
                                "Only an administrator of this account can open this page.")
+            if change and not can_change(request.user):
+                return _refuse(request, 403, "Read-only access",
+                               "Your role is viewer: you can see everything in this account but change nothing. "
+                               "Ask an administrator for the member role.")
             return view(request, *args, **kwargs)
 
         return wrapper
@@ -87,3 +107,10 @@ def platform_page(view):
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def roles(request) -> dict:
+    """Template context: the signed-in user's role, and whether they may change anything."""
+    if not hasattr(request, "user"):
+        return {}
+    return {"ui_role": role_of(request), "can_change": can_change(request.user)}

@@ -227,8 +227,17 @@ class AgentForm(forms.Form):
             raise ValidationError("Must start with wss://, ws://, https:// or http://.")
         return url
 
+    # Set by the platform on every call (campaigns.dialer.agent_parameters, the test call): a value
+    # typed here under these names would be replaced without a word, so it is refused.
+    PLATFORM_PARAMETERS = ("campaign", "contact_name", "from_number", "to_number", "test_call")
+
     def clean_custom_parameters(self):
-        return parse_parameters(self.cleaned_data["custom_parameters"])
+        parameters = parse_parameters(self.cleaned_data["custom_parameters"])
+        taken = [name for name in parameters if name in self.PLATFORM_PARAMETERS]
+        if taken:
+            raise ValidationError(f"{', '.join(taken)}: the platform sets {'this name' if len(taken) == 1 else 'these names'} "
+                                  f"on every call ({', '.join(self.PLATFORM_PARAMETERS)}). Choose another name.")
+        return parameters
 
     def clean_optout_digit(self):
         digit = self.cleaned_data["optout_digit"].strip()
@@ -300,6 +309,8 @@ class TestCallForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label="Key name", help_text="what it is for, e.g. CRM integration")
+    read_only = forms.BooleanField(required=False, label="Read-only",
+                                   help_text="can read calls, campaigns and contacts, and change nothing")
 
 
 class DoNotCallForm(forms.Form):
@@ -319,8 +330,13 @@ class UserCreateForm(forms.Form):
     email = forms.EmailField(required=False, label="Email")
     password = forms.CharField(label="Password", strip=False, widget=forms.PasswordInput(render_value=False),
                                help_text="at least 8 characters; tell it to the person, they can change it later")
-    is_admin = forms.BooleanField(required=False, label="Administrator",
-                                  help_text="admins manage API keys, webhooks, the do-not-call list and users")
+    role = forms.ChoiceField(choices=[("member", "member: builds and runs campaigns"),
+                                      ("viewer", "viewer: sees everything, changes nothing"),
+                                      ("admin", "admin: also manages API keys, webhooks, do-not-call and users")],
+                             initial="member", required=False, label="Role", widget=forms.RadioSelect)
+
+    def clean_role(self):
+        return self.cleaned_data.get("role") or "member"
 
     def clean_username(self):
         username = self.cleaned_data["username"].strip()

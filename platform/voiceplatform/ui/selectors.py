@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignContact
-from campaigns.selectors import campaign_progress
+from campaigns.selectors import campaign_progress, campaigns_with_progress
+from core.redis_client import get_redis
+from telephony.gateway.client import pool_capacity
 
 ContactState = CampaignContact.State
 
@@ -31,32 +32,54 @@ def _duration_text(seconds: float | None) -> str:
     return f"{hours // 24} days {hours % 24} h"
 
 
+def gateway_capacity(max_concurrent: int | None = None) -> dict:
+    """The gateway pool's capacity and use (gateways alive now), and a warning when a campaign's
+    concurrency is more than the pool holds or the pool is full."""
+    capacity, active = pool_capacity(get_redis())
+    warning = ""
+    if max_concurrent and max_concurrent > capacity:
+        warning = (f"At most {max_concurrent} calls at once were asked for, but the gateway pool holds "
+                   f"{capacity} now: no more than {capacity} run at a time. Add gateway processes "
+                   f"(GATEWAY_PROCESSES, 4 calls each) or lower the concurrency.")
+    return {"pool_capacity": capacity, "pool_active": active, "pool_full": bool(capacity) and active >= capacity,
+            "capacity_warning": warning}
+
+
 def campaign_live_progress(campaign: Campaign, now=None) -> dict:
     """campaign_progress plus what a person watching the campaign page wants, as the page shows it:
     failed, percent done, the ETA and the abandonment rate as text."""
     now = now or timezone.now()
     progress = campaign_progress(campaign, now)
-    total, remaining, eta = progress["total"], progress["remaining"], progress["eta_seconds"]
+    total, remaining = progress["total"], progress["remaining"]
     abandonment = progress["abandonment_rate"]
     return {
         **progress,
         "failed": progress[ContactState.FAILED],
         "percent_done": round((total - remaining) * 100 / total, 1) if total else 0,
-        "eta_text": "paused" if campaign.state == Campaign.State.PAUSED and remaining else _duration_text(eta),
+        "eta_text": _eta_text(campaign, progress, now),
         "abandonment_text": "–" if abandonment is None else f"{abandonment * 100:.1f} %",
         "state_label": campaign.get_state_display(),
         "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
         "updated_at": time.time(),
+        **gateway_capacity(campaign.max_concurrent),
     }
 
 
+def _eta_text(campaign: Campaign, progress: dict, now) -> str:
+    if campaign.state == Campaign.State.PAUSED and progress["remaining"]:
+        return "paused"
+    text = _duration_text(progress["eta_seconds"])
+    opens = progress["next_window_at"]
+    if campaign.state != Campaign.State.RUNNING or opens is None:
+        return text
+    opens_in = _duration_text((opens - now).total_seconds())
+    if progress["eta_seconds"] is None:
+        return f"calling window opens in {opens_in}"
+    return f"{text}, the rest when their window opens in {opens_in}"
+
+
 def campaigns_with_counts():
-    return Campaign.objects.select_related("contact_list").annotate(
-        total=Count("campaign_contacts"),
-        remaining=Count("campaign_contacts", filter=Q(campaign_contacts__state__in=(
-            ContactState.PENDING, ContactState.DIALING))),
-        answered=Count("campaign_contacts", filter=Q(campaign_contacts__last_outcome="answered")),
-    )
+    return campaigns_with_progress().select_related("contact_list")
 
 
 EXPORT_COLUMNS = ["phone", "name", "time_zone", "state", "attempts", "last_outcome", "last_call_sid",

@@ -4,14 +4,13 @@ Tenant host: /accounts/login/, /campaigns/…, /settings/… · public host: /ac
 """
 from django.urls import path
 
-from . import views_assets, views_auth, views_campaigns, views_platform, views_settings, views_wizard
+from . import views_auth, views_calls, views_campaigns, views_platform, views_settings, views_wizard
 
 app_name = "ui"
 
 urlpatterns = [
     path("accounts/login/", views_auth.SignInView.as_view(), name="login"),
     path("accounts/logout/", views_auth.SignOutView.as_view(), name="logout"),
-    path("ui/assets/<str:name>", views_assets.asset, name="asset"),
     # campaigns (tenant host, any user of the tenant)
     path("campaigns/", views_campaigns.campaign_list, name="campaigns"),
     path("campaigns/new/", views_wizard.contacts, name="wizard-contacts"),
@@ -27,6 +26,12 @@ urlpatterns = [
     path("campaigns/<int:pk>/test-call/<str:sid>.json", views_wizard.test_call_status, name="wizard-test-status"),
     path("campaigns/<int:pk>/review/", views_wizard.review, name="wizard-review"),
     path("campaigns/<int:pk>/<str:action>/", views_campaigns.campaign_action, name="campaign-action"),
+    # calls (tenant host, any user; hang-up and resend not for viewers)
+    path("calls/", views_calls.call_log, name="calls"),
+    path("calls/export.csv", views_calls.call_log_export, name="calls-export"),
+    path("calls/<str:sid>/", views_calls.call_detail, name="call"),
+    path("calls/<str:sid>/hangup/", views_calls.call_hangup, name="call-hangup"),
+    path("calls/<str:sid>/webhooks/<int:pk>/resend/", views_calls.delivery_resend, name="delivery-resend"),
     # tenant settings (tenant host, admins)
     path("settings/", views_settings.api_keys, name="settings"),
     path("settings/api-keys/", views_settings.api_keys, name="api-keys"),
@@ -37,6 +42,7 @@ urlpatterns = [
     path("settings/do-not-call/<int:pk>/remove/", views_settings.do_not_call_remove, name="do-not-call-remove"),
     path("settings/users/", views_settings.users, name="users"),
     path("settings/users/<int:pk>/role/", views_settings.user_role, name="user-role"),
+    path("settings/users/<int:pk>/access/", views_settings.user_access, name="user-access"),
     # platform admin (public host, staff)
     path("platform/", views_platform.index, name="platform"),
     path("platform/carriers/", views_platform.carriers, name="carriers"),
@@ -50,4 +56,6 @@ urlpatterns = [
     path("platform/tenants/", views_platform.tenants, name="tenants"),
     path("platform/tenants/<int:pk>/", views_platform.tenant_edit, name="tenant"),
     path("platform/gateways/", views_platform.gateways, name="gateways"),
+    path("platform/calls/", views_calls.platform_call_log, name="platform-calls"),
+    path("platform/calls/<str:schema>/<str:sid>/", views_calls.platform_call_detail, name="platform-call"),
 ]

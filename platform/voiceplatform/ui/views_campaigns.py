@@ -2,20 +2,19 @@
 polls every second), pause / resume / cancel / start, and the results as CSV."""
 from __future__ import annotations
 
-from core.spreadsheet import CsvLines
 from django.contrib import messages
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import slugify
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django_tenants.utils import tenant_context
 
 from campaigns import services
 from campaigns.models import Campaign
 
 from . import selectors
 from .access import tenant_page
+from .csv_export import csv_download
 
 ACTIONS = {
     "start": services.campaign_start,
@@ -53,7 +52,7 @@ def campaign_progress(request, pk: int):
     return JsonResponse(selectors.campaign_live_progress(campaign))
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_POST
 def campaign_action(request, pk: int, action: str):
     campaign = get_object_or_404(Campaign, pk=pk)
@@ -75,17 +74,6 @@ def campaign_action(request, pk: int, action: str):
 @require_GET
 def campaign_export(request, pk: int):
     campaign = get_object_or_404(Campaign.objects.select_related("contact_list"), pk=pk)
-    csv = CsvLines()
-    tenant = request.tenant
-
-    def rows():
-        # Consumed after the view returned (under ASGI, in another task): pin the schema here.
-        with tenant_context(tenant):
-            yield "\ufeff" + csv.line(selectors.EXPORT_COLUMNS)
-            for row in selectors.campaign_results(campaign):
-                yield csv.line(row)
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     filename = f"campaign-{campaign.pk}-{slugify(campaign.name) or 'results'}.csv"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return csv_download(request.tenant, selectors.EXPORT_COLUMNS, lambda: selectors.campaign_results(campaign),
+                        filename)

@@ -9,12 +9,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.redis_client import get_redis
 from telephony import services as telephony_services
 from telephony.gateway.client import pool_status
 from telephony.models import Carrier, CarrierHealthEvent, Number
 from tenants import services as tenant_services
 from tenants.models import Tenant
-from voiceplatform.redis_client import get_redis
 
 from . import services
 from .access import platform_page

@@ -33,7 +33,8 @@ def api_keys(request):
     if request.method == "POST":
         form = ApiKeyForm(request.POST)
         if form.is_valid():
-            key = account_services.issue_api_key(request.tenant.account_sid, name=form.cleaned_data["name"])
+            key = account_services.issue_api_key(request.tenant.account_sid, name=form.cleaned_data["name"],
+                                                 read_only=form.cleaned_data["read_only"])
             request.session[NEW_KEY] = {"name": form.cleaned_data["name"], "key": key}
             return redirect("ui:api-keys")
     else:
@@ -131,6 +132,9 @@ def do_not_call_remove(request, pk: int):
     return redirect("ui:do-not-call")
 
 
+ROLE_NAMES = {"admin": "an admin", "member": "a member", "viewer": "a viewer (read-only)"}
+
+
 @tenant_page(admin=True)
 @require_http_methods(["GET", "POST"])
 def users(request):
@@ -139,27 +143,43 @@ def users(request):
         if form.is_valid():
             user = account_services.user_create(
                 username=form.cleaned_data["username"], email=form.cleaned_data["email"],
-                password=form.cleaned_data["password"], is_admin=form.cleaned_data["is_admin"],
+                password=form.cleaned_data["password"], role=form.cleaned_data["role"],
             )
-            role = "an admin" if user.is_staff else "a member"
-            messages.success(request, f"{user.username} can now sign in at {request.get_host()} as {role}.")
+            messages.success(request, f"{user.username} can now sign in at {request.get_host()} as "
+                                      f"{ROLE_NAMES[form.cleaned_data['role']]}.")
             return redirect("ui:users")
     else:
         form = UserCreateForm()
-    return render(request, "ui/settings/users.html", {
-        "form": form, "users": account_selectors.users(),
-    })
+    people = list(account_selectors.users())
+    for person in people:
+        person.role = account_selectors.role_of(person)
+    return render(request, "ui/settings/users.html", {"form": form, "users": people, "roles": ROLE_NAMES})
 
 
 @tenant_page(admin=True)
 @require_POST
 def user_role(request, pk: int):
     user = get_object_or_404(account_selectors.users(), pk=pk)
-    make_admin = request.POST.get("role") == "admin"
+    role = request.POST.get("role", "")
     try:
-        account_services.user_set_role(user, is_admin=make_admin, changed_by=request.user)
+        account_services.user_set_role(user, role=role, changed_by=request.user)
     except account_services.RoleChangeRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{user.username} is now {'an admin' if make_admin else 'a member'}.")
+        messages.success(request, f"{user.username} is now {ROLE_NAMES[role]}.")
+    return redirect("ui:users")
+
+
+@tenant_page(admin=True)
+@require_POST
+def user_access(request, pk: int):
+    user = get_object_or_404(account_selectors.users(), pk=pk)
+    active = request.POST.get("active") == "yes"
+    try:
+        account_services.user_set_active(user, active=active, changed_by=request.user)
+    except account_services.RoleChangeRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{user.username} can sign in again." if active else
+                         f"{user.username} is deactivated: they can no longer sign in (nothing of theirs is deleted).")
     return redirect("ui:users")

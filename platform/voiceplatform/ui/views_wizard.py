@@ -21,12 +21,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaigns import imports, services
+from campaigns.dialer import campaign_call_request
 from campaigns.models import Campaign, ContactList
 from campaigns.selectors import contact_lists
 from telephony.calls.models import Call
-from telephony.calls.services import CallRequest, CallRequestError, place_call
+from telephony.calls.services import CallRequestError, place_call
 from telephony.models import Number
 
+from . import selectors as ui_selectors
 from . import services as ui_services
 from . import uploads
 from .access import tenant_page
@@ -123,7 +125,7 @@ def _page(request, step: str, template: str, context: dict):
 # --- steps ---------------------------------------------------------------------------------------
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def contacts(request):
     """Step 1: the campaign's name and its contacts (a CSV to upload, or a list already there)."""
@@ -169,7 +171,7 @@ def contacts(request):
                                                                   "accepted": uploads.ACCEPTED})
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def columns(request):
     """Step 2: the first rows of the file, and which column is the phone, the name, the time zone."""
@@ -215,7 +217,7 @@ def columns(request):
     })
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_GET
 def report(request):
     """Step 3: what the import did, bad rows listed by line; the good rows are in the list already."""
@@ -226,7 +228,7 @@ def report(request):
     return _page(request, "report", "ui/wizard/report.html", {"report": state["report"], "contact_list": contact_list})
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def calling(request):
     """Step 4: caller IDs, pacing, calling window and days, retries."""
@@ -252,6 +254,8 @@ def calling(request):
             else:
                 state["calling"] = _json_safe(values)
                 _save(request, state)
+                if warning := ui_selectors.gateway_capacity(values.get("max_concurrent"))["capacity_warning"]:
+                    messages.warning(request, warning)
                 return redirect("ui:wizard-agent")
     else:
         initial = state.get("calling") or {"caller_ids": [n.e164 for n in numbers[:1]]}
@@ -261,7 +265,7 @@ def calling(request):
     })
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def agent(request):
     """Step 5: the AI endpoint and its parameters; saving it creates (or updates) the draft."""
@@ -297,25 +301,25 @@ def agent(request):
     return _page(request, "agent", "ui/wizard/agent.html", {"form": form})
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def test_call(request, pk: int):
     """Step 6 (optional): one real call to one number, with the campaign's agent and caller ID."""
     campaign = get_object_or_404(Campaign, pk=pk)
     _adopt(request, campaign)
-    call = None
+    # The card of the last test call comes back on reload: the call is named in the URL.
+    call = Call.objects.filter(sid=request.GET.get("call", ""), campaign_id=None,
+                               custom_parameters__campaign=str(campaign.pk)).first()
     if request.method == "POST":
         form = TestCallForm(request.POST, caller_ids=campaign.caller_ids)
         if form.is_valid():
             try:
-                call = place_call(request.tenant, CallRequest(
-                    to=form.cleaned_data["to"], from_=form.cleaned_data["from_"], stream_url=campaign.stream_url,
-                    custom_parameters={**{k: str(v) for k, v in campaign.custom_parameters.items()},
-                                       "test_call": "true", "campaign": str(campaign.pk)},
-                    ring_timeout=campaign.ring_timeout,
-                ))
+                call = place_call(request.tenant, campaign_call_request(
+                    campaign, form.cleaned_data["to"], form.cleaned_data["from_"]))
             except CallRequestError as exc:
                 form.add_error("from_" if exc.field == "from" else "to", str(exc))
+            else:
+                return redirect(f"{reverse('ui:wizard-test', args=[campaign.pk])}?call={call.sid}")
     else:
         form = TestCallForm(caller_ids=campaign.caller_ids, initial={"from_": (campaign.caller_ids or [""])[0]})
     return _page(request, "test", "ui/wizard/test_call.html", {"form": form, "campaign": campaign, "call": call})
@@ -330,7 +334,7 @@ def test_call_status(request, pk: int, sid: str):
                          "final": call.is_final})
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_http_methods(["GET", "POST"])
 def review(request, pk: int):
     """Step 7: everything on one page; start now, schedule the start, or keep it as a draft."""
@@ -394,7 +398,7 @@ def _schedule(campaign: Campaign, start_at: dt.datetime) -> Campaign:
     return services.campaign_update(campaign, start_at=start_at)
 
 
-@tenant_page()
+@tenant_page(change=True)
 @require_GET
 def edit(request, pk: int):
     """Pick a draft up again (in this or another browser) at the calling step."""

@@ -1,8 +1,8 @@
 import signal
 
 from django.core.management.base import BaseCommand
-from voiceplatform.redis_client import get_redis
 
+from core.redis_client import get_redis
 from telephony.calls.event_stream import consume
 
 

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from voiceplatform import demo
-from voiceplatform.embedded import var_dir
-from voiceplatform.processes import ProcessGroup, manage_command, python_module
+from voiceplatform.embedded import started_here, var_dir
+from voiceplatform.processes import ProcessGroup, manage_command, python_module, state_path
 
 
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:
@@ -28,19 +28,12 @@ def port_is_free(host: str, port: int, udp: bool = False) -> bool:
     return True
 
 
-def wait_healthy(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                if json.load(response).get("ok"):
-                    return True
-        except OSError:
-            pass
-        except ValueError:
-            pass
-        time.sleep(0.5)
-    return False
+def is_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return bool(json.load(response).get("ok"))
+    except (OSError, ValueError):  # refused, 503 (HTTPError), not JSON yet
+        return False
 
 
 class Command(BaseCommand):
@@ -86,14 +79,17 @@ class Command(BaseCommand):
                 manage_command("recorder", "record_calls"),
                 python_module("gateways", "telephony.gateway.supervisor", "--processes", str(gateways),
                               "--bind", "127.0.0.1", "--public-ip", "127.0.0.1"),
-                python_module("carrier", "telephony.demo_carrier", "--host", "127.0.0.1",
+                python_module("carrier", "demo.carrier", "--host", "127.0.0.1",
                               "--port", str(demo_carrier_port)),
-                python_module("agent", "media.demo_agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
+                python_module("agent", "demo.agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
                 python_module(
                     "beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
                     "-s", str(var_dir() / "celerybeat-schedule"),
                 ),
-            ]
+            ],
+            # the embedded PostgreSQL and Redis this command started (manage.py, before Django loaded)
+            watched=started_here(),
+            state_path=state_path(),
         )
         stopping = False
 
@@ -104,14 +100,17 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         group.start()
+        base = f"http://localhost:{port}"
+        health_url, announce_by, announced = f"http://{host}:{port}/healthz", time.monotonic() + 60, False
         try:
-            base = f"http://localhost:{port}"
-            if wait_healthy(f"http://{host}:{port}/healthz", timeout=60):
-                self.stdout.write(demo.banner(base, port, credentials, demo_agent_port))
-            else:
-                self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
             while not stopping:
                 group.supervise()
+                if not announced and is_healthy(health_url):
+                    self.stdout.write(demo.banner(base, port, credentials, demo_agent_port))
+                    announced = True
+                elif not announced and time.monotonic() > announce_by:
+                    self.stderr.write(f"platform did not become healthy; see {base}/healthz and the logs above")
+                    announced = True
                 time.sleep(0.3)
         finally:
             self.stdout.write("stopping…")

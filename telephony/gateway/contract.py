@@ -1,0 +1,79 @@
+"""The contract between the Django side and the gateway pool, as types: the originate command (built
+by telephony.calls.services.CallPlacer, queued by client.originate, read by the worker, the caps in
+call_limits and the media side in media_bridge.stream_config), its carrier legs, the inbound number
+route (telephony.services.number_routes) and the call events (events.make_event). They travel as JSON,
+so they are TypedDicts: plain dicts at run time, checked by mypy. Stdlib only (the gateway loads it).
+"""
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class CarrierLeg(TypedDict):
+    """One carrier to try, in order (telephony.routing.plan_route)."""
+
+    carrier_id: str
+    uri: str  # sip:+1555…@carrier-host:port;transport=…
+    username: str | None
+    password: str | None
+    from_domain: str | None
+    max_concurrent: NotRequired[int]  # the carrier's concurrent-call cap (0: none)
+    max_cps: NotRequired[float]  # the carrier's calls-per-second cap (0: none)
+
+
+# An outbound call for the pool (list gw:originate); the first gateway with a free slot takes it.
+# The functional form, because one key is the keyword "from".
+OriginateCommand = TypedDict("OriginateCommand", {
+    "call_id": str,
+    "tenant": str,  # the tenant's schema name
+    "account_sid": str,  # the tenant's account SID (the agent's ``start`` message carries it)
+    "from": str,
+    "to": str,
+    "legs": list[CarrierLeg],
+    "ring_timeout": NotRequired[float],
+    "max_duration": NotRequired[float],
+    "tenant_max_concurrent": NotRequired[int],  # the tenant's concurrent-call cap (0: none)
+    # the agent stream (media bridge): where, with which parameters and encoding
+    "stream_url": NotRequired[str],
+    "custom_parameters": NotRequired[dict[str, str]],
+    "stream_encoding": NotRequired[str],  # "audio/x-mulaw" (default) or "audio/x-l16"
+    "stream_via_relay": NotRequired[bool],  # stream_url is the platform's relay: the agent connects in
+    "stream_connect_timeout": NotRequired[float],
+    "pause_seconds": NotRequired[float],
+    "hangup_on_answer": NotRequired[bool],
+    "fallback_audio_key": NotRequired[str],  # Redis key of the message spoken when the agent fails
+    "machine_detection": NotRequired[dict[str, Any]],  # telephony.calls.amd.config(), + voicemail_key
+    "headers": NotRequired[dict[str, str]],  # extra SIP headers of the INVITE
+    "provisional_timeout": NotRequired[float],
+    "type": NotRequired[str],  # "originate", set by client.originate
+    "queued_at": NotRequired[float],  # set by client.originate
+})
+
+
+class InboundRoute(TypedDict):
+    """A tenant's number, as the gateways see it (hash numbers:routes, E.164 -> JSON)."""
+
+    tenant: str
+    account_sid: str
+    stream_url: str
+    custom_parameters: dict[str, str]
+    region: str | None
+    max_duration: NotRequired[float]
+
+
+class CallEvent(TypedDict, total=False):
+    """One entry of the calls:events stream (events.make_event; the fields are in docs/gateway.md)."""
+
+    call_id: str
+    type: str  # events.EVENT_TYPES
+    ts: float
+    tenant: str
+    direction: str
+    gateway: str
+    outcome: str  # final events
+    reason: str
+    sip_code: int
+    hangup_by: str
+    duration: float
+    legs_tried: int
+    carrier_id: str
