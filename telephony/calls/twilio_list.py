@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
+from core.api import whole_number
+
 from . import selectors
 from .models import Call
 
@@ -89,11 +91,7 @@ def _number(params, name: str, default: int, low: int, high: int) -> int:
     raw = params.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
+    if (value := whole_number(raw, low, high)) is None:
         raise ListError(f"{name} must be a whole number from {low} to {high}")
     return value
 

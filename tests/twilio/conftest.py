@@ -1,20 +1,12 @@
-"""Twilio-compatibility tests: daphne serving the platform, and Acme with a number and a carrier
-(nothing listens on it unless a test starts one)."""
+"""Twilio-compatibility tests: Acme with a number and a carrier (nothing listens on it unless a test
+starts one); `web` (tests/conftest.py) is daphne serving the platform."""
 import pytest
 from django_tenants.utils import schema_context
 
 from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
-from tests import stack
 from tests.twilio_support import ACME_NUMBER
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    process, port = stack.web(tmp_path_factory.mktemp("web"))
-    yield port
-    process.stop()
 
 
 @pytest.fixture
