@@ -1,5 +1,4 @@
 """Tenants (companies) and the host names that reach them. Public schema."""
-import secrets
 import uuid
 
 from django.db import models
@@ -13,15 +12,21 @@ def new_account_sid() -> str:
     return "AC" + uuid.uuid4().hex
 
 
-def new_webhook_secret() -> str:
-    return secrets.token_hex(32)
+def new_auth_token_encrypted() -> str:
+    from .auth_token import encrypt_new_token
+
+    return encrypt_new_token()
 
 
 class Tenant(TenantMixin):
     name = models.CharField(max_length=200)
     account_sid = models.CharField(max_length=34, unique=True, default=new_account_sid)
-    # Signs status callbacks (HMAC); the tenant verifies them with it, as with a Twilio auth token.
-    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    # Twilio's account auth token (tenants/auth_token.py): basic auth with the account SID, and the key
+    # that signs every request the platform makes to the tenant. Encrypted at rest (FIELD_ENCRYPTION_KEY).
+    auth_token_encrypted = models.TextField(default=new_auth_token_encrypted)
+    # After a rotation the previous token still works (and still validates nothing new) until this time.
+    previous_auth_token_encrypted = models.TextField(blank=True, default="")
+    previous_auth_token_until = models.DateTimeField(null=True, blank=True)
     is_suspended = models.BooleanField(default=False)
     # Caps over all the tenant's calls, enforced cluster-wide by the gateways (0: no cap).
     max_concurrent_calls = models.PositiveIntegerField(default=100)

@@ -111,13 +111,3 @@ def reset_admin_credentials(slug: str, admin_user: str = "admin") -> TenantCrede
         api_key = issue_api_key(tenant.account_sid, name="demo credentials")
     domain = tenant.domains.filter(is_primary=True).first()
     return TenantCredentials(slug, domain.domain if domain else "", tenant.account_sid, api_key, admin_user, password)
-
-
-def rotate_webhook_secret(tenant: Tenant) -> str:
-    """A new secret for the tenant's status callbacks; callbacks sent from now on are signed with it."""
-    from .models import new_webhook_secret
-
-    secret = new_webhook_secret()
-    Tenant.objects.filter(pk=tenant.pk).update(webhook_secret=secret)
-    tenant.webhook_secret = secret
-    return secret

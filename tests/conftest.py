@@ -115,6 +115,16 @@ def acme_can_call(tenant_a):
     connection.set_schema_to_public()
 
 
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """daphne serving the platform (HTTP and WebSockets) on a free port, for one test module: its port."""
+    from tests import stack
+
+    process, port = stack.web(tmp_path_factory.mktemp("web"))
+    yield port
+    process.stop()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup):
     """A real Celery worker, as `make run` starts it, against this run's Redis and PostgreSQL."""

@@ -27,13 +27,6 @@ pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550177"
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    process, port = stack.web(tmp_path_factory.mktemp("web"))
-    yield port
-    process.stop()
-
-
 @pytest.fixture
 def platform(tmp_path, tenant_a, web):
     carrier_process, carrier_port = stack.sipp_carrier(tmp_path, "uas_answer.xml", "-rtp_echo")

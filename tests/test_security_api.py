@@ -208,4 +208,5 @@ def test_campaign_exports_escape_formula_cells(tenant_a):
 
 def test_a_twilio_body_that_is_not_named_parameters_is_a_400(tenant_a):
     response = twilio_post(tenant_a, ["To", CALLEE], "application/json")
-    assert response.status_code == 400 and "named parameters" in response.json()["detail"]
+    assert response.status_code == 400 and "named parameters" in response.json()["message"]
+    assert response.json()["code"] == 20001  # Twilio's error body

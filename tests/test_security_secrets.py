@@ -13,6 +13,8 @@ from django.test import override_settings
 from telephony import secrets
 from telephony.calls import stream_access
 from telephony.models import Carrier
+from tenants import auth_token
+from tenants.models import Tenant
 from tests.support import project_env, run_manage
 
 OLD_PUBLIC_KEY = "dev-insecure-change-me-in-production"
@@ -108,9 +110,9 @@ def test_the_generated_field_key_is_rotated_and_carrier_passwords_reencrypted(tm
 
 
 @pytest.mark.django_db
-def test_keys_from_the_environment_rotate_with_the_old_one_still_accepted_meanwhile(monkeypatch, settings):
-    old, new = STRONG, STRONG[::-1]
-    settings.FIELD_ENCRYPTION_KEY = [old]
+def test_keys_from_the_environment_rotate_with_the_old_one_still_accepted_meanwhile(monkeypatch, settings, tenant_a):
+    # `old`: the key the platform has run with (tenants' auth tokens were encrypted with it).
+    old, new = settings.FIELD_ENCRYPTION_KEY[0], STRONG[::-1]
     carrier = Carrier(name="Env trunk", host="sip.example.com")
     carrier.set_password("digest-secret")
     carrier.save()
@@ -118,11 +120,16 @@ def test_keys_from_the_environment_rotate_with_the_old_one_still_accepted_meanwh
     monkeypatch.setenv("FIELD_ENCRYPTION_KEY", f"{new},{old}")
     settings.FIELD_ENCRYPTION_KEY = [new, old]
     assert Carrier.objects.get(pk=carrier.pk).password() == "digest-secret"
+    token_before = auth_token.current(Tenant.objects.get(schema_name="acme"))
 
     call_command("rotate_field_encryption_key", stdout=open(os.devnull, "w"))
 
     carrier.refresh_from_db()
     assert secrets.decrypt(carrier.password_encrypted, [new]) == "digest-secret"
+    # Tenants' auth tokens too: the new key alone opens them, and they are the same tokens.
+    settings.FIELD_ENCRYPTION_KEY = [new]
+    acme = Tenant.objects.get(schema_name="acme")
+    assert auth_token.current(acme) == token_before
 
 
 

@@ -1,4 +1,4 @@
-"""Tenant settings pages: API keys shown once and revocable, the webhook secret and delivery log,
+"""Tenant settings pages: API keys shown once and revocable, the account auth token (rotatable) and delivery log,
 the do-not-call list (add, upload, remove) and users (create, roles), each validating its input."""
 import pytest
 from django.contrib.auth import get_user_model
@@ -32,12 +32,27 @@ def test_an_api_key_is_shown_once_and_can_be_revoked(admin, tenant_a):
     assert key.revoked_at is not None
 
 
-def test_webhooks_page_shows_the_secret_and_filters_the_log(admin, tenant_a):
+def test_webhooks_page_shows_the_auth_token_and_filters_the_log(admin, tenant_a):
+    from tenants import auth_token
     from tenants.models import Tenant
 
     html = admin.get("/settings/webhooks/").content.decode()
-    assert Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret in html
+    assert auth_token.current(Tenant.objects.get(schema_name=tenant_a.tenant)) in html
     assert admin.get("/settings/webhooks/?status=failed").status_code == 200
+
+
+def test_an_admin_rotates_the_auth_token_and_the_old_one_is_shown_as_in_grace(admin, tenant_a):
+    from tenants import auth_token
+    from tenants.models import Tenant
+
+    acme = Tenant.objects.get(schema_name=tenant_a.tenant)
+    old = auth_token.current(acme)
+    assert admin.post("/settings/auth-token/rotate/").status_code == 302
+    acme.refresh_from_db()
+    new = auth_token.current(acme)
+    html = admin.get("/settings/webhooks/").content.decode()
+    assert new != old and new in html and old not in html and "previous token still logs in" in html
+    assert auth_token.accepts(acme, old) and auth_token.accepts(acme, new)
 
 
 def test_do_not_call_add_validates_and_keeps_input(admin, tenant_a):
@@ -119,13 +134,3 @@ def test_roles_change_through_the_account_services_with_their_two_refusals(tenan
             user_set_role(owner, role="member", changed_by=dora)
         owner.refresh_from_db()
         assert owner.is_staff
-
-
-def test_an_admin_makes_a_new_webhook_secret(admin, tenant_a):
-    from tenants.models import Tenant
-
-    old = Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret
-    page = admin.post("/settings/webhooks/secret/", follow=True)
-    new = Tenant.objects.get(schema_name=tenant_a.tenant).webhook_secret
-    assert new != old and len(new) == 64
-    assert new in page.content.decode() and old not in page.content.decode()

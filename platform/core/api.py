@@ -16,6 +16,15 @@ class JSONBodyParser(JSONParser):
             raise ParseError("JSON parse error - the document is nested too deeply") from None
 
 
+def whole_number(raw: str, low: int, high: int) -> int | None:
+    """`raw` as a whole number from `low` to `high`, or None when it is not one."""
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if low <= value <= high else None
+
+
 class Pages(LimitOffsetPagination):
     """limit/offset pages; a limit or offset that is not a whole number in range is a 400 (not
     silently the default)."""
@@ -27,11 +36,7 @@ class Pages(LimitOffsetPagination):
         raw = request.query_params.get(name)
         if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
+        if (value := whole_number(raw, low, high)) is None:
             raise ValidationError({name: [f"must be a whole number from {low} to {high}"]})
         return value
 

@@ -1,6 +1,7 @@
 """API clients get JSON errors, never an HTML page (and never Django's debug page, even with DEBUG on):
 whatever answered an /api/ or /2010-04-01/ request with an HTML error - a 404 from the URL
-resolver, a 500, CSRF - is replaced by {"detail": …, "status": …}."""
+resolver, a 500, CSRF - is replaced by {"detail": …, "status": …} (on /2010-04-01/, Twilio's body:
+{"code", "message", "more_info", "status"})."""
 from __future__ import annotations
 
 import logging
@@ -25,6 +26,12 @@ class ApiErrorsMiddleware:
         if (response.status_code >= 400 and is_api_path(request.path)
                 and not response.get("Content-Type", "").startswith("application/json")):
             status = response.status_code
+            if request.path.startswith("/2010-04-01/"):
+                from telephony.calls.twilio_api import STATUS_CODES, error_body
+
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+                return JsonResponse(error_body(STATUS_CODES.get(status, 20001 if status < 500 else 20500), phrase,
+                                               status), status=status)
             return JsonResponse({"detail": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
                                  else "error", "status": status}, status=status)
         return response

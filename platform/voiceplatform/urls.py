@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("telephony.metrics.urls")),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("telephony.calls.urls")),
+    path("2010-04-01/Accounts/<str:account_sid>.json", twilio_api.AccountView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Calls.json", twilio_api.CallsView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>.json", twilio_api.CallView.as_view()),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),

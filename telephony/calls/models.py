@@ -13,6 +13,13 @@ def new_call_sid() -> str:
     return "CA" + uuid.uuid4().hex
 
 
+CALLBACK_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+def all_callback_events() -> list[str]:
+    return list(CALLBACK_EVENTS)
+
+
 class Call(models.Model):
     class Status(models.TextChoices):
         # Twilio's call statuses, so Twilio-style clients read them unchanged.
@@ -47,6 +54,9 @@ class Call(models.Model):
     agent_connects = models.BooleanField(default=False)
     custom_parameters = models.JSONField(default=dict, blank=True)
     status_callback = models.URLField(max_length=500, blank=True)
+    # Which of CALLBACK_EVENTS are sent (Twilio's StatusCallbackEvent), and how (StatusCallbackMethod).
+    status_callback_events = models.JSONField(default=all_callback_events, blank=True)
+    status_callback_method = models.CharField(max_length=4, default="POST")
     ring_timeout = models.PositiveSmallIntegerField(default=30)
     max_duration = models.PositiveIntegerField(default=3600)
     # Set for calls a campaign placed (plain ids: calls do not depend on campaigns).

@@ -1,4 +1,4 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from .models import Call
@@ -19,3 +19,11 @@ def calls(params=None) -> QuerySet[Call]:
         if params.get(name) and parse_datetime(params[name]):
             queryset = queryset.filter(**{lookup: parse_datetime(params[name])})
     return queryset
+
+
+def calls_after(queryset: QuerySet[Call], sid: str) -> QuerySet[Call] | None:
+    """The calls listed after the call `sid` (newest first), for keyset paging; None if no such call."""
+    last = Call.objects.filter(sid=sid).values("created_at", "pk").first()
+    if last is None:
+        return None
+    return queryset.filter(Q(created_at__lt=last["created_at"]) | Q(created_at=last["created_at"], pk__lt=last["pk"]))

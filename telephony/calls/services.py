@@ -18,7 +18,7 @@ from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
 from . import amd, stream_access
-from .models import Call
+from .models import Call, all_callback_events
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class CallRequestError(ValueError):
 class CallRequest:
     to: str
     from_: str
+    sid: str = ""  # given when the call's SID had to be known before placing it (a signed TwiML fetch)
     stream_url: str = ""
     # The agent connects in (to the call's stream_connect_url) instead of us dialing stream_url.
     agent_connects: bool = False
@@ -43,6 +44,8 @@ class CallRequest:
     # Spoken to the callee when the agent cannot be reached or drops, before hanging up.
     fallback_message: str = ""
     status_callback: str = ""
+    status_callback_events: list[str] = field(default_factory=all_callback_events)
+    status_callback_method: str = "POST"
     ring_timeout: int = 30
     max_duration: int = 3600
     # From TwiML: seconds of silence after answer before streaming, or hang up at once.
@@ -146,9 +149,10 @@ class CallPlacer:
                 continue
             legs = self._legs(to, from_number.region or None)
             call = Call(
-                from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
+                **({"sid": request.sid} if request.sid else {}), from_number=from_number.e164, to_number=to, stream_url=request.stream_url,
                 agent_connects=request.agent_connects, custom_parameters=request.custom_parameters,
-                status_callback=request.status_callback, ring_timeout=request.ring_timeout,
+                status_callback=request.status_callback, status_callback_events=request.status_callback_events,
+                status_callback_method=request.status_callback_method, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
                 amd_status_callback=request.amd_status_callback,

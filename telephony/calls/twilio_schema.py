@@ -11,6 +11,10 @@ class TwilioCallCreateSerializer(serializers.Serializer):
     Url = serializers.CharField(required=False, help_text="where to fetch the TwiML (instead of Twiml)")
     Method = serializers.ChoiceField(choices=["GET", "POST"], required=False, default="POST")
     StatusCallback = serializers.CharField(required=False, max_length=500)
+    StatusCallbackEvent = serializers.ListField(
+        child=serializers.ChoiceField(choices=["initiated", "ringing", "answered", "completed"]), required=False,
+        help_text="the events to call back at (repeat the parameter, or separate with spaces); default completed")
+    StatusCallbackMethod = serializers.CharField(required=False, default="POST", help_text="GET or POST")
     Timeout = serializers.IntegerField(required=False, default=60, help_text="ring seconds, clamped to 5-600")
     TimeLimit = serializers.IntegerField(required=False, default=14400, min_value=1, max_value=14400)
 

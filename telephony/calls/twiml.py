@@ -12,6 +12,8 @@ from xml.etree import ElementTree
 
 from core import egress
 
+from . import twilio_values
+
 SUPPORTED = "<Connect><Stream>, <Pause> and <Hangup>"
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
@@ -82,17 +84,23 @@ def parse(twiml: str) -> CallInstructions:
     return instructions
 
 
-def fetch(url: str, params: dict[str, str], allow, method: str = "POST") -> CallInstructions:
-    """Fetch TwiML from the tenant's `Url`, as Twilio does when the call is created, through the outbound
-    guard (``allow``: its allow-list): a refused target is named by the rule that refused it, and what
-    an unreachable target said is never passed back."""
+def fetch(url: str, params: dict[str, str], allow, method: str = "POST", auth_token: str = "") -> CallInstructions:
+    """Fetch TwiML from the tenant's `Url` through the outbound guard (``allow``: its allow-list),
+    signed with the account's auth token as Twilio signs (X-Twilio-Signature): a refused target is
+    named by the rule that refused it, and what an unreachable target said is never passed back."""
     if not isinstance(url, str):
         raise TwimlError("Url must be a string")
     data = urllib.parse.urlencode(params).encode()
     if str(method).upper() == "GET":
-        target, body, headers = f"{url}{'&' if '?' in url else '?'}{data.decode()}", None, None
+        target, body = f"{url}{'&' if '?' in url else '?'}{data.decode()}", None
+        headers: dict[str, str] = {}
+        signed: tuple[str, dict[str, str]] = (target, {})
     else:
-        target, body, headers = url, data, {"Content-Type": "application/x-www-form-urlencoded"}
+        target, body = url, data
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        signed = (url, params)
+    if auth_token:
+        headers["X-Twilio-Signature"] = twilio_values.signature(auth_token, *signed)
     try:
         response = egress.request(target, method="GET" if body is None else "POST", body=body, headers=headers,
                                   allow=allow, timeout=FETCH_TIMEOUT_S, max_bytes=MAX_TWIML_BYTES)

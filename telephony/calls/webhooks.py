@@ -1,16 +1,21 @@
-"""Status callbacks: a signed HTTP POST to the call's status_callback at initiated, ringing, answered
-and completed, and ``amd`` (the answering-machine detection result, AnsweredBy) to the call's
-amd_status_callback (Twilio's AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried with backoff, so a slow or failing
+"""Status callbacks: a signed HTTP request (POST, or GET with the parameters in the query, as the
+call's status_callback_method says) to the call's status_callback at the events it asked for
+(initiated, ringing, answered, completed; Twilio's StatusCallbackEvent), and ``amd`` (the
+answering-machine detection result, AnsweredBy) to the call's amd_status_callback (Twilio's
+AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried
+with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
-Signatures, both with the tenant's webhook secret:
+Signatures, both with the tenant's account auth token (tenants/auth_token.py):
 - X-Signature: hex HMAC-SHA256 of "<X-Signature-Timestamp>.<raw body>";
 - X-Twilio-Signature: Twilio's scheme (base64 HMAC-SHA1 of the URL followed by each POST parameter
-  name and value, sorted by name), so Twilio's RequestValidator(secret) accepts our callbacks.
+  name and value, sorted by name; for GET the URL with its query), so Twilio's
+  RequestValidator(auth_token) accepts our callbacks.
+Parameters are Twilio's (Direction outbound-api, Timestamp in RFC 2822, ApiVersion, CallbackSource,
+SequenceNumber) plus the platform's (Outcome, Reason, SipResponseCode, SetupMs, …).
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -25,13 +30,15 @@ from django.utils import timezone
 
 from core import egress
 from core.logs import call_context
+from tenants import auth_token
 from tenants.selectors import current_tenant
 
-from . import outbound, stream_access
-from .models import Call, WebhookDelivery
+from . import outbound, stream_access, twilio_values
+from .models import CALLBACK_EVENTS, Call, WebhookDelivery
 
-CALLBACK_EVENTS = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
-                   "completed": "completed", "failed": "completed", "amd": "amd"}
+# The callback event of each gateway event (CALLBACK_EVENTS, which the call chooses from, and amd).
+EVENT_OF = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
+            "completed": "completed", "failed": "completed", "amd": "amd"}
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -42,20 +49,24 @@ def backoff_seconds(attempt: int) -> int:
     return min(2 ** attempt, 300)
 
 
-def twilio_signature(secret: str, url: str, params: dict[str, str]) -> str:
-    signed = url + "".join(f"{key}{params[key]}" for key in sorted(params))
-    return base64.b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha1).digest()).decode()
-
-
 def body_signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def sequence_number(call: Call, event: str) -> int | None:
+    """Twilio's SequenceNumber: the place of this event among the call's status callbacks, from 0."""
+    if event not in CALLBACK_EVENTS:
+        return None
+    return sum(1 for asked in call.status_callback_events if CALLBACK_EVENTS.index(asked) < CALLBACK_EVENTS.index(event))
 
 
 def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
     fields = {
         "AccountSid": account_sid, "CallSid": call.sid, "CallStatus": call.status, "CallbackEvent": event,
-        "From": call.from_number, "To": call.to_number, "Direction": call.direction,
-        "Timestamp": timezone.now().isoformat(), "Outcome": call.outcome, "Reason": call.reason,
+        "From": call.from_number, "To": call.to_number, "Direction": twilio_values.direction(call.direction),
+        "ApiVersion": twilio_values.API_VERSION, "CallbackSource": "call-progress-events",
+        "SequenceNumber": sequence_number(call, event),
+        "Timestamp": twilio_values.rfc2822(timezone.now()), "Outcome": call.outcome, "Reason": call.reason,
         "SipResponseCode": call.sip_code, "CallDuration": int(call.duration_s) if call.duration_s else None,
         "SetupMs": call.setup_ms, "PostDialDelayMs": call.post_dial_delay_ms,
         # answering-machine detection (Twilio's names)
@@ -76,9 +87,9 @@ def enqueue(call: Call, gateway_event: str) -> None:
 
 def callback_for(call: Call, gateway_event: str, account_sid: str) -> tuple[str, str, dict] | None:
     """(callback event, url, payload) of the call as it is now, if it has a callback for this event."""
-    event = CALLBACK_EVENTS.get(gateway_event)
+    event = EVENT_OF.get(gateway_event)
     url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
-    if not url or event is None:
+    if not url or event is None or (event != "amd" and event not in call.status_callback_events):
         return None
     return event, url, payload_for(call, event, account_sid)
 
@@ -124,20 +135,28 @@ def deliver(delivery_id: int) -> int | None:
 def _attempt(delivery: WebhookDelivery) -> int | None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     attempt = delivery.attempts + 1
-    body = urllib.parse.urlencode(delivery.payload).encode()
+    encoded = urllib.parse.urlencode(delivery.payload)
     timestamp = str(int(time.time()))
-    secret = current_tenant().webhook_secret
+    secret = auth_token.current(current_tenant())
+    method = "POST" if delivery.event == "amd" else delivery.call.status_callback_method
+    if method == "GET":
+        # As Twilio: the parameters go in the query, and the signature covers the whole URL.
+        url = delivery.url + ("&" if "?" in delivery.url else "?") + encoded
+        body, signed_params = None, {}
+    else:
+        url, body, signed_params = delivery.url, encoded.encode(), delivery.payload
     headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
         "User-Agent": "voiceplatform-webhooks/1",
         "X-Signature-Timestamp": timestamp,
-        "X-Signature": body_signature(secret, timestamp, body),
-        "X-Twilio-Signature": twilio_signature(secret, delivery.url, delivery.payload),
+        "X-Signature": body_signature(secret, timestamp, body if body is not None else encoded.encode()),
+        "X-Twilio-Signature": twilio_values.signature(secret, url, signed_params),
     }
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
     status_code, error, refused = None, "", False
     try:
         # Redirects are not followed: the signature is for this URL, and a body is not re-posted.
-        response = outbound.request(delivery.url, method="POST", body=body, headers=headers, timeout=TIMEOUT_S,
+        response = outbound.request(url, method=method, body=body, headers=headers, timeout=TIMEOUT_S,
                                     max_bytes=0, max_redirects=0)
         status_code = response.status
         if not 200 <= status_code < 300:

@@ -261,8 +261,8 @@ def test_a_tenant_admin_manages_settings(page, ui_server, shop):
     shot(page, "22-settings-do-not-call")
 
     page.goto(f"{base}/settings/webhooks/")
-    page.get_by_text("Show the secret").click()
-    expect(page.locator("#webhook-secret")).to_be_visible()
+    page.get_by_text("Show the auth token").click()
+    expect(page.locator("#auth-token")).to_be_visible()
     shot(page, "23-settings-webhooks")
     page.goto(f"{base}/settings/users/")
     shot(page, "24-settings-users")

@@ -355,6 +355,13 @@ def test_hangup_on_answer_and_pause(r, gateway, sipp, agents):
     assert ev.STREAM_STARTED not in types(evs)
     assert uas.wait(10) == 0
 
+    # TwiML <Pause length="1"/><Hangup/>: the call is up for the pause, then the platform hangs up.
+    uas = media_uas(sipp)
+    call_id = originate(r, [leg(uas.uri_host, "c1")], hangup_on_answer=True, pause_seconds=1)
+    evs = wait_final(r, call_id)
+    assert evs[-1]["reason"] == ev.REASON_HANGUP_ON_ANSWER and evs[-1]["duration"] >= 0.9, dumps(evs)
+    assert uas.wait(10) == 0
+
     uas = media_uas(sipp, echo=True)
     call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agents.url("/record"), pause_seconds=1)
     started = wait_event(r, call_id, ev.STREAM_STARTED)

@@ -14,7 +14,7 @@ from campaigns import dnc
 from campaigns import services as campaign_services
 from campaigns.selectors import do_not_call_entries
 from telephony.calls.models import WebhookDelivery
-from tenants import services as tenant_services
+from tenants import auth_token
 from tenants.accounts import selectors as account_selectors
 from tenants.accounts import services as account_services
 
@@ -70,16 +70,17 @@ def webhooks(request):
         deliveries = deliveries.filter(delivered_at__isnull=True, gave_up_at__isnull=True)
     page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "ui/settings/webhooks.html", {
-        "secret": request.tenant.webhook_secret, "page": page, "status": status,
+        "auth_token": auth_token.current(request.tenant), "page": page, "status": status,
+        "previous_until": request.tenant.previous_auth_token_until if auth_token.previous(request.tenant) else None,
     })
 
 
 @tenant_page(admin=True)
 @require_POST
-def webhook_secret_rotate(request):
-    tenant_services.rotate_webhook_secret(request.tenant)
-    messages.success(request, "New signing secret: callbacks are signed with it from now on. Give it to your "
-                              "receiver; the old one no longer verifies.")
+def auth_token_rotate(request):
+    auth_token.rotate(request.tenant)
+    messages.success(request, "New auth token: requests to you are signed with it from now on; the previous "
+                              f"one still authenticates for {auth_token.ROTATION_GRACE.total_seconds() / 3600:g} hours.")
     return redirect("ui:webhooks")
 
 

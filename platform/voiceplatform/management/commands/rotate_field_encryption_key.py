@@ -1,4 +1,4 @@
-"""Re-encrypt every carrier password under a new field-encryption key."""
+"""Re-encrypt every carrier password and tenant auth token under a new field-encryption key."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ from django.db import transaction
 
 from telephony import secrets
 from telephony.models import Carrier
+from tenants.models import Tenant
 from voiceplatform import secret_keys
 from voiceplatform.embedded import var_dir
 
@@ -45,6 +46,15 @@ class Command(BaseCommand):
                                        "keys given; nothing was changed") from None
                 carrier.save(update_fields=["password_encrypted"])
                 count += 1
+            for tenant in Tenant.objects.select_for_update():
+                for field in ("auth_token_encrypted", "previous_auth_token_encrypted"):
+                    if getattr(tenant, field):
+                        try:
+                            setattr(tenant, field, secrets.rotate(getattr(tenant, field), keys))
+                        except secrets.DecryptionError:
+                            raise CommandError(f"tenant {tenant.schema_name}: its auth token was made with none "
+                                               "of the keys given; nothing was changed") from None
+                tenant.save(update_fields=["auth_token_encrypted", "previous_auth_token_encrypted"])
         if not from_environment:
             secret_keys.write_file(var_dir(), {**stored, "FIELD_ENCRYPTION_KEY": keys[:1]})
         self.stdout.write(f"re-encrypted {count} carrier password(s) under the new key; "

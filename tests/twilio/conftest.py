@@ -1,0 +1,21 @@
+"""Twilio-compatibility tests: Acme with a number and a carrier (nothing listens on it unless a test
+starts one); `web` (tests/conftest.py) is daphne serving the platform."""
+import pytest
+from django_tenants.utils import schema_context
+
+from telephony.calls.models import Call
+from telephony.models import Carrier, Number
+from tenants.models import Tenant
+from tests.twilio_support import ACME_NUMBER
+
+
+@pytest.fixture
+def acme(tenant_a):
+    """Acme owns ACME_NUMBER and there is a carrier (calls are only queued); its calls are removed after."""
+    carrier = Carrier.objects.create(name="Queued only", host="127.0.0.1", port=5097)
+    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
+    yield Tenant.objects.get(schema_name="acme")
+    with schema_context("acme"):
+        Call.objects.filter(from_number=ACME_NUMBER).delete()
+    number.delete()
+    carrier.delete()
