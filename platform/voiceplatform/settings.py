@@ -162,6 +162,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
+# A campaign is dialed by one loop per DIALER_CPS_PER_SLICE of its CPS, at most DIALER_MAX_SLICES at
+# once, each in any dialer worker (campaigns/dialer.py): more worker processes, more cores per campaign.
+DIALER_CPS_PER_SLICE = float(env("DIALER_CPS_PER_SLICE", "40"))
+DIALER_MAX_SLICES = int(env("DIALER_MAX_SLICES", "4"))
 
 # Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
 # good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits
