@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from voiceplatform.redis_client import get_redis
 
@@ -151,8 +151,17 @@ def gateway_room(redis) -> int:
     return capacity - active - redis.llen(gw.ORIGINATE_QUEUE)
 
 
-def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, turn: int) -> int:
-    """Place one call per claimed contact (one transaction); returns how many were placed."""
+def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,
+          turn: int) -> int:
+    """Place one call per contact still held by the claim made at `claimed_at` (one transaction: a
+    claim handed back meanwhile as unplaced, which another loop may have won since, is not dialed);
+    returns how many were placed."""
+    with transaction.atomic():
+        held = services.campaign_contacts_confirm([row.pk for row in rows], claimed_at, timezone.now())
+        return _place(campaign, [row for row in rows if row.pk in held], placer, turn)
+
+
+def _place(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, turn: int) -> int:
     requests = []
     for i, row in enumerate(rows):
         contact = row.contact
@@ -201,6 +210,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
     tenant = current_tenant()
     report, placer = SliceReport(), CallPlacer(tenant)
     queue: list[CampaignContact] = []
+    claimed_at = timezone.now()
     pace = None
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
@@ -235,7 +245,8 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 time.sleep(0.02)
                 continue
             if not queue:
-                queue = _claimed_batch(campaign, timezone.now(), max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
+                claimed_at = timezone.now()
+                queue = _claimed_batch(campaign, claimed_at, max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
                 if not queue:
                     pace.hold()
                     services.complete_if_finished(campaign.pk, timezone.now())
@@ -250,10 +261,11 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
             batch, queue = queue[:min(due, room)], queue[min(due, room):]
             room -= len(batch)
             pace.taken(len(batch))
-            report.placed += _dial(campaign, batch, placer, report.placed)
+            report.placed += _dial(campaign, batch, claimed_at, placer, report.placed)
     finally:
         if queue:  # claimed, not dialed: back to the front of the line
-            CampaignContact.objects.filter(pk__in=[row.pk for row in queue], state=ContactState.DIALING).update(
+            CampaignContact.objects.filter(pk__in=[row.pk for row in queue], state=ContactState.DIALING,
+                                           updated_at=claimed_at).update(
                 state=ContactState.PENDING, updated_at=timezone.now())
         if pace is not None and report.running:
             pace.hand_over()

@@ -1,16 +1,21 @@
 """A large campaign is dialed by several loops at once (one per slice of its CPS, campaigns/dialer.py),
 as several dialer workers would: each loop places its share of the calls, and still every contact is
 called exactly once and the campaign completes with one answered call per contact."""
+import datetime as dt
 import threading
 import time
 from collections import Counter
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from campaigns import dialer
-from campaigns.models import CampaignContact
+from campaigns import dialer, services
+from campaigns.models import Campaign, CampaignContact
+from telephony.calls.models import Call
+from telephony.calls.services import CallPlacer
+from tenants.models import Tenant
 from tests import stack
 from tests.campaign_support import ALL_DAY, calls_of, campaign_state, new_campaign, platform_logs
 
@@ -76,3 +81,25 @@ def test_a_loop_beyond_what_the_campaigns_cps_needs_stops_at_once(trunks, campai
     with schema_context("acme"):
         report = dialer.dial_slice(campaign.pk, slot=1, slice_s=2.0)
     assert not report.running and report.placed == 0
+
+
+def test_a_contact_handed_back_while_a_stalled_loop_held_it_is_called_by_one_loop_only(trunks, campaigns_made,
+                                                                                        settings):
+    settings.DIALER_UNPLACED_GRACE_S = 3
+    campaign = new_campaign(campaigns_made, "Stalled loop", [("+14155568888", "Pat", "UTC")],
+                            caller_ids=[trunks.number("+14155550123")], cps=5, **ALL_DAY)
+    placer = CallPlacer(Tenant.objects.get(schema_name="acme"))
+    with schema_context("acme"):
+        campaign = Campaign.objects.get(pk=campaign.pk)
+        claimed_at = timezone.now()
+        stalled = dialer._claimed_batch(campaign, claimed_at, 5)  # loop A claims Pat, then stalls
+        assert len(stalled) == 1
+        # past the grace with no call placed: the bookkeeping hands Pat back, and loop B claims her
+        services.campaign_calls_reconcile(campaign, claimed_at + dt.timedelta(seconds=4))
+        reclaimed_at = timezone.now()
+        fresh = dialer._claimed_batch(campaign, reclaimed_at, 5)
+        assert [row.pk for row in fresh] == [row.pk for row in stalled]
+
+        assert dialer._dial(campaign, stalled, claimed_at, placer, 0) == 0  # loop A wakes up: not hers any more
+        assert dialer._dial(campaign, fresh, reclaimed_at, placer, 0) == 1
+        assert Call.objects.filter(campaign_id=campaign.pk).count() == 1

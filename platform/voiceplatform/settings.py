@@ -31,6 +31,11 @@ def database_from_url(url: str) -> dict:
     if parsed.scheme not in {"postgres", "postgresql"}:
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {parsed.scheme}://")
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    pool_size = int(env("DATABASE_POOL_SIZE", "0"))
+    if pool_size:
+        # For daphne: each request's sync part runs in a thread of its own, so persistent connections
+        # pile up (one per thread) until PostgreSQL refuses clients; a pool bounds and reuses them.
+        query["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
     return {
         "ENGINE": "django_tenants.postgresql_backend",
         "NAME": parsed.path.lstrip("/") or "postgres",
@@ -39,7 +44,7 @@ def database_from_url(url: str) -> dict:
         "HOST": query.pop("host", parsed.hostname or ""),
         "PORT": str(parsed.port or ""),
         "OPTIONS": query,
-        "CONN_MAX_AGE": int(env("DATABASE_CONN_MAX_AGE", "60")),
+        "CONN_MAX_AGE": 0 if pool_size else int(env("DATABASE_CONN_MAX_AGE", "60")),
         "CONN_HEALTH_CHECKS": True,
     }
 

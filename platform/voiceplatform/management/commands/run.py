@@ -63,7 +63,8 @@ class Command(BaseCommand):
         os.environ.setdefault("PUBLIC_BASE_URL", f"http://localhost:{port}")
         group = ProcessGroup(
             [
-                python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
+                python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application",
+                              DATABASE_POOL_SIZE=os.environ.get("DATABASE_POOL_SIZE", "20")),
                 python_module(
                     "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
                     "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{os.getpid()}@%h",
