@@ -22,6 +22,7 @@ BENCHMARKS = {
     "media_bridge": ([], ["--levels", "1,10,20", "--hold", "5"]),
     "dashboard_lag": ([], ["--seconds", "5"]),
     "metrics_cost": ([], ["--calls", "4", "--hold", "4", "--replays", "5"]),
+    "recorder": ([], ["--calls", "600", "--cps", "150,0"]),
     "amd": ([], ["--answers", "100"]),
     "chaos": ([], ["--contacts", "40", "--cps", "8", "--max-concurrent", "16", "--gateways", "5"]),
 }

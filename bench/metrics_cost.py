@@ -9,9 +9,9 @@ response time). Calls are placed through the gateway client, held ``--hold`` sec
 
 * call path per call: the gateway worker's CPU during the calls, net of its idle CPU measured first
   (/proc), plus the recorder's CPU per call: every event of the calls recorded here with
-  telephony.calls.recorder.record_event, as ``manage.py record_calls`` does (thread CPU time);
-* metrics per call: the CPU of telephony.metrics.services.record_call_event inside those
-  record_event calls (thread CPU time; it is part of the recorder's figure above), plus the Redis
+  telephony.calls.recorder.record_events, in the blocks ``manage.py record_calls`` reads (thread CPU time);
+* metrics per call: the CPU of telephony.metrics.services.record_call_events inside those
+  record_events calls (thread CPU time; it is part of the recorder's figure above), plus the Redis
   server's CPU for those writes, measured by replaying the same events ``--replays`` times into
   fresh tenants (Redis INFO used_cpu_*, over the replays);
 * for reference, the metrics computed inside the gateway per frame (RFC 3550 jitter/loss, the AI
@@ -24,6 +24,7 @@ bench/results/metrics_cost-<time>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -101,40 +102,51 @@ def events_of(r, sids: list[str]) -> list[dict]:
     return [e for _, e in client.read_events(r, "0", block_ms=None, count=100000) if e.get("call_id") in wanted]
 
 
-def record_like_the_recorder(events: list[dict]) -> dict:
-    """record_event for every event (thread CPU), with record_call_event's own share."""
+@contextlib.contextmanager
+def recorders_metrics_cpu():
+    """The thread CPU the recorder spends in telephony.metrics.services.record_call_events, summed
+    into the yielded list's one item while inside."""
     from telephony.calls import recorder
 
-    metrics_cpu = [0.0]
-    real = recorder.record_call_event
+    spent, real = [0.0], recorder.record_call_events
 
     def timed(*args, **kwargs):
         t = time.thread_time()
         try:
             return real(*args, **kwargs)
         finally:
-            metrics_cpu[0] += time.thread_time() - t
+            spent[0] += time.thread_time() - t
 
-    recorder.record_call_event = timed
+    recorder.record_call_events = timed
     try:
-        t = time.thread_time()
-        for event in events:
-            recorder.record_event(event, "bench")
-        total = time.thread_time() - t
+        yield spent
     finally:
-        recorder.record_call_event = real
+        recorder.record_call_events = real
+
+
+def record_like_the_recorder(events: list[dict]) -> dict:
+    """record_events for every event, in the stream's blocks, as the recorder does (thread CPU),
+    with record_call_events' own share."""
+    from telephony.calls import recorder
+    from telephony.calls.event_stream import BLOCK
+
+    with recorders_metrics_cpu() as metrics_cpu:
+        t = time.thread_time()
+        for start in range(0, len(events), BLOCK):
+            assert all(recorder.record_events([(event, "bench") for event in events[start:start + BLOCK]]))
+        total = time.thread_time() - t
     return {"recorder_cpu_s": total, "metrics_client_cpu_s": metrics_cpu[0]}
 
 
 def redis_cost_of_metrics(r, events: list[dict], replays: int) -> dict:
     """The same events' metrics written again into fresh tenants: Redis server and client CPU."""
-    from telephony.metrics.services import record_call_event
+    from telephony.metrics.services import record_call_events
 
     server0, client0 = redis_cpu(r), time.thread_time()
     for _ in range(replays):
         schema = "bench_" + uuid.uuid4().hex[:8]
-        for event in events:
-            record_call_event(schema, event, {"sid": event["call_id"], "region": "eu", "campaign": "1"})
+        record_call_events(schema, [(event, {"sid": event["call_id"], "region": "eu", "campaign": "1"})
+                                    for event in events])
     return {"redis_server_cpu_s": (redis_cpu(r) - server0) / replays,
             "client_cpu_s": (time.thread_time() - client0) / replays}
 

@@ -76,6 +76,60 @@ def test_events_read_together_are_recorded_per_tenant_and_a_broken_one_waits_for
         assert Call.objects.get(pk=globex_call.pk).gateway_id == "gw-2"
 
 
+def test_a_burst_read_together_is_recorded_as_one_event_at_a_time_would_be(tenant_a, tenant_b):
+    """A campaign's calls and an inbound call, their events read from the stream in one block (the
+    recorder writes each tenant's in a few statements): every record, leg and callback as if the
+    events had come one by one, each callback with the call as it was at its event."""
+    primary = Carrier.objects.create(name="Primary", host="127.0.0.1", priority=1)
+    backup = Carrier.objects.create(name="Backup", host="127.0.0.1", priority=2)
+    with schema_context("acme"):
+        failed_over, busy = (Call.objects.create(from_number="+14155550100", to_number=f"+1415555019{k}",
+                                                 status_callback="http://127.0.0.1:9/status") for k in (1, 2))
+    with schema_context("globex"):
+        other = Call.objects.create(from_number="+14155550124", to_number="+14155550198")
+    inbound = "CA" + "1" * 32
+    t = time.time()
+    burst = [(event, "acme") for event in events_of_a_call_that_fails_over(failed_over.sid, primary, backup)]
+    burst[3:3] = [
+        (gw.make_event(busy.sid, gw.INITIATED, ts=t, gateway_id="gw-1"), "acme"),
+        (gw.make_event(other.sid, gw.INITIATED, ts=t, gateway_id="gw-2"), "globex"),
+        (gw.make_event(busy.sid, gw.LEG_STARTED, ts=t + 0.01, leg=0, carrier_id=str(primary.pk)), "acme"),
+        (gw.make_event(inbound, gw.INITIATED, ts=t, direction="inbound", **{"from": "+14155550177"},
+                       to="+14155550100"), "acme"),
+        (gw.make_event(busy.sid, gw.RINGING, ts=t + 0.3, leg=0, carrier_id=str(primary.pk), pdd_ms=290), "acme"),
+    ]
+    burst += [
+        (gw.make_event(busy.sid, gw.FAILED, ts=t + 3, leg=0, outcome="busy", sip_code=486, reason="Busy Here"), "acme"),
+        (gw.make_event(busy.sid, gw.RINGING, ts=t + 0.3, leg=0, pdd_ms=290), "acme"),  # read twice, late
+        (gw.make_event(inbound, gw.ANSWERED, ts=t + 1, direction="inbound"), "acme"),
+        (gw.make_event(inbound, gw.COMPLETED, ts=t + 4, direction="inbound", outcome="answered", duration=3.0),
+         "acme"),
+    ]
+    assert record_events(burst) == [True] * len(burst)
+    assert record_events(burst[:4]) == [True] * 4  # the block read again: nothing changes
+
+    with schema_context("acme"):
+        failed_over.refresh_from_db()
+        assert (failed_over.status, failed_over.carrier_name, failed_over.duration_s) == ("completed", "Backup", 10.0)
+        assert [(leg.attempt, leg.carrier_name, leg.sip_code, leg.failed_over, leg.ended_at is not None)
+                for leg in failed_over.legs.order_by("attempt")] == [
+            (1, "Primary", 503, True, True), (2, "Backup", 200, False, True)]
+        busy.refresh_from_db()
+        assert (busy.status, busy.outcome, busy.sip_code, busy.post_dial_delay_ms) == ("busy", "busy", 486, 290)
+        assert busy.legs.get().ended_at is not None
+        answered = Call.objects.get(sid=inbound)
+        assert (answered.direction, answered.from_number, answered.status, answered.duration_s) == (
+            "inbound", "+14155550177", "completed", 3.0)
+        callbacks = {(d.call_id, d.event): d.payload["CallStatus"] for d in WebhookDelivery.objects.all()}
+        assert callbacks == {
+            (failed_over.pk, "initiated"): "initiated", (failed_over.pk, "ringing"): "ringing",
+            (failed_over.pk, "answered"): "in-progress", (failed_over.pk, "completed"): "completed",
+            (busy.pk, "initiated"): "initiated", (busy.pk, "ringing"): "ringing", (busy.pk, "completed"): "busy",
+        }
+    with schema_context("globex"):
+        assert Call.objects.get(pk=other.pk).status == Call.Status.INITIATED
+
+
 def test_events_replayed_or_late_never_move_a_call_backwards(tenant_a):
     with schema_context("acme"):
         call = Call.objects.create(from_number="+14155550100", to_number="+14155550199")

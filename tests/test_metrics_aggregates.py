@@ -8,7 +8,12 @@ import pytest
 from telephony.gateway import events as gw
 from telephony.metrics import histograms as H
 from telephony.metrics import selectors
-from telephony.metrics.services import record_abandonment, record_call_event, record_call_quality
+from telephony.metrics.services import (
+    record_abandonment,
+    record_call_event,
+    record_call_events,
+    record_call_quality,
+)
 
 
 @pytest.fixture
@@ -107,6 +112,23 @@ def test_a_redelivered_event_is_counted_once(schema):
     totals = selectors.tenant_series(schema, "15m")["totals"]
     assert (totals["attempted"], totals["failed"], totals["outcomes"]) == (1, 1, {"no_answer": 1})
     assert selectors.tenant_now(schema)["active"] == 0
+
+
+def test_a_campaigns_events_counted_together_match_one_by_one_and_count_a_replay_once(schema):
+    """The recorder counts the events it read together in one go: the same figures as one at a
+    time, an event already counted (or twice in the batch) not again, the rest all the same."""
+    events = calls_of_a_short_campaign()
+    first_call = events[0][0]
+    assert record_call_event(schema, events[0][1], fields(first_call)) is True  # counted before the batch
+    batch = [(ev, fields(call_id)) for call_id, ev in events] + [(events[5][1], fields(first_call))]
+    counted = record_call_events(schema, batch)
+    assert counted == [False] + [True] * (len(events) - 1) + [False]
+
+    totals = selectors.tenant_series(schema, "1h")["totals"]
+    assert (totals["attempted"], totals["answered"], totals["failed"], totals["failovers"]) == (3, 2, 1, 1)
+    assert totals["acd_s"] == pytest.approx(60.0)
+    assert selectors.tenant_now(schema)["active"] == 0
+    assert [c["outcome"] for c in selectors.latest_calls(schema)] == ["answered", "busy", "answered"]
 
 
 def test_calls_in_flight_follow_the_call_and_its_carrier(schema):

@@ -26,5 +26,6 @@ class TenantEventsConsumer(AsyncJsonWebsocketConsumer):
         if content.get("type") == "ping":
             await self.send_json({"type": "pong", "id": content.get("id")})
 
-    async def platform_event(self, message):
-        await self.send_json(message["event"])
+    async def platform_events(self, message):
+        for event in message["events"]:  # one WebSocket message each, in order
+            await self.send_json(event)

@@ -5,18 +5,19 @@ nothing, so the stream can be re-read after a crash (at-least-once delivery).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
 
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Q
-from django_tenants.utils import schema_context
+import redis
+from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django_tenants.utils import tenant_context
 from voiceplatform.events import publish_tenant_events
 from voiceplatform.logs import call_context
 
 from telephony.gateway import events as gw
-from telephony.metrics.services import metrics_fields, record_call_event
+from telephony.metrics.services import metrics_fields, record_call_events
 from telephony.models import Carrier
 from tenants.models import Tenant
 
@@ -32,7 +33,6 @@ STATUS_FOR_OUTCOME = {
     gw.OUTCOME_NO_ANSWER: Call.Status.NO_ANSWER,
     gw.OUTCOME_CANCELLED: Call.Status.CANCELED,
 }
-NOT_FINAL = ~Q(status__in=Call.FINAL_STATUSES)
 QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
                   "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits",
                   "ai_response_ms", "ai_response_turns")
@@ -60,11 +60,173 @@ def _carrier(event: dict) -> dict:
     return {"carrier_id": carrier_id, "carrier_name": name}
 
 
-def _leg(call: Call, event: dict) -> CallLeg:
-    leg, _ = CallLeg.objects.get_or_create(
-        call=call, attempt=int(event.get("leg", 0)) + 1, defaults={**_carrier(event), "uri": event.get("uri", "")},
-    )
-    return leg
+class _Batch:
+    """One tenant's events read together, applied to its calls and legs in memory (each event as the
+    single conditional UPDATE it stands for), then written back in a few statements."""
+
+    def __init__(self, tenant, events: list[dict]):
+        self.tenant, self.events = tenant, events
+        self.calls: dict[str, Call] = {}
+        self.legs: dict[int, dict[int, CallLeg]] = {}  # call pk -> attempt -> leg
+        self.dirty_calls: dict[int, set[str]] = {}  # call pk -> fields changed
+        self.dirty_legs: dict[tuple[int, int], CallLeg] = {}
+        self.callbacks: list[tuple[int, tuple[str, str, dict]]] = []  # (call pk, (event, url, payload))
+        self.recorded: list[tuple[dict, dict, dict]] = []  # (event, dashboard notice, metrics call fields)
+
+    def load(self) -> None:
+        """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
+        An inbound call's record is made by its initiated event."""
+        sids = sorted({event["call_id"] for event in self.events})
+        inbound = {e["call_id"]: e for e in self.events if e.get("direction") == gw.DIRECTION_INBOUND
+                   and e["type"] == gw.INITIATED}
+        self.calls = {call.sid: call for call in Call.objects.select_for_update().filter(sid__in=sids).order_by("pk")}
+        missing = sorted(set(inbound) - set(self.calls))
+        if missing:
+            Call.objects.bulk_create([
+                Call(sid=sid, direction="inbound", from_number=inbound[sid].get("from", ""),
+                     to_number=inbound[sid].get("to", ""), stream_url=inbound[sid].get("stream_url", ""))
+                for sid in missing], ignore_conflicts=True)
+            self.calls.update({call.sid: call for call in
+                               Call.objects.select_for_update().filter(sid__in=missing).order_by("pk")})
+        for leg in CallLeg.objects.filter(call_id__in=[call.pk for call in self.calls.values()]):
+            self.legs.setdefault(leg.call_id, {})[leg.attempt] = leg
+
+    def apply(self, event: dict) -> None:
+        call = self.calls.get(event["call_id"])
+        if call is None:
+            log.warning("event for unknown call %s in %s dropped", event.get("call_id"), self.tenant.schema_name)
+            return
+        _apply(self, call, event)
+        log.debug("%s recorded: %s", event["type"], call.status)
+        callback = webhooks.callback_for(call, event["type"], self.tenant.account_sid)
+        if callback is not None:
+            self.callbacks.append((call.pk, callback))
+        notice = {"type": f"call.{event['type']}", "call": call.sid, "status": call.status, "outcome": call.outcome,
+                  "reason": call.reason}
+        self.recorded.append((event, notice, metrics_fields(call)))
+
+    def set(self, call: Call, **values) -> None:
+        changed = self.dirty_calls.setdefault(call.pk, set())
+        for name, value in values.items():
+            setattr(call, name, value)
+            changed.add(name)
+
+    def leg(self, call: Call, event: dict) -> CallLeg:
+        legs, attempt = self.legs.setdefault(call.pk, {}), int(event.get("leg", 0)) + 1
+        leg = legs.get(attempt)
+        if leg is None:
+            leg = legs[attempt] = CallLeg(call_id=call.pk, attempt=attempt, uri=event.get("uri", ""), **_carrier(event))
+        self.dirty_legs[call.pk, attempt] = leg
+        return leg
+
+    def write(self) -> None:
+        rows: dict[frozenset, list[Call]] = {}
+        calls = {call.pk: call for call in self.calls.values()}
+        for pk, names in self.dirty_calls.items():
+            if names:
+                rows.setdefault(frozenset(names), []).append(calls[pk])
+        for names, changed in rows.items():
+            _update(Call, sorted(names), changed)
+        if self.dirty_legs:
+            _upsert_legs(list(self.dirty_legs.values()))
+        webhooks.enqueue_all(self.callbacks)
+
+
+def _apply(batch: _Batch, call: Call, event: dict) -> None:
+    """The event's change to the call and its legs; never moves a call backwards."""
+    kind, at, set_ = event["type"], _at(event), batch.set
+    if kind == gw.INITIATED:
+        if call.status == Call.Status.QUEUED:
+            set_(call, status=Call.Status.INITIATED, started_at=at, gateway_id=event.get("gateway_id", ""))
+    elif kind == gw.LEG_STARTED:
+        leg = batch.leg(call, event)
+        if leg.started_at is None:
+            leg.started_at = at
+        if call.carrier_id is None:
+            set_(call, **_carrier(event))
+    elif kind == gw.RINGING:
+        leg = batch.leg(call, event)
+        if leg.ringing_at is None:
+            leg.ringing_at = at
+        if call.status in (Call.Status.QUEUED, Call.Status.INITIATED):
+            set_(call, status=Call.Status.RINGING, ringing_at=at, post_dial_delay_ms=_ms(event.get("pdd_ms")))
+    elif kind == gw.LEG_FAILED:
+        leg = batch.leg(call, event)
+        leg.sip_code, leg.reason = event.get("sip_code"), event.get("reason", "")[:255]
+        leg.failed_over, leg.ended_at = bool(event.get("failover")), at
+    elif kind == gw.ANSWERED:
+        leg = batch.leg(call, event)
+        leg.answered_at, leg.sip_code = at, 200
+        if not call.is_final:
+            set_(call, status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")),
+                 **_carrier(event))
+    elif kind == gw.STREAM_STARTED:
+        if call.ai_connect_ms is None:
+            set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
+    elif kind == gw.AMD:
+        if _amd_fields(event) and call.answered_by == "":
+            set_(call, **_amd_fields(event))
+    elif kind in gw.FINAL_TYPES:
+        outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
+        if not call.is_final:
+            set_(call, status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
+                 reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
+                 hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"),
+                 **{name: event[name] for name in QUALITY_FIELDS if event.get(name) is not None})
+        for attempt, leg in batch.legs.get(call.pk, {}).items():
+            if leg.ended_at is None:
+                leg.ended_at = at
+                batch.dirty_legs[call.pk, attempt] = leg
+        if _amd_fields(event) and call.answered_by == "":
+            set_(call, **_amd_fields(event))
+        # a machine answer is not an abandoned call: no person waited for the agent
+        if call.answered_at is not None and call.stream_url and call.answered_by not in MACHINE_ANSWERS and (
+                call.ai_connect_ms is None or call.ai_connect_ms > Call.ABANDON_AFTER_MS) and not call.abandoned:
+            set_(call, abandoned=True)
+
+
+def _columns(model, names) -> tuple[list, str, str]:
+    """The fields, their columns, and `unnest(%s::type[], …)`: one array parameter per column, so a
+    statement's text and parameters do not grow with its rows (JSON goes as text: see _params)."""
+    fields = [model._meta.get_field(name) for name in names]
+    arrays = ", ".join(f"%s::{'text' if _is_json(field) else field.db_type(connection)}[]" for field in fields)
+    return fields, ", ".join(field.column for field in fields), f"unnest({arrays})"
+
+
+def _is_json(field) -> bool:
+    return isinstance(field, models.JSONField)
+
+
+def _params(fields, objects) -> list[list]:
+    return [[_json_text(getattr(obj, field.attname)) if _is_json(field) else getattr(obj, field.attname)
+             for obj in objects] for field in fields]
+
+
+def _json_text(value) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _update(model, names: list[str], objects: list) -> None:
+    """UPDATE the named fields of objects (by id), one statement."""
+    fields, columns, rows = _columns(model, ["id", *names])
+    assignments = ", ".join(f"{field.column} = v.{field.column}{'::jsonb' if _is_json(field) else ''}"
+                            for field in fields[1:])
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {model._meta.db_table} AS t SET {assignments} FROM {rows} AS v({columns}) "
+                       "WHERE t.id = v.id", _params(fields, objects))
+
+
+LEG_FIELDS = [field.name for field in CallLeg._meta.concrete_fields if not field.primary_key]
+
+
+def _upsert_legs(legs: list[CallLeg]) -> None:
+    """New legs inserted, known ones updated, one statement (the batch holds its calls' locks)."""
+    fields, columns, rows = _columns(CallLeg, LEG_FIELDS)
+    updates = ", ".join(f"{field.column} = EXCLUDED.{field.column}" for field in fields
+                        if field.column not in ("call_id", "attempt"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {CallLeg._meta.db_table} ({columns}) SELECT * FROM {rows} "
+                       f"ON CONFLICT (call_id, attempt) DO UPDATE SET {updates}", _params(fields, legs))
 
 
 def _amd_fields(event: dict) -> dict:
@@ -79,100 +241,54 @@ def _ms(value) -> int | None:
     return None if value is None else max(0, round(float(value)))
 
 
-def _apply(call: Call, event: dict) -> None:
-    kind, at = event["type"], _at(event)
-    calls = Call.objects.filter(pk=call.pk)
-    if kind == gw.INITIATED:
-        calls.filter(status=Call.Status.QUEUED).update(
-            status=Call.Status.INITIATED, started_at=at, gateway_id=event.get("gateway_id", "")
-        )
-    elif kind == gw.LEG_STARTED:
-        CallLeg.objects.filter(pk=_leg(call, event).pk, started_at__isnull=True).update(started_at=at)
-        calls.filter(carrier_id__isnull=True).update(**_carrier(event))
-    elif kind == gw.RINGING:
-        CallLeg.objects.filter(pk=_leg(call, event).pk, ringing_at__isnull=True).update(ringing_at=at)
-        calls.filter(status__in=[Call.Status.QUEUED, Call.Status.INITIATED]).update(
-            status=Call.Status.RINGING, ringing_at=at, post_dial_delay_ms=_ms(event.get("pdd_ms"))
-        )
-    elif kind == gw.LEG_FAILED:
-        CallLeg.objects.filter(pk=_leg(call, event).pk).update(
-            sip_code=event.get("sip_code"), reason=event.get("reason", "")[:255],
-            failed_over=bool(event.get("failover")), ended_at=at,
-        )
-    elif kind == gw.ANSWERED:
-        CallLeg.objects.filter(pk=_leg(call, event).pk).update(answered_at=at, sip_code=200)
-        calls.filter(NOT_FINAL).update(
-            status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")), **_carrier(event)
-        )
-    elif kind == gw.STREAM_STARTED:
-        calls.filter(ai_connect_ms__isnull=True).update(ai_connect_ms=_ms(event.get("ai_connect_ms")))
-    elif kind == gw.AMD and _amd_fields(event):
-        calls.filter(answered_by="").update(**_amd_fields(event))
-    elif kind in gw.FINAL_TYPES:
-        outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
-        calls.filter(NOT_FINAL).update(
-            status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
-            reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
-            hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"),
-            **{name: event[name] for name in QUALITY_FIELDS if event.get(name) is not None},
-        )
-        CallLeg.objects.filter(call=call, ended_at__isnull=True).update(ended_at=at)
-        if _amd_fields(event):
-            calls.filter(answered_by="").update(**_amd_fields(event))
-        # a machine answer is not an abandoned call: no person waited for the agent
-        calls.filter(answered_at__isnull=False).exclude(stream_url="").exclude(answered_by__in=MACHINE_ANSWERS).filter(
-            Q(ai_connect_ms__isnull=True) | Q(ai_connect_ms__gt=Call.ABANDON_AFTER_MS)
-        ).update(abandoned=True)
-
-
-def _call_for(event: dict) -> Call | None:
-    if event.get("direction") == gw.DIRECTION_INBOUND and event["type"] == gw.INITIATED:
-        call, _ = Call.objects.get_or_create(
-            sid=event["call_id"],
-            defaults={"direction": "inbound", "from_number": event.get("from", ""), "to_number": event.get("to", ""),
-                      "stream_url": event.get("stream_url", "")},
-        )
-        return call
-    return Call.objects.filter(sid=event["call_id"]).first()
-
-
 def record_event(event: dict, tenant_schema: str) -> None:
     """Record one event (raises if it could not be recorded)."""
     if not record_events([(event, tenant_schema)])[0]:
         raise RuntimeError(f"event {event.get('type')} of call {event.get('call_id')} not recorded (see the log)")
 
 
+TENANT_TTL_S = 30.0
+_tenants: dict[str, tuple[Tenant, float]] = {}  # schema -> (tenant, when read)
+
+
+def _tenants_of(schemas: set[str]) -> dict[str, Tenant]:
+    """The tenants by schema (read at most every TENANT_TTL_S; an unknown name is asked again)."""
+    now = time.monotonic()
+    stale = {name for name in schemas if now - _tenants.get(name, (None, -TENANT_TTL_S))[1] >= TENANT_TTL_S}
+    if stale:
+        found = {tenant.schema_name: tenant for tenant in Tenant.objects.filter(schema_name__in=stale)}
+        for name in stale:
+            if name in found:
+                _tenants[name] = (found[name], now)
+            else:
+                _tenants.pop(name, None)
+    return {name: _tenants[name][0] for name in schemas if name in _tenants}
+
+
 def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
-    """Record events read together from the stream, in order: each in its own transaction, each
-    tenant's in one visit to its schema, their dashboard notices published together at the end.
-    Returns, per event, whether it is done with (recorded, or dropped as unknown); an event that
-    failed is logged and left False, to be read again. Raises if the database is unreachable."""
+    """Record events read together from the stream, in order: each tenant's in one transaction (its
+    calls locked, a few statements whatever the batch's size), counted in the metrics after the commit
+    in one Redis round trip, their dashboard notices published together at the end. Should a tenant's
+    batch fail, its events are recorded again one at a time, so that one bad event holds back only
+    itself. Returns, per event, whether it is done with (recorded, or dropped as unknown); an event
+    that failed is logged and left False, to be read again. Raises if the database is unreachable."""
     done = [False] * len(batch)
     notices: list[tuple[str, dict]] = []
     by_tenant: dict[str, list[int]] = {}
     for index, (_, tenant_schema) in enumerate(batch):
         by_tenant.setdefault(tenant_schema, []).append(index)  # a call's events keep their order
-    known = set(Tenant.objects.filter(schema_name__in=list(by_tenant)).values_list("schema_name", flat=True))
+    tenants = _tenants_of(set(by_tenant))
     for tenant_schema, indexes in by_tenant.items():
-        if tenant_schema not in known:
+        tenant = tenants.get(tenant_schema)
+        if tenant is None:
             for index in indexes:
                 log.warning("event for unknown tenant %r dropped: %s", tenant_schema, batch[index][0])
                 done[index] = True
             continue
-        with schema_context(tenant_schema):
-            for index in indexes:
-                event = batch[index][0]
-                with call_context(event.get("call_id")):
-                    try:
-                        notice = _record(event, tenant_schema)
-                    except (OperationalError, InterfaceError):
-                        raise  # the database is gone: nothing of this batch is acknowledged (read again)
-                    except Exception:
-                        log.exception("%s event not recorded", event.get("type"))
-                        continue
-                done[index] = True
-                if notice is not None:
-                    notices.append((tenant_schema, notice))
+        with tenant_context(tenant):
+            recorded = _record_or_isolate(tenant, [batch[index][0] for index in indexes], notices)
+        for index, ok in zip(indexes, recorded, strict=True):
+            done[index] = ok
     try:
         publish_tenant_events(notices)
     except Exception:  # noqa: BLE001 - dashboards miss a beat; the records are written
@@ -180,17 +296,31 @@ def record_events(batch: list[tuple[dict, str]]) -> list[bool]:
     return done
 
 
-def _record(event: dict, tenant_schema: str) -> dict | None:
-    """Apply one event in the current (tenant) schema; the dashboard notice to publish, if any."""
+def _record_or_isolate(tenant, events: list[dict], notices: list) -> list[bool]:
+    """_record the events together; if that fails, one at a time (only the bad one stays False)."""
+    try:
+        _record(tenant, events, notices)
+        return [True] * len(events)
+    except (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError):
+        raise  # the database or Redis is gone: nothing of this batch is acknowledged (read again)
+    except Exception:
+        if len(events) == 1:
+            with call_context(events[0].get("call_id")):
+                log.exception("%s event not recorded", events[0].get("type"))
+            return [False]
+    log.warning("%d events of %s not recorded together; recording them one at a time",
+                len(events), tenant.schema_name)
+    return [ok for event in events for ok in _record_or_isolate(tenant, [event], notices)]
+
+
+def _record(tenant, events: list[dict], notices: list) -> None:
+    """Apply the events in the current (tenant) schema, commit, then count them in the metrics."""
     with transaction.atomic():
-        call = _call_for(event)
-        if call is None:
-            log.warning("event for unknown call %s in %s dropped", event.get("call_id"), tenant_schema)
-            return None
-        _apply(call, event)
-        call.refresh_from_db()
-        log.debug("%s recorded: %s", event["type"], call.status)
-        webhooks.enqueue(call, event["type"])
-    record_call_event(tenant_schema, event, metrics_fields(call))
-    return {"type": f"call.{event['type']}", "call": call.sid, "status": call.status, "outcome": call.outcome,
-            "reason": call.reason}
+        batch = _Batch(tenant, events)
+        batch.load()
+        for event in events:
+            with call_context(event.get("call_id")):
+                batch.apply(event)
+        batch.write()
+    record_call_events(tenant.schema_name, [(event, fields) for event, _, fields in batch.recorded])
+    notices += [(tenant.schema_name, notice) for _, notice, _ in batch.recorded]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import time
 import urllib.error
@@ -20,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from voiceplatform.logs import call_context
@@ -69,21 +70,38 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
 
 def enqueue(call: Call, gateway_event: str) -> None:
     """Record and queue the callback for this event, at most once per call and event."""
+    callback = callback_for(call, gateway_event, current_tenant().account_sid)
+    if callback is not None:
+        enqueue_all([(call.pk, callback)])
+
+
+def callback_for(call: Call, gateway_event: str, account_sid: str) -> tuple[str, str, dict] | None:
+    """(callback event, url, payload) of the call as it is now, if it has a callback for this event."""
     event = CALLBACK_EVENTS.get(gateway_event)
     url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
     if not url or event is None:
+        return None
+    return event, url, payload_for(call, event, account_sid)
+
+
+def enqueue_all(callbacks: list[tuple[int, tuple[str, str, dict]]]) -> None:
+    """Record (call id, callback_for(…)) deliveries in one statement, and queue each new one when the
+    transaction commits: at most one per call and event (the first; an event read twice adds none)."""
+    if not callbacks:
         return
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                call=call, event=event, url=url,
-                payload=payload_for(call, event, current_tenant().account_sid),
-            )
-    except IntegrityError:
-        return  # this event's callback already exists (an event read twice)
+    now = timezone.now()
+    columns = [[call_id for call_id, _ in callbacks], [event for _, (event, _, _) in callbacks],
+               [url for _, (_, url, _) in callbacks], [json.dumps(payload) for _, (_, _, payload) in callbacks]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {WebhookDelivery._meta.db_table} (call_id, event, url, payload, attempts, error, created_at) "
+            "SELECT call_id, event, url, payload::jsonb, 0, '', %s "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(call_id, event, url, payload) "
+            "ON CONFLICT (call_id, event) DO NOTHING RETURNING id", [now, *columns])
+        created = [delivery_id for (delivery_id,) in cursor.fetchall()]
     from .tasks import deliver_webhook
 
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    transaction.on_commit(lambda: [deliver_webhook.delay(delivery_id) for delivery_id in created])
 
 
 def redeliver(delivery_id: int) -> None:

@@ -1,4 +1,5 @@
-"""Writing call metrics: every update is one Redis round trip (telephony.metrics.writes.Batch).
+"""Writing call metrics: one Redis round trip per update, and per batch of events
+(telephony.metrics.writes.Batch; the recorder counts the events it read together at once).
 
 What each gateway event counts (see keys.py for where):
 
@@ -79,9 +80,9 @@ def _number(value) -> float | None:
 class _Update:
     """The increments of one event for one tenant, at the event's time, in every resolution."""
 
-    def __init__(self, schema: str, ts: float, dims: dict[str, str], now: float):
+    def __init__(self, schema: str, ts: float, dims: dict[str, str], now: float, batch: Batch | None = None):
         self.schema, self.ts, self.dims = schema, ts, dims
-        self.batch = Batch()
+        self.batch = Batch() if batch is None else batch
         self.buckets = [
             (res, start) for res in keys.RESOLUTIONS
             if keys.expires_at(start := keys.bucket(ts, res), res) > now
@@ -233,22 +234,42 @@ def _apply_event(u: _Update, kind: str, sid: str, event: dict, call_fields: dict
 
 
 def record_call_event(tenant_schema: str, event: dict, call_fields: dict | None = None) -> bool:
-    """Count one gateway event of one of the tenant's calls. One Redis round trip; False when the
-    event had been counted already (a redelivery) or is of no interest to metrics.
+    """Count one gateway event of one of the tenant's calls (see record_call_events)."""
+    return record_call_events(tenant_schema, [(event, call_fields)])[0]
+
+
+def record_call_events(tenant_schema: str, items: list[tuple[dict, dict | None]]) -> list[bool]:
+    """Count gateway events of the tenant's calls, (event, call_fields) in order, in one Redis round
+    trip (two when some had been counted already). Per event, False when it had been counted already
+    (a redelivery, or twice in ``items``) or is of no interest to metrics.
 
     call_fields: what the call record knows beyond the event: sid, campaign, carrier_id, region,
     direction, from, to, setup_ms, post_dial_delay_ms, duration_s (all optional; see metrics_fields).
     """
-    call_fields = call_fields or {}
-    kind = event.get("type")
-    sid = _text(call_fields.get("sid") or event.get("call_id"))
-    if kind not in gw.EVENT_TYPES or not sid or not tenant_schema:
-        return False
-    ts = _number(event.get("ts")) or time.time()
-    u = _Update(tenant_schema, ts, _dims(event, call_fields), time.time())
-    _apply_event(u, kind, sid, dict(event, ts=ts), call_fields)
-    guard = keys.seen(tenant_schema, sid, f"{kind}:{event.get('leg', '')}")
-    return u.batch.apply(get_redis(), guard, keys.SEEN_TTL)
+    now = time.time()
+    todo: dict[str, tuple[int, str, str, dict, dict]] = {}  # guard -> (index, kind, sid, event, call_fields)
+    for index, (event, call_fields) in enumerate(items):
+        call_fields = call_fields or {}
+        kind = event.get("type")
+        sid = _text(call_fields.get("sid") or event.get("call_id"))
+        if kind in gw.EVENT_TYPES and sid and tenant_schema:
+            guard = keys.seen(tenant_schema, sid, f"{kind}:{event.get('leg', '')}")
+            todo.setdefault(guard, (index, kind, sid, event, call_fields))
+    while todo:
+        batch = Batch()
+        for _, kind, sid, event, call_fields in todo.values():
+            ts = _number(event.get("ts")) or now
+            _apply_event(_Update(tenant_schema, ts, _dims(event, call_fields), now, batch), kind, sid,
+                         dict(event, ts=ts), call_fields)
+        seen = batch.apply(get_redis(), list(todo), keys.SEEN_TTL)
+        if not seen:
+            break
+        for guard in seen:
+            del todo[guard]
+    counted = [False] * len(items)
+    for index, *_ in todo.values():
+        counted[index] = True
+    return counted
 
 
 def record_call_quality(tenant_schema: str, sid: str, report: dict, call_fields: dict | None = None,
@@ -259,7 +280,7 @@ def record_call_quality(tenant_schema: str, sid: str, report: dict, call_fields:
     u = _Update(tenant_schema, ts or time.time(), _dims({}, call_fields), time.time())
     u.quality(sid, report)
     u.changed()
-    return u.batch.apply(get_redis(), keys.seen(tenant_schema, sid, "quality"), keys.SEEN_TTL)
+    return not u.batch.apply(get_redis(), [keys.seen(tenant_schema, sid, "quality")], keys.SEEN_TTL)
 
 
 def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = None,
@@ -270,7 +291,7 @@ def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = 
     u.count("abandoned")
     u.total("abandoned")
     u.changed()
-    return u.batch.apply(get_redis(), keys.seen(tenant_schema, sid, "abandoned"), keys.SEEN_TTL)
+    return not u.batch.apply(get_redis(), [keys.seen(tenant_schema, sid, "abandoned")], keys.SEEN_TTL)
 
 
 def metrics_fields(call) -> dict:
