@@ -27,7 +27,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.dialer import SCENARIO, free_port, percentile, start  # noqa: E402
+from bench.dialer import SCENARIO, free_port, percentile, save_report, start, stop_all  # noqa: E402
 
 
 def load() -> float:
@@ -364,19 +363,9 @@ def main() -> None:
         print(json.dumps({"tenants": report["tenants"]}), flush=True)
     finally:
         events.stop()
-        everything = [*Kinds(processes).processes.values()]
-        everything = [proc for procs in everything for proc in procs] + [sipp]
-        for proc in everything:
-            proc.send_signal(signal.SIGTERM)
-        for proc in everything:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all([proc for procs in Kinds(processes).processes.values() for proc in procs] + [sipp])
         connection.close()
-    text = json.dumps(report, indent=2)
-    print(text)
-    (ROOT / "bench" / "results" / f"burst-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    save_report("burst", report)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
