@@ -27,6 +27,7 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.dialer import SCENARIO, free_port, percentile, save_report, start, stop_all  # noqa: E402
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"daphne is not listening on {port}")
 
 
 def load() -> float:
@@ -164,7 +181,7 @@ def main() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     os.environ.update(DJANGO_SETTINGS_MODULE="voiceplatform.settings", DEBUG="false")
-    web_port = free_port()
+    web_port = free_tcp_port()
     os.environ["MEDIA_RELAY_URL"] = f"ws://127.0.0.1:{web_port}"
     from voiceplatform.startup import prepare_process
 
@@ -273,7 +290,8 @@ def main() -> None:
                         str(run_dir / "beat-schedule")], run_dir, "beat"),
         )
         kinds = Kinds(processes)
-        time.sleep(8)
+        wait_listening(web_port)
+        time.sleep(5)
 
         report["hold"] = []
         offset = 5_000_000
