@@ -34,11 +34,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(argv, log_dir: Path, name: str) -> subprocess.Popen:
+def start(argv, log_dir: Path, name: str, **extra_env: str) -> subprocess.Popen:
     # No carrier health checks: the SIPp scenario answers INVITEs, not OPTIONS.
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}", CARRIER_HEALTH_INTERVAL="3600")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}", CARRIER_HEALTH_INTERVAL="3600",
+               **extra_env)
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=open(log_dir / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    for proc in processes:
+        proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def save_report(name: str, report: dict) -> None:
+    """Print the report and write it to bench/results/<name>-<time>.json."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    (ROOT / "bench" / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
 
 
 def percentile(values, q):
@@ -181,17 +199,9 @@ def main() -> None:
         print(json.dumps(report["post_to_invite_ms"]), flush=True)
         r.delete(gw.EVENTS_STREAM)
     finally:
-        for proc in processes + [sipp]:
-            proc.send_signal(signal.SIGTERM)
-        for proc in processes + [sipp]:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(processes + [sipp])
         connection.close()
-    text = json.dumps(report, indent=2)
-    print(text)
-    (ROOT / "bench" / "results" / f"dialer-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    save_report("dialer", report)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 

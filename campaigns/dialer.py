@@ -7,19 +7,25 @@ caps have room for, and a call refused at a cap all the same (another campaign t
 its contact back to be dialed again, with no attempt counted, and holds the dialing for
 REFUSAL_BACKOFF_S.
 
-One loop per campaign at a time, cluster-wide: a Redis lock with a short lease decides who dials
-(a dead worker's lease runs out within seconds and the next beat tick starts a new loop). Contacts
-are claimed (pending → dialing) in the database before they are dialed, so two loops can never dial
-the same contact; a contact claimed by a loop that died before placing its call goes back to pending.
+A campaign is dialed by `slices_for(cps)` loops at once (one per DIALER_CPS_PER_SLICE of its CPS, up
+to DIALER_MAX_SLICES), each in whichever worker takes its task, so a large campaign uses as many
+cores as there are worker processes. Loop `slot` of `n` paces 1/n of the CPS and takes its share of
+the room under the caps; slot 0 alone does the bookkeeping of finished calls. One loop per slot at a
+time, cluster-wide: a Redis lock with a short lease decides who dials it (a dead worker's lease runs
+out within seconds and the next beat tick starts a new loop). Contacts are claimed (pending →
+dialing) in the database before they are dialed, so two loops can never dial the same contact; a
+contact claimed by a loop that died before placing its call goes back to pending.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 import uuid
 from dataclasses import dataclass
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.redis_client import get_redis
@@ -53,12 +59,27 @@ class SliceReport:
     running: bool = True
 
 
-def lock_key(campaign_id: int) -> str:
-    return f"dialer:{connection.schema_name}:{campaign_id}"
+def lock_key(campaign_id: int, slot: int = 0) -> str:
+    return f"dialer:{connection.schema_name}:{campaign_id}:{slot}"
 
 
-def pace_key(campaign_id: int) -> str:
-    return f"dialer:{connection.schema_name}:{campaign_id}:next"
+def pace_key(campaign_id: int, slot: int = 0) -> str:
+    return f"dialer:{connection.schema_name}:{campaign_id}:{slot}:next"
+
+
+def held_key(campaign_id: int) -> str:
+    """Set by slot 0 for REFUSAL_BACKOFF_S when a cap refused a call: every slot holds its dialing."""
+    return f"dialer:{connection.schema_name}:{campaign_id}:held"
+
+
+def slices_for(cps: float) -> int:
+    """How many loops dial a campaign of `cps` at once."""
+    return max(1, min(settings.DIALER_MAX_SLICES, math.ceil(cps / settings.DIALER_CPS_PER_SLICE)))
+
+
+def share(room: int, slot: int, slices: int) -> int:
+    """Slot `slot`'s part of `room` (the parts of all slots add up to `room`)."""
+    return (room + slices - 1 - slot) // slices if room > 0 else room
 
 
 class Pace:
@@ -150,8 +171,17 @@ def gateway_room(redis) -> int:
     return capacity - active - redis.llen(gw.ORIGINATE_QUEUE)
 
 
-def _dial(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, turn: int) -> int:
-    """Place one call per claimed contact (one transaction); returns how many were placed."""
+def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,
+          turn: int) -> int:
+    """Place one call per contact still held by the claim made at `claimed_at` (one transaction: a
+    claim handed back meanwhile as unplaced, which another loop may have won since, is not dialed);
+    returns how many were placed."""
+    with transaction.atomic():
+        held = services.campaign_contacts_confirm([row.pk for row in rows], claimed_at, timezone.now())
+        return _place(campaign, [row for row in rows if row.pk in held], placer, turn)
+
+
+def _place(campaign: Campaign, rows: list[CampaignContact], placer: CallPlacer, turn: int) -> int:
     requests = []
     for i, row in enumerate(rows):
         contact = row.contact
@@ -179,54 +209,58 @@ def _claimed_batch(campaign: Campaign, now: dt.datetime, size: int) -> list[Camp
     return [row for row in due if row.pk in won]
 
 
-def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
-    """Dial one campaign for about `slice_s` seconds, if no other loop is dialing it.
+def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> SliceReport:
+    """Dial loop `slot` of one campaign for about `slice_s` seconds, if no other loop is dialing it.
+    Not running in the report: the campaign stopped, or needs no loop `slot` at its CPS.
 
     The bookkeeping (state, finished calls, room under the caps) is refreshed every BOOKKEEPING_S,
     not per call, so the pace is set by the CPS pacer rather than by database round trips; contacts
     are claimed a batch at a time, and those not dialed by the end of the slice are handed back.
     """
     redis, token = get_redis(), uuid.uuid4().hex
-    key = lock_key(campaign_id)
+    key = lock_key(campaign_id, slot)
     if not redis.set(key, token, nx=True, px=LEASE_MS):
         return SliceReport(running=True)
     tenant = current_tenant()
     report, placer = SliceReport(), CallPlacer(tenant)
     queue: list[CampaignContact] = []
+    claimed_at = timezone.now()
     pace = None
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
         carriers = selectors.campaign_carriers(campaign)
         slowdown = paced_cps(campaign) / campaign.cps
-        pace = Pace(redis, pace_key(campaign_id), campaign.cps * slowdown)
+        pace = Pace(redis, pace_key(campaign_id, slot), campaign.cps * slowdown / slices_for(campaign.cps))
         deadline = time.monotonic() + slice_s
-        next_bookkeeping, room, held_until = 0.0, 0, 0.0
+        next_bookkeeping, room = 0.0, 0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_bookkeeping:
                 next_bookkeeping = time.monotonic() + BOOKKEEPING_S
                 redis.eval(_RENEW, 1, key, token, LEASE_MS)
                 campaign.refresh_from_db(fields=["state", "cps", "max_concurrent"])
-                if campaign.state != Campaign.State.RUNNING:
+                slices = slices_for(campaign.cps)
+                if campaign.state != Campaign.State.RUNNING or slot >= slices:
                     report.running = False
                     break
-                reconciled = services.campaign_calls_reconcile(campaign, timezone.now())
-                report.finished += reconciled.outcomes + reconciled.refused
-                if reconciled.refused:  # a cap was fuller than it looked: let it drain a little
-                    held_until = time.monotonic() + REFUSAL_BACKOFF_S
+                if slot == 0:
+                    reconciled = services.campaign_calls_reconcile(campaign, timezone.now())
+                    report.finished += reconciled.outcomes + reconciled.refused
+                    if reconciled.refused:  # a cap was fuller than it looked: let it drain a little
+                        redis.set(held_key(campaign_id), 1, px=int(REFUSAL_BACKOFF_S * 1000))
                 caps = capacity.cap_room(redis, campaign, tenant, carriers)
-                pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps)
+                pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps) / slices
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
                 room = min(campaign.max_concurrent - in_flight + len(queue), gateway_room(redis))
                 if caps.calls is not None:
                     room = min(room, caps.calls)
-                if time.monotonic() < held_until:
-                    room = 0
+                room = 0 if redis.exists(held_key(campaign_id)) else share(room, slot, slices)
             if room <= 0:
                 pace.hold()
                 time.sleep(0.02)
                 continue
             if not queue:
-                queue = _claimed_batch(campaign, timezone.now(), max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
+                claimed_at = timezone.now()
+                queue = _claimed_batch(campaign, claimed_at, max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
                 if not queue:
                     pace.hold()
                     services.complete_if_finished(campaign.pk, timezone.now())
@@ -241,10 +275,11 @@ def dial_slice(campaign_id: int, slice_s: float = SLICE_S) -> SliceReport:
             batch, queue = queue[:min(due, room)], queue[min(due, room):]
             room -= len(batch)
             pace.taken(len(batch))
-            report.placed += _dial(campaign, batch, placer, report.placed)
+            report.placed += _dial(campaign, batch, claimed_at, placer, report.placed)
     finally:
         if queue:  # claimed, not dialed: back to the front of the line
-            CampaignContact.objects.filter(pk__in=[row.pk for row in queue], state=ContactState.DIALING).update(
+            CampaignContact.objects.filter(pk__in=[row.pk for row in queue], state=ContactState.DIALING,
+                                           updated_at=claimed_at).update(
                 state=ContactState.PENDING, updated_at=timezone.now())
         if pace is not None and report.running:
             pace.hand_over()

@@ -320,6 +320,18 @@ def campaign_contacts_claim(ids: list[int], now: dt.datetime | None = None) -> l
     return claimed
 
 
+def campaign_contacts_confirm(ids: list[int], claimed_at: dt.datetime, now: dt.datetime) -> set[int]:
+    """Of the contacts claimed at `claimed_at`, those the claim still holds (not handed back as
+    unplaced by campaign_calls_reconcile, perhaps claimed again since by another loop), their claim
+    renewed to `now`. Call it in the transaction that records their calls: the renewal keeps the
+    reconciliation from handing them back while the calls are being recorded."""
+    held = set(CampaignContact.objects.select_for_update().filter(
+        pk__in=ids, state=ContactState.DIALING, updated_at=claimed_at).values_list("pk", flat=True))
+    if held:
+        CampaignContact.objects.filter(pk__in=held).update(updated_at=now)
+    return held
+
+
 def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str = "",
                            now: dt.datetime | None = None) -> CampaignContact | None:
     """record_attempt_outcomes for one contact: the contact as it is now, or None when nothing was

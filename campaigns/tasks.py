@@ -19,18 +19,19 @@ def dispatch_dialers() -> None:
     for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
         with schema_context(schema):
             services.campaigns_start_due()
-            for campaign_id in selectors.campaigns_running().values_list("pk", flat=True):
-                dial_campaign.delay(campaign_id)
+            for campaign_id, cps in selectors.campaigns_running().values_list("pk", "cps"):
+                for slot in range(dialer.slices_for(cps)):
+                    dial_campaign.delay(campaign_id, slot)
             for campaign_id in selectors.campaigns_settling().values_list("pk", flat=True):
                 reconcile_campaign.delay(campaign_id)
 
 
 @shared_task(ignore_result=True)
-def dial_campaign(campaign_id: int) -> None:
-    """One slice of dialing; hands over to a fresh task while the campaign runs."""
-    report = dialer.dial_slice(campaign_id)
+def dial_campaign(campaign_id: int, slot: int = 0) -> None:
+    """One slice of dialing loop `slot`; hands over to a fresh task while the campaign runs."""
+    report = dialer.dial_slice(campaign_id, slot)
     if report.running and report.placed + report.finished:
-        dial_campaign.delay(campaign_id)
+        dial_campaign.delay(campaign_id, slot)
 
 
 @shared_task(ignore_result=True)

@@ -183,6 +183,26 @@ def test_metrics_exposes_totals_with_tenant_labels_on_the_platform_host(tenant_a
     assert Client(HTTP_HOST=tenant_a.domain).get("/metrics").status_code == 404  # never on a tenant host
 
 
+def test_metrics_show_each_tenants_calls_waiting_for_a_gateway_and_how_long(tenant_a):
+    from telephony.gateway import client as gateway
+
+    redis = get_redis()
+    leg = [{"carrier_id": "1", "uri": "sip:+14155550199@127.0.0.1:5999"}]
+    burst = [gateway.originate(redis, {"tenant": "acme", "from": "+14155550100", "to": "+14155550199",
+                                       "legs": leg, "queued_at": time.time() - 6}) for _ in range(3)]
+    burst.append(gateway.originate(redis, {"tenant": "globex", "from": "+14155550100", "to": "+14155550199",
+                                           "legs": leg}))
+    try:  # no gateway is running: the calls wait
+        text = Client(HTTP_HOST="localhost").get("/metrics").content.decode()
+    finally:
+        redis.delete(gw.ORIGINATE_QUEUE, gw.ORIGINATE_WAKE, *[gw.call_key(call_id) for call_id in burst])
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("voice_calls_queued"))
+    assert float(lines['voice_calls_queued{tenant="acme"}']) == 3
+    assert float(lines['voice_calls_queued{tenant="globex"}']) == 1
+    assert float(lines['voice_calls_queued_oldest_seconds{tenant="acme"}']) >= 6
+    assert float(lines['voice_calls_queued_oldest_seconds{tenant="globex"}']) < 6
+
+
 def test_dashboard_pages_are_for_signed_in_users_and_plotly_is_served_locally(tenant_a):
     acme = Client(HTTP_HOST=tenant_a.domain)
     assert acme.get("/dashboard/")["Location"].startswith("/accounts/login/")

@@ -354,7 +354,7 @@ def test_a_scheduled_campaign_starts_by_itself_when_its_time_comes(member, tenan
     assert settings.CELERY_BEAT_SCHEDULE["dispatch-dialers"] == {
         "task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0}  # beat runs it every second
     dialing = []
-    monkeypatch.setattr(tasks.dial_campaign, "delay", dialing.append)
+    monkeypatch.setattr(tasks.dial_campaign, "delay", lambda *args: dialing.append(args))
 
     tasks.dispatch_dialers()
     campaign.refresh_from_db()
@@ -365,6 +365,6 @@ def test_a_scheduled_campaign_starts_by_itself_when_its_time_comes(member, tenan
     tasks.dispatch_dialers()
     campaign.refresh_from_db()
     assert campaign.state == "running" and campaign.started_at is not None
-    assert dialing == [campaign.pk]  # and its dialing loop is started
+    assert dialing == [(campaign.pk, 0)]  # and its dialing loop is started
     progress = member.get(f"/campaigns/{campaign.pk}/progress.json").json()
     assert progress["state"] == "running" and progress["total"] == 3

@@ -36,6 +36,11 @@ def database_from_url(url: str) -> dict:
     if parsed.scheme not in {"postgres", "postgresql"}:
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not {parsed.scheme}://")
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    pool_size = int(env("DATABASE_POOL_SIZE", "0"))
+    if pool_size:
+        # For daphne: each request's sync part runs in a thread of its own, so persistent connections
+        # pile up (one per thread) until PostgreSQL refuses clients; a pool bounds and reuses them.
+        query["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
     return {
         "ENGINE": "django_tenants.postgresql_backend",
         "NAME": parsed.path.lstrip("/") or "postgres",
@@ -44,7 +49,7 @@ def database_from_url(url: str) -> dict:
         "HOST": query.pop("host", parsed.hostname or ""),
         "PORT": str(parsed.port or ""),
         "OPTIONS": query,
-        "CONN_MAX_AGE": int(env("DATABASE_CONN_MAX_AGE", "60")),
+        "CONN_MAX_AGE": 0 if pool_size else int(env("DATABASE_CONN_MAX_AGE", "60")),
         "CONN_HEALTH_CHECKS": True,
     }
 
@@ -208,6 +213,10 @@ CELERY_BEAT_SCHEDULE = {
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
 # A call still queued this long that Redis never heard of (down when it was placed) ends as not_placed.
 CALL_UNPLACED_GRACE_S = float(env("CALL_UNPLACED_GRACE_S", "30"))
+# A campaign is dialed by one loop per DIALER_CPS_PER_SLICE of its CPS, at most DIALER_MAX_SLICES at
+# once, each in any dialer worker (campaigns/dialer.py): more worker processes, more cores per campaign.
+DIALER_CPS_PER_SLICE = float(env("DIALER_CPS_PER_SLICE", "40"))
+DIALER_MAX_SLICES = int(env("DIALER_MAX_SLICES", "4"))
 
 # Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
 # good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from core.redis_client import get_redis
 from telephony.gateway import client as gateway_client
+from telephony.gateway import events as gw_events
 
 from . import histograms as H
 from . import keys, percentiles
@@ -273,6 +274,19 @@ def carrier_names(ids) -> dict[str, str]:
 
     ids = [int(i) for i in ids if str(i or "").isdigit()]
     return {str(pk): name for pk, name in Carrier.objects.filter(pk__in=ids).values_list("pk", "name")} if ids else {}
+
+
+def originate_queue(now: float | None = None) -> dict[str, tuple[int, float]]:
+    """Calls waiting for a free gateway, by tenant: (how many, seconds the oldest has waited). Read at
+    scrape time from the queue itself (a burst shows as one tenant's depth and wait)."""
+    now = time.time() if now is None else now
+    waiting: dict[str, tuple[int, float]] = {}
+    for raw in get_redis().lrange(gw_events.ORIGINATE_QUEUE, 0, -1):
+        command = json.loads(raw)
+        tenant = command.get("tenant") or "none"
+        count, oldest = waiting.get(tenant, (0, 0.0))
+        waiting[tenant] = (count + 1, max(oldest, now - float(command.get("queued_at") or now)))
+    return waiting
 
 
 def gateway_pool() -> list[dict]:

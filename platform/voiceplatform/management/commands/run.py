@@ -156,7 +156,9 @@ def node_processes(host: str, port: int, workers: int, gateways: int, public_ip:
         gateway_args += ["--node", node]
     node = node or str(os.getpid())
     return {
-        "web": python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application"),
+        # daphne runs each request in a thread of its own: a pool keeps PostgreSQL's connections bounded
+        "web": python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application",
+                             DATABASE_POOL_SIZE=os.environ.get("DATABASE_POOL_SIZE", "20")),
         "worker": python_module(
             "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
             "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{node}@%h",
