@@ -32,7 +32,6 @@ from core.redis_client import get_redis
 from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
-from telephony.gateway import events as gw
 from tenants.selectors import current_tenant
 
 from . import capacity, selectors, services
@@ -168,7 +167,7 @@ def amd_request_fields(campaign: Campaign) -> dict:
 def gateway_room(redis) -> int:
     """Calls the pool can take now: free slots of live gateways minus calls already queued for them."""
     capacity, active = gateway.pool_capacity(redis)
-    return capacity - active - redis.llen(gw.ORIGINATE_QUEUE)
+    return capacity - active - gateway.queued_originates(redis)
 
 
 def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,

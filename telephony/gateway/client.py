@@ -145,6 +145,20 @@ def pool_status(redis) -> list[dict]:
     return out
 
 
+def originate_queues(redis) -> list[str]:
+    """The shared originate queue and every known region's (the regions gateways have reported)."""
+    regions = {g["region"] for g in pool_status(redis) if g["region"]}
+    return [ev.originate_queue(), *(ev.originate_queue(region) for region in sorted(regions))]
+
+
+def queued_originates(redis) -> int:
+    """Calls waiting in the originate queues for a free gateway."""
+    p = redis.pipeline(transaction=False)
+    for queue in originate_queues(redis):
+        p.llen(queue)
+    return sum(p.execute())
+
+
 def pool_capacity(redis) -> tuple[int, int]:
     """(total capacity, active calls) of the gateways that are alive."""
     alive = [g for g in pool_status(redis) if g["alive"]]

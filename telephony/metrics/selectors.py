@@ -13,7 +13,6 @@ from collections import defaultdict
 
 from core.redis_client import get_redis
 from telephony.gateway import client as gateway_client
-from telephony.gateway import events as gw_events
 
 from . import histograms as H
 from . import keys, percentiles
@@ -281,7 +280,8 @@ def originate_queue(now: float | None = None) -> dict[str, tuple[int, float]]:
     scrape time from the queue itself (a burst shows as one tenant's depth and wait)."""
     now = time.time() if now is None else now
     waiting: dict[str, tuple[int, float]] = {}
-    for raw in get_redis().lrange(gw_events.ORIGINATE_QUEUE, 0, -1):
+    redis = get_redis()
+    for raw in (raw for queue in gateway_client.originate_queues(redis) for raw in redis.lrange(queue, 0, -1)):
         command = json.loads(raw)
         tenant = command.get("tenant") or "none"
         count, oldest = waiting.get(tenant, (0, 0.0))
