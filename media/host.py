@@ -18,7 +18,7 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -59,7 +59,7 @@ from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
-from media.rtp import DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
+from media.rtp import EVENT_DIGITS, DigitPlayer, DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
 from media.speech import ResponseTimer
 from media.stream_session import (
     AGENT_CLOSED,
@@ -125,6 +125,11 @@ class CallBridge(asyncio.DatagramProtocol):
         self.silence = SILENCE["pcmu"]
         self.quality = RtpQuality()
         self.dtmf = DtmfReceiver()
+        # digits to the callee (RFC 4733), in place of audio on the clock's ticks
+        self.digits_out = DigitPlayer()
+        self.tx_event_pt = 0  # the telephone-event payload type we send with (0: none negotiated)
+        self.event_ts = 0  # the RTP timestamp of the event being sent
+        self.dtmf_out = ""  # the digits sent, in order
         self.remote_ssrc: int | None = None
         self.session: StreamSession | None = None
         self.stream_task: asyncio.Task | None = None
@@ -179,6 +184,8 @@ class CallBridge(asyncio.DatagramProtocol):
             self.amd.set_codec(self.codec)
         self.rx_pt = rx_pt
         self.event_pts = tuple(p for p in event_pts if p and p > 0)
+        # (rx, tx) from the worker: send with the tx one
+        self.tx_event_pt = event_pts[1] if len(event_pts) > 1 and event_pts[1] > 0 else next(iter(self.event_pts), 0)
         if self.sender is None:
             self.sender = RtpSender(tx_pt, random.getrandbits(32), random.getrandbits(16), random.getrandbits(32))
         else:
@@ -199,6 +206,8 @@ class CallBridge(asyncio.DatagramProtocol):
         if not self.ticking:
             self.ticking = True
             self.host.clock_add(self)
+            if self.cfg.get("send_digits"):
+                self.send_digits(self.cfg["send_digits"])
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
@@ -344,6 +353,11 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.session is not None:
             self.session.push_dtmf(digit)
 
+    def send_digits(self, digits: str) -> None:
+        """Queue digits for the callee (0-9 * # A-D, ``w`` a half-second pause); they go out from the
+        next tick of an answered call, after any digits still queued."""
+        self.digits_out.add(digits)
+
     def tick(self, now: float, skipped: int) -> None:
         """One 20 ms playout tick (called by the process-wide clock, MediaBridge._clock)."""
         if skipped and self.sender is not None:  # the clock skipped ticks after a long stall
@@ -352,8 +366,21 @@ class CallBridge(asyncio.DatagramProtocol):
             if self.played_early:  # this tick's frame already went out (_play_now)
                 self.played_early = False
             else:
-                frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
-                self.transport.sendto(self.sender.packet(frame if frame is not None else self.silence), self.remote)
+                step = self.digits_out.step() if self.digits_out else None
+                if step is not None and not self.tx_event_pt:
+                    log.warning("call %s: the callee accepts no telephone-event: digits not sent", self.call_id)
+                    self.digits_out.steps.clear()
+                    step = None
+                if step is not None:
+                    payload, first = step
+                    if first:
+                        self.event_ts = self.sender.ts
+                        self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
+                    packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
+                else:
+                    frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                    packet = self.sender.packet(frame if frame is not None else self.silence)
+                self.transport.sendto(packet, self.remote)
             if now - self.last_rtcp > RTCP_INTERVAL_S:
                 self.last_rtcp = now
                 self._send_rtcp()
@@ -390,7 +417,8 @@ class CallBridge(asyncio.DatagramProtocol):
         """Agent audio that finds the playout buffer idle goes out at once, not at the next tick (0-20 ms
         later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
         callee's jitter buffer sees one early packet per utterance."""
-        if self.played_early or self.fallback is not None or self.sender is None or self.remote is None:
+        if (self.played_early or self.fallback is not None or self.sender is None or self.remote is None
+                or self.digits_out):  # digits being sent own the ticks (an event is never split by audio)
             return
         frame = self._agent_frame()
         if frame is not None:
@@ -479,6 +507,7 @@ class CallBridge(asyncio.DatagramProtocol):
             "rtp_packets_in": self.packets_in,
             "rtp_packets_out": self.sender.packets if self.sender else 0,
             "late_frames": self.late_ticks, "dtmf_digits": self.dtmf_in,
+            "dtmf_digits_sent": self.dtmf_out or None,
             "ai_connect_ms": self.ai_connect_ms,
         }
         if rtt is not None:
@@ -595,6 +624,8 @@ class WorkerLink:
             cb.start(msg["answered_mono"])
         elif op == "dtmf":
             cb.push_dtmf(msg["digit"])
+        elif op == "digits":
+            cb.send_digits(msg["digits"])
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

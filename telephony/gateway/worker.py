@@ -707,6 +707,11 @@ class Worker:
                 log.info("hangup for unknown call %s", cmd.get("call_id"))
                 return
             self.end_session(s, ev.REASON_HANGUP_REQUESTED)
+        elif cmd.get("type") == "digits":
+            s = self.sessions.get(cmd.get("call_id"))
+            if s is None or not self.bridge.send_digits(s, str(cmd.get("digits") or "")):
+                log.warning("digits not sent: %s", "unknown call" if s is None else "the call is not bridged",
+                            extra={"call_sid": cmd.get("call_id")})
         else:
             log.error("unknown command %r", cmd)
 
