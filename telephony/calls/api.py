@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from core.spreadsheet import CsvLines
 
 from . import selectors, services
-from .serializers import CallCreateSerializer, CallSerializer
+from .serializers import CallCreateSerializer, CallDigitsSerializer, CallSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
@@ -40,7 +40,7 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
                     machine_detection=fields["machine_detection"], voicemail_message=fields["voicemail_message"],
-                    amd_status_callback=fields["async_amd_status_callback"],
+                    amd_status_callback=fields["async_amd_status_callback"], send_digits=fields["send_digits"],
                 ),
             )
         except services.CallRequestError as error:
@@ -55,6 +55,24 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def hangup(self, request, sid=None):
         call = self.get_object()
         return Response({"sid": call.sid, "hangup": services.hang_up(call)}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=CallDigitsSerializer)
+    @action(detail=True, methods=["post"])
+    def digits(self, request, sid=None):
+        """Press keys on the callee's phone (RFC 4733), after any still being sent."""
+        call = self.get_object()
+        data = CallDigitsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.send_digits(call, data.validated_data["digits"])
+        except services.CallRequestError as error:
+            raise ValidationError({error.field: [str(error)]}) from None
+        except services.CallNotInProgress as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except redis.RedisError:
+            return Response({"detail": "the gateways cannot be reached; try again shortly"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"sid": call.sid, "digits": data.validated_data["digits"]}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")

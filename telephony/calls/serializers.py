@@ -20,6 +20,14 @@ def http_url(value: str) -> str:
     return value
 
 
+# Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
+DIGITS_REGEX = r"^[0-9*#A-Dw]{1,32}$"
+
+
+class CallDigitsSerializer(serializers.Serializer):
+    digits = serializers.RegexField(DIGITS_REGEX, help_text="0-9 * # A-D, w: pause half a second (at most 32)")
+
+
 class CallCreateSerializer(serializers.Serializer):
     to = serializers.CharField(max_length=32)
     from_ = serializers.CharField(max_length=32)
@@ -35,6 +43,9 @@ class CallCreateSerializer(serializers.Serializer):
     fallback_message = serializers.CharField(
         max_length=1000, required=False, allow_blank=True, default="",
         help_text="spoken to the callee (espeak-ng) if the agent cannot be reached or drops, before hanging up")
+    send_digits = serializers.RegexField(
+        DIGITS_REGEX, required=False, default="",
+        help_text="keys pressed on the callee's phone once it answers (RFC 4733; w: pause half a second)")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,

@@ -55,6 +55,8 @@ class CallRequest:
     machine_detection: dict | None = None
     voicemail_message: str = ""
     amd_status_callback: str = ""
+    # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
+    send_digits: str = ""
 
 
 def _check_machine_detection(request: CallRequest) -> None:
@@ -141,6 +143,8 @@ class CallPlacer:
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
                 _check_machine_detection(request)
+                if request.send_digits and not (request.stream_url or request.agent_connects):
+                    raise CallRequestError("send_digits", "digits are sent on bridged calls: give stream_url or agent_connects")
             except CallRequestError as error:
                 results.append(error)
                 continue
@@ -174,6 +178,8 @@ class CallPlacer:
             "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
             "account_sid": self.tenant.account_sid, "tenant_max_concurrent": self.tenant.max_concurrent_calls,
         }
+        if request.send_digits:
+            command["send_digits"] = request.send_digits
         if request.stream_encoding != "audio/x-mulaw":
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):
@@ -222,6 +228,24 @@ def _fallback_audio_key(text: str) -> str:
     except fallback.FallbackError as error:
         log.warning("fallback message not available, calls go without it: %s", error)
         return ""
+
+
+class CallNotInProgress(Exception):
+    """The call cannot take a mid-call request now (not yet with a gateway, or over)."""
+
+
+def send_digits(call: Call, digits: str) -> str:
+    """Press keys on the callee's phone (an agent navigating an IVR): the gateway holding the call
+    sends them as RFC 4733 events after any still being sent. Returns that gateway's id; raises
+    CallRequestError for a call that is not bridged, CallNotInProgress for one no live gateway holds."""
+    if not (call.stream_url or call.agent_connects):
+        raise CallRequestError("digits", "digits are sent on bridged calls (placed with stream_url or agent_connects)")
+    where = gateway.send_digits(get_redis(), call.sid, digits)
+    if where == "unheld":
+        raise CallNotInProgress("the call is not with a gateway yet: try again once it rings, or give send_digits when placing it")
+    if where in ("ended", "orphan"):
+        raise CallNotInProgress("the call is over")
+    return where
 
 
 def hang_up(call: Call) -> str:
