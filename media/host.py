@@ -50,6 +50,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 
 import uvloop
@@ -59,6 +60,7 @@ from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
+from media.recording import CallRecording
 from media.rtp import EVENT_DIGITS, DigitPlayer, DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
 from media.speech import ResponseTimer
 from media.stream_session import (
@@ -130,6 +132,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.tx_event_pt = 0  # the telephone-event payload type we send with (0: none negotiated)
         self.event_ts = 0  # the RTP timestamp of the event being sent
         self.dtmf_out = ""  # the digits sent, in order
+        self.recording: CallRecording | None = None  # from the answer, when the call records (cfg record_dir)
         self.remote_ssrc: int | None = None
         self.session: StreamSession | None = None
         self.stream_task: asyncio.Task | None = None
@@ -208,6 +211,8 @@ class CallBridge(asyncio.DatagramProtocol):
             self.host.clock_add(self)
             if self.cfg.get("send_digits"):
                 self.send_digits(self.cfg["send_digits"])
+            if self.cfg.get("record_dir"):
+                self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
@@ -302,6 +307,8 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.latched = True
             self.remote_ssrc = ssrc
             self.quality.on_packet(seq, ts, now)
+            if self.recording is not None:
+                self.recording.callee_frame(ts, payload, now)
             if self.amd is not None and self.answered_mono and self.amd.decision is None:
                 decision = self.amd.feed(payload)
                 if decision is not None:
@@ -379,7 +386,11 @@ class CallBridge(asyncio.DatagramProtocol):
                     packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
                 else:
                     frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
-                    packet = self.sender.packet(frame if frame is not None else self.silence)
+                    if frame is None:
+                        frame = self.silence
+                    if self.recording is not None:
+                        self.recording.agent_frame(self.sender.ts, frame)
+                    packet = self.sender.packet(frame)
                 self.transport.sendto(packet, self.remote)
             if now - self.last_rtcp > RTCP_INTERVAL_S:
                 self.last_rtcp = now
@@ -422,6 +433,8 @@ class CallBridge(asyncio.DatagramProtocol):
             return
         frame = self._agent_frame()
         if frame is not None:
+            if self.recording is not None:
+                self.recording.agent_frame(self.sender.ts, frame)
             self.transport.sendto(self.sender.packet(frame), self.remote)
             self.played_early = True
 
@@ -485,6 +498,15 @@ class CallBridge(asyncio.DatagramProtocol):
             self.session.stop()
         if self.stream_task is None or self.stream_task.done():
             self._close_transports()
+        if self.recording is not None:  # off the loop: decoding and the disk must not delay any frame
+            threading.Thread(target=self._write_recording, args=(self.recording,), name=f"rec-{self.call_id}").start()
+
+    def _write_recording(self, recording: CallRecording) -> None:
+        try:
+            path = recording.write()
+            log.info("call %s: recording written: %s (%.1f s)", self.call_id, path, recording.duration_s)
+        except OSError:
+            log.exception("call %s: recording not written", self.call_id)
 
     def _close_transports(self) -> None:
         if self.closed:
@@ -512,6 +534,9 @@ class CallBridge(asyncio.DatagramProtocol):
         }
         if rtt is not None:
             out["rtt_ms"] = round(rtt, 1)
+        if self.recording is not None:
+            out["recording_file"] = self.recording.file_name
+            out["recording_duration_s"] = self.recording.duration_s
         if "jitter_units" in self.rtcp_info:
             out["remote_jitter_ms"] = round(self.rtcp_info["jitter_units"] / 8.0, 3)
             out["remote_loss_percent"] = round(self.rtcp_info.get("fraction_lost", 0.0) * 100, 3)

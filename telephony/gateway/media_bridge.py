@@ -374,6 +374,8 @@ class MediaBridge:
                 return
             cfg["connect_timeout"] = cfg["connect_timeout"] or self.connect_timeout
             cfg["rtp_timeout"] = self.worker.args.rtp_timeout
+            if s.cmd.get("record"):  # the media host writes the call's WAV there (media/recording.py)
+                cfg["record_dir"] = self.worker.args.recordings_dir
             try:
                 rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
             except OSError as exc:
