@@ -57,6 +57,7 @@ class CallRequest:
     amd_status_callback: str = ""
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
+    record: bool = False  # a dual-channel WAV of the (bridged) call
 
 
 def _check_machine_detection(request: CallRequest) -> None:
@@ -143,6 +144,8 @@ class CallPlacer:
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
                 _check_machine_detection(request)
+                if request.record and not (request.stream_url or request.agent_connects):
+                    raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
                 if request.send_digits and not (request.stream_url or request.agent_connects):
                     raise CallRequestError("send_digits", "digits are sent on bridged calls: give stream_url or agent_connects")
             except CallRequestError as error:
@@ -155,7 +158,7 @@ class CallPlacer:
                 status_callback=request.status_callback, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
-                amd_status_callback=request.amd_status_callback,
+                amd_status_callback=request.amd_status_callback, record=request.record,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -180,6 +183,8 @@ class CallPlacer:
         }
         if request.send_digits:
             command["send_digits"] = request.send_digits
+        if request.record:
+            command["record"] = True
         if request.stream_encoding != "audio/x-mulaw":
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):
