@@ -8,7 +8,7 @@ import os
 
 from django.conf import settings
 from django.core.files import File
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .models import Call, Recording
@@ -34,7 +34,7 @@ def store_recording(call_sid: str, file_name: str, duration_s: float) -> Recordi
             raise NotSpooledYet(path)
         recording = Recording(call=call, duration_s=duration_s)
         with open(path, "rb") as spooled:
-            recording.file.save(f"{recording.sid}.wav", File(spooled), save=False)
+            recording.file.save(f"{connection.schema_name}/{recording.sid}.wav", File(spooled), save=False)
         try:
             with transaction.atomic():
                 recording.save()
