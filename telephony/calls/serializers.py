@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from media.protocol import MEDIA_FORMATS
 
-from . import amd, outbound, stream_access
+from . import amd, outbound, services, stream_access
 from .models import Call, CallLeg, Recording
 
 
@@ -20,8 +20,7 @@ def http_url(value: str) -> str:
     return value
 
 
-# Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
-DIGITS_REGEX = r"^[0-9*#A-Dw]{1,32}$"
+DIGITS_REGEX = services.DIGITS_REGEX
 
 
 class CallDigitsSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -58,6 +59,10 @@ class CallRequest:
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
     record: bool = False  # a dual-channel WAV of the (bridged) call
+
+
+# Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
+DIGITS_REGEX = r"^[0-9*#A-Dw]{1,32}$"
 
 
 def _check_machine_detection(request: CallRequest) -> None:
@@ -146,6 +151,8 @@ class CallPlacer:
                 _check_machine_detection(request)
                 if request.record and not (request.stream_url or request.agent_connects):
                     raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
+                if request.send_digits and not re.fullmatch(DIGITS_REGEX, request.send_digits):
+                    raise CallRequestError("send_digits", "keys are 0-9 * # A-D and w (a half-second pause), at most 32")
                 if request.send_digits and not (request.stream_url or request.agent_connects):
                     raise CallRequestError("send_digits", "digits are sent on bridged calls: give stream_url or agent_connects")
             except CallRequestError as error:

@@ -106,6 +106,7 @@ class CallsView(TwilioView):
         try:
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")
+            send_digits = text_param(data, "SendDigits")  # pressed once answered (RFC 4733)
             # Twilio clamps Timeout into its range; TimeLimit out of range is an error.
             timeout = max(5, min(seconds_param(data, "Timeout", 60, 0, 10 ** 6), 600))
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
@@ -140,6 +141,7 @@ class CallsView(TwilioView):
                     pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
                     machine_detection=machine_detection,
                     amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
+                    send_digits=send_digits, record=str(data.get("Record", "")).lower() == "true",
                 ),
             )
         except services.CallRequestError as error:
