@@ -43,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+# the echo agent listens on loopback, which the media hosts' outbound guard refuses unless allowed
+os.environ.setdefault("OUTBOUND_ALLOW", "127.0.0.1")
 
 import redis as redis_lib  # noqa: E402
 

@@ -13,8 +13,9 @@ from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 from tests import stack
+from tests.gateway.test_amd import PhoneLine
 from tests.gateway.test_media_bridge import AgentServer
-from tests.gateway.test_send_digits import RecordingLine, sent
+from tests.gateway.test_send_digits import sent
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -31,12 +32,8 @@ def agents():
 @pytest.fixture
 def ivr_line(tmp_path):
     """A carrier whose callee answers (SIPp) on a phone line that records what it hears (RTP)."""
-    line = RecordingLine([])
-    scenario = tmp_path / "uas_ivr.xml"
-    scenario.write_text((stack.GATEWAY_SCENARIOS / "uas_media.xml").read_text()
-                        .replace("m=audio [media_port]", f"m=audio {line.port}")
-                        .replace("@PLAY@", "").replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
-    sipp, port = stack.sipp_carrier(tmp_path, str(scenario))
+    line = PhoneLine([])
+    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
     carrier = Carrier.objects.create(name="Bank trunk", host="127.0.0.1", port=port, priority=1)
     number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
     yield line

@@ -23,9 +23,9 @@ from telephony.models import Carrier, Number
 from tenants.models import Tenant
 from tests import stack
 from tests.conversation import write_rtp_pcap
-from tests.gateway.test_media_bridge import AgentServer
 from tests.gateway.test_recording import tone_blocks, tone_frames
 from tests.support import wait_until
+from tests.test_call_digits import agents  # noqa: F401 - fixture: Twilio-protocol agents
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -33,21 +33,10 @@ ACME_NUMBER = "+14155550126"
 
 
 @pytest.fixture
-def agents():
-    server = AgentServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def speaking_callee(tmp_path):
     """A carrier whose callee answers and says one second of 400 Hz at once."""
     pcap = write_rtp_pcap(tmp_path / "hello.pcap", [(0, f) for f in tone_frames(400, 1.0)])
-    scenario = tmp_path / "uas_hello.xml"
-    scenario.write_text((stack.GATEWAY_SCENARIOS / "uas_media.xml").read_text()
-                        .replace("@PLAY@", f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
-                        .replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
-    sipp, port = stack.sipp_carrier(tmp_path, str(scenario))
+    sipp, port = stack.media_carrier(tmp_path, play_pcap=pcap)
     carrier = Carrier.objects.create(name="Talking trunk", host="127.0.0.1", port=port, priority=1)
     number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
     yield carrier

@@ -24,22 +24,6 @@ EVENT_PT = 101  # the telephone-event payload type of the SIPp callee's SDP (sce
 SILENCE = b"\xff" * 160
 
 
-class RecordingLine(PhoneLine):
-    """A phone line that keeps the whole RTP packets it hears (headers included)."""
-
-    def __init__(self, frames):
-        self.packets: list[bytes] = []
-        super().__init__(frames)
-
-    def _receive(self) -> None:
-        while self.running:
-            try:
-                packet = self.sock.recv(2048)
-            except (TimeoutError, OSError):
-                continue
-            self.packets.append(packet)
-
-
 def decode_events(packets: list[bytes]) -> list[dict]:
     """The telephone-events in the packets: [{digit, ts, packets, ends, duration, marker}], checking
     on the way that audio and events form one stream (one SSRC, sequence numbers without a gap)."""
@@ -65,8 +49,8 @@ def decode_events(packets: list[bytes]) -> list[dict]:
     return events
 
 
-def answered_call(r, sipp, agents, **command) -> tuple[str, RecordingLine]:
-    line = RecordingLine([SILENCE] * 400)  # 8 s of the callee's silence: the line is alive
+def answered_call(r, sipp, agents, **command) -> tuple[str, PhoneLine]:
+    line = PhoneLine([SILENCE] * 400)  # 8 s of the callee's silence: the line is alive
     uas = answered_by_sipp(sipp, line)
     call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agents.url("/record"), **command)
     wait_event(r, call_id, ev.ANSWERED)
@@ -75,7 +59,7 @@ def answered_call(r, sipp, agents, **command) -> tuple[str, RecordingLine]:
     return call_id, line
 
 
-def sent(line: RecordingLine, count: int) -> list[dict]:
+def sent(line: PhoneLine, count: int) -> list[dict]:
     """The line's telephone-events once ``count`` of them have ended (their end packets all heard)."""
     def done():
         events = decode_events(line.packets)
