@@ -1,6 +1,6 @@
 """Media bridge load test: bridged calls with audio both ways, SIPp echoing the caller side.
 
-    .venv/bin/python bench/media_bridge.py [--levels 1,10,40,80,120,160] [--hold 10] [--chunk-ms 20]
+    .venv/bin/python bench/media_bridge.py [--levels 1,10,40,80,120,160] [--hold 10] [--chunk-ms 20] [--record]
 
 Set-up (everything on this machine): an embedded Redis, ``--media-hosts`` media hosts (one per core,
 as the supervisor starts them; 0 = every worker bridges its own calls, the design before media
@@ -23,6 +23,10 @@ final events. Reported:
 * CPU: gateway processes, workers and media hosts (minus their idle CPU measured first), SIPp, the
   agent, per bridged call.
 
+With ``--record`` each level runs twice on the same processes, plain then every call recorded
+(media/recording.py): ``recording_cost`` gives the extra CPU per recorded call (buffering during the
+hold; the WAV is written in a thread after the hang-up, outside the measure) and the late frames.
+
 Prints one JSON document and writes it to bench/results/media_bridge-<time>.json.
 """
 from __future__ import annotations
@@ -39,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+# the echo agent listens on loopback, which the media hosts' outbound guard refuses unless allowed
+os.environ.setdefault("OUTBOUND_ALLOW", "127.0.0.1")
 
 import redis as redis_lib  # noqa: E402
 
@@ -82,14 +88,14 @@ def plain_echo_rtt(port: int, seconds: float = 4.0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-def run_level(r, n, agent, gws, sipp, uas_host, hold, idle_cpu_per_gw):
+def run_level(r, n, agent, gws, sipp, uas_host, hold, idle_cpu_per_gw, record=False):
     agent.reset()
     ids = []
     t_ramp = time.monotonic()
     for i in range(n):
         cmd = {"from": "+15550001111", "to": f"+1555{i:07d}", "ring_timeout": 10, "max_duration": 600,
                "tenant": "bench", "stream_url": f"ws://127.0.0.1:{agent.port}/",
-               "legs": [{"carrier_id": "sipp", "uri": f"sip:+1555{i:07d}@{uas_host}"}]}
+               "legs": [{"carrier_id": "sipp", "uri": f"sip:+1555{i:07d}@{uas_host}"}], "record": record}
         ids.append(client.originate(r, cmd))
         if i % 25 == 24:
             time.sleep(0.2)  # ~100 CPS ramp
@@ -137,7 +143,7 @@ def run_level(r, n, agent, gws, sipp, uas_host, hold, idle_cpu_per_gw):
     busy_gw = max(1, (n + 3) // 4)
     gw_cpu_net = gw_cpu - idle_cpu_per_gw * dt * len(gws)
     return {
-        "calls": n, "answered": answered, "streams_up": n - sum(1 for e in fs if "stream_sid" not in e),
+        "recorded": record, "calls": n, "answered": answered, "streams_up": n - sum(1 for e in fs if "stream_sid" not in e),
         "ramp_s": round(ramp_s, 2), "hold_s": round(dt, 2),
         "bridge_in_ms": {"p50_median": pct(g("bridge_in_p50_ms"), 50), "p99_median": pct(g("bridge_in_p99_ms"), 50),
                          "p99_max": max(g("bridge_in_p99_ms"), default=None)},
@@ -160,6 +166,24 @@ def run_level(r, n, agent, gws, sipp, uas_host, hold, idle_cpu_per_gw):
     }
 
 
+def recording_cost(plain: dict, rec: dict, spool: Path, n: int) -> dict:
+    """Recorded vs plain calls of one level: extra CPU per call, late frames, the WAVs written."""
+    deadline = time.monotonic() + 30
+    while len(list(spool.glob("*.wav"))) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    wavs = list(spool.glob("*.wav"))
+    for wav in wavs:
+        wav.unlink()
+    return {
+        "per_call_percent_of_core_plain": plain["cpu"]["per_call_percent_of_core"],
+        "per_call_percent_of_core_recorded": rec["cpu"]["per_call_percent_of_core"],
+        "extra_per_recorded_call_percent_of_core": round(
+            rec["cpu"]["per_call_percent_of_core"] - plain["cpu"]["per_call_percent_of_core"], 3),
+        "late_ticks_plain": plain["frames"]["late_ticks"], "late_ticks_recorded": rec["frames"]["late_ticks"],
+        "bad_percent_recorded": rec["frames"]["bad_percent"], "wavs_written": len(wavs),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--levels", default="1,10,20,30,40,60")
@@ -167,6 +191,7 @@ def main():
     ap.add_argument("--chunk-ms", type=int, default=20)
     ap.add_argument("--media-hosts", type=int, default=os.cpu_count() or 1,
                     help="media host processes, as the supervisor starts them (0 = each worker bridges its own)")
+    ap.add_argument("--record", action="store_true", help="also run each level with every call recorded")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     from voiceplatform.embedded import RedisServer
@@ -188,7 +213,8 @@ def main():
         hosts = [MediaHostProc(work, f"media{tag}-{i}") for i in range(args.media_hosts)]
 
         def worker_args(i):
-            return ["--log-level", "WARNING", *(hosts[i % len(hosts)].worker_args if hosts else [])]
+            return ["--log-level", "WARNING", "--recordings-dir", str(work / "spool"),
+                    *(hosts[i % len(hosts)].worker_args if hosts else [])]
         gws = [GatewayProc(srv.url, f"mb{tag}-{i}", work / f"gw{tag}-{i}.log", worker_args(i))
                for i in range(n_gw)]
         for i, g in enumerate(gws):  # a SIP port picked free can be taken by the time it binds: retry
@@ -215,6 +241,9 @@ def main():
                 res = run_level(r, n, agent, gws, sipp, sipp.uri_host, args.hold, idle)
                 res["gateways"] = len(gws)  # workers and media hosts
                 res["gateway_idle_percent_of_core_each"] = round(100 * idle, 3)
+                if args.record:
+                    rec = run_level(r, n, agent, gws, sipp, sipp.uri_host, args.hold, idle, record=True)
+                    res["recording_cost"] = recording_cost(res, rec, work / "spool", n)
             finally:
                 for g in gws:
                     g.stop()

@@ -18,7 +18,7 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -50,6 +50,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 
 import uvloop
@@ -59,7 +60,8 @@ from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
-from media.rtp import DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
+from media.recording import CallRecording
+from media.rtp import EVENT_DIGITS, DigitPlayer, DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
 from media.speech import ResponseTimer
 from media.stream_session import (
     AGENT_CLOSED,
@@ -125,6 +127,12 @@ class CallBridge(asyncio.DatagramProtocol):
         self.silence = SILENCE["pcmu"]
         self.quality = RtpQuality()
         self.dtmf = DtmfReceiver()
+        # digits to the callee (RFC 4733), in place of audio on the clock's ticks
+        self.digits_out = DigitPlayer()
+        self.tx_event_pt = 0  # the telephone-event payload type we send with (0: none negotiated)
+        self.event_ts = 0  # the RTP timestamp of the event being sent
+        self.dtmf_out = ""  # the digits sent, in order
+        self.recording: CallRecording | None = None  # from the answer, when the call records (cfg record_dir)
         self.remote_ssrc: int | None = None
         self.session: StreamSession | None = None
         self.stream_task: asyncio.Task | None = None
@@ -179,6 +187,8 @@ class CallBridge(asyncio.DatagramProtocol):
             self.amd.set_codec(self.codec)
         self.rx_pt = rx_pt
         self.event_pts = tuple(p for p in event_pts if p and p > 0)
+        # (rx, tx) from the worker: send with the tx one
+        self.tx_event_pt = event_pts[1] if len(event_pts) > 1 and event_pts[1] > 0 else next(iter(self.event_pts), 0)
         if self.sender is None:
             self.sender = RtpSender(tx_pt, random.getrandbits(32), random.getrandbits(16), random.getrandbits(32))
         else:
@@ -199,6 +209,10 @@ class CallBridge(asyncio.DatagramProtocol):
         if not self.ticking:
             self.ticking = True
             self.host.clock_add(self)
+            if self.cfg.get("send_digits"):
+                self.send_digits(self.cfg["send_digits"])
+            if self.cfg.get("record_dir"):
+                self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
@@ -293,6 +307,8 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.latched = True
             self.remote_ssrc = ssrc
             self.quality.on_packet(seq, ts, now)
+            if self.recording is not None:
+                self.recording.callee_frame(ts, payload, now)
             if self.amd is not None and self.answered_mono and self.amd.decision is None:
                 decision = self.amd.feed(payload)
                 if decision is not None:
@@ -344,6 +360,11 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.session is not None:
             self.session.push_dtmf(digit)
 
+    def send_digits(self, digits: str) -> None:
+        """Queue digits for the callee (0-9 * # A-D, ``w`` a half-second pause); they go out from the
+        next tick of an answered call, after any digits still queued."""
+        self.digits_out.add(digits)
+
     def tick(self, now: float, skipped: int) -> None:
         """One 20 ms playout tick (called by the process-wide clock, MediaBridge._clock)."""
         if skipped and self.sender is not None:  # the clock skipped ticks after a long stall
@@ -352,8 +373,25 @@ class CallBridge(asyncio.DatagramProtocol):
             if self.played_early:  # this tick's frame already went out (_play_now)
                 self.played_early = False
             else:
-                frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
-                self.transport.sendto(self.sender.packet(frame if frame is not None else self.silence), self.remote)
+                step = self.digits_out.step() if self.digits_out else None
+                if step is not None and not self.tx_event_pt:
+                    log.warning("call %s: the callee accepts no telephone-event: digits not sent", self.call_id)
+                    self.digits_out.steps.clear()
+                    step = None
+                if step is not None:
+                    payload, first = step
+                    if first:
+                        self.event_ts = self.sender.ts
+                        self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
+                    packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
+                else:
+                    frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                    if frame is None:
+                        frame = self.silence
+                    if self.recording is not None:
+                        self.recording.agent_frame(self.sender.ts, frame)
+                    packet = self.sender.packet(frame)
+                self.transport.sendto(packet, self.remote)
             if now - self.last_rtcp > RTCP_INTERVAL_S:
                 self.last_rtcp = now
                 self._send_rtcp()
@@ -390,10 +428,13 @@ class CallBridge(asyncio.DatagramProtocol):
         """Agent audio that finds the playout buffer idle goes out at once, not at the next tick (0-20 ms
         later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
         callee's jitter buffer sees one early packet per utterance."""
-        if self.played_early or self.fallback is not None or self.sender is None or self.remote is None:
+        if (self.played_early or self.fallback is not None or self.sender is None or self.remote is None
+                or self.digits_out):  # digits being sent own the ticks (an event is never split by audio)
             return
         frame = self._agent_frame()
         if frame is not None:
+            if self.recording is not None:
+                self.recording.agent_frame(self.sender.ts, frame)
             self.transport.sendto(self.sender.packet(frame), self.remote)
             self.played_early = True
 
@@ -457,6 +498,15 @@ class CallBridge(asyncio.DatagramProtocol):
             self.session.stop()
         if self.stream_task is None or self.stream_task.done():
             self._close_transports()
+        if self.recording is not None:  # off the loop: decoding and the disk must not delay any frame
+            threading.Thread(target=self._write_recording, args=(self.recording,), name=f"rec-{self.call_id}").start()
+
+    def _write_recording(self, recording: CallRecording) -> None:
+        try:
+            path = recording.write()
+            log.info("call %s: recording written: %s (%.1f s)", self.call_id, path, recording.duration_s)
+        except OSError:
+            log.exception("call %s: recording not written", self.call_id)
 
     def _close_transports(self) -> None:
         if self.closed:
@@ -479,10 +529,14 @@ class CallBridge(asyncio.DatagramProtocol):
             "rtp_packets_in": self.packets_in,
             "rtp_packets_out": self.sender.packets if self.sender else 0,
             "late_frames": self.late_ticks, "dtmf_digits": self.dtmf_in,
+            "dtmf_digits_sent": self.dtmf_out or None,
             "ai_connect_ms": self.ai_connect_ms,
         }
         if rtt is not None:
             out["rtt_ms"] = round(rtt, 1)
+        if self.recording is not None:
+            out["recording_file"] = self.recording.file_name
+            out["recording_duration_s"] = self.recording.duration_s
         if "jitter_units" in self.rtcp_info:
             out["remote_jitter_ms"] = round(self.rtcp_info["jitter_units"] / 8.0, 3)
             out["remote_loss_percent"] = round(self.rtcp_info.get("fraction_lost", 0.0) * 100, 3)
@@ -595,6 +649,8 @@ class WorkerLink:
             cb.start(msg["answered_mono"])
         elif op == "dtmf":
             cb.push_dtmf(msg["digit"])
+        elif op == "digits":
+            cb.send_digits(msg["digits"])
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

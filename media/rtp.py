@@ -6,6 +6,7 @@ and moves the call's RTP to its own asyncio UDP sockets; this module is the pack
 * ``parse_rtp(data)`` -> (pt, marker, seq, ts, ssrc, payload) or None (RFC 3550 §5.1: CSRCs, header
   extension and padding handled);
 * ``RtpSender`` builds outgoing packets (one ``struct.pack`` + concatenation per packet);
+* ``DigitPlayer`` schedules digits to send as RFC 4733 telephone-events on the 20 ms clock;
 * ``DtmfReceiver`` turns RFC 4733 telephone-event packets into digits, once per event (the end
   packets are sent three times and an event spans many packets: deduplicated on the event's RTP
   timestamp);
@@ -16,11 +17,12 @@ and moves the call's RTP to its own asyncio UDP sockets; this module is the pack
 """
 from __future__ import annotations
 
+import collections
 import re
 import struct
 import time
 
-__all__ = ["parse_rtp", "rtp_packet", "RtpSender", "DtmfReceiver", "rewrite_sdp_media", "build_sr", "parse_rtcp",
+__all__ = ["parse_rtp", "rtp_packet", "RtpSender", "DigitPlayer", "telephone_event", "DtmfReceiver", "rewrite_sdp_media", "build_sr", "parse_rtcp",
            "ntp_now", "EVENT_DIGITS"]
 
 _HDR = struct.Struct("!BBHII")
@@ -72,6 +74,16 @@ class RtpSender:
         self.octets = 0
         self.marker_next = True
 
+    def event_packet(self, pt: int, event_ts: int, payload: bytes, marker: bool, samples: int = 160) -> bytes:
+        """An RFC 4733 packet in place of this tick's audio: it carries its event's start timestamp,
+        while the stream's own clock moves on as for audio (the audio after it stays in time)."""
+        pkt = _HDR.pack(0x80, (0x80 if marker else 0) | pt, self.seq, event_ts & 0xFFFFFFFF, self.ssrc) + payload
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (self.ts + samples) & 0xFFFFFFFF
+        self.packets += 1
+        self.octets += len(payload)
+        return pkt
+
     def packet(self, payload: bytes, samples: int = 160) -> bytes:
         b1 = self.pt
         if self.marker_next:
@@ -83,6 +95,52 @@ class RtpSender:
         self.packets += 1
         self.octets += len(payload)
         return pkt
+
+
+def telephone_event(event: int, end: bool, duration: int, volume: int = 10) -> bytes:
+    """An RFC 4733 §2.3 payload: event code, E bit, volume (-dBm0), duration in timestamp units."""
+    return struct.pack("!BBH", event, (0x80 if end else 0) | (volume & 0x3F), duration & 0xFFFF)
+
+
+SEND_DIGIT_CHARS = EVENT_DIGITS + "w"  # 'w': a half-second pause (Twilio's SendDigits)
+
+
+class DigitPlayer:
+    """Digits to send, as one step per 20 ms tick of the caller-side clock.
+
+    Each digit is a 100 ms event: packets carrying the growing duration, then the end packet three
+    times (RFC 4733 §2.5.1.4), then 100 ms of audio before the next digit; ``w`` is 500 ms of audio.
+    ``step()`` gives None for a tick that carries audio, else (payload, first): ``first`` marks the
+    event's first packet (the sender stamps it with the marker bit and the event's start timestamp,
+    which all its packets keep)."""
+
+    DIGIT_TICKS = 5
+    END_REPEATS = 3
+    GAP_TICKS = 5
+    PAUSE_TICKS = 25
+
+    __slots__ = ("steps",)
+
+    def __init__(self):
+        self.steps: collections.deque = collections.deque()
+
+    def add(self, digits: str) -> None:
+        for ch in digits:
+            if ch == "w":
+                self.steps.extend([None] * self.PAUSE_TICKS)
+                continue
+            code = EVENT_DIGITS.index(ch.upper())
+            for i in range(1, self.DIGIT_TICKS):
+                self.steps.append((telephone_event(code, False, i * 160), i == 1))
+            end = telephone_event(code, True, self.DIGIT_TICKS * 160)
+            self.steps.extend([(end, False)] * self.END_REPEATS)
+            self.steps.extend([None] * self.GAP_TICKS)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def step(self) -> tuple[bytes, bool] | None:
+        return self.steps.popleft() if self.steps else None
 
 
 class DtmfReceiver:

@@ -30,6 +30,8 @@ class Tenant(TenantMixin):
     is_suspended = models.BooleanField(default=False)
     # Caps over all the tenant's calls, enforced cluster-wide by the gateways (0: no cap).
     max_concurrent_calls = models.PositiveIntegerField(default=100)
+    # Recorded calls older than this are deleted (telephony.calls.tasks.delete_expired_recordings); 0: kept.
+    recording_retention_days = models.PositiveIntegerField(default=90)
     created_at = models.DateTimeField(auto_now_add=True)
 
     auto_create_schema = True

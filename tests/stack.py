@@ -80,6 +80,20 @@ def sipp_carrier(log_dir: Path, scenario: str = "uas_answer_bye.xml", *args: str
     return Process(f"sipp-{port}", argv, log_dir), port
 
 
+def media_carrier(log_dir: Path, play_pcap: Path | None = None, rtp_port: int | None = None) -> tuple[Process, int]:
+    """SIPp as a carrier whose callee answers with audio (scenarios/uas_media.xml, PCMU and
+    telephone-event 101): playing ``play_pcap`` once answered, and/or with its SDP pointing our RTP
+    at ``rtp_port`` (a socket of the test standing in for the callee's phone line)."""
+    text = (GATEWAY_SCENARIOS / "uas_media.xml").read_text().replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU")
+    text = text.replace("@PLAY@", f'<nop><action><exec play_pcap_audio="{play_pcap}"/></action></nop>'
+                        if play_pcap else "")
+    if rtp_port:
+        text = text.replace("m=audio [media_port]", f"m=audio {rtp_port}")
+    scenario = log_dir / f"uas_media_{free_udp_port()}.xml"
+    scenario.write_text(text)
+    return sipp_carrier(log_dir, str(scenario))
+
+
 def final_call(schema_name: str, sid: str, processes: list[Process], timeout: float = 40):
     """The call record once it is final; on a timeout, the platform's process logs tell why."""
     from django_tenants.utils import schema_context

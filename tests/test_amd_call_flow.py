@@ -26,11 +26,7 @@ ACME_NUMBER = "+14155550124"
 def fax_line(tmp_path):
     """A carrier whose callee is a fax machine: SIPp answers and plays CNG (1100 Hz) until our BYE."""
     pcap = write_rtp_pcap(tmp_path / "fax.pcap", [(0, f) for f in make_answer("fax", random.Random(1)).frames])
-    scenario = tmp_path / "uas_fax.xml"
-    scenario.write_text((stack.GATEWAY_SCENARIOS / "uas_media.xml").read_text()
-                        .replace("@PLAY@", f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
-                        .replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
-    sipp, port = stack.sipp_carrier(tmp_path, str(scenario))
+    sipp, port = stack.media_carrier(tmp_path, play_pcap=pcap)
     carrier = Carrier.objects.create(name="Fax trunk", host="127.0.0.1", port=port, priority=1)
     number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
     yield carrier

@@ -145,6 +145,18 @@ class TestTwilioCompatibleApi:
         # Not yet taken by a gateway: the gateway that takes it ends it at once.
         assert get_redis().hget(gw.call_key(resource["sid"]), "hangup_requested") == b"1"
 
+    def test_send_digits_and_record_go_with_the_call(self, tenant_a, django_capture_on_commit_callbacks):
+        twiml = '<Response><Connect><Stream url="wss://agent.acme.example/twilio"/></Connect></Response>'
+        with django_capture_on_commit_callbacks(execute=True):
+            created = twilio(tenant_a).post(self.url(tenant_a), {
+                "To": CALLEE, "From": ACME_NUMBER, "Twiml": twiml, "SendDigits": "1w23#", "Record": "true"})
+        assert created.status_code == 201, created.content
+        [command] = queued_commands()
+        assert command["send_digits"] == "1w23#" and command["record"] is True
+        refused = twilio(tenant_a).post(self.url(tenant_a), {
+            "To": CALLEE, "From": ACME_NUMBER, "Twiml": twiml, "SendDigits": "1-2"})
+        assert refused.status_code == 400 and refused.json()["more_info"] == "field send_digits", refused.content
+
     def test_an_unsupported_verb_is_a_400_naming_it(self, tenant_a):
         response = twilio(tenant_a).post(self.url(tenant_a), {
             "To": CALLEE, "From": ACME_NUMBER, "Twiml": "<Response><Say>Hello</Say></Response>"

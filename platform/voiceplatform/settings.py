@@ -5,6 +5,7 @@ voiceplatform.startup after it started the embedded servers.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -207,6 +208,21 @@ CELERY_BEAT_SCHEDULE = {
     "publish-inventory": {"task": "telephony.tasks.publish_inventory", "schedule": 30.0},
     "dispatch-dialers": {"task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0},
     "give-up-unplaced-calls": {"task": "telephony.calls.tasks.give_up_unplaced_calls", "schedule": 5.0},
+    "delete-expired-recordings": {"task": "telephony.calls.tasks.delete_expired_recordings", "schedule": 3600.0},
+}
+
+# Recorded calls: media hosts write WAVs to RECORDINGS_SPOOL_DIR (a directory the Celery workers
+# share), a task moves them into the "recordings" storage (FileSystemStorage in var/recordings unless
+# RECORDINGS_STORAGE_BACKEND names another, e.g. storages.backends.s3.S3Storage with its OPTIONS as JSON).
+RECORDINGS_SPOOL_DIR = env("RECORDINGS_SPOOL_DIR", str(BASE_DIR / "var" / "recordings" / "spool"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "recordings": {
+        "BACKEND": env("RECORDINGS_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": json.loads(env("RECORDINGS_STORAGE_OPTIONS", "") or "null")
+        or {"location": str(BASE_DIR / "var" / "recordings" / "store")},
+    },
 }
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.

@@ -1,7 +1,7 @@
-"""/api/v1/calls: place a call, follow it, hang it up, list and export records."""
+"""/api/v1/calls: place a call, follow it, hang it up, list and export records; /api/v1/recordings."""
 import redis
 from django.db import connection
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -11,8 +11,8 @@ from rest_framework.response import Response
 
 from core.spreadsheet import CsvLines
 
-from . import selectors, services
-from .serializers import CallCreateSerializer, CallSerializer
+from . import recordings, selectors, services
+from .serializers import CallCreateSerializer, CallDigitsSerializer, CallSerializer, RecordingSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
@@ -40,7 +40,8 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                     status_callback=fields.get("status_callback", ""), ring_timeout=fields["timeout"],
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
                     machine_detection=fields["machine_detection"], voicemail_message=fields["voicemail_message"],
-                    amd_status_callback=fields["async_amd_status_callback"],
+                    amd_status_callback=fields["async_amd_status_callback"], send_digits=fields["send_digits"],
+                    record=fields["record"],
                 ),
             )
         except services.CallRequestError as error:
@@ -56,6 +57,24 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         call = self.get_object()
         return Response({"sid": call.sid, "hangup": services.hang_up(call)}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=CallDigitsSerializer)
+    @action(detail=True, methods=["post"])
+    def digits(self, request, sid=None):
+        """Press keys on the callee's phone (RFC 4733), after any still being sent."""
+        call = self.get_object()
+        data = CallDigitsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.send_digits(call, data.validated_data["digits"])
+        except services.CallRequestError as error:
+            raise ValidationError({error.field: [str(error)]}) from None
+        except services.CallNotInProgress as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except redis.RedisError:
+            return Response({"detail": "the gateways cannot be reached; try again shortly"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"sid": call.sid, "digits": data.validated_data["digits"]}, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")
     def export(self, request):
@@ -68,3 +87,24 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         )
         response["Content-Disposition"] = 'attachment; filename="calls.csv"'
         return response
+
+
+class RecordingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                       viewsets.GenericViewSet):
+    """/api/v1/recordings: recorded calls (list, fetch, the WAV, delete)."""
+
+    lookup_field = "sid"
+    serializer_class = RecordingSerializer
+
+    def get_queryset(self):
+        return selectors.recordings(self.request.query_params)
+
+    def perform_destroy(self, instance):
+        recordings.delete_recording(instance)
+
+    @extend_schema(responses={(200, "audio/wav"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def media(self, request, sid=None):
+        recording = self.get_object()
+        return FileResponse(recording.file.open("rb"), content_type="audio/wav", as_attachment=True,
+                            filename=f"{recording.sid}.wav")

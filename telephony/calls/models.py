@@ -6,6 +6,7 @@ gateway as failed with reason gateway_died.
 """
 import uuid
 
+from django.core.files.storage import storages
 from django.db import models
 
 
@@ -89,6 +90,7 @@ class Call(models.Model):
     # the agent answered (media/speech.py), and how many turns that was.
     ai_response_ms = models.FloatField(null=True, blank=True)
     ai_response_turns = models.PositiveIntegerField(null=True, blank=True)
+    record = models.BooleanField(default=False, help_text="the call is recorded (dual-channel WAV)")
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
@@ -150,3 +152,28 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["call", "event"], name="one_delivery_per_call_event")]
+
+
+def new_recording_sid() -> str:
+    return "RE" + uuid.uuid4().hex
+
+
+def recordings_storage():
+    """Where recordings are kept: settings.STORAGES["recordings"] (the var directory by default, any
+    django-storages backend, S3-compatible stores included, when configured)."""
+    return storages["recordings"]
+
+
+class Recording(models.Model):
+    """A recorded call's dual-channel WAV (left: the callee, right: the agent), written by the media
+    host and moved into storage by telephony.calls.recordings."""
+
+    sid = models.CharField(max_length=34, unique=True, default=new_recording_sid, editable=False)
+    call = models.OneToOneField(Call, on_delete=models.CASCADE, related_name="recording")
+    file = models.FileField(storage=recordings_storage, max_length=255)
+    duration_s = models.FloatField()
+    channels = models.PositiveSmallIntegerField(default=2)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]

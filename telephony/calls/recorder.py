@@ -71,6 +71,7 @@ class _Batch:
         self.dirty_legs: dict[tuple[int, int], CallLeg] = {}
         self.callbacks: list[tuple[int, tuple[str, str, dict]]] = []  # (call pk, (event, url, payload))
         self.recorded: list[tuple[dict, dict]] = []  # (event, metrics call fields as at the event)
+        self.recordings: list[tuple[str, str, float]] = []  # (call sid, spooled file, duration) to store
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
@@ -127,6 +128,10 @@ class _Batch:
         if self.dirty_legs:
             _upsert_legs(list(self.dirty_legs.values()))
         webhooks.enqueue_all(self.callbacks)
+        if self.recordings:
+            from .tasks import store_recording
+
+            transaction.on_commit(lambda: [store_recording.delay(*r) for r in self.recordings])
 
 
 def _apply(batch: _Batch, call: Call, event: dict) -> None:
@@ -179,6 +184,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
                 batch.dirty_legs[call.pk, attempt] = leg
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
+        if event.get("recording_file"):
+            batch.recordings.append((call.sid, event["recording_file"], float(event.get("recording_duration_s") or 0)))
         _mark_abandoned(batch, call)
 
 

@@ -1,7 +1,7 @@
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
-from .models import Call
+from .models import Call, Recording
 
 FILTERS = {"status": "status", "outcome": "outcome", "to": "to_number", "from": "from_number",
            "direction": "direction"}
@@ -27,3 +27,11 @@ def calls_after(queryset: QuerySet[Call], sid: str) -> QuerySet[Call] | None:
     if last is None:
         return None
     return queryset.filter(Q(created_at__lt=last["created_at"]) | Q(created_at=last["created_at"], pk__lt=last["pk"]))
+
+
+def recordings(params=None) -> QuerySet[Recording]:
+    """Recordings, newest first; ``call`` (a call sid) filters."""
+    queryset = Recording.objects.select_related("call")
+    if (params or {}).get("call"):
+        queryset = queryset.filter(call__sid=params["call"])
+    return queryset

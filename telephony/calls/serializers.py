@@ -4,8 +4,8 @@ from rest_framework import serializers
 
 from media.protocol import MEDIA_FORMATS
 
-from . import amd, outbound, stream_access
-from .models import Call, CallLeg
+from . import amd, outbound, services, stream_access
+from .models import Call, CallLeg, Recording
 
 
 def ws_url(value: str) -> str:
@@ -18,6 +18,13 @@ def http_url(value: str) -> str:
     if why := outbound.refusal(value, outbound.CALLBACK_SCHEMES):
         raise serializers.ValidationError(why)
     return value
+
+
+DIGITS_REGEX = services.DIGITS_REGEX
+
+
+class CallDigitsSerializer(serializers.Serializer):
+    digits = serializers.RegexField(DIGITS_REGEX, help_text="0-9 * # A-D, w: pause half a second (at most 32)")
 
 
 class CallCreateSerializer(serializers.Serializer):
@@ -35,6 +42,10 @@ class CallCreateSerializer(serializers.Serializer):
     fallback_message = serializers.CharField(
         max_length=1000, required=False, allow_blank=True, default="",
         help_text="spoken to the callee (espeak-ng) if the agent cannot be reached or drops, before hanging up")
+    send_digits = serializers.RegexField(
+        DIGITS_REGEX, required=False, default="",
+        help_text="keys pressed on the callee's phone once it answers (RFC 4733; w: pause half a second)")
+    record = serializers.BooleanField(default=False, help_text="record the call: a dual-channel WAV (callee left, agent right)")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
@@ -79,6 +90,19 @@ class CallCreateSerializer(serializers.Serializer):
         return fields
 
 
+class RecordingSerializer(serializers.ModelSerializer):
+    call_sid = serializers.CharField(source="call.sid")
+    media_url = serializers.SerializerMethodField(help_text="the WAV (GET, with the API key)")
+
+    def get_media_url(self, recording: Recording) -> str:
+        return f"/api/v1/recordings/{recording.sid}/media"
+
+    class Meta:
+        model = Recording
+        fields = ["sid", "call_sid", "duration_s", "channels", "created_at", "media_url"]
+        read_only_fields = fields
+
+
 class CallLegSerializer(serializers.ModelSerializer):
     carrier = serializers.CharField(source="carrier_name")
 
@@ -109,5 +133,5 @@ class CallSerializer(serializers.ModelSerializer):
                   "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
                   "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",
                   "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "machine_detection",
-                  "answered_by", "amd_ms", "amd_evidence", "legs"]
+                  "answered_by", "amd_ms", "amd_evidence", "record", "legs"]
         read_only_fields = fields

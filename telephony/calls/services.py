@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -58,6 +59,13 @@ class CallRequest:
     machine_detection: dict | None = None
     voicemail_message: str = ""
     amd_status_callback: str = ""
+    # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
+    send_digits: str = ""
+    record: bool = False  # a dual-channel WAV of the (bridged) call
+
+
+# Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
+DIGITS_REGEX = r"^[0-9*#A-Dw]{1,32}$"
 
 
 def _check_machine_detection(request: CallRequest) -> None:
@@ -144,6 +152,12 @@ class CallPlacer:
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
                 _check_machine_detection(request)
+                if request.record and not (request.stream_url or request.agent_connects):
+                    raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
+                if request.send_digits and not re.fullmatch(DIGITS_REGEX, request.send_digits):
+                    raise CallRequestError("send_digits", "keys are 0-9 * # A-D and w (a half-second pause), at most 32")
+                if request.send_digits and not (request.stream_url or request.agent_connects):
+                    raise CallRequestError("send_digits", "digits are sent on bridged calls: give stream_url or agent_connects")
             except CallRequestError as error:
                 results.append(error)
                 continue
@@ -155,7 +169,7 @@ class CallPlacer:
                 status_callback_method=request.status_callback_method, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
-                amd_status_callback=request.amd_status_callback,
+                amd_status_callback=request.amd_status_callback, record=request.record,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -178,6 +192,10 @@ class CallPlacer:
             "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
             "account_sid": self.tenant.account_sid, "tenant_max_concurrent": self.tenant.max_concurrent_calls,
         }
+        if request.send_digits:
+            command["send_digits"] = request.send_digits
+        if request.record:
+            command["record"] = True
         if request.stream_encoding != "audio/x-mulaw":
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):
@@ -226,6 +244,24 @@ def _fallback_audio_key(text: str) -> str:
     except fallback.FallbackError as error:
         log.warning("fallback message not available, calls go without it: %s", error)
         return ""
+
+
+class CallNotInProgress(Exception):
+    """The call cannot take a mid-call request now (not yet with a gateway, or over)."""
+
+
+def send_digits(call: Call, digits: str) -> str:
+    """Press keys on the callee's phone (an agent navigating an IVR): the gateway holding the call
+    sends them as RFC 4733 events after any still being sent. Returns that gateway's id; raises
+    CallRequestError for a call that is not bridged, CallNotInProgress for one no live gateway holds."""
+    if not (call.stream_url or call.agent_connects):
+        raise CallRequestError("digits", "digits are sent on bridged calls (placed with stream_url or agent_connects)")
+    where = gateway.send_digits(get_redis(), call.sid, digits)
+    if where == "unheld":
+        raise CallNotInProgress("the call is not with a gateway yet: try again once it rings, or give send_digits when placing it")
+    if where in ("ended", "orphan"):
+        raise CallNotInProgress("the call is over")
+    return where
 
 
 def hang_up(call: Call) -> str:

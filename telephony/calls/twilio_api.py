@@ -132,7 +132,7 @@ def text_param(data, name: str, default: str = "") -> str:
 # Twilio create parameters this platform does not do: given (with a value that asks for something), the
 # request is a 400 naming them rather than a call that silently lacks what was asked for.
 UNSUPPORTED_CREATE_PARAMS = (
-    "ApplicationSid", "FallbackUrl", "FallbackMethod", "SendDigits", "Record", "RecordingChannels",
+    "ApplicationSid", "FallbackUrl", "FallbackMethod", "RecordingChannels",
     "RecordingStatusCallback", "RecordingStatusCallbackMethod", "RecordingStatusCallbackEvent", "RecordingTrack",
     "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
     "CallToken", "CallerId",
@@ -202,6 +202,7 @@ class CallsView(TwilioView):
             to, from_ = text_param(data, "To"), text_param(data, "From")
             status_callback = text_param(data, "StatusCallback")
             events, callback_method = callback_events(data), method_param(data, "StatusCallbackMethod")
+            send_digits = text_param(data, "SendDigits")  # pressed once answered (RFC 4733)
             # Twilio clamps Timeout into its range; TimeLimit out of range is an error.
             timeout = max(5, min(seconds_param(data, "Timeout", 60, 0, 10 ** 6), 600))
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
@@ -241,6 +242,7 @@ class CallsView(TwilioView):
                     pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
                     machine_detection=machine_detection,
                     amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
+                    send_digits=send_digits, record=str(data.get("Record", "")).lower() == "true",
                 ),
             )
         except services.CallRequestError as error:

@@ -88,6 +88,16 @@ def hangup(redis, call_id: str, gateway_id: str = "", answered_at: float | None 
     return where
 
 
+def send_digits(redis, call_id: str, digits: str) -> str:
+    """Send digits (RFC 4733; 0-9 * # A-D, 'w' a half-second pause) to the callee of a bridged call,
+    through the live gateway holding it: after any digits still being sent, or after the answer when
+    it is still ringing. Returns the gateway id, or why not: "ended", "unheld" (still queued),
+    "orphan" (its gateway is dead)."""
+    where = Store(redis).call_command(call_id, {"type": "digits", "digits": digits})
+    log.info("digits requested: %s", where, extra={"call_sid": call_id})
+    return where
+
+
 def call_state(redis, call_id: str) -> dict:
     """The call:{id} hash (gateway, state, leg, carrier_id, answered_at, final...) as str -> str."""
     return {k.decode(): v.decode() for k, v in redis.hgetall(ev.call_key(call_id)).items()}

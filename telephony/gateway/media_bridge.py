@@ -74,6 +74,7 @@ def stream_config(s) -> dict | None:
         "fallback_key": str(src.get("fallback_audio_key") or ""),
         "encoding": src.get("stream_encoding") or MULAW_8K["encoding"],  # what the agent sends and receives
         "amd": src.get("machine_detection"),  # answering-machine detection (media/amd_call.py), or None
+        "send_digits": str(src.get("send_digits") or ""),  # sent to the callee once answered (RFC 4733)
     }
 
 
@@ -373,6 +374,8 @@ class MediaBridge:
                 return
             cfg["connect_timeout"] = cfg["connect_timeout"] or self.connect_timeout
             cfg["rtp_timeout"] = self.worker.args.rtp_timeout
+            if s.cmd.get("record"):  # the media host writes the call's WAV there (media/recording.py)
+                cfg["record_dir"] = self.worker.args.recordings_dir
             try:
                 rtp, rtcp = _bind_pair(self.bind, self.port_min, self.port_max)
             except OSError as exc:
@@ -459,6 +462,16 @@ class MediaBridge:
     def on_dtmf(self, s, digit: str) -> None:
         if s is not None and s.call_id in self.calls:
             self._send({"op": "dtmf", "call": s.call_id, "digit": digit})
+
+    def send_digits(self, s, digits: str) -> bool:
+        """Digits for the callee of a bridged call: to its media host, or kept with the call's command
+        when the host does not have the call yet (sent after the answer). False: not a bridged call."""
+        if s.call_id in self.calls:
+            return self._send({"op": "digits", "call": s.call_id, "digits": digits})
+        if stream_config(s) is None or s.direction != ev.DIRECTION_OUTBOUND:
+            return False
+        s.cmd["send_digits"] = (s.cmd.get("send_digits") or "") + digits
+        return True
 
     def on_call_ended(self, s) -> None:
         """The call is over (pjsua disconnected it): quality into the final event, stop the stream."""

@@ -81,6 +81,18 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 return ARGV[2]
 """
 
+# KEYS: call:{id}, gw:{id}:alive, gw:{id}:commands    ARGV: command json, the gateway id the caller read
+# A mid-call command (digits) goes to the live gateway holding the call, like a hangup, marking nothing.
+_CALL_COMMAND = """
+if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 'ended' end
+local gw = redis.call('HGET', KEYS[1], 'gateway') or ''
+if gw ~= ARGV[2] then return 'moved' end
+if ARGV[2] == '' then return 'unheld' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'orphan' end
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return ARGV[2]
+"""
+
 # KEYS: call:{id}, events stream    ARGV: final event json, final type, maxlen, ttl, ended_at
 # A call Redis has never heard of (its originate was lost) gets its final event; once it has one, an
 # originate arriving late is never dialed (_POP_ORIGINATE).
@@ -99,6 +111,7 @@ class Store:
         self._pop = redis.register_script(_POP_ORIGINATE)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
+        self._call_command = redis.register_script(_CALL_COMMAND)
         self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
@@ -160,6 +173,21 @@ class Store:
             gw = (raw.decode() if isinstance(raw, bytes) else raw) or known_gateway or ""
             res = self._hangup(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
                                args=[cmd, gw])
+            res = res.decode() if isinstance(res, bytes) else res
+            if res != "moved":
+                return res
+
+
+    def call_command(self, call_id: str, command: dict) -> str:
+        """Queue a command for the live gateway holding an unfinished call: its gateway id, or
+        "ended" (final event published), "unheld" (no gateway took it yet) or "orphan" (its gateway
+        is dead)."""
+        cmd = json.dumps({**command, "call_id": call_id})
+        while True:
+            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            gw = (raw.decode() if isinstance(raw, bytes) else raw) or ""
+            res = self._call_command(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+                                     args=[cmd, gw])
             res = res.decode() if isinstance(res, bytes) else res
             if res != "moved":
                 return res

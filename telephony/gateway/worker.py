@@ -712,6 +712,11 @@ class Worker:
                 log.info("hangup for unknown call %s", cmd.get("call_id"))
                 return
             self.end_session(s, ev.REASON_HANGUP_REQUESTED)
+        elif cmd.get("type") == "digits":
+            s = self.sessions.get(cmd.get("call_id"))
+            if s is None or not self.bridge.send_digits(s, str(cmd.get("digits") or "")):
+                log.warning("digits not sent: %s", "unknown call" if s is None else "the call is not bridged",
+                            extra={"call_sid": cmd.get("call_id")})
         else:
             log.error("unknown command %r", cmd)
 
@@ -1161,6 +1166,8 @@ def main(argv=None) -> int:
                    help="end an answered call after this many seconds with no RTP from the far end (0 = never)")
     p.add_argument("--session-expires", type=int, default=int(os.environ.get("SIP_SESSION_EXPIRES_S") or 1800),
                    help="RFC 4028 session interval offered to carriers that support session timers (0 = off)")
+    p.add_argument("--recordings-dir", default=os.environ.get("RECORDINGS_SPOOL_DIR") or "var/recordings/spool",
+                   help="where media hosts write recorded calls' WAV files (the platform moves them into storage)")
     p.add_argument("--pj-log-level", type=int, default=1)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)

@@ -47,6 +47,7 @@ class PhoneLine:
         self.port = self.sock.getsockname()[1]
         self.sent_at: list[float] = []
         self.heard: list[tuple[float, bytes]] = []
+        self.packets: list[bytes] = []  # whole, headers included
         self.running = True
         self.receiver = threading.Thread(target=self._receive, daemon=True)
         self.receiver.start()
@@ -76,6 +77,7 @@ class PhoneLine:
                 packet = self.sock.recv(2048)
             except (TimeoutError, OSError):
                 continue
+            self.packets.append(packet)
             self.heard.append((time.monotonic(), packet[12:]))
 
     def audio(self) -> bytes:
