@@ -23,7 +23,8 @@ def new_call_id() -> str:
 def originate(redis, command: OriginateCommand) -> str:
     """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
     (generated if the command has none). The first gateway with a free slot in the legs' region
-    takes it (any gateway when the legs have no region); its events then appear on ``calls:events``.
+    takes it (any gateway when the legs have no region, or no live gateway has that region); its
+    events then appear on ``calls:events``.
     """
     cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
@@ -38,6 +39,8 @@ def originate(redis, command: OriginateCommand) -> str:
         "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
     })
     region = ev.call_region(cmd)
+    if region and not redis.exists(ev.region_alive_key(region)):
+        region = ""  # no gateway serves the carrier's region: any gateway places it (one node, no regions)
     p.rpush(ev.originate_queue(region), json.dumps(cmd, separators=(",", ":")))
     p.rpush(ev.originate_wake(region), 1)
     p.execute()

@@ -36,6 +36,11 @@ def gw_alive_key(gateway_id: str) -> str:
     return f"gw:{gateway_id}:alive"
 
 
+def region_alive_key(region: str) -> str:
+    """Set (EX 3) by every live gateway of a region: calls for the region wait only while it exists."""
+    return f"gw:region:{region}:alive"
+
+
 def gw_calls_key(gateway_id: str) -> str:
     return f"gw:{gateway_id}:calls"
 

@@ -572,6 +572,8 @@ class Worker:
                 "updated_at": f"{time.time():.3f}", "state": "stopping" if self.stopping else "running",
             })
             p.set(ev.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
+            if self.region:
+                p.set(ev.region_alive_key(self.region), self.gateway_id, ex=3)
             p.sadd(ev.GATEWAYS_SET, self.gateway_id)
             p.execute()
             self.limits.renew((s.call_id, s.held) for s in self.sessions.values())
