@@ -21,7 +21,7 @@ from django.conf import settings
 
 DEADLINE_S = 1.5  # the whole answer, so that /healthz answers within 2 s
 CHECK_TIMEOUT_S = 1.0  # each server round trip
-REQUIRED = ("postgres", "redis", "channel_layer", "dialer", "webhooks", "recorder", "gateways")
+REQUIRED = ("postgres", "redis", "channel_layer", "dialer", "webhooks", "recorder", "gateways", "media_hosts")
 
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="healthz")
 _running: dict[str, Future] = {}
@@ -111,8 +111,16 @@ def check_gateways() -> dict:
 
 
 def check_media_hosts() -> dict:
-    # The gateway supervisor keeps its media hosts to itself (it restarts them); nothing to read yet.
-    return {"published": False}
+    """The media hosts the gateway supervisors run (each restarts its own); a dead one is a failure
+    until its supervisor has started it again."""
+    from telephony.gateway.client import media_hosts
+
+    hosts = media_hosts(_redis())
+    dead = sorted(name for name, host in hosts.items() if not host["alive"])
+    if dead:
+        raise RuntimeError(f"media host(s) down: {', '.join(dead)}")
+    return {"alive": len(hosts), "restarts": sum(host["restarts"] for host in hosts.values()),
+            "hosts": hosts}
 
 
 def check_runner() -> dict:

@@ -158,6 +158,22 @@ def pool_status(redis) -> list[dict]:
     return out
 
 
+def media_hosts(redis) -> dict[str, dict]:
+    """Every node's media hosts as their supervisors last published them: {name: {pid, alive,
+    restarts, node}}; a node whose supervisor stopped publishing drops out."""
+    nodes = sorted(x.decode() for x in redis.smembers(ev.MEDIA_NODES_SET))
+    p = redis.pipeline(transaction=False)
+    for node in nodes:
+        p.hgetall(ev.media_hosts_key(node))
+    hosts: dict[str, dict] = {}
+    for node, published in zip(nodes, p.execute(), strict=True):
+        if not published:
+            redis.srem(ev.MEDIA_NODES_SET, node)
+        for name, state in published.items():
+            hosts[name.decode()] = {**json.loads(state), "node": node}
+    return hosts
+
+
 def originate_queues(redis) -> list[str]:
     """The shared originate queue and every known region's (the regions gateways have reported)."""
     regions = {g["region"] for g in pool_status(redis) if g["region"]}

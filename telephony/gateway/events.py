@@ -36,6 +36,15 @@ def gw_alive_key(gateway_id: str) -> str:
     return f"gw:{gateway_id}:alive"
 
 
+MEDIA_NODES_SET = "gw:media"  # nodes whose supervisor publishes its media hosts
+
+
+def media_hosts_key(node: str) -> str:
+    """A node's media hosts (hash name -> JSON {pid, alive, restarts}), written by its supervisor
+    every second, EX 5: gone = that node's supervisor is gone."""
+    return f"gw:media:{node}"
+
+
 def region_alive_key(region: str) -> str:
     """Set (EX 3) by every live gateway of a region: calls for the region wait only while it exists."""
     return f"gw:region:{region}:alive"

@@ -24,6 +24,7 @@ Every line a worker prints (Python logging and pjsua's own) is re-printed prefix
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -109,6 +110,7 @@ class Supervisor:
         self.store = Store(self.r)
         self.peers = PeerWatch(self.store, self.node, args.bind, args.public_ip, args.bye_timeout)
         self.peers_checked = 0.0
+        self.media_published = 0.0
         self.stopping = False
         self.redis_grace_until = 0.0  # no worker is stale before then (Redis was away or restarted)
         self.slots = [
@@ -311,8 +313,26 @@ class Supervisor:
             for slot in self.slots:
                 self.check(slot, beats)
             self.watch_peers(beats is not None)
+            self.publish_media()
             time.sleep(self.args.check_interval)
         return self.stop()
+
+    def publish_media(self) -> None:
+        """The media hosts' state for /healthz (events.media_hosts_key), once a second."""
+        if not self.media or time.monotonic() - self.media_published < 1.0:
+            return
+        self.media_published = time.monotonic()
+        state = {m.name: json.dumps({"pid": m.proc.pid if m.proc else None,
+                                     "alive": m.proc is not None and m.proc.poll() is None, "restarts": m.restarts})
+                 for m in self.media}
+        try:
+            p = self.r.pipeline(transaction=False)
+            p.hset(ev.media_hosts_key(self.node), mapping=state)
+            p.expire(ev.media_hosts_key(self.node), 5)
+            p.sadd(ev.MEDIA_NODES_SET, self.node)
+            p.execute()
+        except redis.RedisError:
+            pass  # heartbeats() says so; the hosts' state is published again once Redis is back
 
     def watch_peers(self, redis_sure: bool) -> None:
         """This node's heartbeat; once a second, the gateways of nodes that died (peers.py)."""
