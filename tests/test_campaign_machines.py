@@ -57,7 +57,7 @@ def answered(campaign, row: CampaignContact, answered_by: str) -> Call:
 def test_the_campaigns_calls_carry_detection_and_the_voicemail_message(campaign, django_capture_on_commit_callbacks):
     rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact"))
     with django_capture_on_commit_callbacks(execute=True):
-        assert dialer._dial(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 3
+        assert dialer._place(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 3
     commands = [json.loads(raw) for raw in get_redis().lrange(gw.ORIGINATE_QUEUE, 0, -1)]
     assert len(commands) == 3
     for command in commands:

@@ -31,7 +31,7 @@ def test_a_recorded_campaigns_calls_are_recorded(tenant_a, django_capture_on_com
         services.campaign_start(campaign.pk)
         rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact"))
         with django_capture_on_commit_callbacks(execute=True):
-            assert dialer._dial(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 2
+            assert dialer._place(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 2
         commands = [json.loads(raw) for raw in get_redis().lrange(gw.ORIGINATE_QUEUE, 0, -1)]
         assert [c.get("record") for c in commands] == [True, True]
         assert Call.objects.filter(campaign_id=campaign.pk, record=True).count() == 2
