@@ -41,7 +41,7 @@ def trunks(cluster_folder):
 def agent(cluster_folder):
     """Acme's AI agent for its inbound number (the demo agent: it echoes the caller)."""
     port = free_tcp_port()
-    process = stack.Process("agent", [sys.executable, "-m", "media.demo_agent", "--port", str(port)], cluster_folder)
+    process = stack.Process("agent", [sys.executable, "-m", "demo.agent", "--port", str(port)], cluster_folder)
     yield process, f"ws://127.0.0.1:{port}/"
     process.stop()
 
