@@ -165,12 +165,6 @@ def amd_request_fields(campaign: Campaign) -> dict:
             "voicemail_message": campaign.voicemail_message}
 
 
-def gateway_room(redis) -> int:
-    """Calls the pool can take now: free slots of live gateways minus calls already queued for them."""
-    capacity, active = gateway.pool_capacity(redis)
-    return capacity - active - gateway.queued_originates(redis)
-
-
 def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,
           turn: int) -> int:
     """Place one call per contact still held by the claim made at `claimed_at` (one transaction: a
@@ -250,7 +244,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 caps = capacity.cap_room(redis, campaign, tenant, carriers)
                 pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps) / slices
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
-                room = min(campaign.max_concurrent - in_flight + len(queue), gateway_room(redis))
+                room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis))
                 if caps.calls is not None:
                     room = min(room, caps.calls)
                 room = 0 if redis.exists(held_key(campaign_id)) else share(room, slot, slices)

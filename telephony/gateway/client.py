@@ -174,21 +174,25 @@ def media_hosts(redis) -> dict[str, dict]:
     return hosts
 
 
-def originate_queues(redis) -> list[str]:
-    """The shared originate queue and every known region's (the regions gateways have reported)."""
-    regions = {g["region"] for g in pool_status(redis) if g["region"]}
+def originate_queues(redis, pool: list[dict] | None = None) -> list[str]:
+    """The shared originate queue and every known region's (the regions gateways have reported;
+    ``pool``: a pool_status already read)."""
+    regions = {g["region"] for g in (pool if pool is not None else pool_status(redis)) if g["region"]}
     return [ev.originate_queue(), *(ev.originate_queue(region) for region in sorted(regions))]
 
 
-def queued_originates(redis) -> int:
-    """Calls waiting in the originate queues for a free gateway."""
-    p = redis.pipeline(transaction=False)
-    for queue in originate_queues(redis):
-        p.llen(queue)
-    return sum(p.execute())
-
-
-def pool_capacity(redis) -> tuple[int, int]:
+def pool_capacity(redis, pool: list[dict] | None = None) -> tuple[int, int]:
     """(total capacity, active calls) of the gateways that are alive."""
-    alive = [g for g in pool_status(redis) if g["alive"]]
+    alive = [g for g in (pool if pool is not None else pool_status(redis)) if g["alive"]]
     return sum(g["capacity"] for g in alive), sum(g["active"] for g in alive)
+
+
+def pool_room(redis) -> int:
+    """Calls the pool can take now: free slots of live gateways minus calls already queued for them
+    (the pool's state read once)."""
+    pool = pool_status(redis)
+    capacity, active = pool_capacity(redis, pool)
+    p = redis.pipeline(transaction=False)
+    for queue in originate_queues(redis, pool):
+        p.llen(queue)
+    return capacity - active - sum(p.execute())
