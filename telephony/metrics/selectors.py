@@ -277,16 +277,10 @@ def carrier_names(ids) -> dict[str, str]:
 
 def originate_queue(now: float | None = None) -> dict[str, tuple[int, float]]:
     """Calls waiting for a free gateway, by tenant: (how many, seconds the oldest has waited). Read at
-    scrape time from the queue itself (a burst shows as one tenant's depth and wait)."""
+    scrape time from the tenants' queues (a burst shows as one tenant's depth and wait)."""
     now = time.time() if now is None else now
-    waiting: dict[str, tuple[int, float]] = {}
-    redis = get_redis()
-    for raw in (raw for queue in gateway_client.originate_queues(redis) for raw in redis.lrange(queue, 0, -1)):
-        command = json.loads(raw)
-        tenant = command.get("tenant") or "none"
-        count, oldest = waiting.get(tenant, (0, 0.0))
-        waiting[tenant] = (count + 1, max(oldest, now - float(command.get("queued_at") or now)))
-    return waiting
+    return {tenant or "none": (count, max(0.0, now - oldest))
+            for tenant, (count, oldest) in gateway_client.waiting_calls(get_redis()).items()}
 
 
 def gateway_pool() -> list[dict]:
