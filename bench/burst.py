@@ -202,7 +202,7 @@ def main() -> None:
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
-    from voiceplatform.redis_client import get_redis
+    from core.redis_client import get_redis
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     ensure_public_tenant()
