@@ -15,6 +15,7 @@ from telephony.calls.services import CallPlacer, CallRequest
 from telephony.gateway import client as gateway
 from telephony.gateway import events as gw
 from telephony.gateway.store import Store
+from telephony.metrics import selectors
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 
@@ -84,6 +85,8 @@ def test_globex_calls_are_taken_among_the_first_while_acme_bursts_500(
     queued = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("voice_calls_queued{"))
     assert float(queued['voice_calls_queued{tenant="acme"}']) == 500
     assert float(queued['voice_calls_queued{tenant="globex"}']) == 3
+    assert selectors.tenant_dashboard("globex")["pool"]["waiting"] == 3  # the tenant's dashboard
+    assert {w["tenant"]: w["calls"] for w in selectors.platform_series()["waiting"]} == {"acme": 500, "globex": 3}
 
     taken = gateways_take_everything(redis)
     order = [command["call_id"] for command in taken]

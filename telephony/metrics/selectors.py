@@ -245,8 +245,9 @@ def tenant_dashboard(schema: str, window: str = DEFAULT_WINDOW) -> dict:
     for call in calls:
         call["carrier_name"] = names.get(str(call.get("carrier")), "")
     capacity, active = gateway_client.pool_capacity(get_redis())
+    waiting, oldest_s = originate_queue(now).get(schema, (0, 0.0))
     return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": calls,
-            "pool": {"capacity": capacity, "active": active}}
+            "pool": {"capacity": capacity, "active": active, "waiting": waiting, "oldest_wait_s": round(oldest_s, 1)}}
 
 
 # ---- platform -----------------------------------------------------------------------------------
@@ -340,6 +341,8 @@ def platform_series(window: str = DEFAULT_WINDOW, now: float | None = None) -> d
     _add_active(series["by"]["region"], keys.region_active)
     series["now"] = {"ts": now, "active": active, "cps": _cps(seconds)}
     series["gateways"] = gateway_pool()
+    series["waiting"] = [{"tenant": tenant, "calls": count, "oldest_wait_s": round(oldest, 1)}
+                         for tenant, (count, oldest) in sorted(originate_queue(now).items())]
     return series
 
 
