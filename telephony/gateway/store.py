@@ -29,19 +29,20 @@ return 1
 """
 
 # KEYS: ring, gw:{id}:calls, wake list, depth, then one tenant queue per tenant served
-# ARGV: gateway id, now, then the tenants (as many as queue keys)
-# One command from each tenant's queue in turn (round-robin: a tenant served goes to the back of the
-# ring, off it when its queue is empty). Also leaves exactly one wake token per command still queued
-# (capped per call), so no gateway is woken for nothing and a token taken by a gateway that then had
-# no room (or died) is given back.
+# ARGV: gateway id, now, commands per tenant, then the tenants (as many as queue keys)
+# Up to that many commands from each tenant's queue in turn (round-robin: a tenant served goes to
+# the back of the ring, off it when its queue is empty). Also leaves exactly one wake token per
+# command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
+# gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
 local popped = 0
 for i = 5, #KEYS do
-  local tenant = ARGV[i - 2]
+  local tenant = ARGV[i - 1]
   redis.call('LREM', KEYS[1], 1, tenant)
-  local raw = redis.call('LPOP', KEYS[i])
-  if raw then
+  for _ = 1, tonumber(ARGV[3]) do
+    local raw = redis.call('LPOP', KEYS[i])
+    if not raw then break end
     popped = popped + 1
     local ok, cmd = pcall(cjson.decode, raw)
     local flag = 'bad'
@@ -145,8 +146,8 @@ class Store:
                          ev.originate_depth(region)], args=[raw, tenant], client=client)
 
     def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
-        """Up to ``count`` commands, one tenant's at a time in the ring's order: the gateway's own
-        region's first, then the shared queue's."""
+        """Up to ``count`` commands, the waiting tenants' in turn (the room shared evenly between
+        the first ``count`` of the ring): the gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str]] = []
         c = client or self.r
         for queue_region in ((region, "") if region else ("",)):
@@ -160,7 +161,7 @@ class Store:
                 res = self._pop(
                     keys=[ring, ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region),
                           ev.originate_depth(queue_region), *(ev.tenant_queue(queue_region, t) for t in tenants)],
-                    args=[gateway_id, f"{time.time():.3f}", *tenants],
+                    args=[gateway_id, f"{time.time():.3f}", -(-want // max(1, len(tenants))), *tenants],
                     client=client,
                 )
                 popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
