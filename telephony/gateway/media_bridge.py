@@ -53,8 +53,8 @@ def stream_config(s) -> dict | None:
     # the originate command, or the inbound number's route (contract.InboundRoute: the same stream
     # fields, less those only a command carries)
     src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
-    url = src.get("stream_url")
-    if not url:
+    url = src.get("stream_url") or ""
+    if not url and not src.get("transfer_of"):  # a transfer leg: bridged, its audio joined to its call's
         return None
     params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))

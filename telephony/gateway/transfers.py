@@ -1,0 +1,130 @@
+"""Transfers, worker side: a call's second leg, dialed by the worker that holds the call.
+
+The worker holding an answered bridged call gets a ``transfer`` command (client.transfer,
+contract.TransferCommand). It places the person's leg itself, as an outbound call of its own
+(``call_id`` = the transfer's sid, ``transfer_of`` = the call): the carrier legs, failover, caps and
+events are every call's. Both legs are then on this worker, hence on one media host, where they are
+joined (link op ``join``, media/bridge_legs.py) once the person answers. A transfer leg therefore
+needs a free slot on the worker holding the call: with none, the transfer fails at once.
+
+The leg's end and the call's end are tied: when either party of a joined transfer hangs up, the
+other leg is hung up too. A leg that is not answered (busy, no answer, carrier failure) gives the call
+back to its agent, plays a message then hangs up, or hangs up, as the command says (``on_fail``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from . import events as ev
+from . import miniredis as redis
+from .contract import TransferCommand
+
+log = logging.getLogger("gateway")
+
+ON_FAIL_AGENT, ON_FAIL_MESSAGE, ON_FAIL_HANGUP = "agent", "message", "hangup"
+
+
+class Transfers:
+    """The worker's transfers under way (main thread only)."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.commands: dict[str, TransferCommand] = {}  # transfer leg id -> its command
+        self.leg_of: dict[str, str] = {}  # call id -> its transfer leg id
+        self.joined: set[str] = set()  # transfer leg ids whose audio is joined to their call's
+
+    def start(self, cmd: TransferCommand) -> None:
+        w = self.worker
+        call_id, leg = cmd["call_id"], dict(cmd.get("leg") or {})
+        leg_id = str(leg.get("call_id") or "")
+        s = w.sessions.get(call_id)
+        problem = None
+        if not leg_id or not leg.get("legs"):
+            problem = "no transfer leg in the command"
+        elif s is None or s.state != "answered" or s.hangup_reason:
+            problem = "the call is not in progress"
+        elif call_id not in w.bridge.calls:
+            problem = "the call is not bridged"
+        elif call_id in self.leg_of:
+            problem = "a transfer of this call is under way"
+        elif w.stopping or w.free_slots() <= 0:
+            problem = "the gateway holding the call has no free slot"
+        if problem:
+            log.warning("transfer of %s refused: %s", call_id, problem)
+            if s is not None:
+                w.emit(s, ev.TRANSFER_FAILED, transfer_sid=leg_id, outcome="refused", reason=problem,
+                       then=ON_FAIL_AGENT)
+            return
+        leg["transfer_of"] = call_id
+        leg.setdefault("tenant", s.tenant or "")
+        try:  # as the pop script does for a popped originate: a dead worker's legs are closed out too
+            p = w.r.pipeline(transaction=True)
+            p.sadd(ev.gw_calls_key(w.gateway_id), leg_id)
+            p.hset(ev.call_key(leg_id), mapping={"gateway": w.gateway_id, "state": "accepted",
+                                                 "tenant": leg["tenant"], "transfer_of": call_id})
+            p.execute()
+        except redis.RedisError as exc:
+            w.redis_failed(exc)
+        self.commands[leg_id] = cmd
+        self.leg_of[call_id] = leg_id
+        w.emit(s, ev.TRANSFER_STARTED, transfer_sid=leg_id, to=leg.get("to"), mode=cmd.get("mode"))
+        w.handle_originate(json.dumps(leg).encode(), "ok")
+
+    def on_answered(self, s) -> None:
+        """A session was answered: a transfer leg is joined to its call's audio."""
+        cmd = self.commands.get(s.call_id)
+        if cmd is None:
+            return
+        w = self.worker
+        call = w.sessions.get(cmd["call_id"])
+        here, there = w.bridge.calls.get(cmd["call_id"]), w.bridge.calls.get(s.call_id)
+        if call is None or here is None or there is None or here[1] is not there[1]:
+            log.error("transfer %s: cannot join the legs (the call or a media path is gone)", s.call_id)
+            if s.hangup_reason is None:
+                s.hangup_reason = ev.REASON_MEDIA_ERROR  # the worker sends the BYE after this hook
+            return
+        here[1].send({"op": "join", "call": cmd["call_id"], "leg": s.call_id, "mode": cmd.get("mode") or "cold"})
+        self.joined.add(s.call_id)
+        w.emit(call, ev.TRANSFERRED, transfer_sid=s.call_id)
+
+    def on_final(self, s, event: dict) -> None:
+        """A session's final event: the other leg of its transfer follows it."""
+        w = self.worker
+        cmd = self.commands.pop(s.call_id, None)
+        if cmd is not None:  # a transfer leg ended
+            call_id = cmd["call_id"]
+            self.leg_of.pop(call_id, None)
+            call = w.sessions.get(call_id)
+            was_joined = s.call_id in self.joined
+            self.joined.discard(s.call_id)
+            if call is None or call.hangup_reason:
+                return
+            if was_joined:
+                w.end_session(call, ev.REASON_TRANSFER_LEG_ENDED)
+                return
+            self._failed(call, cmd, event)
+            return
+        leg_id = self.leg_of.pop(s.call_id, None)
+        if leg_id is not None:  # a call with a transfer under way ended: its leg too
+            leg = w.sessions.get(leg_id)
+            if leg is not None and leg.hangup_reason is None:
+                w.end_session(leg, ev.REASON_TRANSFER_LEG_ENDED)
+
+    def _failed(self, call, cmd: TransferCommand, event: dict) -> None:
+        """The person's leg was not answered: the call goes back to its agent, hears the message
+        then hangs up, or hangs up."""
+        w = self.worker
+        then = cmd.get("on_fail") or ON_FAIL_AGENT
+        if then == ON_FAIL_MESSAGE and not cmd.get("message_key"):
+            then = ON_FAIL_HANGUP
+        outcome, reason = event.get("outcome"), event.get("reason")
+        w.emit(call, ev.TRANSFER_FAILED, transfer_sid=cmd["leg"]["call_id"], outcome=outcome, reason=reason,
+               then=then)
+        detail = f"transfer {outcome or 'failed'}"
+        if then == ON_FAIL_MESSAGE:
+            w.bridge.main_q.append((w.bridge.main_play_fallback,
+                                    (call.call_id, ev.REASON_TRANSFER_FAILED, detail, cmd["message_key"],
+                                     "transfer message")))
+        elif then == ON_FAIL_HANGUP:
+            w.end_session(call, ev.REASON_TRANSFER_FAILED)
