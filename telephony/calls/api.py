@@ -11,8 +11,15 @@ from rest_framework.response import Response
 
 from core.spreadsheet import CsvLines
 
-from . import recordings, selectors, services
-from .serializers import CallCreateSerializer, CallDigitsSerializer, CallSerializer, RecordingSerializer
+from . import recordings, selectors, services, transfers
+from .serializers import (
+    CallCreateSerializer,
+    CallDigitsSerializer,
+    CallSerializer,
+    CallTransferCreateSerializer,
+    RecordingSerializer,
+    TransferSerializer,
+)
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
@@ -74,6 +81,24 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Response({"detail": "the gateways cannot be reached; try again shortly"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"sid": call.sid, "digits": data.validated_data["digits"]}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=CallTransferCreateSerializer, responses={201: TransferSerializer})
+    @action(detail=True, methods=["post"])
+    def transfer(self, request, sid=None):
+        """Hand the answered call to a person: the platform dials them and joins them to the call."""
+        call = self.get_object()
+        data = CallTransferCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            transfer = transfers.start_transfer(call, transfers.TransferRequest(**data.validated_data))
+        except services.CallRequestError as error:
+            raise ValidationError({error.field: [str(error)]}) from None
+        except services.CallNotInProgress as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except redis.RedisError:
+            return Response({"detail": "the gateways cannot be reached; try again shortly"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")

@@ -22,7 +22,7 @@ from tenants.models import Tenant
 
 from . import webhooks
 from .amd import MACHINE_ANSWERS
-from .models import Call, CallLeg
+from .models import Call, CallLeg, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class _Batch:
             self.legs.setdefault(leg.call_id, {})[leg.attempt] = leg
 
     def apply(self, event: dict) -> None:
+        if event.get("transfer_of"):  # a transfer's leg to a person: its Transfer record, not a call
+            _apply_transfer_leg(event)
+            return
         call = self.calls.get(event["call_id"])
         if call is None:
             log.warning("event for unknown call %s in %s dropped", event.get("call_id"), self.tenant.schema_name)
@@ -168,6 +171,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
     elif kind == gw.STREAM_STARTED:
         if call.ai_connect_ms is None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
+    elif kind == gw.TRANSFER_FAILED and event.get("outcome") == "refused":  # no leg was dialed
+        Transfer.objects.filter(sid=event.get("transfer_sid"), ended_at__isnull=True).update(
+            status=Call.Status.FAILED, outcome="refused", reason=(event.get("reason") or "")[:255], ended_at=at)
     elif kind == gw.AMD:
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
@@ -187,6 +193,27 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
         if event.get("recording_file"):
             batch.recordings.append((call.sid, event["recording_file"], float(event.get("recording_duration_s") or 0)))
         _mark_abandoned(batch, call)
+
+
+def _apply_transfer_leg(event: dict) -> None:
+    """A transfer leg's event, as one conditional UPDATE of its Transfer (transfers are few; a repeated or
+    late event changes nothing)."""
+    kind, at = event["type"], _at(event)
+    rows = Transfer.objects.filter(sid=event["call_id"])
+    if kind == gw.LEG_STARTED:
+        rows.filter(carrier_id__isnull=True).update(status=Call.Status.INITIATED, **_carrier(event))
+    elif kind == gw.RINGING:
+        rows.filter(answered_at__isnull=True, ended_at__isnull=True).update(status=Call.Status.RINGING)
+    elif kind == gw.ANSWERED:
+        rows.filter(answered_at__isnull=True).exclude(status__in=Call.FINAL_STATUSES).update(
+            status=Call.Status.IN_PROGRESS, answered_at=at, **_carrier(event))
+        rows.filter(answered_at__isnull=True).update(answered_at=at)
+    elif kind in gw.FINAL_TYPES:
+        outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
+        rows.filter(ended_at__isnull=True).update(
+            status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
+            reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
+            hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"))
 
 
 def _mark_abandoned(batch: _Batch, call: Call) -> None:

@@ -1,0 +1,119 @@
+"""Handing an answered call to a person (services write). Runs in the tenant's schema.
+
+The gateway holding the call dials the person's leg itself and joins the two legs' audio in its media
+host (telephony/gateway/transfers.py, media/bridge_legs.py). A number goes through the carriers with
+the routing plan, failover order and caps of every call (CallPlacer.carrier_legs); a SIP URI is dialed
+directly, its host checked by the outbound guard. The leg's events keep its Transfer record
+(telephony.calls.recorder).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from core import egress
+from core.redis_client import get_redis
+from telephony.gateway import client as gateway
+from telephony.gateway.contract import CarrierLeg, TransferCommand
+from telephony.validators import validate_e164
+
+from .models import Call, Transfer
+from .services import CallNotInProgress, CallPlacer, CallRequestError, _fallback_audio_key
+
+SIP_URI = re.compile(r"^sips?:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?(?:;[^\s]*)?$")
+
+
+@dataclass
+class TransferRequest:
+    to: str = ""  # E.164 number or sip:/sips: URI; empty: the first of the call's transfer_numbers
+    mode: str = Transfer.Mode.COLD
+    on_fail: str = Transfer.OnFail.AGENT
+    failed_message: str = ""  # on_fail "message": spoken to the caller before the call ends
+    timeout: int = 30  # seconds the person's phone rings
+    caller_id: str = ""  # one of the tenant's numbers; empty: the call's own number of the tenant
+
+
+def sip_uri_problem(value: str) -> str:
+    """Why ``value`` is not a SIP URI the platform may dial ("" when it is)."""
+    m = SIP_URI.match(value)
+    if m is None:
+        return "not a SIP URI (sip:user@host[:port])"
+    try:
+        egress.check(f"http://{m['host']}:{m['port'] or 5060}/", settings.OUTBOUND_ALLOW)
+    except egress.EgressUnresolved:
+        return ""  # a name that does not resolve fails the leg (pjsip resolves it)
+    except egress.EgressRefused as exc:
+        return str(exc)
+    return ""
+
+
+def transfer_target_problem(value: str) -> str:
+    """Why ``value`` cannot be transferred to ("" when it can): an E.164 number or a SIP URI."""
+    if value.startswith(("sip:", "sips:")):
+        return sip_uri_problem(value)
+    try:
+        validate_e164(value)
+    except ValueError as exc:
+        return f"{exc} (or give a SIP URI)"
+    return ""
+
+
+def start_transfer(call: Call, request: TransferRequest) -> Transfer:
+    """Dial the person for an answered bridged call and join them to it; also what TwiML's
+    ``<Dial><Number>``/``<Sip>`` runs. Raises CallRequestError (naming the field) for a request that
+    cannot be placed, CallNotInProgress when the call is over or no live gateway holds it. The gateway
+    refuses a transfer of a call that is not answered, or already has one under way (the Transfer ends
+    as failed, outcome refused)."""
+    if not (call.stream_url or call.agent_connects):
+        raise CallRequestError("to", "bridged calls are transferred (placed with stream_url or agent_connects)")
+    to = request.to or next(iter(call.transfer_numbers or []), "")
+    if not to:
+        raise CallRequestError("to", "give the number or SIP URI to transfer to (the call has no transfer numbers)")
+    if why := transfer_target_problem(to):
+        raise CallRequestError("to", why)
+    if request.on_fail == Transfer.OnFail.MESSAGE and not request.failed_message:
+        raise CallRequestError("failed_message", "on_fail message needs the message")
+    if call.is_final:
+        raise CallNotInProgress("the call is over")
+    # Whether it is answered is the gateway's to say (the record may not show the answer yet): a call
+    # still ringing gets its transfer refused there (event transfer_failed, outcome refused).
+    tenant_number = call.to_number if call.direction == "inbound" else call.from_number
+    placer = CallPlacer(connection.tenant)
+    number = placer.checked_caller_id(request.caller_id or tenant_number)
+    legs = [_sip_leg(to)] if to.startswith(("sip:", "sips:")) else placer.carrier_legs(to, number)
+    if not legs:
+        raise CallRequestError("to", "no carrier is available for this number")
+    caller_id = number.e164
+    transfer = Transfer.objects.create(call=call, to=to, caller_id=caller_id, mode=request.mode, on_fail=request.on_fail)
+    command: TransferCommand = {
+        "call_id": call.sid, "mode": request.mode, "on_fail": request.on_fail,
+        "leg": {"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
+                "from": caller_id, "to": to, "legs": legs, "ring_timeout": request.timeout,
+                "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls},
+    }
+    if request.on_fail == Transfer.OnFail.MESSAGE:
+        command["message_key"] = _fallback_audio_key(request.failed_message)
+    try:
+        where = gateway.transfer(get_redis(), command)
+    except redis.RedisError:
+        _refused(transfer, "the gateways could not be reached")
+        raise
+    if where in ("ended", "unheld", "orphan"):
+        _refused(transfer, f"the call is {where}")
+        raise CallNotInProgress("the call is over" if where != "unheld" else "the call is not with a gateway yet")
+    return transfer
+
+
+def _refused(transfer: Transfer, reason: str) -> None:
+    """No leg was dialed: the record ends at once (never left queued)."""
+    Transfer.objects.filter(pk=transfer.pk).update(status=Call.Status.FAILED, outcome="refused", reason=reason,
+                                                   ended_at=timezone.now())
+
+
+def _sip_leg(uri: str) -> CarrierLeg:
+    return {"carrier_id": "", "uri": uri, "username": None, "password": None, "from_domain": None}
