@@ -36,7 +36,8 @@ class Transfers:
 
     def start(self, cmd: TransferCommand) -> None:
         w = self.worker
-        call_id, leg = cmd["call_id"], dict(cmd.get("leg") or {})
+        call_id = cmd["call_id"]
+        leg: dict = dict(cmd["leg"]) if isinstance(cmd.get("leg"), dict) else {}
         leg_id = str(leg.get("call_id") or "")
         s = w.sessions.get(call_id)
         problem = None
