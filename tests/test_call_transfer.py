@@ -5,7 +5,8 @@ trunk of their own, first in the routing plan; the agent asks the API to transfe
 desk's number. The platform dials it through that trunk (the routing every call has), the desk answers
 (its line says 1000 Hz), the agent's stream ends, and the customer and the desk hear each other. The
 call record keeps the transfer: who answered, through which carrier, for how long, and its outcome.
-A bad number, a call that is not bridged and a call that is over are refused with a 4xx."""
+A bad number, a blind transfer on a trunk that takes no REFER, a call that is not bridged and a call that
+is over are refused with a 4xx."""
 import pytest
 from django.db import connection
 from django.test import Client
@@ -90,6 +91,8 @@ def test_an_agent_hands_the_customer_to_the_sales_desk(platform, customer_line, 
     desk = desk_line()
 
     assert post(api, f"/api/v1/calls/{sid}/transfer", {"to": "12345"}).status_code == 400
+    blind = post(api, f"/api/v1/calls/{sid}/transfer", {"to": DESK, "mode": "blind"})
+    assert blind.status_code == 400 and "REFER" in blind.json()["mode"][0]  # the customer trunk takes none
     transfer = post(api, f"/api/v1/calls/{sid}/transfer", {"to": DESK, "timeout": 15})
     assert transfer.status_code == 201, transfer.content
     transfer_sid = transfer.json()["sid"]

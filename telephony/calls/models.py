@@ -188,6 +188,7 @@ class Transfer(models.Model):
     class Mode(models.TextChoices):
         COLD = "cold"  # the agent's stream ends when the person answers
         WARM = "warm"  # the agent stays, hearing both sides, until it closes its stream
+        BLIND = "blind"  # a SIP REFER to the call's carrier (Carrier.allows_refer), which connects the person
 
     class OnFail(models.TextChoices):
         AGENT = "agent"  # the call goes on with its agent

@@ -171,9 +171,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
     elif kind == gw.STREAM_STARTED:
         if call.ai_connect_ms is None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
-    elif kind == gw.TRANSFER_FAILED and event.get("outcome") == "refused":  # no leg was dialed
-        Transfer.objects.filter(sid=event.get("transfer_sid"), ended_at__isnull=True).update(
-            status=Call.Status.FAILED, outcome="refused", reason=(event.get("reason") or "")[:255], ended_at=at)
+    elif kind in (gw.TRANSFER_FAILED, gw.TRANSFERRED):
+        _apply_transfer_outcome(event, at)
     elif kind == gw.AMD:
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
@@ -214,6 +213,19 @@ def _apply_transfer_leg(event: dict) -> None:
             status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
             reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
             hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"))
+
+
+def _apply_transfer_outcome(event: dict, at: datetime) -> None:
+    """The call's word on its transfer: refused, or failed, before any leg (or its leg's own final event
+    came first: nothing to change); a blind transfer's NOTIFY outcome."""
+    rows = Transfer.objects.filter(sid=event.get("transfer_sid"), ended_at__isnull=True)
+    if event["type"] == gw.TRANSFER_FAILED:
+        outcome = event.get("outcome") or "failed"
+        rows.update(status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
+                    reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"), ended_at=at)
+    elif event.get("notify_code"):  # blind: the carrier connected the person, and the platform left
+        rows.update(status=Call.Status.COMPLETED, outcome=gw.OUTCOME_ANSWERED, reason=gw.REASON_TRANSFERRED,
+                    sip_code=event["notify_code"], answered_at=at, ended_at=at)
 
 
 def _mark_abandoned(batch: _Batch, call: Call) -> None:

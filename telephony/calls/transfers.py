@@ -18,8 +18,10 @@ from django.utils import timezone
 
 from core import egress
 from core.redis_client import get_redis
+from telephony import routing
 from telephony.gateway import client as gateway
 from telephony.gateway.contract import CarrierLeg, TransferCommand
+from telephony.models import Carrier
 from telephony.validators import validate_e164
 
 from .models import Call, Transfer
@@ -80,6 +82,8 @@ def start_transfer(call: Call, request: TransferRequest) -> Transfer:
         raise CallRequestError("failed_message", "on_fail message needs the message")
     if call.is_final:
         raise CallNotInProgress("the call is over")
+    if request.mode == Transfer.Mode.BLIND:
+        return _start_blind(call, request, to)
     # Whether it is answered is the gateway's to say (the record may not show the answer yet): a call
     # still ringing gets its transfer refused there (event transfer_failed, outcome refused).
     tenant_number = call.to_number if call.direction == "inbound" else call.from_number
@@ -91,11 +95,34 @@ def start_transfer(call: Call, request: TransferRequest) -> Transfer:
     caller_id = number.e164
     transfer = Transfer.objects.create(call=call, to=to, caller_id=caller_id, mode=request.mode, on_fail=request.on_fail)
     command: TransferCommand = {
-        "call_id": call.sid, "mode": request.mode, "on_fail": request.on_fail,
+        "call_id": call.sid, "transfer_sid": transfer.sid, "mode": request.mode, "on_fail": request.on_fail,
         "leg": {"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
                 "from": caller_id, "to": to, "legs": legs, "ring_timeout": request.timeout,
                 "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls},
     }
+    return _send(transfer, command, request)
+
+
+def _start_blind(call: Call, request: TransferRequest, to: str) -> Transfer:
+    """A REFER to the call's carrier, when it accepts them: a number goes as the carrier's own URI for it."""
+    carrier = Carrier.objects.filter(pk=call.carrier_id).first() if call.carrier_id else None
+    if carrier is None or not carrier.allows_refer:
+        raise CallRequestError("mode", "the call's carrier does not accept REFER (blind): use cold or warm")
+    if to.startswith(("sip:", "sips:")):
+        refer_to = to
+    else:
+        route = carrier.as_route()
+        refer_to = routing.sip_uri(routing.rewrite_number(to, route.strip_digits, route.add_prefix), route.host,
+                                   route.port, route.transport)
+    transfer = Transfer.objects.create(call=call, to=to, caller_id="", mode=Transfer.Mode.BLIND, on_fail=request.on_fail,
+                                       carrier_id=carrier.pk, carrier_name=carrier.name)
+    command: TransferCommand = {"call_id": call.sid, "transfer_sid": transfer.sid, "mode": Transfer.Mode.BLIND,
+                                "on_fail": request.on_fail, "refer_to": refer_to}
+    return _send(transfer, command, request)
+
+
+def _send(transfer: Transfer, command: TransferCommand, request: TransferRequest) -> Transfer:
+    """The command to the gateway holding the call."""
     if request.on_fail == Transfer.OnFail.MESSAGE:
         command["message_key"] = _fallback_audio_key(request.failed_message)
     try:

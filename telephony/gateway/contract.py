@@ -59,8 +59,10 @@ class TransferCommand(TypedDict):
     ``leg`` itself (routing, failover and caps as any call) and joins the two legs in its media host."""
 
     call_id: str
-    leg: OriginateCommand  # the person's leg; its call_id is the transfer's sid
-    mode: str  # "cold" (the agent's stream ends) or "warm" (the agent stays until it closes its socket)
+    transfer_sid: str  # the Transfer record's sid (a bridged transfer: its leg's call_id too)
+    mode: str  # "cold" (the agent's stream ends), "warm" (the agent stays until it closes its socket), "blind"
+    leg: NotRequired[OriginateCommand]  # cold, warm: the person's leg, dialed by the gateway
+    refer_to: NotRequired[str]  # blind: the SIP URI of a REFER to the carrier, which connects the person
     on_fail: str  # the leg was not answered: "agent" (the call goes on with it), "message" or "hangup"
     message_key: NotRequired[str]  # on_fail "message": Redis key of the audio (media.fallback)
 

@@ -160,6 +160,7 @@ REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway h
 REASON_NOT_PLACED = "not_placed"  # its originate never reached Redis (down when the call was placed)
 REASON_TRANSFER_FAILED = "transfer_failed"  # the transfer leg was not answered and the call hangs up
 REASON_TRANSFER_LEG_ENDED = "transfer_leg_ended"  # the other leg of a transferred call hung up
+REASON_TRANSFERRED = "transferred"  # blind transfer: the carrier connected the person (NOTIFY 2xx), we leave
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

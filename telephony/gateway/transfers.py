@@ -10,11 +10,18 @@ needs a free slot on the worker holding the call: with none, the transfer fails 
 The leg's end and the call's end are tied: when either party of a joined transfer hangs up, the
 other leg is hung up too. A leg that is not answered (busy, no answer, carrier failure) gives the call
 back to its agent, plays a message then hangs up, or hangs up, as the command says (``on_fail``).
+
+Blind (``mode`` "blind", carriers that accept it): a REFER to the carrier (``refer_to``); pjsua reports
+the REFER's answer and the NOTIFYs that follow (``on_refer_status``). A final 2xx NOTIFY means the
+carrier connected the person: the platform leaves the call (BYE, reason ``transferred``). A refused
+REFER or a failed NOTIFY is a failed transfer, handled by ``on_fail`` as above.
 """
 from __future__ import annotations
 
 import json
 import logging
+
+import pjsua2 as pj
 
 from . import events as ev
 from . import miniredis as redis
@@ -23,6 +30,7 @@ from .contract import TransferCommand
 log = logging.getLogger("gateway")
 
 ON_FAIL_AGENT, ON_FAIL_MESSAGE, ON_FAIL_HANGUP = "agent", "message", "hangup"
+BLIND = "blind"
 
 
 class Transfers:
@@ -33,22 +41,28 @@ class Transfers:
         self.commands: dict[str, TransferCommand] = {}  # transfer leg id -> its command
         self.leg_of: dict[str, str] = {}  # call id -> its transfer leg id
         self.joined: set[str] = set()  # transfer leg ids whose audio is joined to their call's
+        self.refers: dict[str, TransferCommand] = {}  # call id -> its blind transfer waiting for the outcome
 
     def start(self, cmd: TransferCommand) -> None:
         w = self.worker
         call_id = cmd["call_id"]
         leg: dict = dict(cmd["leg"]) if isinstance(cmd.get("leg"), dict) else {}
-        leg_id = str(leg.get("call_id") or "")
+        leg_id = str(cmd.get("transfer_sid") or "")
+        blind = cmd.get("mode") == BLIND
         s = w.sessions.get(call_id)
         problem = None
-        if not leg_id or not leg.get("legs"):
-            problem = "no transfer leg in the command"
-        elif s is None or s.state != "answered" or s.hangup_reason:
+        if not leg_id or not (cmd.get("refer_to") if blind else leg.get("legs")):
+            problem = "no transfer sid, leg or REFER target in the command"
+        elif s is None or s.state != "answered" or s.hangup_reason or s.pjcall is None:
             problem = "the call is not in progress"
+        elif call_id in self.leg_of or call_id in self.refers:
+            problem = "a transfer of this call is under way"
+        elif blind:
+            problem = self._refer(s, cmd)
+            if not problem:
+                return
         elif call_id not in w.bridge.calls:
             problem = "the call is not bridged"
-        elif call_id in self.leg_of:
-            problem = "a transfer of this call is under way"
         elif w.stopping or w.free_slots() <= 0:
             problem = "the gateway holding the call has no free slot"
         if problem:
@@ -57,6 +71,7 @@ class Transfers:
                 w.emit(s, ev.TRANSFER_FAILED, transfer_sid=leg_id, outcome="refused", reason=problem,
                        then=ON_FAIL_AGENT)
             return
+        leg["call_id"] = leg_id
         leg["transfer_of"] = call_id
         leg.setdefault("tenant", s.tenant or "")
         try:  # as the pop script does for a popped originate: a dead worker's legs are closed out too
@@ -71,6 +86,31 @@ class Transfers:
         self.leg_of[call_id] = leg_id
         w.emit(s, ev.TRANSFER_STARTED, transfer_sid=leg_id, to=leg.get("to"), mode=cmd.get("mode"))
         w.handle_originate(json.dumps(leg).encode(), "ok")
+
+    def _refer(self, s, cmd: TransferCommand) -> str:
+        """Send the REFER of a blind transfer; "" or why it could not be sent."""
+        try:
+            s.pjcall.xfer(cmd["refer_to"], pj.CallOpParam(True))
+        except pj.Error as exc:
+            return f"REFER not sent: {exc.reason}"
+        self.refers[s.call_id] = cmd
+        self.worker.emit(s, ev.TRANSFER_STARTED, transfer_sid=cmd["transfer_sid"], to=cmd["refer_to"], mode=BLIND)
+        return ""
+
+    def on_refer_status(self, s, code: int, reason: str, final: bool) -> None:
+        """The REFER's answer (202, or a refusal) and the carrier's NOTIFYs (100 Trying ... 200 OK)."""
+        if s is None or not final or s.call_id not in self.refers:
+            return
+        cmd = self.refers.pop(s.call_id)
+        w = self.worker
+        if 200 <= code < 300:
+            w.emit(s, ev.TRANSFERRED, transfer_sid=cmd["transfer_sid"], notify_code=code)
+            if s.hangup_reason is None:
+                w.end_session(s, ev.REASON_TRANSFERRED)
+            return
+        if s.hangup_reason is None:
+            self._failed(s, cmd, {"outcome": ev.outcome_for_code(code) if code else "refused",
+                                  "reason": f"{code} {reason}".strip(), "sip_code": code})
 
     def on_answered(self, s) -> None:
         """A session was answered: a transfer leg is joined to its call's audio."""
@@ -106,6 +146,7 @@ class Transfers:
                 return
             self._failed(call, cmd, event)
             return
+        self.refers.pop(s.call_id, None)
         leg_id = self.leg_of.pop(s.call_id, None)
         if leg_id is not None:  # a call with a transfer under way ended: its leg too
             leg = w.sessions.get(leg_id)
@@ -120,8 +161,8 @@ class Transfers:
         if then == ON_FAIL_MESSAGE and not cmd.get("message_key"):
             then = ON_FAIL_HANGUP
         outcome, reason = event.get("outcome"), event.get("reason")
-        w.emit(call, ev.TRANSFER_FAILED, transfer_sid=cmd["leg"]["call_id"], outcome=outcome, reason=reason,
-               then=then)
+        w.emit(call, ev.TRANSFER_FAILED, transfer_sid=cmd["transfer_sid"], outcome=outcome, reason=reason,
+               then=then, sip_code=event.get("sip_code"))
         detail = f"transfer {outcome or 'failed'}"
         if then == ON_FAIL_MESSAGE:
             w.bridge.main_q.append((w.bridge.main_play_fallback,

@@ -177,6 +177,13 @@ class GatewayCall(pj.Call):
         except Exception:
             log.exception("onStreamCreated")
 
+    def onCallTransferStatus(self, prm):
+        # our REFER (blind transfer): its answer, then the NOTIFYs of how the carrier's call went
+        try:
+            self.worker.transfers.on_refer_status(self.session, prm.statusCode, prm.reason, prm.finalNotify)
+        except Exception:
+            log.exception("onCallTransferStatus")
+
     def onDtmfDigit(self, prm):
         # SIP INFO digits (RFC 4733 digits never reach pjsua: the bridge reads the RTP itself)
         try:

@@ -55,7 +55,7 @@ def answered_call(r, sipp, agents, path="/record"):
 def transfer(r, call_id: str, uri_host: str, mode: str = "cold", on_fail: str = "agent", ring_timeout=10) -> str:
     leg_id = f"{call_id}-t1"
     where = client.transfer(r, {
-        "call_id": call_id, "mode": mode, "on_fail": on_fail,
+        "call_id": call_id, "transfer_sid": leg_id, "mode": mode, "on_fail": on_fail,
         "leg": {"call_id": leg_id, "from": "+15550001111", "to": PERSON, "ring_timeout": ring_timeout,
                 "max_duration": 60, "tenant": "acme", "legs": [leg(uri_host, "c1", number=PERSON)]},
     })
@@ -176,3 +176,39 @@ def test_a_call_that_is_not_answered_cannot_be_transferred(r, gateway, sipp, age
     assert failed["outcome"] == "refused" and failed["reason"] == "the call is not in progress"
     client.hangup(r, call_id)
     wait_final(r, call_id)
+
+
+def blind(r, call_id: str, refer_to: str, on_fail: str = "agent") -> str:
+    transfer_sid = f"{call_id}-b1"
+    assert client.transfer(r, {"call_id": call_id, "transfer_sid": transfer_sid, "mode": "blind",
+                               "on_fail": on_fail, "refer_to": refer_to}) == "test-gw-1"
+    return transfer_sid
+
+
+def test_blind_transfer_the_carrier_takes_the_refer_and_the_platform_leaves(r, gateway, sipp, agents):
+    carrier = sipp("uas_refer_accept.xml", ["-m", "1"])
+    call_id = originate(r, [leg(carrier.uri_host, "c1")], stream_url=agents.url("/record"))
+    agent = agents.conn_for(call_id)
+    desk = f"sip:{PERSON}@{carrier.uri_host}"
+    transfer_sid = blind(r, call_id, desk)
+    done = wait_event(r, call_id, ev.TRANSFERRED)
+    assert (done["transfer_sid"], done["notify_code"]) == (transfer_sid, 200)
+    final = wait_final(r, call_id)[-1]
+    assert (final["type"], final["reason"], final["hangup_by"]) == (ev.COMPLETED, ev.REASON_TRANSFERRED, "platform")
+    assert re.search(rf"REFER .*\n(.*\n)*Refer-To: <?{re.escape(desk)}>?", carrier.messages()), carrier.messages()[-3000:]
+    wait_for(agent.closed.is_set, 5, what="the agent's stream ending")
+    assert carrier.wait(10) == 0  # SIPp saw its scenario through: REFER, NOTIFY answered, our BYE
+
+
+def test_a_refused_refer_gives_the_call_back_to_its_agent(r, gateway, sipp, agents):
+    carrier = sipp("uas_refer_refuse.xml", ["-m", "1"])
+    call_id = originate(r, [leg(carrier.uri_host, "c1")], stream_url=agents.url("/record"))
+    agent = agents.conn_for(call_id)
+    transfer_sid = blind(r, call_id, f"sip:{PERSON}@{carrier.uri_host}")
+    failed = wait_event(r, call_id, ev.TRANSFER_FAILED)
+    assert (failed["transfer_sid"], failed["sip_code"], failed["then"]) == (transfer_sid, 403, "agent")
+    assert failed["outcome"] == ev.outcome_for_code(403)
+    assert not any(ev.is_final(e) for e in call_events(r, call_id)) and not agent.closed.is_set()
+    client.hangup(r, call_id)
+    assert wait_final(r, call_id)[-1]["reason"] == ev.REASON_HANGUP_REQUESTED
+    assert carrier.wait(10) == 0
