@@ -8,6 +8,7 @@ sender (continuous sequence numbers and timestamps), same recording hook, no Web
 * cold: the agent's stream ends (``stop``) when the legs are joined.
 * warm: the agent stays: it hears both sides mixed into its one stream, and both legs hear it mixed
   with the other leg; when it closes its socket the two legs stay joined (``agent_left``).
+* whisper (either mode): a message the person hears when they answer, before the legs are joined.
 
 Each direction keeps at most ``MAX_QUEUED`` bytes (100 ms): the two legs' packets arrive on their
 own networks' timing and leave on our clock; a direction that falls behind drops its oldest audio
@@ -39,6 +40,21 @@ def mix(a: bytes, b: bytes, law: str) -> bytes:
     x, y = array("h", _TO_LIN[law](a)), array("h", _TO_LIN[law](b))
     out = array("h", (max(-32768, min(32767, p + q)) for p, q in zip(x, y, strict=False)))
     return _FROM_LIN[law](out.tobytes())
+
+
+def join(caller, person, mode: str, whisper: bytes = b"") -> None:
+    """Join the two legs; with a ``whisper`` (mu-law) the person hears it first, the caller meanwhile
+    stays with the agent."""
+    if not whisper:
+        JoinedLegs(caller, person, mode)
+        return
+
+    def whispered():
+        if not (caller.closing or person.closing):
+            JoinedLegs(caller, person, mode)
+    person.fallback_done = whispered
+    person.fallback = (convert(whisper, "pcmu", person.codec), "", "")
+    person.fallback_pos = 0
 
 
 class JoinedLegs:

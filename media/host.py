@@ -19,7 +19,8 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
   INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``join`` {call, leg,
-  mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py;
+  ``fallback_audio`` sent for the leg first is whispered to the person before); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -59,7 +60,7 @@ import uvloop
 from core import egress
 from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
-from media.bridge_legs import JoinedLegs
+from media.bridge_legs import JoinedLegs, join
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
 from media.recording import CallRecording
@@ -170,6 +171,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.amd = AmdCall(cfg["amd"]) if cfg.get("amd") else None
         self.amd_decided_mono = 0.0
         self.fallback_label = "fallback message"
+        self.fallback_done = None  # called when the message has played, instead of ending the call (a whisper)
         self.joined: JoinedLegs | None = None  # a transfer: this leg and the other play to each other
 
     # ---- loop thread ----------------------------------------------------------------------------
@@ -466,8 +468,12 @@ class CallBridge(asyncio.DatagramProtocol):
         self.fallback_pos += FRAME_BYTES
         if self.fallback_pos >= len(audio):
             self.fallback = None
-            self.link.send({"op": "ended", "call": self.call_id, "reason": reason,
-                            "detail": f"{detail} ({self.fallback_label} played)".strip()})
+            done, self.fallback_done = self.fallback_done, None
+            if done is not None:
+                done()
+            else:
+                self.link.send({"op": "ended", "call": self.call_id, "reason": reason,
+                                "detail": f"{detail} ({self.fallback_label} played)".strip()})
         return frame + self.silence[len(frame):] if frame else None
 
     def _send_rtcp(self) -> None:
@@ -663,8 +669,9 @@ class WorkerLink:
             cb.send_digits(msg["digits"])
         elif op == "join":  # a transfer leg answered: its audio and the call's play to each other
             person = self.calls.get(msg["leg"])
+            whisper = b"".join(self.fallback_parts.pop(msg["leg"], []))
             if person is not None and not person.closing and not cb.closing:
-                JoinedLegs(cb, person, msg["mode"])
+                join(cb, person, msg["mode"], whisper)
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

@@ -123,6 +123,9 @@ class CallTransferCreateSerializer(serializers.Serializer):
                                       help_text="busy, no answer or failure: back to the agent, play "
                                                 "failed_message then hang up, or hang up")
     failed_message = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    whisper = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="",
+                                    help_text="spoken (espeak-ng) to the person when they answer, before they are "
+                                              "connected (cold, warm)")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30, help_text="seconds the person's phone rings")
     caller_id = serializers.CharField(max_length=32, required=False, allow_blank=True, default="",
                                       help_text="one of the tenant's numbers; default: the call's")

@@ -37,6 +37,7 @@ class TransferRequest:
     on_fail: str = Transfer.OnFail.AGENT
     failed_message: str = ""  # on_fail "message": spoken to the caller before the call ends
     timeout: int = 30  # seconds the person's phone rings
+    whisper: str = ""  # spoken to the person when they answer, before they are connected (cold, warm)
     caller_id: str = ""  # one of the tenant's numbers; empty: the call's own number of the tenant
 
 
@@ -125,6 +126,8 @@ def _send(transfer: Transfer, command: TransferCommand, request: TransferRequest
     """The command to the gateway holding the call."""
     if request.on_fail == Transfer.OnFail.MESSAGE:
         command["message_key"] = _fallback_audio_key(request.failed_message)
+    if request.whisper and command["mode"] != Transfer.Mode.BLIND:
+        command["whisper_key"] = _fallback_audio_key(request.whisper)
     try:
         where = gateway.transfer(get_redis(), command)
     except redis.RedisError:

@@ -65,6 +65,7 @@ class TransferCommand(TypedDict):
     refer_to: NotRequired[str]  # blind: the SIP URI of a REFER to the carrier, which connects the person
     on_fail: str  # the leg was not answered: "agent" (the call goes on with it), "message" or "hangup"
     message_key: NotRequired[str]  # on_fail "message": Redis key of the audio (media.fallback)
+    whisper_key: NotRequired[str]  # Redis key of a message the person hears before the legs are joined
 
 
 class InboundRoute(TypedDict):

@@ -125,6 +125,13 @@ class Transfers:
             if s.hangup_reason is None:
                 s.hangup_reason = ev.REASON_MEDIA_ERROR  # the worker sends the BYE after this hook
             return
+        if cmd.get("whisper_key"):  # heard by the person before the legs are joined
+            try:
+                whisper = w.r.get(cmd["whisper_key"]) or b""
+            except redis.RedisError as exc:
+                log.warning("transfer %s: no whisper (%s)", s.call_id, exc)
+                whisper = b""
+            w.bridge.send_audio(s.call_id, whisper)
         here[1].send({"op": "join", "call": cmd["call_id"], "leg": s.call_id, "mode": cmd.get("mode") or "cold"})
         self.joined.add(s.call_id)
         w.emit(call, ev.TRANSFERRED, transfer_sid=s.call_id)

@@ -212,3 +212,33 @@ def test_a_refused_refer_gives_the_call_back_to_its_agent(r, gateway, sipp, agen
     client.hangup(r, call_id)
     assert wait_final(r, call_id)[-1]["reason"] == ev.REASON_HANGUP_REQUESTED
     assert carrier.wait(10) == 0
+
+
+def test_a_whisper_is_heard_by_the_person_alone_before_the_legs_are_joined(r, gateway, sipp, agents):
+    call_id, callee, agent = answered_call(r, sipp, agents)
+    whisper_hz = 1500
+    r.set("test:whisper", b"".join(tone_frames(whisper_hz, 1.0)))
+    person = talking_line(PERSON_HZ)
+    uas = answered_by_sipp(sipp, person)
+    try:
+        leg_id = f"{call_id}-t1"
+        client.transfer(r, {
+            "call_id": call_id, "transfer_sid": leg_id, "mode": "warm", "on_fail": "agent", "whisper_key": "test:whisper",
+            "leg": {"call_id": leg_id, "from": "+15550001111", "to": PERSON, "ring_timeout": 10, "max_duration": 60,
+                    "tenant": "acme", "legs": [leg(uas.uri_host, "c1", number=PERSON)]}})
+        wait_event(r, leg_id, ev.ANSWERED)
+        invite = wait_for(lambda: re.search(r"m=audio (\d+)", uas.messages()), 5, what="the transfer INVITE's SDP")
+        person.play(int(invite.group(1)))
+        wait_for(lambda: blocks_with(person.audio(), CALLEE_HZ) >= 25, 10, what="the person hearing the callee")
+        heard = person.audio()
+        whispered, joined = blocks_with(heard, whisper_hz), blocks_with(heard, CALLEE_HZ)
+        assert 45 <= whispered <= 50, (whispered, joined)
+        first_callee = next(b for b in range(len(heard) // BLOCK) if blocks_with(heard[b * BLOCK:(b + 1) * BLOCK], CALLEE_HZ))
+        last_whisper = max(b for b in range(len(heard) // BLOCK) if blocks_with(heard[b * BLOCK:(b + 1) * BLOCK], whisper_hz))
+        assert last_whisper < first_callee  # the whisper, then the callee
+        assert blocks_with(callee.audio(), whisper_hz) == 0  # the callee never hears it
+        client.hangup(r, call_id)
+        wait_final(r, leg_id)
+    finally:
+        callee.stop()
+        person.stop()
