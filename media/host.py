@@ -20,7 +20,8 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
   INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``join`` {call, leg,
   mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py;
-  ``fallback_audio`` sent for the leg first is whispered to the person before); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  ``fallback_audio`` sent for the leg first is whispered to the person before); ``transfer`` {call,
+  transfer} (how the agent's transfer went: the agent gets a ``transfer`` message); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -667,6 +668,9 @@ class WorkerLink:
             cb.push_dtmf(msg["digit"])
         elif op == "digits":
             cb.send_digits(msg["digits"])
+        elif op == "transfer":  # how the agent's transfer went: told to the agent, if it is still there
+            if cb.session is not None:
+                cb.session.push_transfer(msg["transfer"])
         elif op == "join":  # a transfer leg answered: its audio and the call's play to each other
             person = self.calls.get(msg["leg"])
             whisper = b"".join(self.fallback_parts.pop(msg["leg"], []))

@@ -179,6 +179,15 @@ class StreamEncoder:
             "answeredBy": result,
         })
 
+    def transfer(self, status: dict) -> str:
+        """Platform extension (not Twilio): how the agent's transfer of the call went (failed, or warm: joined)."""
+        return _dumps({
+            "event": "transfer",
+            "streamSid": self.stream_sid,
+            "sequenceNumber": str(self._next()),
+            "transfer": status,
+        })
+
     def stop(self) -> str:
         return _dumps({
             "event": "stop",

@@ -70,6 +70,8 @@ class Transfers:
             if s is not None:
                 w.emit(s, ev.TRANSFER_FAILED, transfer_sid=leg_id, outcome="refused", reason=problem,
                        then=ON_FAIL_AGENT)
+                self._tell_agent(call_id, {"transferSid": leg_id, "status": "failed", "outcome": "refused",
+                                           "then": ON_FAIL_AGENT})
             return
         leg["call_id"] = leg_id
         leg["transfer_of"] = call_id
@@ -135,6 +137,8 @@ class Transfers:
         here[1].send({"op": "join", "call": cmd["call_id"], "leg": s.call_id, "mode": cmd.get("mode") or "cold"})
         self.joined.add(s.call_id)
         w.emit(call, ev.TRANSFERRED, transfer_sid=s.call_id)
+        if cmd.get("mode") == "warm":  # the agent stays: it learns the person is on the line
+            self._tell_agent(cmd["call_id"], {"transferSid": s.call_id, "status": "joined"})
 
     def on_final(self, s, event: dict) -> None:
         """A session's final event: the other leg of its transfer follows it."""
@@ -160,6 +164,12 @@ class Transfers:
             if leg is not None and leg.hangup_reason is None:
                 w.end_session(leg, ev.REASON_TRANSFER_LEG_ENDED)
 
+    def _tell_agent(self, call_id: str, status: dict) -> None:
+        """A ``transfer`` message to the call's agent, if it is still streaming (media/protocol.py)."""
+        entry = self.worker.bridge.calls.get(call_id)
+        if entry is not None:
+            entry[1].send({"op": "transfer", "call": call_id, "transfer": status})
+
     def _failed(self, call, cmd: TransferCommand, event: dict) -> None:
         """The person's leg was not answered: the call goes back to its agent, hears the message
         then hangs up, or hangs up."""
@@ -170,6 +180,8 @@ class Transfers:
         outcome, reason = event.get("outcome"), event.get("reason")
         w.emit(call, ev.TRANSFER_FAILED, transfer_sid=cmd["transfer_sid"], outcome=outcome, reason=reason,
                then=then, sip_code=event.get("sip_code"))
+        self._tell_agent(call.call_id, {"transferSid": cmd["transfer_sid"], "status": "failed", "outcome": outcome,
+                                        "then": then})
         detail = f"transfer {outcome or 'failed'}"
         if then == ON_FAIL_MESSAGE:
             w.bridge.main_q.append((w.bridge.main_play_fallback,
