@@ -16,21 +16,14 @@ from telephony.calls.models import Call, Transfer
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 from tests import stack
-from tests.gateway.test_media_bridge import AgentServer
 from tests.gateway.test_transfer import CALLEE_HZ, PERSON_HZ, blocks_with, heard_since, talking_line
 from tests.support import wait_until
+from tests.test_call_digits import agents  # noqa: F401 - fixture: Twilio-protocol agents in this process
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550126"
 CUSTOMER, DESK = "+14155550199", "+14155550177"
-
-
-@pytest.fixture
-def agents():
-    server = AgentServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
