@@ -146,7 +146,7 @@ class Campaign(models.Model):
     transfer_numbers = models.JSONField(
         default=list, blank=True,
         help_text="E.164 numbers or SIP URIs a call's agent may hand the callee to (POST /api/v1/calls/{sid}/transfer "
-                  "with no number: the first)")
+                  "with no number: each in turn until one answers)")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).

@@ -2,7 +2,8 @@
 REST API; the customer answers (SIPp on the customer trunk; the customer's phone line is an RTP socket
 of this test that keeps saying a 400 Hz tone) and talks to the agent. Meanwhile Acme's desk phones got a
 trunk of their own, first in the routing plan; the agent asks the API to transfer the call, with no
-number: the desk's is the first of the call's transfer numbers (its campaign's). The platform dials it through that trunk (the routing every call has), the desk answers
+number: the desk's is the first of the call's transfer numbers (its campaign's; a backup desk is second,
+tried only if the desk does not answer). The platform dials it through that trunk (the routing every call has), the desk answers
 (its line says 1000 Hz), the agent's stream ends, and the customer and the desk hear each other. The
 call record keeps the transfer: who answered, through which carrier, for how long, and its outcome.
 A bad number, a blind transfer on a trunk that takes no REFER, a call that is not bridged and a call that
@@ -23,7 +24,7 @@ from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway p
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550126"
-CUSTOMER, DESK = "+14155550199", "+14155550177"
+CUSTOMER, DESK, BACKUP_DESK = "+14155550199", "+14155550177", "sip:backup@127.0.0.1:5999"
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_an_agent_hands_the_customer_to_the_sales_desk(platform, customer_line, 
     blind = post(api, f"/api/v1/calls/{sid}/transfer", {"to": DESK, "mode": "blind"})
     assert blind.status_code == 400 and "REFER" in blind.json()["mode"][0]  # the customer trunk takes none
     with schema_context("acme"):  # as a campaign's call carries its campaign's transfer numbers
-        Call.objects.filter(sid=sid).update(transfer_numbers=[DESK])
+        Call.objects.filter(sid=sid).update(transfer_numbers=[DESK, BACKUP_DESK])
     connection.set_schema_to_public()
     transfer = post(api, f"/api/v1/calls/{sid}/transfer", {"timeout": 15})  # no number: the first of them
     assert transfer.status_code == 201, transfer.content
@@ -114,7 +115,9 @@ def test_an_agent_hands_the_customer_to_the_sales_desk(platform, customer_line, 
         assert (record.status, record.outcome, record.reason) == ("completed", "answered", "transfer_leg_ended")
         assert (record.to, record.caller_id, record.carrier_name, record.mode) == (DESK, ACME_NUMBER, "Desk trunk", "cold")
         assert record.answered_at >= call.answered_at and 1.0 < record.duration_s < call.duration_s
-        second = Transfer.objects.exclude(sid=transfer_sid).get(call=call)
+        backup = Transfer.objects.get(call=call, to=BACKUP_DESK)  # never dialed: the desk answered
+        assert (backup.status, backup.reason) == ("canceled", "the call ended first")
+        second = Transfer.objects.exclude(sid__in=[transfer_sid, backup.sid]).get(call=call)
         wait_until(lambda: Transfer.objects.get(pk=second.pk).ended_at, 10, what="the second transfer's refusal")
         assert Transfer.objects.get(pk=second.pk).reason == "a transfer of this call is under way"
     shown = api.get(f"/api/v1/calls/{sid}").json()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import redis
 from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from core.logs import call_context
@@ -72,6 +73,7 @@ class _Batch:
         self.callbacks: list[tuple[int, tuple[str, str, dict]]] = []  # (call pk, (event, url, payload))
         self.recorded: list[tuple[dict, dict]] = []  # (event, metrics call fields as at the event)
         self.recordings: list[tuple[str, str, float]] = []  # (call sid, spooled file, duration) to store
+        self.ended: list[int] = []  # pks of the calls that got their final event
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
@@ -130,6 +132,10 @@ class _Batch:
             _update(Call, sorted(columns), changed)
         if self.dirty_legs:
             _upsert_legs(list(self.dirty_legs.values()))
+        if self.ended:  # a transfer to a list of numbers: those never dialed end with their call
+            Transfer.objects.filter(call_id__in=self.ended, status=Call.Status.QUEUED).update(
+                status=Call.Status.CANCELED, outcome=gw.OUTCOME_CANCELLED, reason="the call ended first",
+                ended_at=timezone.now())
         webhooks.enqueue_all(self.callbacks)
         if self.recordings:
             from .tasks import store_recording
@@ -189,6 +195,7 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
                 batch.dirty_legs[call.pk, attempt] = leg
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
+        batch.ended.append(call.pk)
         if event.get("recording_file"):
             batch.recordings.append((call.sid, event["recording_file"], float(event.get("recording_duration_s") or 0)))
         _mark_abandoned(batch, call)

@@ -32,7 +32,7 @@ SIP_URI = re.compile(r"^sips?:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f
 
 @dataclass
 class TransferRequest:
-    to: str = ""  # E.164 number or sip:/sips: URI; empty: the first of the call's transfer_numbers
+    to: str = ""  # E.164 number or sip:/sips: URI; empty: the call's transfer_numbers, in turn
     mode: str = Transfer.Mode.COLD
     on_fail: str = Transfer.OnFail.AGENT
     failed_message: str = ""  # on_fail "message": spoken to the caller before the call ends
@@ -74,34 +74,38 @@ def start_transfer(call: Call, request: TransferRequest) -> Transfer:
     as failed, outcome refused)."""
     if not (call.stream_url or call.agent_connects):
         raise CallRequestError("to", "bridged calls are transferred (placed with stream_url or agent_connects)")
-    to = request.to or next(iter(call.transfer_numbers or []), "")
-    if not to:
+    targets = [request.to] if request.to else list(call.transfer_numbers or [])
+    if not targets:
         raise CallRequestError("to", "give the number or SIP URI to transfer to (the call has no transfer numbers)")
-    if why := transfer_target_problem(to):
-        raise CallRequestError("to", why)
+    for to in targets:
+        if why := transfer_target_problem(to):
+            raise CallRequestError("to", f"{to}: {why}" if to != request.to else why)
     if request.on_fail == Transfer.OnFail.MESSAGE and not request.failed_message:
         raise CallRequestError("failed_message", "on_fail message needs the message")
     if call.is_final:
         raise CallNotInProgress("the call is over")
     if request.mode == Transfer.Mode.BLIND:
-        return _start_blind(call, request, to)
+        return _start_blind(call, request, targets[0])
     # Whether it is answered is the gateway's to say (the record may not show the answer yet): a call
     # still ringing gets its transfer refused there (event transfer_failed, outcome refused).
     tenant_number = call.to_number if call.direction == "inbound" else call.from_number
     placer = CallPlacer(connection.tenant)
     number = placer.checked_caller_id(request.caller_id or tenant_number)
-    legs = [_sip_leg(to)] if to.startswith(("sip:", "sips:")) else placer.carrier_legs(to, number)
-    if not legs:
+    routes = [[_sip_leg(to)] if to.startswith(("sip:", "sips:")) else placer.carrier_legs(to, number) for to in targets]
+    if not any(routes):
         raise CallRequestError("to", "no carrier is available for this number")
-    caller_id = number.e164
-    transfer = Transfer.objects.create(call=call, to=to, caller_id=caller_id, mode=request.mode, on_fail=request.on_fail)
+    # one Transfer per number, tried in turn until one answers (those never dialed end with the call)
+    transfers = [Transfer.objects.create(call=call, to=to, caller_id=number.e164, mode=request.mode,
+                                         on_fail=request.on_fail) for to, legs in zip(targets, routes, strict=True) if legs]
+    legs = [{"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
+             "from": number.e164, "to": transfer.to, "legs": carrier_legs, "ring_timeout": request.timeout,
+             "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls}
+            for transfer, carrier_legs in zip(transfers, [r for r in routes if r], strict=True)]
     command: TransferCommand = {
-        "call_id": call.sid, "transfer_sid": transfer.sid, "mode": request.mode, "on_fail": request.on_fail,
-        "leg": {"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
-                "from": caller_id, "to": to, "legs": legs, "ring_timeout": request.timeout,
-                "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls},
+        "call_id": call.sid, "transfer_sid": transfers[0].sid, "mode": request.mode, "on_fail": request.on_fail,
+        "leg": legs[0], "next": legs[1:],
     }
-    return _send(transfer, command, request)
+    return _send(transfers[0], command, request)
 
 
 def _start_blind(call: Call, request: TransferRequest, to: str) -> Transfer:

@@ -62,6 +62,7 @@ class TransferCommand(TypedDict):
     transfer_sid: str  # the Transfer record's sid (a bridged transfer: its leg's call_id too)
     mode: str  # "cold" (the agent's stream ends), "warm" (the agent stays until it closes its socket), "blind"
     leg: NotRequired[OriginateCommand]  # cold, warm: the person's leg, dialed by the gateway
+    next: NotRequired[list[OriginateCommand]]  # the legs tried in turn should it not be answered
     refer_to: NotRequired[str]  # blind: the SIP URI of a REFER to the carrier, which connects the person
     on_fail: str  # the leg was not answered: "agent" (the call goes on with it), "message" or "hangup"
     message_key: NotRequired[str]  # on_fail "message": Redis key of the audio (media.fallback)

@@ -9,7 +9,8 @@ needs a free slot on the worker holding the call: with none, the transfer fails 
 
 The leg's end and the call's end are tied: when either party of a joined transfer hangs up, the
 other leg is hung up too. A leg that is not answered (busy, no answer, carrier failure) gives the call
-back to its agent, plays a message then hangs up, or hangs up, as the command says (``on_fail``).
+back to its agent, plays a message then hangs up, or hangs up, as the command says (``on_fail``); with
+a list of numbers (``next``) the next one is dialed first.
 
 Blind (``mode`` "blind", carriers that accept it): a REFER to the carrier (``refer_to``); pjsua reports
 the REFER's answer and the NOTIFYs that follow (``on_refer_status``). A final 2xx NOTIFY means the
@@ -154,6 +155,12 @@ class Transfers:
                 return
             if was_joined:
                 w.end_session(call, ev.REASON_TRANSFER_LEG_ENDED)
+                return
+            if cmd.get("next"):  # the next number of the list
+                w.emit(call, ev.TRANSFER_FAILED, transfer_sid=cmd["transfer_sid"], outcome=event.get("outcome"),
+                       reason=event.get("reason"), then="next", sip_code=event.get("sip_code"))
+                following, *rest = cmd["next"]
+                self.start({**cmd, "transfer_sid": following["call_id"], "leg": following, "next": rest})
                 return
             self._failed(call, cmd, event)
             return

@@ -247,3 +247,33 @@ def test_a_whisper_is_heard_by_the_person_alone_before_the_legs_are_joined(r, ga
         callee.stop()
         person.stop()
 
+
+
+def test_a_list_of_numbers_is_tried_in_turn_until_one_answers(r, gateway, sipp, agents):
+    call_id, callee, agent = answered_call(r, sipp, agents)
+    busy = sipp("uas_reject.xml", ["-m", "1"], subst={"CODE": 486, "PHRASE": "Busy Here"})
+    person = talking_line(PERSON_HZ)
+    uas = answered_by_sipp(sipp, person)
+    first, second = f"{call_id}-t1", f"{call_id}-t2"
+
+    def person_leg(leg_id, host):
+        return {"call_id": leg_id, "from": "+15550001111", "to": PERSON, "ring_timeout": 10, "max_duration": 60,
+                "tenant": "acme", "legs": [leg(host, "c1", number=PERSON)]}
+    try:
+        client.transfer(r, {"call_id": call_id, "transfer_sid": first, "mode": "cold", "on_fail": "hangup",
+                            "leg": person_leg(first, busy.uri_host), "next": [person_leg(second, uas.uri_host)]})
+        failed = wait_event(r, call_id, ev.TRANSFER_FAILED)
+        assert (failed["transfer_sid"], failed["outcome"], failed["then"]) == (first, ev.OUTCOME_BUSY, "next")
+        wait_event(r, second, ev.ANSWERED)
+        invite = wait_for(lambda: re.search(r"m=audio (\d+)", uas.messages()), 5, what="the second INVITE's SDP")
+        person.play(int(invite.group(1)))
+        assert wait_event(r, call_id, ev.TRANSFERRED)["transfer_sid"] == second
+        callee_from = len(callee.heard)
+        wait_for(lambda: blocks_with(heard_since(callee, callee_from), PERSON_HZ) >= 25, 10,
+                 what="the callee hearing the second number's person")
+        assert not agent.events("transfer")  # the first number's failure was not the transfer's
+        client.hangup(r, call_id)
+        assert wait_final(r, second)[-1]["reason"] == ev.REASON_TRANSFER_LEG_ENDED
+    finally:
+        callee.stop()
+        person.stop()
