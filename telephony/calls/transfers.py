@@ -20,7 +20,7 @@ from core import egress
 from core.redis_client import get_redis
 from telephony import routing
 from telephony.gateway import client as gateway
-from telephony.gateway.contract import CarrierLeg, TransferCommand
+from telephony.gateway.contract import CarrierLeg, OriginateCommand, TransferCommand
 from telephony.models import Carrier
 from telephony.validators import validate_e164
 
@@ -97,7 +97,7 @@ def start_transfer(call: Call, request: TransferRequest) -> Transfer:
     # one Transfer per number, tried in turn until one answers (those never dialed end with the call)
     transfers = [Transfer.objects.create(call=call, to=to, caller_id=number.e164, mode=request.mode,
                                          on_fail=request.on_fail) for to, legs in zip(targets, routes, strict=True) if legs]
-    legs = [{"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
+    legs: list[OriginateCommand] = [{"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
              "from": number.e164, "to": transfer.to, "legs": carrier_legs, "ring_timeout": request.timeout,
              "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls}
             for transfer, carrier_legs in zip(transfers, [r for r in routes if r], strict=True)]
