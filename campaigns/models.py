@@ -19,6 +19,7 @@ from media.amd import MODES as AMD_MODES
 from media.amd_call import HANGUP, ON_MACHINE, VOICEMAIL
 from telephony.calls import outbound
 from telephony.calls.services import custom_parameters_problem
+from telephony.calls.transfers import transfer_target_problem
 
 STREAM_URL_SCHEMES = ("ws", "wss", "http", "https")
 DTMF_DIGITS = "0123456789*#"
@@ -142,6 +143,10 @@ class Campaign(models.Model):
     retry_machine_max_attempts = models.PositiveSmallIntegerField(default=1)
     retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     record_calls = models.BooleanField(default=False, help_text="record every call (dual-channel WAV: /api/v1/recordings)")
+    transfer_numbers = models.JSONField(
+        default=list, blank=True,
+        help_text="E.164 numbers or SIP URIs a call's agent may hand the callee to (POST /api/v1/calls/{sid}/transfer "
+                  "with no number: each in turn until one answers)")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).
@@ -203,6 +208,12 @@ class Campaign(models.Model):
             error("caller_ids", "give at least one caller ID (a number the tenant owns)")
         if why := custom_parameters_problem(self.custom_parameters):
             error("custom_parameters", why)
+        if not isinstance(self.transfer_numbers, list) or not all(isinstance(n, str) for n in self.transfer_numbers):
+            error("transfer_numbers", "must be a list of E.164 numbers or SIP URIs")
+        else:
+            for target in self.transfer_numbers:
+                if why := transfer_target_problem(target):
+                    error("transfer_numbers", f"{target}: {why}")
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")
         if self.on_machine == VOICEMAIL and self.machine_detection and not self.voicemail_message.strip():

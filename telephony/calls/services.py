@@ -62,6 +62,7 @@ class CallRequest:
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
     record: bool = False  # a dual-channel WAV of the (bridged) call
+    transfer_numbers: list[str] = field(default_factory=list)  # a transfer without a number goes to the first
 
 
 # Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
@@ -139,6 +140,15 @@ class CallPlacer:
             for leg in routing.plan_route([route for _, route in self._carriers.values()], region, to)
         ]
 
+    def checked_caller_id(self, from_: str) -> Number:
+        """``from_`` as one of the tenant's numbers (CallRequestError naming "from" otherwise)."""
+        return self._caller_id(_checked_number(from_, "from"))
+
+    def carrier_legs(self, to: str, caller_id: Number) -> list[CarrierLeg]:
+        """The carrier legs (routing plan, failover order, caps) of a call to ``to`` from ``caller_id``:
+        what every call and transfer is placed with."""
+        return self._legs(_checked_number(to, "to"), caller_id.region or None)
+
     def place(self, requests: list[CallRequest]) -> list[Call | CallRequestError]:
         results: list[Call | CallRequestError] = []
         commands = []
@@ -170,6 +180,7 @@ class CallPlacer:
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
                 amd_status_callback=request.amd_status_callback, record=request.record,
+                transfer_numbers=request.transfer_numbers,
             )
             if legs:
                 commands.append(self._command(call, request, legs))

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from . import events as ev
-from .contract import OriginateCommand
+from .contract import OriginateCommand, TransferCommand
 from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
@@ -97,6 +97,15 @@ def send_digits(redis, call_id: str, digits: str) -> str:
     "orphan" (its gateway is dead)."""
     where = Store(redis).call_command(call_id, {"type": "digits", "digits": digits})
     log.info("digits requested: %s", where, extra={"call_sid": call_id})
+    return where
+
+
+def transfer(redis, command: TransferCommand) -> str:
+    """Transfer an answered bridged call to a person: the live gateway holding it dials
+    ``command["leg"]`` and joins the two legs (telephony/gateway/transfers.py). Returns the gateway id,
+    or why not: "ended", "unheld" (not with a gateway yet), "orphan" (its gateway is dead)."""
+    where = Store(redis).call_command(command["call_id"], {**command, "type": "transfer"})
+    log.info("transfer requested: %s", where, extra={"call_sid": command["call_id"]})
     return where
 
 

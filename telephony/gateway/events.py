@@ -124,7 +124,12 @@ COMPLETED = "completed"  # final: the call was answered and has ended
 FAILED = "failed"  # final: the call was never answered
 STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
 AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, amd_ms, amd_evidence
-EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD)
+# transfers (telephony/gateway/transfers.py), on the call: its transfer leg is dialed / joined / failed
+TRANSFER_STARTED = "transfer_started"  # transfer_sid, to, mode
+TRANSFERRED = "transferred"  # transfer_sid: the person answered and the two legs are joined
+TRANSFER_FAILED = "transfer_failed"  # transfer_sid, outcome, reason, then (agent, message, hangup)
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD,
+               TRANSFER_STARTED, TRANSFERRED, TRANSFER_FAILED)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------
@@ -171,6 +176,9 @@ REASON_RTP_TIMEOUT = "rtp_timeout"  # no RTP from the answered far end for the w
 REASON_SESSION_TIMER = "session_timer_expired"  # RFC 4028: the session was not refreshed in time
 REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway holds: finalised at once
 REASON_NOT_PLACED = "not_placed"  # its originate never reached Redis (down when the call was placed)
+REASON_TRANSFER_FAILED = "transfer_failed"  # the transfer leg was not answered and the call hangs up
+REASON_TRANSFER_LEG_ENDED = "transfer_leg_ended"  # the other leg of a transferred call hung up
+REASON_TRANSFERRED = "transferred"  # blind transfer: the carrier connected the person (NOTIFY 2xx), we leave
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

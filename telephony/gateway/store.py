@@ -270,6 +270,7 @@ def close_out_call(store: Store, gateway_id: str, call_id: str, info: dict, reas
         gateway_id=gateway_id, reason=reason, direction=info.get("direction"),
         tenant=info.get("tenant") or None, carrier_id=info.get("carrier_id") or None,
         leg=int(info["leg"]) if info.get("leg") else None, ts=ended_at,
+        transfer_of=info.get("transfer_of") or None,  # a transfer leg: its Transfer record, not a call
     )
     if info.get("state") == "answered":
         answered_at = float(info.get("answered_at") or ended_at)

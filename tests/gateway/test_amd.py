@@ -48,6 +48,7 @@ class PhoneLine:
         self.sent_at: list[float] = []
         self.heard: list[tuple[float, bytes]] = []
         self.packets: list[bytes] = []  # whole, headers included
+        self.remote_port = 0  # where the gateway's RTP comes from (its port for this line)
         self.running = True
         self.receiver = threading.Thread(target=self._receive, daemon=True)
         self.receiver.start()
@@ -74,7 +75,7 @@ class PhoneLine:
     def _receive(self) -> None:
         while self.running:
             try:
-                packet = self.sock.recv(2048)
+                packet, (_, self.remote_port) = self.sock.recvfrom(2048)
             except (TimeoutError, OSError):
                 continue
             self.packets.append(packet)
