@@ -162,7 +162,7 @@ def amd_request_fields(campaign: Campaign) -> dict:
     if not campaign.machine_detection:
         return {}
     return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
-            "voicemail_message": campaign.voicemail_message}
+            "voicemail_message": campaign.voicemail_message, "voicemail_audio": campaign.voicemail_audio.name or ""}
 
 
 def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,

@@ -19,6 +19,7 @@ from media.amd import MODES as AMD_MODES
 from media.amd_call import HANGUP, ON_MACHINE, VOICEMAIL
 from telephony.calls import outbound
 from telephony.calls.services import custom_parameters_problem
+from telephony.calls.voicemail_audio import voicemail_storage
 
 STREAM_URL_SCHEMES = ("ws", "wss", "http", "https")
 DTMF_DIGITS = "0123456789*#"
@@ -139,6 +140,8 @@ class Campaign(models.Model):
                                          help_text="empty: no detection")
     on_machine = models.CharField(max_length=16, default=HANGUP, choices=[(a, a) for a in ON_MACHINE])
     voicemail_message = models.TextField(blank=True, help_text="spoken after the machine's beep (on_machine voicemail)")
+    voicemail_audio = models.FileField(storage=voicemail_storage, blank=True, max_length=255,
+                                       help_text="8 kHz mu-law from an uploaded WAV, played instead of voicemail_message")
     retry_machine_max_attempts = models.PositiveSmallIntegerField(default=1)
     retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     record_calls = models.BooleanField(default=False, help_text="record every call (dual-channel WAV: /api/v1/recordings)")
@@ -205,8 +208,9 @@ class Campaign(models.Model):
             error("custom_parameters", why)
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")
-        if self.on_machine == VOICEMAIL and self.machine_detection and not self.voicemail_message.strip():
-            error("voicemail_message", "on_machine voicemail needs the message to leave")
+        if self.on_machine == VOICEMAIL and self.machine_detection and not (self.voicemail_message.strip()
+                                                                            or self.voicemail_audio):
+            error("voicemail_message", "on_machine voicemail needs the message to leave (text or audio file)")
         for outcome in ("busy", "no_answer", "failed", "machine"):
             if getattr(self, f"retry_{outcome}_max_attempts") < 1:
                 error(f"retry_{outcome}_max_attempts", "must be at least 1 (the first call counts)")
