@@ -78,7 +78,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
             "ring_timeout", "fallback_message", "optout_digit", "machine_detection", "on_machine",
-            "voicemail_message", "voicemail_audio", "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "created_at",
+            "voicemail_message", "voicemail_audio", "machine_detection_timeout", "machine_detection_silence_timeout",
+            "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "created_at",
             "started_at",
             "finished_at",
         ]
@@ -90,6 +91,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "max_concurrent": {"validators": [], "min_value": None},
             "ring_timeout": {"validators": [], "min_value": None},
             "default_time_zone": {"validators": []},
+            "machine_detection_timeout": {"validators": [], "min_value": None, "max_value": None},
+            "machine_detection_silence_timeout": {"validators": [], "min_value": None, "max_value": None},
         }
 
 

@@ -43,7 +43,8 @@ CAMPAIGN_FIELDS = {
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
     "ring_timeout", "fallback_message", "optout_digit", "status_callback", "machine_detection", "on_machine",
-    "voicemail_message", "voicemail_audio", "retry_machine_max_attempts", "retry_machine_delay_s",
+    "voicemail_message", "voicemail_audio", "machine_detection_timeout", "machine_detection_silence_timeout",
+    "retry_machine_max_attempts", "retry_machine_delay_s",
 }
 
 
