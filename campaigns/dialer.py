@@ -161,8 +161,10 @@ def amd_request_fields(campaign: Campaign) -> dict:
     """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
     if not campaign.machine_detection:
         return {}
-    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
-            "voicemail_message": campaign.voicemail_message}
+    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine,
+                                            timeout_s=campaign.machine_detection_timeout,
+                                            silence_timeout_ms=campaign.machine_detection_silence_timeout),
+            "voicemail_message": campaign.voicemail_message, "voicemail_audio": campaign.voicemail_audio.name or ""}
 
 
 def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,

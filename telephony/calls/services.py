@@ -18,7 +18,7 @@ from telephony.gateway.contract import CarrierLeg, OriginateCommand
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
-from . import amd, stream_access
+from . import amd, stream_access, voicemail_audio
 from .models import Call, all_callback_events
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class CallRequest:
     # machine when its on_machine is voicemail; where the asynchronous result goes.
     machine_detection: dict | None = None
     voicemail_message: str = ""
+    voicemail_audio: str = ""  # telephony.calls.voicemail_audio storage name, played instead of the text
     amd_status_callback: str = ""
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
@@ -74,7 +75,8 @@ def _check_machine_detection(request: CallRequest) -> None:
         return
     if not (request.stream_url or request.agent_connects):
         raise CallRequestError("machine_detection", "detection runs on bridged calls: give stream_url or agent_connects")
-    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not request.voicemail_message.strip():
+    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not (request.voicemail_message.strip()
+                                                                             or request.voicemail_audio):
         raise CallRequestError("voicemail_message", "on_machine voicemail needs the voicemail message")
 
 
@@ -215,7 +217,9 @@ class CallPlacer:
             command["machine_detection"] = dict(request.machine_detection)
             if request.machine_detection.get("on_machine") == amd.VOICEMAIL:
                 # no audio (espeak-ng failing): machines are hung up on instead (media/amd_call.py)
-                command["machine_detection"]["voicemail_key"] = _fallback_audio_key(request.voicemail_message)
+                command["machine_detection"]["voicemail_key"] = (
+                    voicemail_audio.audio_key(get_redis(), request.voicemail_audio) if request.voicemail_audio
+                    else _fallback_audio_key(request.voicemail_message))
         if request.agent_connects:
             # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
             command["stream_url"] = stream_access.relay_url(connection.schema_name, call.sid)
