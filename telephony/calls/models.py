@@ -91,6 +91,8 @@ class Call(models.Model):
     ai_response_ms = models.FloatField(null=True, blank=True)
     ai_response_turns = models.PositiveIntegerField(null=True, blank=True)
     record = models.BooleanField(default=False, help_text="the call is recorded (dual-channel WAV)")
+    # Twilio's RecordingStatusCallback: {"url", "method", "events"} (telephony.calls.recording_callbacks).
+    recording_status_callback = models.JSONField(null=True, blank=True)
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)

@@ -62,6 +62,7 @@ class CallRequest:
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
     record: bool = False  # a dual-channel WAV of the (bridged) call
+    recording_status_callback: dict | None = None  # recording_callbacks.configured(...)
 
 
 # Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
@@ -170,6 +171,7 @@ class CallPlacer:
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
                 amd_status_callback=request.amd_status_callback, record=request.record,
+                recording_status_callback=request.recording_status_callback,
             )
             if legs:
                 commands.append(self._command(call, request, legs))

@@ -39,6 +39,7 @@ from .models import CALLBACK_EVENTS, Call, WebhookDelivery
 # The callback event of each gateway event (CALLBACK_EVENTS, which the call chooses from, and amd).
 EVENT_OF = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
             "completed": "completed", "failed": "completed", "amd": "amd"}
+RECORDING_EVENT_PREFIX = "rec-"  # RecordingStatusCallback events (telephony.calls.recording_callbacks)
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -132,13 +133,21 @@ def deliver(delivery_id: int) -> int | None:
         return _attempt(delivery)
 
 
+def callback_method(delivery: WebhookDelivery) -> str:
+    if delivery.event == "amd":
+        return "POST"
+    if delivery.event.startswith(RECORDING_EVENT_PREFIX):
+        return delivery.call.recording_status_callback["method"]
+    return delivery.call.status_callback_method
+
+
 def _attempt(delivery: WebhookDelivery) -> int | None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     attempt = delivery.attempts + 1
     encoded = urllib.parse.urlencode(delivery.payload)
     timestamp = str(int(time.time()))
     secret = auth_token.current(current_tenant())
-    method = "POST" if delivery.event == "amd" else delivery.call.status_callback_method
+    method = callback_method(delivery)
     if method == "GET":
         # As Twilio: the parameters go in the query, and the signature covers the whole URL.
         url = delivery.url + ("&" if "?" in delivery.url else "?") + encoded

@@ -24,20 +24,25 @@ from tests.twilio_support import ACME_NUMBER, CALLEE, acme_client
 pytestmark = pytest.mark.usefixtures("committed")
 
 
+def spool_wav(call_sid: str, seconds: float) -> bytes:
+    """The stereo WAV a media host leaves in the spool directory at the end of a recorded call."""
+    os.makedirs(settings.RECORDINGS_SPOOL_DIR, exist_ok=True)
+    path = os.path.join(settings.RECORDINGS_SPOOL_DIR, f"{call_sid}.wav")
+    with wave.open(path, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(array.array("h", [1000, -1000] * int(8000 * seconds)).tobytes())
+    with open(path, "rb") as spooled:
+        return spooled.read()
+
+
 def recorded_call(seconds: float) -> tuple[str, bytes]:
-    """A call of Acme's that was recorded: its sid, and the WAV the media host spooled for it."""
+    """A call of Acme's that was recorded: its sid, and the WAV, stored as the platform's task does."""
     with schema_context("acme"):
         call = Call.objects.create(from_number=ACME_NUMBER, to_number=CALLEE, status="completed",
                                    outcome="answered", record=True)
-        os.makedirs(settings.RECORDINGS_SPOOL_DIR, exist_ok=True)
-        path = os.path.join(settings.RECORDINGS_SPOOL_DIR, f"{call.sid}.wav")
-        with wave.open(path, "wb") as w:
-            w.setnchannels(2)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(array.array("h", [1000, -1000] * int(8000 * seconds)).tobytes())
-        with open(path, "rb") as spooled:
-            wav = spooled.read()
+        wav = spool_wav(call.sid, seconds)
         recordings.store_recording(call.sid, f"{call.sid}.wav", seconds)
     return call.sid, wav
 
