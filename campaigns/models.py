@@ -142,6 +142,8 @@ class Campaign(models.Model):
     retry_machine_max_attempts = models.PositiveSmallIntegerField(default=1)
     retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     record_calls = models.BooleanField(default=False, help_text="record every call (dual-channel WAV: /api/v1/recordings)")
+    recording_announcement = models.TextField(
+        blank=True, help_text="spoken to each callee before its call is recorded (consent); the agent starts after it")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).

@@ -72,7 +72,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
             "ring_timeout", "fallback_message", "optout_digit", "machine_detection", "on_machine",
-            "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "created_at",
+            "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "recording_announcement", "created_at",
             "started_at",
             "finished_at",
         ]

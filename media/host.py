@@ -19,6 +19,7 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
   INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  ``announcement_audio`` {call, audio} (base64 parts, before ``start``: the recording announcement);
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -60,6 +61,7 @@ from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
+from media.announcement import Announcement
 from media.recording import CallRecording
 from media.rtp import EVENT_DIGITS, DigitPlayer, DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
 from media.speech import ResponseTimer
@@ -133,6 +135,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.event_ts = 0  # the RTP timestamp of the event being sent
         self.dtmf_out = ""  # the digits sent, in order
         self.recording: CallRecording | None = None  # from the answer, when the call records (cfg record_dir)
+        # the recording announcement (consent), played from the answer; the recording and stream follow it
+        self.announcement: Announcement | None = None
         self.remote_ssrc: int | None = None
         self.session: StreamSession | None = None
         self.stream_task: asyncio.Task | None = None
@@ -211,8 +215,25 @@ class CallBridge(asyncio.DatagramProtocol):
             self.host.clock_add(self)
             if self.cfg.get("send_digits"):
                 self.send_digits(self.cfg["send_digits"])
-            if self.cfg.get("record_dir"):
-                self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
+            if self.announcement is not None:
+                self.announcement.use_codec(self.codec)
+            else:
+                self._start_recording()
+        if self.announcement is None:  # else the recording and the stream start once it has played
+            self._after_answer()
+
+    def _start_recording(self) -> None:
+        if self.cfg.get("record_dir"):
+            self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
+
+    def _announced(self) -> None:
+        self.announcement = None
+        self.early.clear()  # what the callee said over the announcement is not the agent's to hear
+        self._start_recording()
+        self._after_answer()
+
+    def _after_answer(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
@@ -385,7 +406,14 @@ class CallBridge(asyncio.DatagramProtocol):
                         self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
                     packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
                 else:
-                    frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                    if self.fallback is not None:
+                        frame = self._fallback_frame()
+                    elif self.announcement is not None:
+                        frame = self.announcement.next_frame(self.silence)
+                        if frame is None:
+                            self._announced()
+                    else:
+                        frame = self._agent_frame()
                     if frame is None:
                         frame = self.silence
                     if self.recording is not None:
@@ -651,6 +679,9 @@ class WorkerLink:
             cb.push_dtmf(msg["digit"])
         elif op == "digits":
             cb.send_digits(msg["digits"])
+        elif op == "announcement_audio":
+            cb.announcement = cb.announcement or Announcement()
+            cb.announcement.add(base64.b64decode(msg["audio"]))
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

@@ -46,6 +46,9 @@ class CallCreateSerializer(serializers.Serializer):
         DIGITS_REGEX, required=False, default="",
         help_text="keys pressed on the callee's phone once it answers (RFC 4733; w: pause half a second)")
     record = serializers.BooleanField(default=False, help_text="record the call: a dual-channel WAV (callee left, agent right)")
+    recording_announcement = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="",
+        help_text="spoken to the callee (espeak-ng) once it answers; the recording and the agent start after it")
     recording_status_callback = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default="", validators=[http_url],
         help_text="called (Twilio's RecordingStatusCallback parameters) when the recording is stored or absent")
