@@ -59,9 +59,9 @@ import uvloop
 from core import egress
 from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
+from media.announcement import Announcement
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
-from media.announcement import Announcement
 from media.recording import CallRecording
 from media.rtp import EVENT_DIGITS, DigitPlayer, DtmfReceiver, RtpSender, build_sr, parse_rtcp, parse_rtp
 from media.speech import ResponseTimer
