@@ -1,5 +1,5 @@
 """Acme tells each callee that the call is recorded before it is: its code places a recorded call with
-a recording announcement. The callee (SIPp, its phone line a socket of the test) hears the announcement
+a recording announcement. The callee (SIPp, its phone line a socket of the test: ivr_line) hears the announcement
 (espeak-ng, as the platform renders it) as soon as it answers; only then is the agent connected and the
 recording started, so the stored WAV holds the agent's words from its start and none of the announcement."""
 import time
@@ -11,37 +11,19 @@ from django_tenants.utils import schema_context
 
 from media import fallback
 from telephony.calls.models import Call, Recording
-from telephony.models import Carrier, Number
-from tenants.models import Tenant
 from tests import stack
-from tests.gateway.test_amd import PhoneLine
 from tests.gateway.test_recording import tone_blocks, tone_frames
 from tests.support import wait_until
-from tests.test_call_digits import agents  # noqa: F401 - fixture: Twilio-protocol agents
+from tests.test_call_digits import ACME_NUMBER, agents, ivr_line  # noqa: F401 - fixtures: agents, a listening callee
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 from tests.test_call_recording import channels
 
 pytestmark = pytest.mark.usefixtures("committed")
-ACME_NUMBER = "+14155550127"
 ANNOUNCEMENT = "This call is recorded for quality and training."
 
 
-@pytest.fixture
-def listening_callee(tmp_path):
-    """A carrier whose callee answers and keeps what it hears (its phone line)."""
-    line = PhoneLine([])
-    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
-    carrier = Carrier.objects.create(name="Listening trunk", host="127.0.0.1", port=port, priority=1)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield line
-    line.stop()
-    sipp.stop()
-    number.delete()
-    carrier.delete()
-
-
 def test_the_callee_hears_the_announcement_before_the_agent_and_the_recording_start(
-        platform, celery_worker_process, listening_callee, agents, tenant_a, object_store):  # noqa: F811
+        platform, celery_worker_process, ivr_line, agents, tenant_a, object_store):  # noqa: F811
     announcement = fallback.render(ANNOUNCEMENT)
     spoken_s = len(announcement) / 8000
     api = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}")
@@ -53,7 +35,7 @@ def test_the_callee_hears_the_announcement_before_the_agent_and_the_recording_st
     assert response.status_code == 201, response.content
     sid = response.json()["sid"]
     conn = agents.conn_for(sid, timeout=30)
-    heard_when_connected = len(listening_callee.audio())
+    heard_when_connected = len(ivr_line.audio())
     agents.send_audio(conn, b"".join(tone_frames(1000, 1.0)))
     time.sleep(1.5)  # the agent's tone plays out
     assert api.post(f"/api/v1/calls/{sid}/hangup").status_code == 202
@@ -61,7 +43,7 @@ def test_the_callee_hears_the_announcement_before_the_agent_and_the_recording_st
     call = stack.final_call("acme", sid, platform)
 
     # the callee heard the announcement whole, first, and the agent came after it
-    heard = listening_callee.audio()
+    heard = ivr_line.audio()
     assert heard[:len(announcement)] == announcement
     assert heard_when_connected >= len(announcement)
     assert call.ai_connect_ms / 1000 >= spoken_s
