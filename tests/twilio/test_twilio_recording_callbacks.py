@@ -18,16 +18,9 @@ from telephony.calls.recorder import record_event
 from telephony.gateway import events as gw
 from tenants import auth_token
 from tests.twilio.test_twilio_recordings import spool_wav
-from tests.twilio_support import ACME_NUMBER, CALLEE, STREAM_TWIML, TenantApp, acme_client
+from tests.twilio_support import ACME_NUMBER, CALLEE, STREAM_TWIML, acme_client
 
 pytestmark = pytest.mark.usefixtures("committed")
-
-
-@pytest.fixture
-def app():
-    app = TenantApp()
-    yield app
-    app.stop()
 
 
 def deliver_all(sid: str) -> None:
