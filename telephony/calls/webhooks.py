@@ -2,7 +2,8 @@
 call's status_callback_method says) to the call's status_callback at the events it asked for
 (initiated, ringing, answered, completed; Twilio's StatusCallbackEvent), and ``amd`` (the
 answering-machine detection result, AnsweredBy) to the call's amd_status_callback (Twilio's
-AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried
+AsyncAmdStatusCallback) or else its status_callback; ``rec-completed`` / ``rec-absent`` to its
+recording status callback (telephony.calls.recording_callbacks). Delivered by Celery on their own queue, retried
 with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 

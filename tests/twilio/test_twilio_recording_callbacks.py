@@ -12,7 +12,7 @@ import pytest
 from django_tenants.utils import schema_context
 from twilio.base.exceptions import TwilioRestException
 
-from telephony.calls import recordings, webhooks
+from telephony.calls import recordings, tasks, webhooks
 from telephony.calls.models import Call, Recording, WebhookDelivery
 from telephony.calls.recorder import record_event
 from telephony.gateway import events as gw
@@ -61,16 +61,22 @@ def test_a_recorded_call_that_ends_with_nothing_recorded_is_reported_absent(acme
                                recording_status_callback_event=["completed", "absent"])
     plain = client.calls.create(to=CALLEE, from_=ACME_NUMBER, twiml=STREAM_TWIML, record=True,
                                 recording_status_callback=app.url("/recordings"))  # completed only
+    lost = client.calls.create(to=CALLEE, from_=ACME_NUMBER, twiml=STREAM_TWIML, record=True,
+                               recording_status_callback=app.url("/recordings"),
+                               recording_status_callback_event="absent")
     for sid in (call.sid, plain.sid):
         record_event(gw.make_event(sid, gw.ANSWERED, leg=0, setup_ms=700), "acme")
         record_event(gw.make_event(sid, gw.COMPLETED, leg=0, outcome="answered", duration=2.0), "acme")
         deliver_all(sid)
+    with schema_context("acme"):  # a WAV the media host announced but never spooled: the task's last try
+        tasks.store_recording(lost.sid, f"{lost.sid}.wav", 2.0, attempt=tasks.SPOOL_RETRIES)
+    deliver_all(lost.sid)
 
-    [request] = app.requests
-    params = dict(urllib.parse.parse_qsl(request["body"].decode()))
-    assert request["method"] == "POST" and params["CallSid"] == call.sid
-    assert params["RecordingStatus"] == "absent" and "RecordingSid" not in params
-    assert app.validated(auth_token.current(acme), request)
+    assert [dict(urllib.parse.parse_qsl(r["body"].decode()))["CallSid"] for r in app.requests] == [call.sid, lost.sid]
+    for request in app.requests:
+        params = dict(urllib.parse.parse_qsl(request["body"].decode()))
+        assert request["method"] == "POST" and params["RecordingStatus"] == "absent" and "RecordingSid" not in params
+        assert app.validated(auth_token.current(acme), request)
 
 
 def test_bad_recording_callback_settings_are_twilios_400s(acme, web):
