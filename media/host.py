@@ -456,7 +456,8 @@ class CallBridge(asyncio.DatagramProtocol):
         """Agent audio that finds the playout buffer idle goes out at once, not at the next tick (0-20 ms
         later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
         callee's jitter buffer sees one early packet per utterance."""
-        if (self.played_early or self.fallback is not None or self.sender is None or self.remote is None
+        if (self.played_early or self.fallback is not None or self.announcement is not None
+                or self.sender is None or self.remote is None
                 or self.digits_out):  # digits being sent own the ticks (an event is never split by audio)
             return
         frame = self._agent_frame()
