@@ -7,6 +7,7 @@ Real parts: daphne serving the API, Twilio's client, the S3-compatible server (m
 import array
 import base64
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 import wave
@@ -76,6 +77,9 @@ def test_acme_lists_fetches_downloads_and_deletes_its_recordings(acme, web, obje
         status, content_type, body = download(url, acme, web)
         assert (status, content_type, body) == (200, "audio/x-wav", second_wav)
     assert f"acme/{newest.sid}.wav" in object_store.keys()
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # the media is the account's, as on Twilio by default
+        urllib.request.urlopen(f"http://127.0.0.1:{web}{urllib.parse.urlsplit(fetched.media_url).path}", timeout=10)
+    assert anonymous.value.code == 401
 
     assert client.recordings(newest.sid).delete() is True
     with pytest.raises(TwilioRestException) as gone:
