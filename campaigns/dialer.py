@@ -154,6 +154,7 @@ def campaign_call_request(campaign: Campaign, to: str, from_: str, contact=None,
         fallback_message=campaign.fallback_message,
         campaign_id=campaign.pk, campaign_contact_id=campaign_contact_id, **amd_request_fields(campaign),
         record=campaign.record_calls, transfer_numbers=list(campaign.transfer_numbers or []),
+        recording_announcement=campaign.recording_announcement if campaign.record_calls else "",
     )
 
 

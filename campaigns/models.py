@@ -155,6 +155,8 @@ class Campaign(models.Model):
         default=list, blank=True,
         help_text="E.164 numbers or SIP URIs a call's agent may hand the callee to (POST /api/v1/calls/{sid}/transfer "
                   "with no number: each in turn until one answers)")
+    recording_announcement = models.TextField(
+        blank=True, help_text="spoken to each callee before its call is recorded (consent); the agent starts after it")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).

@@ -79,7 +79,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
             "ring_timeout", "fallback_message", "optout_digit", "machine_detection", "on_machine",
             "voicemail_message", "voicemail_audio", "machine_detection_timeout", "machine_detection_silence_timeout",
-            "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "transfer_numbers", "created_at",
+            "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "recording_announcement",
+            "transfer_numbers", "created_at",
             "started_at",
             "finished_at",
         ]

@@ -22,6 +22,7 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
   mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py;
   ``fallback_audio`` sent for the leg first is whispered to the person before); ``transfer`` {call,
   transfer} (how the agent's transfer went: the agent gets a ``transfer`` message); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  ``announcement_audio`` {call, audio} (base64 parts, before ``start``: the recording announcement);
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -61,6 +62,7 @@ import uvloop
 from core import egress
 from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
+from media.announcement import Announcement
 from media.bridge_legs import JoinedLegs, join
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
@@ -137,6 +139,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.event_ts = 0  # the RTP timestamp of the event being sent
         self.dtmf_out = ""  # the digits sent, in order
         self.recording: CallRecording | None = None  # from the answer, when the call records (cfg record_dir)
+        # the recording announcement (consent), played from the answer; the recording and stream follow it
+        self.announcement: Announcement | None = None
         self.remote_ssrc: int | None = None
         self.session: StreamSession | None = None
         self.stream_task: asyncio.Task | None = None
@@ -217,8 +221,25 @@ class CallBridge(asyncio.DatagramProtocol):
             self.host.clock_add(self)
             if self.cfg.get("send_digits"):
                 self.send_digits(self.cfg["send_digits"])
-            if self.cfg.get("record_dir"):
-                self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
+            if self.announcement is not None:
+                self.announcement.use_codec(self.codec)
+            else:
+                self._start_recording()
+        if self.announcement is None:  # else the recording and the stream start once it has played
+            self._after_answer()
+
+    def _start_recording(self) -> None:
+        if self.cfg.get("record_dir"):
+            self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
+
+    def _announced(self) -> None:
+        self.announcement = None
+        self.early.clear()  # what the callee said over the announcement is not the agent's to hear
+        self._start_recording()
+        self._after_answer()
+
+    def _after_answer(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
         delay = self.cfg["pause"]
@@ -395,8 +416,16 @@ class CallBridge(asyncio.DatagramProtocol):
                         self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
                     packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
                 else:
-                    frame = (self._fallback_frame() if self.fallback is not None
-                             else self.joined.frame_for(self) if self.joined is not None else self._agent_frame())
+                    if self.fallback is not None:
+                        frame = self._fallback_frame()
+                    elif self.announcement is not None:
+                        frame = self.announcement.next_frame(self.silence)
+                        if frame is None:
+                            self._announced()
+                    elif self.joined is not None:
+                        frame = self.joined.frame_for(self)
+                    else:
+                        frame = self._agent_frame()
                     if frame is None:
                         frame = self.silence
                     if self.recording is not None:
@@ -439,7 +468,8 @@ class CallBridge(asyncio.DatagramProtocol):
         """Agent audio that finds the playout buffer idle goes out at once, not at the next tick (0-20 ms
         later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
         callee's jitter buffer sees one early packet per utterance."""
-        if (self.played_early or self.fallback is not None or self.sender is None or self.remote is None
+        if (self.played_early or self.fallback is not None or self.announcement is not None
+                or self.sender is None or self.remote is None
                 or self.digits_out or self.joined is not None):  # digits being sent own the ticks (an event is never split by audio)
             return
         frame = self._agent_frame()
@@ -676,6 +706,9 @@ class WorkerLink:
             whisper = b"".join(self.fallback_parts.pop(msg["leg"], []))
             if person is not None and not person.closing and not cb.closing:
                 join(cb, person, msg["mode"], whisper)
+        elif op == "announcement_audio":
+            cb.announcement = cb.announcement or Announcement()
+            cb.announcement.add(base64.b64decode(msg["audio"]))
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
+from tests.object_store import ObjectStore  # noqa: E402
 from tests.support import project_env  # noqa: E402
 from voiceplatform.embedded import RedisServer, start_postgres, stop_postgres  # noqa: E402
 
@@ -27,6 +28,9 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "voiceplatform.settings"
 # The tests' agents and webhook receivers listen on 127.0.0.1: allowed explicitly (every process of the
 # run inherits it), as an operator would; tests of the guard itself narrow it with override_settings.
 os.environ["OUTBOUND_ALLOW"] = "127.0.0.1"
+# Recordings go to an S3-compatible server (moto) started for the run, as in a deployment with a bucket.
+OBJECT_STORE = ObjectStore(RUN_DIR / "s3.log")
+os.environ.update(OBJECT_STORE.env)
 
 import django  # noqa: E402
 
@@ -37,6 +41,7 @@ def pytest_unconfigure(config):
     from django.db import connections
 
     connections.close_all()
+    OBJECT_STORE.stop()
     _redis.stop()
     stop_postgres(RUN_DIR / "postgres")
     shutil.rmtree(RUN_DIR, ignore_errors=True)
@@ -50,6 +55,13 @@ def server_dir():
     path = Path(tempfile.mkdtemp(prefix="vp-test-server-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """The run's S3-compatible server, with its recordings bucket."""
+    OBJECT_STORE.make_bucket()
+    return OBJECT_STORE
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """End to end: Acme records a call. Its code places a bridged call with ``record: true``; the carrier's
 callee (SIPp) says something once it answers (a second of 400 Hz, from a pcap) and the agent answers
 as soon as it is connected (a second of 1000 Hz). The media host writes the call as a stereo WAV, the
-recorder hands it to a Celery worker that moves it into the recordings storage, and Acme's code finds it
-at /api/v1/recordings: the callee on the left channel, the agent on the right, each where it spoke.
-Deleting it removes the file; the tenant's retention deletes old ones."""
+recorder hands it to a Celery worker that moves it into the recordings storage (the run's S3-compatible
+bucket, tests/object_store.py), and Acme's code finds it at /api/v1/recordings: the callee on the left
+channel, the agent on the right, each where it spoke. Deleting it removes the object from the bucket;
+the tenant's retention deletes old ones."""
 import array
 import datetime as dt
 import io
@@ -24,7 +25,7 @@ from tenants.models import Tenant
 from tests import stack
 from tests.conversation import write_rtp_pcap
 from tests.gateway.test_recording import tone_blocks, tone_frames
-from tests.support import wait_until
+from tests.support import project_env, run_manage, wait_until
 from tests.test_call_digits import agents  # noqa: F401 - fixture: Twilio-protocol agents
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
 
@@ -53,7 +54,7 @@ def channels(wav_bytes: bytes):
 
 
 def test_a_recorded_call_is_stored_and_served_with_each_voice_on_its_channel(
-        platform, celery_worker_process, speaking_callee, agents, tenant_a):  # noqa: F811
+        platform, celery_worker_process, speaking_callee, agents, tenant_a, object_store):  # noqa: F811
     api = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}")
     response = api.post("/api/v1/calls", {
         "to": "+14155550199", "from": ACME_NUMBER, "timeout": 15, "stream_url": agents.url("/record"),
@@ -93,18 +94,17 @@ def test_a_recorded_call_is_stored_and_served_with_each_voice_on_its_channel(
 
     with schema_context("acme"):
         stored = Recording.objects.get(sid=recording["sid"])
-        name, storage = stored.file.name, stored.file.storage
-        assert storage.exists(name)
+    assert f"acme/{recording['sid']}.wav" in object_store.keys()  # in the bucket, under the tenant
     assert api.delete(f"/api/v1/recordings/{recording['sid']}").status_code == 204
     connection.set_schema_to_public()
-    assert not storage.exists(name)
+    assert stored.file.name not in object_store.keys()
     assert api.get(f"/api/v1/recordings/{recording['sid']}").status_code == 404
     connection.set_schema_to_public()
     with schema_context("acme"):
         Call.objects.filter(sid=sid).delete()
 
 
-def test_recordings_older_than_the_tenants_retention_are_deleted(tenant_a):
+def test_recordings_older_than_the_tenants_retention_are_deleted(tenant_a, object_store):
     with schema_context("acme"):
         call = Call.objects.create(from_number=ACME_NUMBER, to_number="+14155550199", record=True)
         old, recent = Recording(call=call, duration_s=1.0), Recording(
@@ -115,7 +115,16 @@ def test_recordings_older_than_the_tenants_retention_are_deleted(tenant_a):
     tasks.delete_expired_recordings()  # Acme keeps 90 days (the default)
     with schema_context("acme"):
         assert list(Recording.objects.values_list("sid", flat=True)) == [recent.sid]
-        assert not old.file.storage.exists(old.file.name) and recent.file.storage.exists(recent.file.name)
+        assert old.file.name not in object_store.keys() and recent.file.name in object_store.keys()
         recent.file.delete(save=False)
         Call.objects.filter(record=True).delete()
     connection.set_schema_to_public()
+
+
+def test_without_a_bucket_recordings_stay_in_the_var_directory():
+    env = {name: value for name, value in project_env().items() if not name.startswith("RECORDINGS_S3_")}
+    result = run_manage("shell", "-c", "from django.core.files.storage import storages; "
+                        "s = storages['recordings']; print(type(s).__name__, s.location)", env=env)
+    assert result.returncode == 0, result.stderr
+    kind, location = result.stdout.splitlines()[-1].split()
+    assert kind == "FileSystemStorage" and location.endswith("var/recordings/store")

@@ -9,6 +9,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from core.redis_client import get_redis
+from media import fallback
 from telephony.calls.models import Call
 from telephony.gateway import events as gw
 from telephony.models import Carrier, Number
@@ -75,6 +76,13 @@ def test_a_call_is_recorded_and_handed_to_the_gateways_with_carrier_failover_leg
         ({"stream_url": "https://not-a-socket.example"}, "stream_url"),
         ({"status_callback": "ftp://x.example"}, "status_callback"),
         ({"timeout": 1}, "timeout"),
+        ({"stream_url": "wss://agent.acme.example/stream", "recording_status_callback": "http://127.0.0.1:9/rec"},
+         "recording_status_callback"),  # not recorded
+        ({"stream_url": "wss://agent.acme.example/stream", "record": True,
+          "recording_status_callback": "http://127.0.0.1:9/rec", "recording_status_callback_event": ["paused"]},
+         "recording_status_callback_event"),
+        ({"stream_url": "wss://agent.acme.example/stream", "recording_announcement": "This call is recorded."},
+         "recording_announcement"),  # not recorded
     ],
 )
 def test_bad_requests_are_400_naming_the_field_and_nothing_is_created(tenant_a, changes, field):
@@ -85,6 +93,22 @@ def test_bad_requests_are_400_naming_the_field_and_nothing_is_created(tenant_a, 
     with schema_context("acme"):
         assert not Call.objects.exists()
     assert queued_commands() == []
+
+
+def test_a_recorded_call_carries_its_announcement_and_recording_callback(tenant_a, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = v1(tenant_a).post("/api/v1/calls", {
+            "to": CALLEE, "from": ACME_NUMBER, "stream_url": "wss://agent.acme.example/stream", "record": True,
+            "recording_announcement": "This call is recorded.", "recording_status_callback": "http://127.0.0.1:9/rec",
+            "recording_status_callback_method": "GET", "recording_status_callback_event": ["absent", "completed"],
+        }, content_type="application/json")
+    assert response.status_code == 201, response.content
+    [command] = queued_commands()
+    assert command["record"] is True
+    assert get_redis().get(command["recording_announcement_key"]) == fallback.render("This call is recorded.")
+    with schema_context("acme"):
+        assert Call.objects.get(sid=response.json()["sid"]).recording_status_callback == {
+            "url": "http://127.0.0.1:9/rec", "method": "GET", "events": ["completed", "absent"]}
 
 
 def test_without_a_usable_carrier_the_call_is_recorded_as_failed(tenant_a):

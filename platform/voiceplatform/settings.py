@@ -5,7 +5,6 @@ voiceplatform.startup after it started the embedded servers.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -212,17 +211,28 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Recorded calls: media hosts write WAVs to RECORDINGS_SPOOL_DIR (a directory the Celery workers
-# share), a task moves them into the "recordings" storage (FileSystemStorage in var/recordings unless
-# RECORDINGS_STORAGE_BACKEND names another, e.g. storages.backends.s3.S3Storage with its OPTIONS as JSON).
+# share), a task moves them into the "recordings" storage: var/recordings/store, or the S3-compatible
+# bucket RECORDINGS_S3_BUCKET when set (django-storages; the endpoint, region and keys below, else
+# boto3's own configuration: environment, ~/.aws, instance role).
 RECORDINGS_SPOOL_DIR = env("RECORDINGS_SPOOL_DIR", str(BASE_DIR / "var" / "recordings" / "spool"))
+
+
+def recordings_storage(bucket: str) -> dict:
+    if not bucket:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(BASE_DIR / "var" / "recordings" / "store")}}
+    options = {"bucket_name": bucket, "endpoint_url": env("RECORDINGS_S3_ENDPOINT_URL"),
+               "region_name": env("RECORDINGS_S3_REGION"), "access_key": env("RECORDINGS_S3_ACCESS_KEY_ID"),
+               "secret_key": env("RECORDINGS_S3_SECRET_ACCESS_KEY"), "location": env("RECORDINGS_S3_PREFIX"),
+               "default_acl": None, "querystring_auth": True, "file_overwrite": False}
+    return {"BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {key: value for key, value in options.items() if value != ""}}
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "recordings": {
-        "BACKEND": env("RECORDINGS_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": json.loads(env("RECORDINGS_STORAGE_OPTIONS", "") or "null")
-        or {"location": str(BASE_DIR / "var" / "recordings" / "store")},
-    },
+    "recordings": recordings_storage(env("RECORDINGS_S3_BUCKET")),
     # voicemail messages uploaded as audio files (telephony/calls/voicemail_audio.py)
     "voicemail": {
         "BACKEND": env("VOICEMAIL_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),

@@ -64,7 +64,8 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                     max_duration=fields["max_duration"], custom_parameters=fields["custom_parameters"],
                     machine_detection=fields["machine_detection"], voicemail_message=fields["voicemail_message"],
                     amd_status_callback=fields["async_amd_status_callback"], send_digits=fields["send_digits"],
-                    record=fields["record"],
+                    record=fields["record"], recording_status_callback=fields["recording_status_callback"],
+                    recording_announcement=fields["recording_announcement"],
                 ),
             )
         except services.CallRequestError as error:

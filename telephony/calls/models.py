@@ -93,6 +93,8 @@ class Call(models.Model):
     record = models.BooleanField(default=False, help_text="the call is recorded (dual-channel WAV)")
     # where a transfer without a number goes (the campaign's transfer_numbers; the first is dialed)
     transfer_numbers = models.JSONField(default=list, blank=True)
+    # Twilio's RecordingStatusCallback: {"url", "method", "events"} (telephony.calls.recording_callbacks).
+    recording_status_callback = models.JSONField(null=True, blank=True)
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)

@@ -21,7 +21,7 @@ from telephony.metrics.services import metrics_fields, record_abandonment, recor
 from telephony.models import Carrier
 from tenants.models import Tenant
 
-from . import webhooks
+from . import recording_callbacks, webhooks
 from .amd import MACHINE_ANSWERS
 from .models import Call, CallLeg, Transfer
 
@@ -198,6 +198,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
         batch.ended.append(call.pk)
         if event.get("recording_file"):
             batch.recordings.append((call.sid, event["recording_file"], float(event.get("recording_duration_s") or 0)))
+        elif call.record and call.answered_at is not None:  # answered, yet nothing was recorded
+            if callback := recording_callbacks.callback_for(call, "absent", batch.tenant.account_sid):
+                batch.callbacks.append((call.pk, callback))
         _mark_abandoned(batch, call)
 
 

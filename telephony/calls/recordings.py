@@ -11,6 +11,9 @@ from django.core.files import File
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from tenants.selectors import current_tenant
+
+from . import recording_callbacks
 from .models import Call, Recording
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,8 @@ class NotSpooledYet(Exception):
 
 def store_recording(call_sid: str, file_name: str, duration_s: float) -> Recording | None:
     """Move a recorded call's spooled WAV into storage and record it. Idempotent: a recording already
-    stored is returned again (its spool copy removed). Raises NotSpooledYet while the file is missing."""
+    stored is returned again (its spool copy removed). Raises NotSpooledYet while the file is missing.
+    The call's RecordingStatusCallback (completed) is queued once."""
     call = Call.objects.filter(sid=call_sid).first()
     if call is None:
         log.warning("recording of unknown call %s left in the spool", call_sid)
@@ -43,9 +47,16 @@ def store_recording(call_sid: str, file_name: str, duration_s: float) -> Recordi
             recording = Recording.objects.get(call=call)
     else:
         recording = existing
+    recording_callbacks.enqueue(call, "completed", current_tenant().account_sid, recording)
     if os.path.exists(path):
         os.unlink(path)
     return recording
+
+
+def give_up(call_sid: str) -> None:
+    """The media host never spooled the call's WAV: the call's RecordingStatusCallback (absent)."""
+    if call := Call.objects.filter(sid=call_sid).first():
+        recording_callbacks.enqueue(call, "absent", current_tenant().account_sid)
 
 
 def delete_recording(recording: Recording) -> None:

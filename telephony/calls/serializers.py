@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from media.protocol import MEDIA_FORMATS
 
-from . import amd, outbound, services, stream_access
+from . import amd, outbound, recording_callbacks, services, stream_access
 from .models import Call, CallLeg, Recording, Transfer
 
 
@@ -46,6 +46,16 @@ class CallCreateSerializer(serializers.Serializer):
         DIGITS_REGEX, required=False, default="",
         help_text="keys pressed on the callee's phone once it answers (RFC 4733; w: pause half a second)")
     record = serializers.BooleanField(default=False, help_text="record the call: a dual-channel WAV (callee left, agent right)")
+    recording_announcement = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="",
+        help_text="spoken to the callee (espeak-ng) once it answers; the recording and the agent start after it")
+    recording_status_callback = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", validators=[http_url],
+        help_text="called (Twilio's RecordingStatusCallback parameters) when the recording is stored or absent")
+    recording_status_callback_method = serializers.ChoiceField(choices=["GET", "POST"], default="POST")
+    recording_status_callback_event = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(recording_callbacks.EVENTS)), required=False, default=list,
+        help_text="completed (the default) and/or absent")
     timeout = serializers.IntegerField(min_value=5, max_value=600, default=30)
     max_duration = serializers.IntegerField(min_value=1, max_value=4 * 3600, default=3600)
     custom_parameters = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False,
@@ -82,6 +92,11 @@ class CallCreateSerializer(serializers.Serializer):
                 raise serializers.ValidationError({error.field: [str(error)]}) from None
         elif any(v is not None for v in tuning.values()) or attrs["on_machine"] != amd.CONNECT:
             raise serializers.ValidationError({"machine_detection": ["set machine_detection to use these settings"]})
+        attrs["recording_status_callback"] = recording_callbacks.configured(
+            attrs["recording_status_callback"], attrs.pop("recording_status_callback_method"),
+            attrs.pop("recording_status_callback_event"))
+        if attrs["recording_status_callback"] and not attrs["record"]:
+            raise serializers.ValidationError({"recording_status_callback": ["only recorded calls (record) have one"]})
         return attrs
 
     def get_fields(self):

@@ -64,6 +64,8 @@ class CallRequest:
     send_digits: str = ""
     record: bool = False  # a dual-channel WAV of the (bridged) call
     transfer_numbers: list[str] = field(default_factory=list)  # a transfer without a number goes to the first
+    recording_status_callback: dict | None = None  # recording_callbacks.configured(...)
+    recording_announcement: str = ""  # spoken to the callee (espeak-ng) before the recording starts
 
 
 # Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
@@ -166,6 +168,8 @@ class CallPlacer:
                 _check_machine_detection(request)
                 if request.record and not (request.stream_url or request.agent_connects):
                     raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
+                if request.recording_announcement.strip() and not request.record:
+                    raise CallRequestError("recording_announcement", "only recorded calls (record) announce it")
                 if request.send_digits and not re.fullmatch(DIGITS_REGEX, request.send_digits):
                     raise CallRequestError("send_digits", "keys are 0-9 * # A-D and w (a half-second pause), at most 32")
                 if request.send_digits and not (request.stream_url or request.agent_connects):
@@ -183,6 +187,7 @@ class CallPlacer:
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
                 amd_status_callback=request.amd_status_callback, record=request.record,
                 transfer_numbers=request.transfer_numbers,
+                recording_status_callback=request.recording_status_callback,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -209,6 +214,8 @@ class CallPlacer:
             command["send_digits"] = request.send_digits
         if request.record:
             command["record"] = True
+            if request.recording_announcement.strip():
+                command["recording_announcement_key"] = _fallback_audio_key(request.recording_announcement)
         if request.stream_encoding != "audio/x-mulaw":
             command["stream_encoding"] = request.stream_encoding
         if request.fallback_message and (request.stream_url or request.agent_connects):

@@ -23,6 +23,8 @@ def store_recording(call_sid: str, file_name: str, duration_s: float, attempt: i
     except recordings.NotSpooledYet:
         if attempt < SPOOL_RETRIES:
             store_recording.apply_async((call_sid, file_name, duration_s, attempt + 1), countdown=SPOOL_RETRY_S)
+        else:
+            recordings.give_up(call_sid)
 
 
 @shared_task(ignore_result=True)

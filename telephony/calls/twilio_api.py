@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from core.api import JSONBodyParser
 from tenants import auth_token
 
-from . import amd, outbound, services, twilio_list, twiml
+from . import amd, outbound, recording_callbacks, services, twilio_list, twiml
 from .models import CALLBACK_EVENTS, Call, new_call_sid
 from .twilio_schema import (
     TWILIO_ERROR,
@@ -39,7 +39,8 @@ from .twilio_values import API_VERSION, direction, rfc2822
 # Twilio error codes for the faults a client can make here.
 ERROR_CODES = {"to": 21201, "from": 21212, "twiml": 12100, "url": 21205, "timeout": 21215,
                "statuscallback": 21609, "statuscallbackmethod": 21609, "statuscallbackevent": 21609,
-               "timelimit": 21220}
+               "timelimit": 21220, "recordingstatuscallback": 21609, "recordingstatuscallbackmethod": 21609,
+               "recordingstatuscallbackevent": 21609}
 
 
 # Twilio's codes for faults that are not about one parameter, by HTTP status.
@@ -132,13 +133,11 @@ def text_param(data, name: str, default: str = "") -> str:
 # Twilio create parameters this platform does not do: given (with a value that asks for something), the
 # request is a 400 naming them rather than a call that silently lacks what was asked for.
 UNSUPPORTED_CREATE_PARAMS = (
-    "ApplicationSid", "FallbackUrl", "FallbackMethod", "RecordingChannels",
-    "RecordingStatusCallback", "RecordingStatusCallbackMethod", "RecordingStatusCallbackEvent", "RecordingTrack",
-    "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
+    "ApplicationSid", "FallbackUrl", "FallbackMethod", "RecordingChannels", "RecordingTrack", "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
     "CallToken", "CallerId",
 )
 # Values that ask for nothing (Twilio's defaults), accepted for the parameters above.
-NEUTRAL_VALUES = {"", "false", "False", "do-not-trim", "mono", "Disable"}
+NEUTRAL_VALUES = {"", "false", "False", "do-not-trim", "mono", "dual", "both", "Disable"}
 
 
 def unsupported_params(data) -> list[str]:
@@ -176,6 +175,26 @@ def seconds_param(data, name: str, default: int, low: int, high: int) -> int:
     if not low <= seconds <= high:
         raise TwilioInputError(name.lower(), f"{name} must be from {low} to {high} seconds")
     return seconds
+
+
+def twilio_recording_callback(data) -> dict | None:
+    """RecordingStatusCallback, its Method and its Event (repeated or space-separated), as Twilio's."""
+    url = data.get("RecordingStatusCallback", "")
+    events = data.getlist("RecordingStatusCallbackEvent") if hasattr(data, "getlist") else \
+        data.get("RecordingStatusCallbackEvent")
+    events = [events] if isinstance(events, str) else events or []
+    method = data.get("RecordingStatusCallbackMethod", "POST")
+    if not all(isinstance(value, str) for value in (url, method, *events)):
+        raise recording_callbacks.RecordingCallbackError("recordingstatuscallback", "RecordingStatusCallback* must be text")
+    if why := outbound.refusal(url, outbound.CALLBACK_SCHEMES):
+        raise recording_callbacks.RecordingCallbackError("recordingstatuscallback", f"RecordingStatusCallback refused: {why}")
+    if len(url) > 500:
+        raise recording_callbacks.RecordingCallbackError("recordingstatuscallback",
+                                                         "RecordingStatusCallback may hold at most 500 characters")
+    if url and str(data.get("Record", "")).lower() != "true":
+        raise recording_callbacks.RecordingCallbackError("recordingstatuscallback",
+                                                         "RecordingStatusCallback needs Record=true")
+    return recording_callbacks.configured(url, method, events)
 
 
 class CallsView(TwilioView):
@@ -228,6 +247,10 @@ class CallsView(TwilioView):
         if len(status_callback) > 500:
             return twilio_error("statuscallback", "StatusCallback may hold at most 500 characters")
         try:
+            recording_callback = twilio_recording_callback(data)
+        except recording_callbacks.RecordingCallbackError as error:
+            return twilio_error(error.field, str(error))
+        try:
             machine_detection = amd.from_twilio(data)
         except amd.AmdSettingsError as error:
             return twilio_error(error.field, str(error))
@@ -243,6 +266,7 @@ class CallsView(TwilioView):
                     machine_detection=machine_detection,
                     amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
                     send_digits=send_digits, record=str(data.get("Record", "")).lower() == "true",
+                    recording_status_callback=recording_callback,
                 ),
             )
         except services.CallRequestError as error:

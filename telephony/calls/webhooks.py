@@ -2,7 +2,8 @@
 call's status_callback_method says) to the call's status_callback at the events it asked for
 (initiated, ringing, answered, completed; Twilio's StatusCallbackEvent), and ``amd`` (the
 answering-machine detection result, AnsweredBy) to the call's amd_status_callback (Twilio's
-AsyncAmdStatusCallback) or else its status_callback. Delivered by Celery on their own queue, retried
+AsyncAmdStatusCallback) or else its status_callback; ``rec-completed`` / ``rec-absent`` to its
+recording status callback (telephony.calls.recording_callbacks). Delivered by Celery on their own queue, retried
 with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
 
@@ -39,6 +40,7 @@ from .models import CALLBACK_EVENTS, Call, WebhookDelivery
 # The callback event of each gateway event (CALLBACK_EVENTS, which the call chooses from, and amd).
 EVENT_OF = {"initiated": "initiated", "ringing": "ringing", "answered": "answered",
             "completed": "completed", "failed": "completed", "amd": "amd"}
+RECORDING_EVENT_PREFIX = "rec-"  # RecordingStatusCallback events (telephony.calls.recording_callbacks)
 MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 
@@ -132,13 +134,21 @@ def deliver(delivery_id: int) -> int | None:
         return _attempt(delivery)
 
 
+def callback_method(delivery: WebhookDelivery) -> str:
+    if delivery.event == "amd":
+        return "POST"
+    if delivery.event.startswith(RECORDING_EVENT_PREFIX):
+        return delivery.call.recording_status_callback["method"]
+    return delivery.call.status_callback_method
+
+
 def _attempt(delivery: WebhookDelivery) -> int | None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     attempt = delivery.attempts + 1
     encoded = urllib.parse.urlencode(delivery.payload)
     timestamp = str(int(time.time()))
     secret = auth_token.current(current_tenant())
-    method = "POST" if delivery.event == "amd" else delivery.call.status_callback_method
+    method = callback_method(delivery)
     if method == "GET":
         # As Twilio: the parameters go in the query, and the signature covers the whole URL.
         url = delivery.url + ("&" if "?" in delivery.url else "?") + encoded

@@ -46,6 +46,7 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "machine_detection": NotRequired[dict[str, Any]],  # telephony.calls.amd.config(), + voicemail_key
     "headers": NotRequired[dict[str, str]],  # extra SIP headers of the INVITE
     "record": NotRequired[bool],  # dual-channel WAV of a bridged call (media/recording.py)
+    "recording_announcement_key": NotRequired[str],  # Redis key of the consent message played before it
     "send_digits": NotRequired[str],  # RFC 4733 digits to the callee once answered (bridged calls; 'w': 0.5 s)
     "provisional_timeout": NotRequired[float],
     "transfer_of": NotRequired[str],  # a transfer leg: the call whose audio it joins (TransferCommand)

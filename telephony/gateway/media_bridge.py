@@ -356,6 +356,17 @@ class MediaBridge:
             self._send({"op": "fallback_audio", "call": call_id,
                         "audio": base64.b64encode(audio[i:i + FALLBACK_PART]).decode()})
 
+    def _send_announcement(self, call_id: str, key: str) -> None:
+        """The recording announcement's audio to the host, before the answer (media/announcement.py)."""
+        try:
+            audio = self.worker.r.get(key)
+        except Exception as exc:  # noqa: BLE001 - the call goes on, recorded without it
+            log.warning("call %s: recording announcement unavailable: %s", call_id, exc)
+            return
+        for i in range(0, len(audio or b""), FALLBACK_PART):
+            self._send({"op": "announcement_audio", "call": call_id,
+                        "audio": base64.b64encode(audio[i:i + FALLBACK_PART]).decode()})
+
     def main_stream_ended(self, call_id: str, reason: str, detail: str, last_rtp_at: float | None = None) -> None:
         s = self.worker.sessions.get(call_id)
         if s is None or s.hangup_reason:
@@ -400,6 +411,8 @@ class MediaBridge:
                 self.unbridged[s.call_id] = "no media host takes the call"
                 return
             self.calls[s.call_id] = (port, link)
+            if s.cmd.get("record") and s.cmd.get("recording_announcement_key"):
+                self._send_announcement(s.call_id, s.cmd["recording_announcement_key"])
         sdp = prm.sdp.wholeSdp
         new = rewrite_sdp_media(sdp, port, port + 1)
         if new != sdp:

@@ -6,7 +6,7 @@ from django_tenants.utils import schema_context
 from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
-from tests.twilio_support import ACME_NUMBER
+from tests.twilio_support import ACME_NUMBER, TenantApp
 
 
 @pytest.fixture
@@ -19,3 +19,11 @@ def acme(tenant_a):
         Call.objects.filter(from_number=ACME_NUMBER).delete()
     number.delete()
     carrier.delete()
+
+
+@pytest.fixture
+def app():
+    """Acme's web app, receiving its callbacks (tests/twilio_support.TenantApp)."""
+    app = TenantApp()
+    yield app
+    app.stop()

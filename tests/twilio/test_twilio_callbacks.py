@@ -15,16 +15,9 @@ from telephony.calls import webhooks
 from telephony.calls.models import Call, WebhookDelivery
 from telephony.gateway import events as gw
 from tenants import auth_token
-from tests.twilio_support import ACME_NUMBER, CALLEE, STREAM_TWIML, TenantApp, acme_client
+from tests.twilio_support import ACME_NUMBER, CALLEE, STREAM_TWIML, acme_client
 
 pytestmark = pytest.mark.usefixtures("committed")
-
-
-@pytest.fixture
-def app():
-    app = TenantApp()
-    yield app
-    app.stop()
 
 
 def deliver_events(sid: str, *events: str) -> None:
