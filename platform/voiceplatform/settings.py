@@ -217,13 +217,15 @@ CELERY_BEAT_SCHEDULE = {
 RECORDINGS_SPOOL_DIR = env("RECORDINGS_SPOOL_DIR", str(BASE_DIR / "var" / "recordings" / "spool"))
 
 
-def recordings_storage(bucket: str) -> dict:
+def file_storage(local_dir: Path, bucket_folder: str = "") -> dict:
+    """The local folder, or (RECORDINGS_S3_BUCKET set) a folder of that S3-compatible bucket."""
+    bucket = env("RECORDINGS_S3_BUCKET")
     if not bucket:
-        return {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(BASE_DIR / "var" / "recordings" / "store")}}
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(local_dir)}}
+    location = "/".join(part for part in (env("RECORDINGS_S3_PREFIX").strip("/"), bucket_folder) if part)
     options = {"bucket_name": bucket, "endpoint_url": env("RECORDINGS_S3_ENDPOINT_URL"),
                "region_name": env("RECORDINGS_S3_REGION"), "access_key": env("RECORDINGS_S3_ACCESS_KEY_ID"),
-               "secret_key": env("RECORDINGS_S3_SECRET_ACCESS_KEY"), "location": env("RECORDINGS_S3_PREFIX"),
+               "secret_key": env("RECORDINGS_S3_SECRET_ACCESS_KEY"), "location": location,
                "default_acl": None, "querystring_auth": True, "file_overwrite": False}
     return {"BACKEND": "storages.backends.s3.S3Storage",
             "OPTIONS": {key: value for key, value in options.items() if value != ""}}
@@ -232,13 +234,9 @@ def recordings_storage(bucket: str) -> dict:
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "recordings": recordings_storage(env("RECORDINGS_S3_BUCKET")),
+    "recordings": file_storage(BASE_DIR / "var" / "recordings" / "store"),
     # voicemail messages uploaded as audio files (telephony/calls/voicemail_audio.py)
-    "voicemail": {
-        "BACKEND": env("VOICEMAIL_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": json.loads(env("VOICEMAIL_STORAGE_OPTIONS", "") or "null")
-        or {"location": str(BASE_DIR / "var" / "voicemail")},
-    },
+    "voicemail": file_storage(BASE_DIR / "var" / "voicemail", bucket_folder="voicemail"),
 }
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.
