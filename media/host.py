@@ -18,13 +18,15 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``twiml`` {call, steps} (run
+  a TwiML program from now on, media/twiml_player.py); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
   want_fallback, want_voicemail} (the agent stream ended first, or answering-machine detection found a
   machine: hang up, or play the fallback / voicemail message); ``amd`` {call, answered_by, amd_ms,
-  amd_evidence} (answering-machine detection decided); ``report``
+  amd_evidence} (answering-machine detection decided); ``redirect`` {call, url, method} (the call's TwiML
+  reached <Redirect>); ``report``
   {call, report} (quality and stream figures for the final event).
 
 Frame path (one asyncio loop, one thread, for all calls of the host):
@@ -56,7 +58,7 @@ import time
 import uvloop
 
 from core import egress
-from media import codec
+from media import codec, twiml_player
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
@@ -86,6 +88,7 @@ FRAME_BYTES = 160
 LATE_TICK_S = 0.010  # a playout tick more than this late counts as a late frame
 RTCP_INTERVAL_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+TWIML_WAIT_S = 20.0  # a call waiting for the TwiML of its Url (fetch, fallback fetch) ends after this
 
 STREAM_END_REASONS = {
     AGENT_CLOSED: ev.REASON_AGENT_CLOSED,
@@ -168,6 +171,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.amd = AmdCall(cfg["amd"]) if cfg.get("amd") else None
         self.amd_decided_mono = 0.0
         self.fallback_label = "fallback message"
+        self.player: twiml_player.TwimlPlayer | None = None  # the call's TwiML program, while it runs
 
     # ---- loop thread ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -215,6 +219,11 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
+        if self.cfg.get("twiml") is not None:
+            twiml_player.run(self, self.cfg["twiml"], OUTBOUND_ALLOW)
+            return
+        if self.cfg.get("twiml_wait"):
+            loop.call_later(TWIML_WAIT_S, self._twiml_missing)
         delay = self.cfg["pause"]
         if not self.cfg["url"]:
             return  # no stream: the call only plays its fallback message (the worker says when)
@@ -267,6 +276,11 @@ class CallBridge(asyncio.DatagramProtocol):
                             "want_fallback": bool(self.cfg["fallback_key"])})
         if self.closing:
             self._close_transports()
+
+    def _twiml_missing(self) -> None:
+        if self.player is None and self.session is None and not self.closing:
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_TWIML_MISSING,
+                            "detail": f"no TwiML within {TWIML_WAIT_S:g} s of the answer"})
 
     def _on_started(self) -> None:
         # after synchronous detection, from the decision: the end of the callee's greeting (the
@@ -385,7 +399,13 @@ class CallBridge(asyncio.DatagramProtocol):
                         self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
                     packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
                 else:
-                    frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                    if self.fallback is not None:
+                        frame = self._fallback_frame()
+                    elif self.player is not None:
+                        frame = self.player.frame()
+                        frame = codec.ulaw_to_alaw(frame) if frame and self.codec == "pcma" else frame
+                    else:
+                        frame = self._agent_frame()
                     if frame is None:
                         frame = self.silence
                     if self.recording is not None:
@@ -496,6 +516,8 @@ class CallBridge(asyncio.DatagramProtocol):
             self.host.clock_remove(self)
         if self.session is not None:
             self.session.stop()
+        if self.player is not None:
+            self.player.stop()
         if self.stream_task is None or self.stream_task.done():
             self._close_transports()
         if self.recording is not None:  # off the loop: decoding and the disk must not delay any frame
@@ -651,6 +673,8 @@ class WorkerLink:
             cb.push_dtmf(msg["digit"])
         elif op == "digits":
             cb.send_digits(msg["digits"])
+        elif op == "twiml":
+            twiml_player.run(cb, msg["steps"], OUTBOUND_ALLOW)
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

@@ -106,6 +106,7 @@ COMPLETED = "completed"  # final: the call was answered and has ended
 FAILED = "failed"  # final: the call was never answered
 STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
 AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, amd_ms, amd_evidence
+TWIML_REDIRECT = "twiml_redirect"  # media bridge: the call's TwiML reached <Redirect>; url, method
 EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD)
 FINAL_TYPES = (COMPLETED, FAILED)
 
@@ -145,6 +146,8 @@ REASON_AGENT_CLOSED = "agent_closed"  # the agent closed the socket or the conne
 REASON_AGENT_PROTOCOL_ERROR = "agent_protocol_error"  # binary frames / too many malformed messages
 REASON_MEDIA_ERROR = "media_error"  # a bug or resource problem in the media bridge
 REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at once (TwiML <Hangup/>)
+REASON_TWIML_HANGUP = "twiml_hangup"  # the call's TwiML program reached <Hangup/> or its end
+REASON_TWIML_MISSING = "twiml_missing"  # the call waited for TwiML from the platform (its Url) in vain
 REASON_MACHINE_DETECTED = "machine_detected"  # answering-machine detection: a machine, and the call hangs up
 REASON_VOICEMAIL_LEFT = "voicemail_left"  # answering-machine detection: the voicemail message was played
 REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap
