@@ -219,6 +219,8 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.recording = CallRecording(self.call_id, self.cfg["record_dir"], self.codec, time.monotonic())
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
+        if self.player is not None:
+            return  # a program sent before the answer
         if self.cfg.get("twiml") is not None:
             twiml_player.run(self, self.cfg["twiml"], OUTBOUND_ALLOW)
             return

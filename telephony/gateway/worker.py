@@ -719,6 +719,11 @@ class Worker:
             if s is None or not self.bridge.send_digits(s, str(cmd.get("digits") or "")):
                 log.warning("digits not sent: %s", "unknown call" if s is None else "the call is not bridged",
                             extra={"call_sid": cmd.get("call_id")})
+        elif cmd.get("type") == "twiml":
+            s = self.sessions.get(cmd.get("call_id"))
+            if s is None or not self.bridge.run_twiml(s, cmd.get("steps") or []):
+                log.warning("TwiML not run: %s", "unknown call" if s is None else "the call is not bridged",
+                            extra={"call_sid": cmd.get("call_id")})
         else:
             log.error("unknown command %r", cmd)
 
