@@ -47,6 +47,8 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "headers": NotRequired[dict[str, str]],  # extra SIP headers of the INVITE
     "record": NotRequired[bool],  # dual-channel WAV of a bridged call (media/recording.py)
     "send_digits": NotRequired[str],  # RFC 4733 digits to the callee once answered (bridged calls; 'w': 0.5 s)
+    "twiml": NotRequired[list[dict[str, Any]]],  # TwiML program run at the answer (media/twiml_player.py)
+    "twiml_at_answer": NotRequired[bool],  # bridged, waiting for the program the platform sends (its Url)
     "provisional_timeout": NotRequired[float],
     "type": NotRequired[str],  # "originate", set by client.originate
     "queued_at": NotRequired[float],  # set by client.originate

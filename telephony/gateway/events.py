@@ -107,7 +107,8 @@ FAILED = "failed"  # final: the call was never answered
 STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
 AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, amd_ms, amd_evidence
 TWIML_REDIRECT = "twiml_redirect"  # media bridge: the call's TwiML reached <Redirect>; url, method
-EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD)
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD,
+               TWIML_REDIRECT)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------

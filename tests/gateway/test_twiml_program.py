@@ -1,0 +1,131 @@
+"""TwiML run by the media host: the callee answers and hears what the program says, verb after verb.
+
+SIPp does the SIP of the callee; its RTP lands on a socket of this test, so we check what was really
+played: a `<Play>` file served by the tenant's web server (mu-law WAV) arrives intact, `<Say>` is
+speech, `<Pause>` is silence, and the call ends at `<Hangup/>`. A call placed for a `Url` waits, bridged,
+for the program the platform sends once it fetched the document, and a `<Redirect>` comes back as an
+event naming the next document.
+"""
+import http.server
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from telephony.gateway import client
+from telephony.gateway import events as ev
+from tests.gateway.gwhelpers import SCENARIOS, dumps, leg, wait_event, wait_final
+from tests.gateway.test_media_bridge import find_run, originate, pattern_frames
+
+SILENCE = 0xFF
+
+
+def mulaw_wav(audio: bytes) -> bytes:
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(audio)) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(audio)) + audio)
+
+
+@pytest.fixture
+def tenant_site():
+    """The tenant's web server, serving one WAV file at /greeting.wav."""
+    files = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield files, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def callee(sipp, tmp_path):
+    """A callee that answers and sends its RTP to us; `hear()` collects what the platform played."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.settimeout(0.2)
+    scenario = tmp_path / "uas_media_to_test.xml"
+    scenario.write_text((SCENARIOS / "uas_media.xml").read_text()
+                        .replace("m=audio [media_port]", f"m=audio {rtp.getsockname()[1]}")
+                        .replace("@PLAY@", "").replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
+    uas = sipp(str(scenario), ["-m", "1"])
+
+    def hear(seconds: float = 20) -> bytes:
+        heard, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                heard.append(rtp.recv(2048)[12:])
+            except TimeoutError:
+                if heard:
+                    break
+        return b"".join(heard)
+
+    uas.hear = hear
+    yield uas
+    rtp.close()
+
+
+def frames(audio: bytes) -> list[bytes]:
+    return [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
+
+
+def is_silence(frame: bytes) -> bool:
+    return frame.count(SILENCE) == len(frame)
+
+
+def test_the_callee_hears_play_then_pause_then_say_and_the_call_ends_at_hangup(r, gateway, callee, tenant_site):
+    files, site = tenant_site
+    greeting = pattern_frames(50, seed=3)  # one second the callee must hear intact
+    files["/greeting.wav"] = mulaw_wav(b"".join(greeting))
+    program = [{"verb": "play", "url": f"{site}/greeting.wav", "loop": 2},
+               {"verb": "pause", "seconds": 1},
+               {"verb": "say", "text": "Your appointment is confirmed.", "voice": "en-us"},
+               {"verb": "hangup"}]
+    call_id = originate(r, [leg(callee.uri_host, "c1")], twiml=program)
+
+    heard = callee.hear()
+    evs = wait_final(r, call_id)
+    assert evs[-1]["type"] == ev.COMPLETED and evs[-1]["reason"] == ev.REASON_TWIML_HANGUP, dumps(evs)
+    assert evs[-1]["hangup_by"] == ev.BY_PLATFORM
+    start = find_run(heard, greeting + greeting)  # played twice (loop="2"), back to back
+    after = frames(heard[start + 2 * len(b"".join(greeting)):])
+    assert all(is_silence(f) for f in after[:45])  # <Pause length="1">
+    spoken = [f for f in after[50:] if not is_silence(f)]
+    assert len(spoken) > 50  # over a second of speech, then the call ended
+    assert evs[-1]["duration"] >= 3.5
+    assert callee.wait(10) == 0
+
+
+def test_a_call_waits_for_its_url_twiml_and_a_redirect_asks_for_the_next_document(r, gateway, callee, tenant_site):
+    files, site = tenant_site
+    greeting = pattern_frames(25, seed=9)
+    files["/greeting.wav"] = mulaw_wav(b"".join(greeting))
+    call_id = originate(r, [leg(callee.uri_host, "c1")], twiml_at_answer=True)
+    wait_event(r, call_id, ev.ANSWERED)
+
+    # what the platform does once it fetched the call's Url
+    assert client.run_twiml(r, call_id, [{"verb": "play", "url": f"{site}/greeting.wav"},
+                                         {"verb": "redirect", "url": f"{site}/next", "method": "GET"}]) == "test-gw-1"
+    redirect = wait_event(r, call_id, ev.TWIML_REDIRECT)
+    assert (redirect["url"], redirect["method"]) == (f"{site}/next", "GET")
+    client.run_twiml(r, call_id, [{"verb": "hangup"}])  # the next document
+
+    heard = callee.hear()
+    evs = wait_final(r, call_id)
+    assert evs[-1]["reason"] == ev.REASON_TWIML_HANGUP, dumps(evs)
+    find_run(heard, greeting)
+    assert callee.wait(10) == 0
