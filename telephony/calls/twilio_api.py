@@ -295,8 +295,9 @@ class CallView(TwilioView):
         return Response(call_resource(call, account_sid, status=call.status if call.is_final else wanted))
 
     def redirect(self, call: Call, account_sid: str, data) -> Response:
-        """A live update: the call runs the new TwiML from now on (its stream, if any, gets `stop`)."""
-        if call.status != Call.Status.IN_PROGRESS:
+        """A live update: the call runs the new TwiML from now on (its stream, if any, gets `stop`); one
+        still ringing runs it when answered."""
+        if call.is_final:
             return Response(error_body(21220, "Call is not in-progress. Cannot redirect.", 400), status=400)
         try:
             if data.get("Twiml"):
