@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from telephony.calls import twilio_api
+from telephony.calls import twilio_api, twilio_numbers
 
 from . import views
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("2010-04-01/Accounts/<str:account_sid>.json", twilio_api.AccountView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Calls.json", twilio_api.CallsView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>.json", twilio_api.CallView.as_view()),
+    path("2010-04-01/Accounts/<str:account_sid>/IncomingPhoneNumbers.json", twilio_numbers.NumbersView.as_view()),
+    path("2010-04-01/Accounts/<str:account_sid>/IncomingPhoneNumbers/<str:number_sid>.json",
+         twilio_numbers.NumberView.as_view()),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

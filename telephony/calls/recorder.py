@@ -85,7 +85,8 @@ class _Batch:
         if missing:
             Call.objects.bulk_create([
                 Call(sid=sid, direction="inbound", from_number=inbound[sid].get("from", ""),
-                     to_number=inbound[sid].get("to", ""), stream_url=inbound[sid].get("stream_url", ""))
+                     to_number=inbound[sid].get("to", ""), stream_url=inbound[sid].get("stream_url", ""),
+                     twiml_url=(inbound[sid].get("route") or {}).get("twiml_url"))
                 for sid in missing], ignore_conflicts=True)
             self.calls.update({call.sid: call for call in
                                Call.objects.select_for_update().filter(sid__in=missing).order_by("pk")})

@@ -64,6 +64,7 @@ class InboundRoute(TypedDict):
     custom_parameters: dict[str, str]
     region: str | None
     max_duration: NotRequired[float]
+    twiml_url: NotRequired[dict[str, str]]  # the voice URL (Twilio's): the platform sends the TwiML at the answer
 
 
 class CallEvent(TypedDict, total=False):

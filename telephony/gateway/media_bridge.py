@@ -55,7 +55,7 @@ def stream_config(s) -> dict | None:
     src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
     url = src.get("stream_url") or ""
     # TwiML: a program to run at the answer, or one the platform sends once it fetched the call's Url
-    twiml, twiml_wait = src.get("twiml"), bool(src.get("twiml_at_answer"))
+    twiml, twiml_wait = src.get("twiml"), bool(src.get("twiml_at_answer") or src.get("twiml_url"))
     if not (url or twiml is not None or twiml_wait):
         return None
     params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}

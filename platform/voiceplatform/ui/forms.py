@@ -369,9 +369,12 @@ class NumberForm(forms.ModelForm):
 
     class Meta:
         model = Number
-        fields = ["e164", "tenant", "region", "inbound_stream_url"]
+        fields = ["e164", "tenant", "region", "inbound_stream_url", "voice_url", "voice_method", "voice_fallback_url",
+                  "voice_fallback_method"]
         labels = {"e164": "Number (E.164)", "tenant": "Assigned to", "inbound_stream_url": "Inbound AI endpoint"}
-        help_texts = {"e164": "e.g. +14155550123", "inbound_stream_url": "wss:// URL that answers calls to this number"}
+        help_texts = {"e164": "e.g. +14155550123", "inbound_stream_url": "wss:// URL that answers calls to this number",
+                      "voice_url": "or, as Twilio: the app whose TwiML answers calls to this number (signed with "
+                                   "the tenant's auth token; takes the place of the AI endpoint)"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
