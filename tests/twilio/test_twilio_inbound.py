@@ -7,6 +7,7 @@ Real parts: daphne serving the API, Twilio's client and validator, Acme's app as
 gateway pool, the call recorder, a Celery worker, SIPp as the caller (real RTP) and a WebSocket agent.
 """
 import shutil
+import time
 import urllib.parse
 
 import pytest
@@ -42,11 +43,13 @@ def app(agents):
     app.stop()
 
 
-def gateway_sip_port(redis) -> int:
+def gateway_sip_port(redis, since: float) -> int:
+    """The SIP port of a gateway started after ``since`` (an earlier test's may not have expired yet)."""
     def port():
         for gateway_id in redis.smembers(ev.GATEWAYS_SET):
-            if redis.exists(f"gw:{gateway_id.decode()}:alive"):
-                return int(redis.hget(f"gw:{gateway_id.decode()}", "sip_port"))
+            state = {k.decode(): v.decode() for k, v in redis.hgetall(f"gw:{gateway_id.decode()}").items()}
+            if state.get("state") == "running" and float(state.get("started_at") or 0) >= since:
+                return int(state["sip_port"])
         return None
     return wait_until(port, 30, what="a live gateway")
 
@@ -68,9 +71,10 @@ def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent
     assert number.voice_url == app.url("/voice")
     assert client.incoming_phone_numbers(number.sid).fetch().voice_url == app.url("/voice")
 
+    started = time.time()
     processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
     try:
-        caller = call_in(tmp_path, gateway_sip_port(get_redis()))
+        caller = call_in(tmp_path, gateway_sip_port(get_redis(), started))
         fetch = wait_until(lambda: next(iter(app.requests), None), 30, what="the voice URL fetched")
         params = dict(urllib.parse.parse_qsl(fetch["body"].decode()))
         assert (params["Direction"], params["CallStatus"]) == ("inbound", "in-progress")
