@@ -226,13 +226,9 @@ class CallBridge(asyncio.DatagramProtocol):
             return
         if self.cfg.get("twiml_wait"):
             loop.call_later(TWIML_WAIT_S, self._twiml_missing)
-        delay = self.cfg["pause"]
         if not self.cfg["url"]:
             return  # no stream: the call only plays its fallback message (the worker says when)
-        if delay > 0:
-            loop.call_later(delay, self._start_stream)
-        else:
-            self._start_stream()
+        self._start_stream()
 
     def _start_stream(self) -> None:
         if self.closing or self.session is not None:
@@ -242,16 +238,15 @@ class CallBridge(asyncio.DatagramProtocol):
                                          encoding=cfg["encoding"],
                                          caller_codec=self.codec, on_agent_message=self._on_agent_message)
         s.on_started = self._on_started
-        if self.cfg["pause"] <= 0:
-            # outbound: drop what came before the 200 OK (early media, ringback); RTP right after
-            # the 200 OK can beat our processing of it by a few ms. Inbound: we answered at once.
-            since = self.answered_mono - 0.05 if self.cfg["direction"] == ev.DIRECTION_OUTBOUND else 0.0
-            for arrival, data, is_digit in self.early:
-                if arrival >= since:
-                    if is_digit:
-                        s.push_dtmf(data)
-                    else:
-                        s.push_inbound(data)
+        # outbound: drop what came before the 200 OK (early media, ringback); RTP right after
+        # the 200 OK can beat our processing of it by a few ms. Inbound: we answered at once.
+        since = self.answered_mono - 0.05 if self.cfg["direction"] == ev.DIRECTION_OUTBOUND else 0.0
+        for arrival, data, is_digit in self.early:
+            if arrival >= since:
+                if is_digit:
+                    s.push_dtmf(data)
+                else:
+                    s.push_inbound(data)
         self.early.clear()
         timeout = cfg["connect_timeout"] or DEFAULT_CONNECT_TIMEOUT_S
         self.stream_task = asyncio.get_running_loop().create_task(self._run_stream(s, timeout))

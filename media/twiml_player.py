@@ -151,7 +151,7 @@ class TwimlPlayer:
         elif verb == "connect":
             self.done = True
             cfg = self.bridge.cfg
-            cfg.update(url=step["url"], pause=0, via_relay=False,
+            cfg.update(url=step["url"], via_relay=False,
                        params={**(step.get("params") or {}),
                                **{k: v for k, v in cfg["params"].items() if k in ("from_number", "to_number")}})
             self.bridge.player = None

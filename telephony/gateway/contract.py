@@ -40,8 +40,6 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "stream_encoding": NotRequired[str],  # "audio/x-mulaw" (default) or "audio/x-l16"
     "stream_via_relay": NotRequired[bool],  # stream_url is the platform's relay: the agent connects in
     "stream_connect_timeout": NotRequired[float],
-    "pause_seconds": NotRequired[float],
-    "hangup_on_answer": NotRequired[bool],
     "fallback_audio_key": NotRequired[str],  # Redis key of the message spoken when the agent fails
     "machine_detection": NotRequired[dict[str, Any]],  # telephony.calls.amd.config(), + voicemail_key
     "headers": NotRequired[dict[str, str]],  # extra SIP headers of the INVITE

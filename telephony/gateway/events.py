@@ -146,7 +146,6 @@ REASON_AGENT_CONNECT_TIMEOUT = "agent_connect_timeout"  # no WebSocket within th
 REASON_AGENT_CLOSED = "agent_closed"  # the agent closed the socket or the connection was lost
 REASON_AGENT_PROTOCOL_ERROR = "agent_protocol_error"  # binary frames / too many malformed messages
 REASON_MEDIA_ERROR = "media_error"  # a bug or resource problem in the media bridge
-REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at once (TwiML <Hangup/>)
 REASON_TWIML_HANGUP = "twiml_hangup"  # the call's TwiML program reached <Hangup/> or its end
 REASON_TWIML_MISSING = "twiml_missing"  # the call waited for TwiML from the platform (its Url) in vain
 REASON_MACHINE_DETECTED = "machine_detected"  # answering-machine detection: a machine, and the call hangs up

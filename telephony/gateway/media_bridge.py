@@ -67,7 +67,6 @@ def stream_config(s) -> dict | None:
         "params": params,
         "account_sid": account_sid,
         "call_sid": s.call_id,
-        "pause": float(src.get("pause_seconds") or 0),
         "direction": s.direction,
         "connect_timeout": float(src.get("stream_connect_timeout") or 0),
         # the URL is the platform's relay and the agent connects in to it: wait until it has

@@ -16,8 +16,8 @@ import pytest
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
-from tests.gateway.gwhelpers import SCENARIOS, dumps, leg, wait_event, wait_final
-from tests.gateway.test_media_bridge import find_run, originate, pattern_frames
+from tests.gateway.gwhelpers import SCENARIOS, dumps, leg, types, wait_event, wait_final
+from tests.gateway.test_media_bridge import AgentServer, find_run, media_uas, originate, pattern_frames
 
 SILENCE = 0xFF
 
@@ -129,3 +129,27 @@ def test_a_call_waits_for_its_url_twiml_and_a_redirect_asks_for_the_next_documen
     assert evs[-1]["reason"] == ev.REASON_TWIML_HANGUP, dumps(evs)
     find_run(heard, greeting)
     assert callee.wait(10) == 0
+
+
+def test_a_pause_before_connect_delays_the_stream_and_a_lone_hangup_ends_the_call_at_once(r, gateway, sipp):
+    agents = AgentServer()
+    try:
+        uas = media_uas(sipp, echo=True)
+        call_id = originate(r, [leg(uas.uri_host, "c1")], twiml=[
+            {"verb": "pause", "seconds": 1}, {"verb": "connect", "url": agents.url("/record"), "params": {"lead": "7"}}])
+        started = wait_event(r, call_id, ev.STREAM_STARTED)
+        assert started["ai_connect_ms"] >= 1000
+        conn = agents.conn_for(call_id)
+        assert conn.msgs[1]["start"]["customParameters"]["lead"] == "7"
+        client.hangup(r, call_id)
+        wait_final(r, call_id)
+        assert uas.wait(10) == 0
+
+        uas = media_uas(sipp)
+        call_id = originate(r, [leg(uas.uri_host, "c1")], twiml=[{"verb": "hangup"}])
+        evs = wait_final(r, call_id)
+        assert evs[-1]["reason"] == ev.REASON_TWIML_HANGUP and ev.STREAM_STARTED not in types(evs), dumps(evs)
+        assert evs[-1]["duration"] < 1
+        assert uas.wait(10) == 0
+    finally:
+        agents.stop()
