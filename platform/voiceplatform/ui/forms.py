@@ -381,8 +381,16 @@ class NumberForm(forms.ModelForm):
         self.fields["tenant"].queryset = Tenant.objects.exclude(schema_name="public").order_by("name")
         self.fields["tenant"].empty_label = "— not assigned —"
         self.fields["tenant"].label_from_instance = lambda tenant: f"{tenant.name} ({tenant.schema_name})"
+        for method in ("voice_method", "voice_fallback_method"):
+            self.fields[method].required = False
         if self.instance.pk:
             self.fields["inbound_parameters_text"].initial = parameters_as_text(self.instance.inbound_parameters)
+
+    def clean_voice_method(self):
+        return self.cleaned_data["voice_method"] or "POST"
+
+    def clean_voice_fallback_method(self):
+        return self.cleaned_data["voice_fallback_method"] or "POST"
 
     def clean_inbound_parameters_text(self):
         return parse_parameters(self.cleaned_data["inbound_parameters_text"])
