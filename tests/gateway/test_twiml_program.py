@@ -7,16 +7,14 @@ for the program the platform sends once it fetched the document, and a `<Redirec
 event naming the next document.
 """
 import http.server
-import socket
 import struct
 import threading
-import time
 
 import pytest
 
 from telephony.gateway import client
 from telephony.gateway import events as ev
-from tests.gateway.gwhelpers import SCENARIOS, dumps, leg, types, wait_event, wait_final
+from tests.gateway.gwhelpers import dumps, leg, types, wait_event, wait_final
 from tests.gateway.test_media_bridge import AgentServer, find_run, media_uas, originate, pattern_frames
 
 SILENCE = 0xFF
@@ -52,33 +50,6 @@ def tenant_site():
     server.server_close()
 
 
-@pytest.fixture
-def callee(sipp, tmp_path):
-    """A callee that answers and sends its RTP to us; `hear()` collects what the platform played."""
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.settimeout(0.2)
-    scenario = tmp_path / "uas_media_to_test.xml"
-    scenario.write_text((SCENARIOS / "uas_media.xml").read_text()
-                        .replace("m=audio [media_port]", f"m=audio {rtp.getsockname()[1]}")
-                        .replace("@PLAY@", "").replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
-    uas = sipp(str(scenario), ["-m", "1"])
-
-    def hear(seconds: float = 20) -> bytes:
-        heard, deadline = [], time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                heard.append(rtp.recv(2048)[12:])
-            except TimeoutError:
-                if heard:
-                    break
-        return b"".join(heard)
-
-    uas.hear = hear
-    yield uas
-    rtp.close()
-
-
 def frames(audio: bytes) -> list[bytes]:
     return [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
 
@@ -97,7 +68,7 @@ def test_the_callee_hears_play_then_pause_then_say_and_the_call_ends_at_hangup(r
                {"verb": "hangup"}]
     call_id = originate(r, [leg(callee.uri_host, "c1")], twiml=program)
 
-    heard = callee.hear()
+    heard = b"".join(packet[12:] for packet in callee.hear())
     evs = wait_final(r, call_id)
     assert evs[-1]["type"] == ev.COMPLETED and evs[-1]["reason"] == ev.REASON_TWIML_HANGUP, dumps(evs)
     assert evs[-1]["hangup_by"] == ev.BY_PLATFORM
@@ -124,7 +95,7 @@ def test_a_call_waits_for_its_url_twiml_and_a_redirect_asks_for_the_next_documen
     assert (redirect["url"], redirect["method"]) == (f"{site}/next", "GET")
     client.run_twiml(r, call_id, [{"verb": "hangup"}])  # the next document
 
-    heard = callee.hear()
+    heard = b"".join(packet[12:] for packet in callee.hear())
     evs = wait_final(r, call_id)
     assert evs[-1]["reason"] == ev.REASON_TWIML_HANGUP, dumps(evs)
     find_run(heard, greeting)

@@ -19,8 +19,8 @@ from telephony.calls.models import Call
 from telephony.gateway import events as ev
 from tenants import auth_token
 from tests import stack
-from tests.gateway.test_media_bridge import AgentServer
 from tests.support import free_udp_port, wait_until
+from tests.test_call_digits import agents  # noqa: F401 - fixture: a WebSocket agent server
 from tests.twilio_support import ACME_NUMBER, TenantApp, acme_client
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -28,14 +28,7 @@ CALLER = "+15557770000"  # the From of scenarios/uac_media.xml
 
 
 @pytest.fixture
-def agents():
-    server = AgentServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def app(agents):
+def app(agents):  # noqa: F811
     app = TenantApp()
     app.answers["/voice"] = (200, "text/xml", f'<Response><Connect><Stream url="{agents.url("/record")}">'
                                               '<Parameter name="line" value="sales"/></Stream></Connect></Response>')
@@ -63,7 +56,7 @@ def call_in(folder, port: int) -> stack.Process:
                                     "-s", ACME_NUMBER, f"127.0.0.1:{port}"], folder)
 
 
-def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent(acme, web, app, agents, tmp_path):
+def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent(acme, web, app, agents, tmp_path):  # noqa: F811
     client = acme_client(acme, web)
     number, = client.incoming_phone_numbers.list(phone_number=ACME_NUMBER)
     assert number.voice_url is None and number.sid.startswith("PN")
