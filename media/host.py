@@ -172,6 +172,7 @@ class CallBridge(asyncio.DatagramProtocol):
         self.amd_decided_mono = 0.0
         self.fallback_label = "fallback message"
         self.player: twiml_player.TwimlPlayer | None = None  # the call's TwiML program, while it runs
+        self.fork: StreamSession | None = None  # TwiML <Start><Stream>: listen-only
 
     # ---- loop thread ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -334,6 +335,8 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.responses.caller_frame(payload, now)  # after the push: not in the bridge's latency
             elif not self.closing:
                 self.early.append((now, payload, False))
+            if self.fork is not None:
+                twiml_player.feed_fork(self.fork, payload)
         elif pt in self.event_pts:
             digit = self.dtmf.on_packet(ts, payload)
             if digit is not None:
@@ -515,6 +518,7 @@ class CallBridge(asyncio.DatagramProtocol):
             self.session.stop()
         if self.player is not None:
             self.player.stop()
+        twiml_player.stop_fork(self)
         if self.stream_task is None or self.stream_task.done():
             self._close_transports()
         if self.recording is not None:  # off the loop: decoding and the disk must not delay any frame

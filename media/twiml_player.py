@@ -3,7 +3,9 @@
 A program is the list of steps the platform made of a TwiML document (telephony/calls/twiml.py):
 ``{"verb": "say", "text", "voice", "loop"}``, ``{"verb": "play", "url", "loop"}``,
 ``{"verb": "digits", "digits"}``, ``{"verb": "pause", "seconds"}``, ``{"verb": "connect", "url",
-"params"}`` (the Media Stream: the program ends there), ``{"verb": "redirect", "url", "method"}`` (the
+"params"}`` (the Media Stream: the program ends there), ``{"verb": "fork", "url", "params"}`` /
+``{"verb": "unfork"}`` (<Start><Stream> / <Stop><Stream>: the caller's audio to a listen-only stream
+while the program goes on), ``{"verb": "redirect", "url", "method"}`` (the
 platform fetches the next document and sends its program), ``{"verb": "hangup"}``. A document that runs
 out ends the call, as Twilio's does.
 
@@ -20,6 +22,7 @@ import struct
 
 from core import egress
 from media import codec, fallback
+from media.stream_session import StreamSession, run_outbound
 from telephony.gateway.events import REASON_TWIML_HANGUP
 
 log = logging.getLogger("gateway.media")
@@ -158,6 +161,10 @@ class TwimlPlayer:
             if self.ticks > 1:  # the caller's audio during the verbs before <Connect> is not the agent's
                 self.bridge.early.clear()
             self.bridge._start_stream()
+        elif verb == "fork":
+            start_fork(self.bridge, step["url"], step.get("params") or {}, self.allow)
+        elif verb == "unfork":
+            stop_fork(self.bridge)
         elif verb == "redirect":
             self.done = True
             self.bridge.link.send({"op": "redirect", "call": self.bridge.call_id, "url": step["url"],
@@ -186,3 +193,42 @@ class TwimlPlayer:
             self.audio, self.repeats = b"", 0
         if not self.audio:
             self.repeats = 0
+
+
+def start_fork(bridge, url: str, params: dict, allow=()) -> None:
+    """<Start><Stream>: the caller's audio also goes to ``url`` (Media Streams, listen-only: what that
+    agent sends is not played) until <Stop><Stream> or the call's end; one fork per call."""
+    if bridge.fork is not None:
+        log.warning("call %s: a second <Start><Stream> ignored (one fork per call)", bridge.call_id)
+        return
+    cfg = bridge.cfg
+    own = {k: v for k, v in cfg["params"].items() if k in ("from_number", "to_number")}
+    fork = bridge.fork = StreamSession(cfg["account_sid"], cfg["call_sid"], custom_parameters={**params, **own},
+                                       encoding=cfg["encoding"], caller_codec=bridge.codec)
+    asyncio.get_running_loop().create_task(_run_fork(bridge, fork, url, allow))
+
+
+async def _run_fork(bridge, fork: StreamSession, url: str, allow) -> None:
+    try:
+        target = await asyncio.get_running_loop().run_in_executor(None, egress.check, url, allow, egress.WS_SCHEMES)
+        reason = await run_outbound(url, fork, address=target.address)
+        log.info("call %s: forked stream ended: %s %s", bridge.call_id, reason, fork.end_detail)
+    except egress.EgressRefused as exc:
+        log.warning("call %s: <Start><Stream> url refused: %s", bridge.call_id, exc)
+    except Exception:  # noqa: BLE001 - a fork that fails leaves the call as it is
+        log.exception("call %s: forked stream failed", bridge.call_id)
+    finally:
+        if bridge.fork is fork:
+            bridge.fork = None
+
+
+def stop_fork(bridge) -> None:
+    if bridge.fork is not None:
+        bridge.fork.stop()
+        bridge.fork = None
+
+
+def feed_fork(fork: StreamSession, payload: bytes) -> None:
+    """The caller's RTP payload to the fork, in 20 ms frames."""
+    for i in range(0, len(payload) - FRAME_BYTES + 1, FRAME_BYTES):
+        fork.push_inbound(payload[i:i + FRAME_BYTES])

@@ -37,6 +37,15 @@ def test_an_appointment_reminder_says_plays_pauses_anywhere_and_redirects_relati
     assert instructions.stream_url == ""
 
 
+def test_a_listen_only_fork_starts_and_stops_while_the_program_goes_on():
+    assert parse('<Response><Start><Stream url="wss://notes.example/listen"><Parameter name="crm" value="9"/>'
+                 '</Stream></Start><Say>This call is transcribed.</Say><Stop><Stream/></Stop><Hangup/></Response>'
+                 ).steps == [
+        {"verb": "fork", "url": "wss://notes.example/listen", "params": {"crm": "9"}},
+        {"verb": "say", "text": "This call is transcribed.", "voice": "en-us", "loop": 1},
+        {"verb": "unfork"}, {"verb": "hangup"}]
+
+
 def test_hangup():
     assert parse("<Response><Pause length='1'/><Hangup/></Response>").steps == [
         {"verb": "pause", "seconds": 1}, {"verb": "hangup"}]
@@ -47,7 +56,8 @@ def test_hangup():
     [
         ("<Response><Gather/></Response>", "<Gather> is not supported"),
         ("<Response><Dial>+14155550100</Dial></Response>", "<Dial> is not supported"),
-        ("<Response><Start><Stream url='wss://x'/></Start></Response>", "<Start> is not supported"),
+        ("<Response><Start><Stream url='wss://x' track='both_tracks'/></Start></Response>", "inbound_track"),
+        ("<Response><Start><Siprec/></Start></Response>", "exactly one <Stream>"),
         ("<Response><Connect><Stream url='http://x'/></Connect></Response>", "ws:// or wss://"),
         ("<Response><Connect><Room/></Connect></Response>", "exactly one <Stream>"),
         ("<Response><Hangup/><Pause/></Response>", "never reached"),

@@ -218,7 +218,7 @@ class CallsView(TwilioView):
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
             instructions, twiml_url = twiml.CallInstructions(), None
             if data.get("Twiml"):
-                instructions = twiml.parse(data["Twiml"])
+                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
             elif data.get("Url"):
                 twiml_url = document_urls(data)  # fetched when the call is answered (twiml_runner)
             else:
@@ -227,8 +227,6 @@ class CallsView(TwilioView):
             return twilio_error(error.field, str(error))
         except twiml.TwimlError as error:
             return twilio_error("twiml", str(error))
-        if why := outbound.refusal(instructions.stream_url, outbound.STREAM_SCHEMES):
-            return twilio_error("twiml", f"<Stream url> refused: {why}")
         if why := outbound.refusal(status_callback, outbound.CALLBACK_SCHEMES):
             return twilio_error("statuscallback", f"StatusCallback refused: {why}")
         if len(status_callback) > 500:
@@ -301,9 +299,7 @@ class CallView(TwilioView):
             return Response(error_body(21220, "Call is not in-progress. Cannot redirect.", 400), status=400)
         try:
             if data.get("Twiml"):
-                instructions = twiml.parse(data["Twiml"])
-                if why := outbound.refusal(instructions.stream_url, outbound.STREAM_SCHEMES):
-                    return twilio_error("twiml", f"<Stream url> refused: {why}")
+                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
             else:
                 urls = document_urls(data)
                 instructions = twiml_runner.fetch(call, urls["url"], urls["method"], urls["fallback_url"],

@@ -16,7 +16,7 @@ from core import egress
 
 from . import twilio_values
 
-SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Redirect> and <Hangup>"
+SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect> and <Hangup>"
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
 MAX_URL_CHARS = 2000
@@ -63,22 +63,39 @@ def _url(verb: ElementTree.Element, url: str, base_url: str, schemes: tuple[str,
     return url
 
 
-def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> None:
-    children = list(connect)
+def _stream_of(verb: ElementTree.Element) -> ElementTree.Element:
+    children = list(verb)
     if len(children) != 1 or children[0].tag != "Stream":
-        raise TwimlError("<Connect> must hold exactly one <Stream>")
-    stream = children[0]
+        raise TwimlError(f"<{verb.tag}> must hold exactly one <Stream>")
+    return children[0]
+
+
+def _stream_target(stream: ElementTree.Element) -> tuple[str, dict[str, str]]:
     url = stream.get("url", "")
     if len(url) > MAX_STREAM_URL_CHARS:
         raise TwimlError(f"<Stream url> may hold at most {MAX_STREAM_URL_CHARS} characters")
     if urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
         raise TwimlError(f"<Stream url> must be a ws:// or wss:// URL, got {url[:100]!r}")
+    parameters = {}
     for parameter in stream:
         if parameter.tag != "Parameter" or not parameter.get("name"):
             raise TwimlError(f"<Stream> may only hold <Parameter name=… value=…>, not <{parameter.tag}>")
-        instructions.parameters[parameter.get("name")] = parameter.get("value", "")
+        parameters[parameter.get("name")] = parameter.get("value", "")
+    return url, parameters
+
+
+def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> None:
+    url, instructions.parameters = _stream_target(_stream_of(connect))
     instructions.stream_url = url
     instructions.steps.append({"verb": "connect", "url": url, "params": dict(instructions.parameters)})
+
+
+def _fork(start: ElementTree.Element, instructions: CallInstructions) -> None:
+    stream = _stream_of(start)
+    if stream.get("track", "inbound_track") != "inbound_track":
+        raise TwimlError("<Start><Stream track> may only be inbound_track (the caller's audio)")
+    url, parameters = _stream_target(stream)
+    instructions.steps.append({"verb": "fork", "url": url, "params": parameters})
 
 
 def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: str) -> None:
@@ -104,6 +121,11 @@ def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: s
         steps.append({"verb": "hangup"})
     elif verb.tag == "Connect":
         _stream(verb, instructions)
+    elif verb.tag == "Start":
+        _fork(verb, instructions)
+    elif verb.tag == "Stop":
+        _stream_of(verb)
+        steps.append({"verb": "unfork"})
     elif verb.tag == "Redirect":
         method = verb.get("method", "POST").upper()
         if method not in ("GET", "POST"):

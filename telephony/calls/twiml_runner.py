@@ -39,18 +39,20 @@ def fetch(call: Call, url: str, method: str = "POST", fallback_url: str = "",
     Twilio tells it: ErrorCode, ErrorUrl). Raises TwimlError."""
     token = auth_token.current(connection.tenant)
     try:
-        return _checked(twiml.fetch(url, request_params(call), settings.OUTBOUND_ALLOW, method, token))
+        return checked(twiml.fetch(url, request_params(call), settings.OUTBOUND_ALLOW, method, token))
     except twiml.TwimlError as error:
         if not fallback_url:
             raise
         log.warning("TwiML Url failed (%s): trying the FallbackUrl", error, extra={"call_sid": call.sid})
         params = {**request_params(call), "ErrorCode": DOCUMENT_FAULT, "ErrorUrl": url}
-        return _checked(twiml.fetch(fallback_url, params, settings.OUTBOUND_ALLOW, fallback_method, token))
+        return checked(twiml.fetch(fallback_url, params, settings.OUTBOUND_ALLOW, fallback_method, token))
 
 
-def _checked(instructions: twiml.CallInstructions) -> twiml.CallInstructions:
-    if why := outbound.refusal(instructions.stream_url, outbound.STREAM_SCHEMES):
-        raise twiml.TwimlError(f"<Stream url> refused: {why}")
+def checked(instructions: twiml.CallInstructions) -> twiml.CallInstructions:
+    """The program, if the outbound guard lets its streams through (raises TwimlError naming the rule)."""
+    for step in instructions.steps:
+        if step["verb"] in ("connect", "fork") and (why := outbound.refusal(step["url"], outbound.STREAM_SCHEMES)):
+            raise twiml.TwimlError(f"<Stream url> refused: {why}")
     return instructions
 
 

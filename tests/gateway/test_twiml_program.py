@@ -15,7 +15,15 @@ import pytest
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import dumps, leg, types, wait_event, wait_final
-from tests.gateway.test_media_bridge import AgentServer, find_run, media_uas, originate, pattern_frames
+from tests.gateway.test_media_bridge import (
+    AgentServer,
+    find_run,
+    media_uas,
+    originate,
+    pattern_frames,
+    play_action,
+    write_rtp_pcap,
+)
 
 SILENCE = 0xFF
 
@@ -124,3 +132,19 @@ def test_a_pause_before_connect_delays_the_stream_and_a_lone_hangup_ends_the_cal
         assert uas.wait(10) == 0
     finally:
         agents.stop()
+
+
+def test_a_listen_only_fork_hears_the_callee_while_the_program_goes_on(r, gateway, sipp, agents, tmp_path):
+    said = pattern_frames(100, seed=5)  # what the callee says for two seconds from the answer
+    uas = media_uas(sipp, play_action(write_rtp_pcap(tmp_path / "callee.pcap", said)))
+    call_id = originate(r, [leg(uas.uri_host, "c1")], twiml=[
+        {"verb": "fork", "url": agents.url("/record"), "params": {"purpose": "notes"}},
+        {"verb": "pause", "seconds": 2}, {"verb": "unfork"}, {"verb": "pause", "seconds": 1}, {"verb": "hangup"}])
+    listener = agents.conn_for(call_id)
+    assert listener.msgs[1]["start"]["customParameters"]["purpose"] == "notes"
+    assert listener.closed.wait(10) and listener.msgs[-1]["event"] == "stop"  # <Stop><Stream>
+    evs = wait_final(r, call_id)
+    assert evs[-1]["reason"] == ev.REASON_TWIML_HANGUP and evs[-1]["duration"] >= 2.9, dumps(evs)
+    assert ev.STREAM_STARTED not in types(evs)  # a fork is not the call's agent stream
+    find_run(listener.payload(), said[25:75])  # a second of it, intact (the fork starts at the first tick)
+    assert uas.wait(10) == 0
