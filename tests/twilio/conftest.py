@@ -19,3 +19,14 @@ def acme(tenant_a):
         Call.objects.filter(from_number=ACME_NUMBER).delete()
     number.delete()
     carrier.delete()
+
+
+@pytest.fixture
+def gateways_start_empty():
+    """Calls the API tests only queued (no gateway ran) are dropped from the originate queue, so a
+    gateway pool a test starts takes only that test's calls (else they fill its slots, and an
+    inbound call finds it busy)."""
+    from core.redis_client import get_redis
+    from telephony.gateway import events as ev
+
+    get_redis().delete(ev.ORIGINATE_QUEUE, ev.ORIGINATE_WAKE)

@@ -56,6 +56,7 @@ def call_in(folder, port: int) -> stack.Process:
                                     "-s", ACME_NUMBER, f"127.0.0.1:{port}"], folder)
 
 
+@pytest.mark.usefixtures("gateways_start_empty")
 def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent(acme, web, app, agents, tmp_path):  # noqa: F811
     client = acme_client(acme, web)
     number, = client.incoming_phone_numbers.list(phone_number=ACME_NUMBER)

@@ -42,7 +42,7 @@ def app():
 
 
 @pytest.fixture
-def live(acme, tmp_path):
+def live(acme, tmp_path, gateways_start_empty):
     """The platform's processes, and a carrier whose callee answers on a phone line we listen to."""
     line = PhoneLine([])
     sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
