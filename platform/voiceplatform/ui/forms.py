@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
 from telephony import forms as telephony_forms
+from telephony.calls import outbound
 from telephony.models import Number
 from tenants.models import Tenant
 
@@ -361,6 +362,13 @@ CarrierForm = telephony_forms.CarrierForm  # one form for the admin and these pa
 
 
 
+def _guarded(url: str) -> str:
+    """A URL the platform will request (a number's voice URL), if the outbound guard allows it."""
+    if why := outbound.refusal(url, outbound.CALLBACK_SCHEMES):
+        raise ValidationError(f"refused: {why}")
+    return url
+
+
 class NumberForm(forms.ModelForm):
     inbound_parameters_text = forms.CharField(
         required=False, label="Inbound parameters", widget=forms.Textarea(attrs={"rows": 3}),
@@ -385,6 +393,12 @@ class NumberForm(forms.ModelForm):
             self.fields[method].required = False
         if self.instance.pk:
             self.fields["inbound_parameters_text"].initial = parameters_as_text(self.instance.inbound_parameters)
+
+    def clean_voice_url(self):
+        return _guarded(self.cleaned_data["voice_url"])
+
+    def clean_voice_fallback_url(self):
+        return _guarded(self.cleaned_data["voice_fallback_url"])
 
     def clean_voice_method(self):
         return self.cleaned_data["voice_method"] or "POST"
