@@ -18,7 +18,8 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``join`` {call, leg,
+  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``twiml`` {call, steps} (run
+  a TwiML program from now on, media/twiml_player.py); ``join`` {call, leg,
   mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py;
   ``fallback_audio`` sent for the leg first is whispered to the person before); ``transfer`` {call,
   transfer} (how the agent's transfer went: the agent gets a ``transfer`` message); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
@@ -28,7 +29,8 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
   want_fallback, want_voicemail} (the agent stream ended first, or answering-machine detection found a
   machine: hang up, or play the fallback / voicemail message); ``amd`` {call, answered_by, amd_ms,
-  amd_evidence} (answering-machine detection decided); ``report``
+  amd_evidence} (answering-machine detection decided); ``redirect`` {call, url, method} (the call's TwiML
+  reached <Redirect>); ``report``
   {call, report} (quality and stream figures for the final event).
 
 Frame path (one asyncio loop, one thread, for all calls of the host):
@@ -60,7 +62,7 @@ import time
 import uvloop
 
 from core import egress
-from media import codec
+from media import codec, twiml_player
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.announcement import Announcement
 from media.bridge_legs import JoinedLegs, join
@@ -92,6 +94,7 @@ FRAME_BYTES = 160
 LATE_TICK_S = 0.010  # a playout tick more than this late counts as a late frame
 RTCP_INTERVAL_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+TWIML_WAIT_S = 20.0  # a call waiting for the TwiML of its Url (fetch, fallback fetch) ends after this
 
 STREAM_END_REASONS = {
     AGENT_CLOSED: ev.REASON_AGENT_CLOSED,
@@ -178,6 +181,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.fallback_label = "fallback message"
         self.fallback_done = None  # called when the message has played, instead of ending the call (a whisper)
         self.joined: JoinedLegs | None = None  # a transfer: this leg and the other play to each other
+        self.player: twiml_player.TwimlPlayer | None = None  # the call's TwiML program, while it runs
+        self.fork: StreamSession | None = None  # TwiML <Start><Stream>: listen-only
 
     # ---- loop thread ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -242,13 +247,16 @@ class CallBridge(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         if self.amd is not None and self.amd.sync:
             return  # the stream starts after the decision (_amd_decided)
-        delay = self.cfg["pause"]
+        if self.player is not None:
+            return  # a program sent before the answer
+        if self.cfg.get("twiml") is not None:
+            twiml_player.run(self, self.cfg["twiml"], OUTBOUND_ALLOW)
+            return
+        if self.cfg.get("twiml_wait"):
+            loop.call_later(TWIML_WAIT_S, self._twiml_missing)
         if not self.cfg["url"]:
             return  # no stream: the call only plays its fallback message (the worker says when)
-        if delay > 0:
-            loop.call_later(delay, self._start_stream)
-        else:
-            self._start_stream()
+        self._start_stream()
 
     def _start_stream(self) -> None:
         if self.closing or self.session is not None:
@@ -258,16 +266,15 @@ class CallBridge(asyncio.DatagramProtocol):
                                          encoding=cfg["encoding"],
                                          caller_codec=self.codec, on_agent_message=self._on_agent_message)
         s.on_started = self._on_started
-        if self.cfg["pause"] <= 0:
-            # outbound: drop what came before the 200 OK (early media, ringback); RTP right after
-            # the 200 OK can beat our processing of it by a few ms. Inbound: we answered at once.
-            since = self.answered_mono - 0.05 if self.cfg["direction"] == ev.DIRECTION_OUTBOUND else 0.0
-            for arrival, data, is_digit in self.early:
-                if arrival >= since:
-                    if is_digit:
-                        s.push_dtmf(data)
-                    else:
-                        s.push_inbound(data)
+        # outbound: drop what came before the 200 OK (early media, ringback); RTP right after
+        # the 200 OK can beat our processing of it by a few ms. Inbound: we answered at once.
+        since = self.answered_mono - 0.05 if self.cfg["direction"] == ev.DIRECTION_OUTBOUND else 0.0
+        for arrival, data, is_digit in self.early:
+            if arrival >= since:
+                if is_digit:
+                    s.push_dtmf(data)
+                else:
+                    s.push_inbound(data)
         self.early.clear()
         timeout = cfg["connect_timeout"] or DEFAULT_CONNECT_TIMEOUT_S
         self.stream_task = asyncio.get_running_loop().create_task(self._run_stream(s, timeout))
@@ -294,6 +301,11 @@ class CallBridge(asyncio.DatagramProtocol):
                             "want_fallback": bool(self.cfg["fallback_key"])})
         if self.closing:
             self._close_transports()
+
+    def _twiml_missing(self) -> None:
+        if self.player is None and self.session is None and not self.closing:
+            self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_TWIML_MISSING,
+                            "detail": f"no TwiML within {TWIML_WAIT_S:g} s of the answer"})
 
     def _on_started(self) -> None:
         # after synchronous detection, from the decision: the end of the callee's greeting (the
@@ -354,6 +366,8 @@ class CallBridge(asyncio.DatagramProtocol):
                 self.responses.caller_frame(payload, now)  # after the push: not in the bridge's latency
             elif not self.closing:
                 self.early.append((now, payload, False))
+            if self.fork is not None:
+                twiml_player.feed_fork(self.fork, payload)
         elif pt in self.event_pts:
             digit = self.dtmf.on_packet(ts, payload)
             if digit is not None:
@@ -422,6 +436,9 @@ class CallBridge(asyncio.DatagramProtocol):
                         frame = self.announcement.next_frame(self.silence)
                         if frame is None:
                             self._announced()
+                    elif self.player is not None:
+                        frame = self.player.frame()
+                        frame = codec.ulaw_to_alaw(frame) if frame and self.codec == "pcma" else frame
                     elif self.joined is not None:
                         frame = self.joined.frame_for(self)
                     else:
@@ -543,6 +560,9 @@ class CallBridge(asyncio.DatagramProtocol):
             self.host.clock_remove(self)
         if self.session is not None:
             self.session.stop()
+        if self.player is not None:
+            self.player.stop()
+        twiml_player.stop_fork(self)
         if self.stream_task is None or self.stream_task.done():
             self._close_transports()
         if self.recording is not None:  # off the loop: decoding and the disk must not delay any frame
@@ -709,6 +729,8 @@ class WorkerLink:
         elif op == "announcement_audio":
             cb.announcement = cb.announcement or Announcement()
             cb.announcement.add(base64.b64decode(msg["audio"]))
+        elif op == "twiml":
+            twiml_player.run(cb, msg["steps"], OUTBOUND_ALLOW)
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

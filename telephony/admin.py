@@ -25,6 +25,6 @@ class CarrierAdmin(PublicSchemaAdmin):
 
 @admin.register(Number)
 class NumberAdmin(PublicSchemaAdmin):
-    list_display = ("e164", "tenant", "region", "inbound_stream_url")
+    list_display = ("e164", "tenant", "region", "inbound_stream_url", "voice_url")
     list_filter = ("region", "tenant")
     search_fields = ("e164",)

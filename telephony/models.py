@@ -104,6 +104,11 @@ class Number(models.Model):
     # Inbound routing: the AI endpoint that answers calls to this number.
     inbound_stream_url = models.CharField(max_length=500, blank=True)
     inbound_parameters = models.JSONField(default=dict, blank=True)
+    # ... or, as Twilio's IncomingPhoneNumbers, the tenant's app whose TwiML answers them (fetched per call)
+    voice_url = models.URLField("voice URL", max_length=500, blank=True)
+    voice_method = models.CharField(max_length=4, default="POST", choices=[("POST", "POST"), ("GET", "GET")])
+    voice_fallback_url = models.URLField("voice fallback URL", max_length=500, blank=True)
+    voice_fallback_method = models.CharField(max_length=4, default="POST", choices=[("POST", "POST"), ("GET", "GET")])
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

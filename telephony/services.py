@@ -71,6 +71,11 @@ def number_routes() -> dict[str, str]:
             "stream_url": number.inbound_stream_url, "custom_parameters": number.inbound_parameters,
             "region": number.region,
         }
+        if number.voice_url:  # the TwiML of the tenant's app answers (fetched when the call is answered)
+            route["stream_url"] = ""
+            route["twiml_url"] = {"url": number.voice_url, "method": number.voice_method,
+                                  "fallback_url": number.voice_fallback_url,
+                                  "fallback_method": number.voice_fallback_method}
         routes[number.e164] = json.dumps(route)
     return routes
 

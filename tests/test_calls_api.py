@@ -183,10 +183,10 @@ class TestTwilioCompatibleApi:
 
     def test_an_unsupported_verb_is_a_400_naming_it(self, tenant_a):
         response = twilio(tenant_a).post(self.url(tenant_a), {
-            "To": CALLEE, "From": ACME_NUMBER, "Twiml": "<Response><Say>Hello</Say></Response>"
+            "To": CALLEE, "From": ACME_NUMBER, "Twiml": "<Response><Gather/></Response>"
         })
         assert response.status_code == 400
-        assert "<Say>" in response.json()["message"]
+        assert "<Gather>" in response.json()["message"]
         assert queued_commands() == []
 
     def test_a_caller_id_not_owned_is_refused_twilio_style(self, tenant_a):

@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from django_tenants.utils import schema_context
@@ -117,11 +118,14 @@ def test_twiml_urls_to_private_or_odd_targets_are_refused_by_rule(tenant_a, url,
 def test_a_redirect_to_a_refused_target_is_not_followed(tenant_a, internal):
     bouncer = Target("127.0.0.1", redirect_to=internal.url)  # an allowed host that redirects inside
     try:
-        response = twilio_create(tenant_a, Url=bouncer.url)
+        assert twilio_create(tenant_a, Url=bouncer.url).status_code == 201  # fetched when the call is answered
+        from telephony.calls import twiml
+
+        with pytest.raises(twiml.TwimlError, match="loopback"):
+            twiml.fetch(bouncer.url, {"CallSid": "CA1"}, settings.OUTBOUND_ALLOW)
     finally:
         bouncer.close()
-    assert response.status_code == 400
-    assert "loopback" in response.json()["message"] and bouncer.hits and internal.hits == []
+    assert bouncer.hits and internal.hits == []
 
 
 def test_a_name_that_resolves_to_loopback_is_refused(tenant_a):
@@ -137,6 +141,9 @@ def test_an_explicitly_allowed_internal_host_is_fetched(tenant_a, internal):
     with override_settings(OUTBOUND_ALLOW=[f"{host}:{port}"]):
         response = twilio_create(tenant_a, Url=internal.url)
     assert response.status_code == 201, response.content
+    from telephony.calls import twiml
+
+    assert twiml.fetch(internal.url, {"CallSid": "CA1"}, [f"{host}:{port}"]).steps == [{"verb": "hangup"}]
     assert internal.hits
 
 

@@ -1,10 +1,11 @@
-"""The TwiML a Twilio app sends to start a media stream is understood; anything else is refused by name."""
+"""A Twilio app's TwiML becomes the program the call's media host runs, verb after verb; anything the
+platform does not do is refused by name."""
 import pytest
 
 from telephony.calls.twiml import TwimlError, parse
 
 
-def test_connect_stream_with_parameters_becomes_stream_instructions():
+def test_connect_stream_with_parameters_ends_the_program_and_names_the_agent():
     instructions = parse(
         '<?xml version="1.0" encoding="UTF-8"?><Response><Pause length="2"/><Connect>'
         '<Stream url="wss://agent.example/media"><Parameter name="lead" value="42"/>'
@@ -12,21 +13,60 @@ def test_connect_stream_with_parameters_becomes_stream_instructions():
     )
     assert instructions.stream_url == "wss://agent.example/media"
     assert instructions.parameters == {"lead": "42", "lang": "en"}
-    assert instructions.pause_seconds == 2 and not instructions.hangup
+    assert instructions.steps == [
+        {"verb": "pause", "seconds": 2},
+        {"verb": "connect", "url": "wss://agent.example/media", "params": {"lead": "42", "lang": "en"}},
+    ]
+
+
+def test_an_appointment_reminder_says_plays_pauses_anywhere_and_redirects_relative_to_its_document():
+    instructions = parse(
+        '<Response><Say language="en-GB" loop="2">Your appointment is tomorrow.</Say><Pause/>'
+        '<Play loop="0">/audio/jingle.wav</Play><Play digits="1w2"/><Pause length="3"/>'
+        '<Redirect method="GET">next?step=2</Redirect></Response>',
+        base_url="https://clinic.example/twiml/start",
+    )
+    assert instructions.steps == [
+        {"verb": "say", "text": "Your appointment is tomorrow.", "voice": "en-gb", "loop": 2},
+        {"verb": "pause", "seconds": 1},
+        {"verb": "play", "url": "https://clinic.example/audio/jingle.wav", "loop": 0},
+        {"verb": "digits", "digits": "1w2"},
+        {"verb": "pause", "seconds": 3},
+        {"verb": "redirect", "url": "https://clinic.example/twiml/next?step=2", "method": "GET"},
+    ]
+    assert instructions.stream_url == ""
+
+
+def test_a_listen_only_fork_starts_and_stops_while_the_program_goes_on():
+    assert parse('<Response><Start><Stream url="wss://notes.example/listen"><Parameter name="crm" value="9"/>'
+                 '</Stream></Start><Say>This call is transcribed.</Say><Stop><Stream/></Stop><Hangup/></Response>'
+                 ).steps == [
+        {"verb": "fork", "url": "wss://notes.example/listen", "params": {"crm": "9"}},
+        {"verb": "say", "text": "This call is transcribed.", "voice": "en-us", "loop": 1},
+        {"verb": "unfork"}, {"verb": "hangup"}]
 
 
 def test_hangup():
-    assert parse("<Response><Hangup/></Response>").hangup
+    assert parse("<Response><Pause length='1'/><Hangup/></Response>").steps == [
+        {"verb": "pause", "seconds": 1}, {"verb": "hangup"}]
 
 
 @pytest.mark.parametrize(
     "twiml, message",
     [
-        ("<Response><Say>Hello</Say></Response>", "<Say> is not supported"),
+        ("<Response><Gather/></Response>", "<Gather> is not supported"),
         ("<Response><Dial>+14155550100</Dial></Response>", "<Dial> is not supported"),
+        ("<Response><Start><Stream url='wss://x' track='both_tracks'/></Start></Response>", "inbound_track"),
+        ("<Response><Start><Siprec/></Start></Response>", "exactly one <Stream>"),
         ("<Response><Connect><Stream url='http://x'/></Connect></Response>", "ws:// or wss://"),
         ("<Response><Connect><Room/></Connect></Response>", "exactly one <Stream>"),
         ("<Response><Hangup/><Pause/></Response>", "never reached"),
+        ("<Response><Redirect>https://x/a</Redirect><Say>Hi</Say></Response>", "never reached"),
+        ("<Response><Say></Say></Response>", "<Say> must hold text"),
+        ("<Response><Play>ftp://x/a.wav</Play></Response>", "http:// or https://"),
+        ("<Response><Play digits='12x'/></Response>", "<Play digits>"),
+        ("<Response><Pause length='-1'/></Response>", "<Pause length>"),
+        ("<Response><Say loop='many'>Hi</Say></Response>", "<Say loop>"),
         ("<Say>Hi</Say>", "must start with <Response>"),
         ("<Response>", "not well-formed"),
     ],

@@ -63,6 +63,20 @@ def test_a_number_is_assigned_with_inbound_routing(root, tenant_a):
     assert number.tenant == acme and number.inbound_parameters == {"greeting": "hi"}
 
 
+def test_a_number_answered_by_a_twilio_app_gets_its_voice_url(root, tenant_a):
+    acme = Tenant.objects.get(schema_name=tenant_a.tenant)
+    refused = root.post("/platform/numbers/new/", {"e164": "+14155550167", "tenant": acme.pk,
+                                                   "voice_url": "http://169.254.169.254/latest"})
+    assert "refused" in refused.content.decode() and not Number.objects.filter(e164="+14155550167").exists()
+    response = root.post("/platform/numbers/new/", {"e164": "+14155550167", "tenant": acme.pk,
+                                                    "voice_url": "https://app.acme.example/voice", "voice_method": "GET"})
+    assert response.status_code == 302
+    number = Number.objects.get(e164="+14155550167")
+    assert (number.voice_url, number.voice_method, number.voice_fallback_method) == (
+        "https://app.acme.example/voice", "GET", "POST")
+    number.delete()
+
+
 def test_tenant_creation_errors_are_shown_next_to_the_field(root, tenant_a):
     response = root.post("/platform/tenants/", {"slug": "Bad Name", "domain": "x.localhost"})
     assert "invalid tenant name" in response.content.decode()

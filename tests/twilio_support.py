@@ -29,7 +29,7 @@ class TenantApp:
 
         app = self
         self.requests: list[dict] = []
-        self.answers: dict[str, tuple[int, str, str]] = {}
+        self.answers: dict[str, tuple[int, str, str | bytes]] = {}
 
         class Handler(BaseHTTPRequestHandler):
             def _serve(self):
@@ -40,9 +40,10 @@ class TenantApp:
                 status, content_type, text = app.answers.get(self.path.split("?")[0], (200, "text/plain", ""))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(text.encode())))
+                body = text if isinstance(text, bytes) else text.encode()  # bytes: audio files
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(text.encode())
+                self.wfile.write(body)
 
             do_GET = do_POST = _serve
 

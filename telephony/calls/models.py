@@ -106,6 +106,9 @@ class Call(models.Model):
     answered_by = models.CharField(max_length=32, blank=True, db_index=True)
     amd_ms = models.PositiveIntegerField(null=True, blank=True)
     amd_evidence = models.JSONField(null=True, blank=True)
+    # TwiML fetched when the call is answered (Twilio's Url): {"url", "method", "fallback_url",
+    # "fallback_method"}; null for calls that carry their program (or none).
+    twiml_url = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

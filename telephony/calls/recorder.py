@@ -74,6 +74,7 @@ class _Batch:
         self.recorded: list[tuple[dict, dict]] = []  # (event, metrics call fields as at the event)
         self.recordings: list[tuple[str, str, float]] = []  # (call sid, spooled file, duration) to store
         self.ended: list[int] = []  # pks of the calls that got their final event
+        self.twiml_fetches: list[tuple[str, str, str]] = []  # (call sid, url, method): TwiML to fetch and run
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
@@ -86,7 +87,8 @@ class _Batch:
         if missing:
             Call.objects.bulk_create([
                 Call(sid=sid, direction="inbound", from_number=inbound[sid].get("from", ""),
-                     to_number=inbound[sid].get("to", ""), stream_url=inbound[sid].get("stream_url", ""))
+                     to_number=inbound[sid].get("to", ""), stream_url=inbound[sid].get("stream_url", ""),
+                     twiml_url=(inbound[sid].get("route") or {}).get("twiml_url"))
                 for sid in missing], ignore_conflicts=True)
             self.calls.update({call.sid: call for call in
                                Call.objects.select_for_update().filter(sid__in=missing).order_by("pk")})
@@ -141,6 +143,10 @@ class _Batch:
             from .tasks import store_recording
 
             transaction.on_commit(lambda: [store_recording.delay(*r) for r in self.recordings])
+        if self.twiml_fetches:
+            from .tasks import run_twiml_url
+
+            transaction.on_commit(lambda: [run_twiml_url.delay(*f) for f in self.twiml_fetches])
 
 
 def _apply(batch: _Batch, call: Call, event: dict) -> None:
@@ -171,6 +177,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
         if not call.is_final:
             set_(call, status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")),
                  **_carrier(event))
+            if call.twiml_url:  # Twilio's Url: fetched now that the call is answered
+                batch.twiml_fetches.append((call.sid, "", ""))
         elif call.answered_at is None:  # read after the final event (a recorder restarted): its facts, not its status
             set_(call, answered_at=at, setup_ms=_ms(event.get("setup_ms")))
             _mark_abandoned(batch, call)
@@ -179,6 +187,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
     elif kind in (gw.TRANSFER_FAILED, gw.TRANSFERRED):
         _apply_transfer_outcome(event, at)
+    elif kind == gw.TWIML_REDIRECT:
+        if not call.is_final:
+            batch.twiml_fetches.append((call.sid, event.get("url", ""), event.get("method", "")))
     elif kind == gw.AMD:
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))

@@ -49,9 +49,10 @@ class CallRequest:
     status_callback_method: str = "POST"
     ring_timeout: int = 30
     max_duration: int = 3600
-    # From TwiML: seconds of silence after answer before streaming, or hang up at once.
-    pause_seconds: int = 0
-    hangup_on_answer: bool = False
+    # TwiML (Twilio's API): the program run at the answer (telephony.calls.twiml), or where to fetch
+    # it then ({"url", "method", "fallback_url", "fallback_method"}: telephony.calls.twiml_runner).
+    twiml: list[dict] | None = None
+    twiml_url: dict | None = None
     campaign_id: int | None = None
     campaign_contact_id: int | None = None
     # Answering-machine detection: telephony.calls.amd.config(...), or None; the message left on a
@@ -72,10 +73,15 @@ class CallRequest:
 DIGITS_REGEX = r"^[0-9*#A-Dw]{1,32}$"
 
 
+def _bridged(request: CallRequest) -> bool:
+    """The call's audio goes through a media host: a stream to an agent, or TwiML."""
+    return bool(request.stream_url or request.agent_connects or request.twiml is not None or request.twiml_url)
+
+
 def _check_machine_detection(request: CallRequest) -> None:
     if request.machine_detection is None:
         return
-    if not (request.stream_url or request.agent_connects):
+    if not _bridged(request):
         raise CallRequestError("machine_detection", "detection runs on bridged calls: give stream_url or agent_connects")
     if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not (request.voicemail_message.strip()
                                                                              or request.voicemail_audio):
@@ -166,13 +172,13 @@ class CallPlacer:
                 to = _checked_number(request.to, "to")
                 from_number = self._caller_id(_checked_number(request.from_, "from"))
                 _check_machine_detection(request)
-                if request.record and not (request.stream_url or request.agent_connects):
+                if request.record and not _bridged(request):
                     raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
                 if request.recording_announcement.strip() and not request.record:
                     raise CallRequestError("recording_announcement", "only recorded calls (record) announce it")
                 if request.send_digits and not re.fullmatch(DIGITS_REGEX, request.send_digits):
                     raise CallRequestError("send_digits", "keys are 0-9 * # A-D and w (a half-second pause), at most 32")
-                if request.send_digits and not (request.stream_url or request.agent_connects):
+                if request.send_digits and not _bridged(request):
                     raise CallRequestError("send_digits", "digits are sent on bridged calls: give stream_url or agent_connects")
             except CallRequestError as error:
                 results.append(error)
@@ -185,7 +191,7 @@ class CallPlacer:
                 status_callback_method=request.status_callback_method, ring_timeout=request.ring_timeout,
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
-                amd_status_callback=request.amd_status_callback, record=request.record,
+                amd_status_callback=request.amd_status_callback, record=request.record, twiml_url=request.twiml_url,
                 transfer_numbers=request.transfer_numbers,
                 recording_status_callback=request.recording_status_callback,
             )
@@ -207,9 +213,12 @@ class CallPlacer:
             "call_id": call.sid, "tenant": connection.schema_name, "from": call.from_number, "to": call.to_number,
             "ring_timeout": request.ring_timeout, "max_duration": request.max_duration, "legs": legs,
             "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
-            "pause_seconds": request.pause_seconds, "hangup_on_answer": request.hangup_on_answer,
             "account_sid": self.tenant.account_sid, "tenant_max_concurrent": self.tenant.max_concurrent_calls,
         }
+        if request.twiml is not None:
+            command["twiml"] = request.twiml
+        if request.twiml_url:
+            command["twiml_at_answer"] = True
         if request.send_digits:
             command["send_digits"] = request.send_digits
         if request.record:
@@ -276,7 +285,7 @@ def send_digits(call: Call, digits: str) -> str:
     """Press keys on the callee's phone (an agent navigating an IVR): the gateway holding the call
     sends them as RFC 4733 events after any still being sent. Returns that gateway's id; raises
     CallRequestError for a call that is not bridged, CallNotInProgress for one no live gateway holds."""
-    if not (call.stream_url or call.agent_connects):
+    if not (call.stream_url or call.agent_connects or call.twiml_url):
         raise CallRequestError("digits", "digits are sent on bridged calls (placed with stream_url or agent_connects)")
     where = gateway.send_digits(get_redis(), call.sid, digits)
     if where == "unheld":

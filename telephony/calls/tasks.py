@@ -1,7 +1,7 @@
 from celery import shared_task
 from django_tenants.utils import get_tenant_model, schema_context
 
-from . import recordings, services, webhooks
+from . import recordings, services, twiml_runner, webhooks
 
 SPOOL_RETRY_S = 2
 SPOOL_RETRIES = 30  # the media host writes the file when the call ends: a minute is ample
@@ -25,6 +25,12 @@ def store_recording(call_sid: str, file_name: str, duration_s: float, attempt: i
             store_recording.apply_async((call_sid, file_name, duration_s, attempt + 1), countdown=SPOOL_RETRY_S)
         else:
             recordings.give_up(call_sid)
+
+
+@shared_task(ignore_result=True)
+def run_twiml_url(call_sid: str, url: str = "", method: str = "") -> None:
+    """Runs in the tenant's schema: the answered call's TwiML Url, or the <Redirect> it reached."""
+    twiml_runner.run_url(call_sid, url, method)
 
 
 @shared_task(ignore_result=True)

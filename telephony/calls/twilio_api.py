@@ -13,7 +13,6 @@ code. docs/twilio-compatibility.md lists what is supported and how it differs.
 from collections.abc import Mapping
 
 import redis
-from django.conf import settings
 from django.db import connection
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
@@ -24,9 +23,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import JSONBodyParser
-from tenants import auth_token
 
-from . import amd, outbound, recording_callbacks, services, twilio_list, twiml
+from . import amd, outbound, recording_callbacks, services, twilio_list, twiml, twiml_runner
 from .models import CALLBACK_EVENTS, Call, new_call_sid
 from .twilio_schema import (
     TWILIO_ERROR,
@@ -133,7 +131,8 @@ def text_param(data, name: str, default: str = "") -> str:
 # Twilio create parameters this platform does not do: given (with a value that asks for something), the
 # request is a 400 naming them rather than a call that silently lacks what was asked for.
 UNSUPPORTED_CREATE_PARAMS = (
-    "ApplicationSid", "FallbackUrl", "FallbackMethod", "RecordingChannels", "RecordingTrack", "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
+    "ApplicationSid", "RecordingChannels", "RecordingTrack",
+    "Trim", "SipAuthUsername", "SipAuthPassword", "AsyncAmdStatusCallbackMethod", "Byoc", "CallReason",
     "CallToken", "CallerId",
 )
 # Values that ask for nothing (Twilio's defaults), accepted for the parameters above.
@@ -164,6 +163,18 @@ def method_param(data, name: str) -> str:
     if method not in ("GET", "POST"):
         raise TwilioInputError(name.lower(), f"{name} must be GET or POST")
     return method
+
+
+def document_urls(data) -> dict[str, str]:
+    """Url, Method, FallbackUrl, FallbackMethod of a TwiML document, checked by the outbound guard."""
+    urls = {"url": text_param(data, "Url"), "method": method_param(data, "Method"),
+            "fallback_url": text_param(data, "FallbackUrl"), "fallback_method": method_param(data, "FallbackMethod")}
+    for key, name in (("url", "Url"), ("fallback_url", "FallbackUrl")):
+        if len(urls[key]) > twiml.MAX_URL_CHARS:
+            raise TwilioInputError("url", f"{name} may hold at most {twiml.MAX_URL_CHARS} characters")
+        if why := outbound.refusal(urls[key], outbound.CALLBACK_SCHEMES):
+            raise TwilioInputError("url", f"{name} refused: {why}")
+    return urls
 
 
 def seconds_param(data, name: str, default: int, low: int, high: int) -> int:
@@ -225,23 +236,17 @@ class CallsView(TwilioView):
             # Twilio clamps Timeout into its range; TimeLimit out of range is an error.
             timeout = max(5, min(seconds_param(data, "Timeout", 60, 0, 10 ** 6), 600))
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
+            instructions, twiml_url = twiml.CallInstructions(), None
             if data.get("Twiml"):
-                instructions = twiml.parse(data["Twiml"])
+                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
             elif data.get("Url"):
-                # Twilio's request parameters, signed with the account's auth token. (Twilio fetches at
-                # answer, when CallStatus is in-progress; here it is fetched before dialing.)
-                params = {"AccountSid": account_sid, "CallSid": sid, "From": from_, "To": to, "CallStatus": "queued",
-                          "Direction": "outbound-api", "ApiVersion": API_VERSION}
-                instructions = twiml.fetch(text_param(data, "Url"), params, settings.OUTBOUND_ALLOW,
-                                           method_param(data, "Method"), auth_token.current(connection.tenant))
+                twiml_url = document_urls(data)  # fetched when the call is answered (twiml_runner)
             else:
                 return twilio_error("url", "Url or Twiml is required")
         except TwilioInputError as error:
             return twilio_error(error.field, str(error))
         except twiml.TwimlError as error:
             return twilio_error("twiml", str(error))
-        if why := outbound.refusal(instructions.stream_url, outbound.STREAM_SCHEMES):
-            return twilio_error("twiml", f"<Stream url> refused: {why}")
         if why := outbound.refusal(status_callback, outbound.CALLBACK_SCHEMES):
             return twilio_error("statuscallback", f"StatusCallback refused: {why}")
         if len(status_callback) > 500:
@@ -262,7 +267,7 @@ class CallsView(TwilioView):
                     custom_parameters=instructions.parameters, status_callback=status_callback,
                     status_callback_events=events, status_callback_method=callback_method,
                     ring_timeout=timeout, max_duration=time_limit,
-                    pause_seconds=instructions.pause_seconds, hangup_on_answer=instructions.hangup,
+                    twiml=instructions.steps if twiml_url is None else None, twiml_url=twiml_url,
                     machine_detection=machine_detection,
                     amd_status_callback=data.get("AsyncAmdStatusCallback", ""),
                     send_digits=send_digits, record=str(data.get("Record", "")).lower() == "true",
@@ -295,10 +300,12 @@ class CallView(TwilioView):
         wanted = request.data.get("Status")
         if not isinstance(wanted, str | None):
             return twilio_error("status", "Status must be a string")
+        if not wanted and (request.data.get("Twiml") or request.data.get("Url")):
+            return self.redirect(call, account_sid, request.data)
         if wanted not in ("completed", "canceled"):
             if wanted:
                 return twilio_error("status", f"Status may be completed or canceled, not {wanted!r}")
-            return twilio_error("twiml", "only Status updates are supported (Twiml/Url updates are not)")
+            return twilio_error("twiml", "give Status, Twiml or Url")
         if call.is_final:
             return Response(call_resource(call, account_sid))
         answered = call.status == Call.Status.IN_PROGRESS
@@ -309,3 +316,25 @@ class CallView(TwilioView):
         call.refresh_from_db()
         # The gateway ends the call a moment later; the answer says the status asked for, as Twilio's does.
         return Response(call_resource(call, account_sid, status=call.status if call.is_final else wanted))
+
+    def redirect(self, call: Call, account_sid: str, data) -> Response:
+        """A live update: the call runs the new TwiML from now on (its stream, if any, gets `stop`); one
+        still ringing runs it when answered."""
+        if call.is_final:
+            return Response(error_body(21220, "Call is not in-progress. Cannot redirect.", 400), status=400)
+        try:
+            if data.get("Twiml"):
+                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
+            else:
+                urls = document_urls(data)
+                instructions = twiml_runner.fetch(call, urls["url"], urls["method"], urls["fallback_url"],
+                                                  urls["fallback_method"])
+            twiml_runner.run(call, instructions)
+        except TwilioInputError as error:
+            return twilio_error(error.field, str(error))
+        except twiml.TwimlError as error:
+            return twilio_error("twiml", str(error))
+        except services.CallNotInProgress as error:
+            return Response(error_body(21220, f"Call is not in-progress: {error}", 400), status=400)
+        call.refresh_from_db()
+        return Response(call_resource(call, account_sid))

@@ -1,8 +1,10 @@
-"""The part of TwiML the platform understands, so Twilio code can drive calls unchanged.
+"""TwiML as Twilio runs it: a document becomes the program of steps the call's media host runs in
+order (media/twiml_player.py), so Twilio code drives calls unchanged.
 
-Supported: <Response> holding <Connect><Stream url="wss://…"><Parameter name="…" value="…"/></Stream>
-</Connect>, <Pause length="N"/> and <Hangup/>. Anything else is refused with a message naming the
-verb, never silently ignored.
+Verbs: <Say> (espeak-ng), <Play> (a WAV / mu-law URL, ``loop``, or ``digits``), <Pause>, <Connect>
+<Stream> (the Media Stream; nothing after it runs), <Redirect> (the next document, fetched when
+reached), <Hangup>. <Dial> goes to DIAL_HOOK once call transfers exist. Anything else is refused with a
+message naming the verb, never silently ignored.
 """
 from __future__ import annotations
 
@@ -14,11 +16,18 @@ from core import egress
 
 from . import twilio_values
 
-SUPPORTED = "<Connect><Stream>, <Pause> and <Hangup>"
+SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect> and <Hangup>"
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
+MAX_URL_CHARS = 2000
 MAX_PAUSE_SECONDS = 3600
+MAX_SAY_CHARS = 4096  # Twilio's limit for one <Say>
+MAX_LOOP = 1000
 FETCH_TIMEOUT_S = 5.0
+DIGITS = set("0123456789*#ABCDw")
+# Where <Dial> is handed on once call transfers exist (telephony/calls/transfers.py): a function of
+# (the <Dial> element, the program so far) that appends its steps. None: <Dial> is refused.
+DIAL_HOOK = None
 
 
 class TwimlError(ValueError):
@@ -27,32 +36,111 @@ class TwimlError(ValueError):
 
 @dataclass
 class CallInstructions:
-    """What to do once the call is answered: wait, then stream to an agent, or hang up."""
+    """A document's program (media/twiml_player.py steps); the Media Stream it connects to, if any,
+    is also kept on the call's record."""
 
-    pause_seconds: int = 0
+    steps: list[dict] = field(default_factory=list)
     stream_url: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
-    hangup: bool = False
 
 
-def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> None:
-    children = list(connect)
+def _whole(verb: ElementTree.Element, name: str, default: str, low: int, high: int) -> int:
+    try:
+        value = int(verb.get(name, default))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise TwimlError(f"<{verb.tag} {name}> must be a whole number from {low} to {high}")
+    return value
+
+
+def _url(verb: ElementTree.Element, url: str, base_url: str, schemes: tuple[str, ...]) -> str:
+    url = urllib.parse.urljoin(base_url, url.strip()) if base_url else url.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise TwimlError(f"<{verb.tag}> URL may hold at most {MAX_URL_CHARS} characters")
+    if urllib.parse.urlsplit(url).scheme not in schemes:
+        raise TwimlError(f"<{verb.tag}> needs a {' or '.join(f'{s}://' for s in schemes)} URL, got {url[:100]!r}")
+    return url
+
+
+def _stream_of(verb: ElementTree.Element) -> ElementTree.Element:
+    children = list(verb)
     if len(children) != 1 or children[0].tag != "Stream":
-        raise TwimlError("<Connect> must hold exactly one <Stream>")
-    stream = children[0]
+        raise TwimlError(f"<{verb.tag}> must hold exactly one <Stream>")
+    return children[0]
+
+
+def _stream_target(stream: ElementTree.Element) -> tuple[str, dict[str, str]]:
     url = stream.get("url", "")
     if len(url) > MAX_STREAM_URL_CHARS:
         raise TwimlError(f"<Stream url> may hold at most {MAX_STREAM_URL_CHARS} characters")
     if urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
         raise TwimlError(f"<Stream url> must be a ws:// or wss:// URL, got {url[:100]!r}")
+    parameters = {}
     for parameter in stream:
         if parameter.tag != "Parameter" or not parameter.get("name"):
             raise TwimlError(f"<Stream> may only hold <Parameter name=… value=…>, not <{parameter.tag}>")
-        instructions.parameters[parameter.get("name")] = parameter.get("value", "")
+        parameters[parameter.get("name")] = parameter.get("value", "")
+    return url, parameters
+
+
+def _stream(connect: ElementTree.Element, instructions: CallInstructions) -> None:
+    url, instructions.parameters = _stream_target(_stream_of(connect))
     instructions.stream_url = url
+    instructions.steps.append({"verb": "connect", "url": url, "params": dict(instructions.parameters)})
 
 
-def parse(twiml: str) -> CallInstructions:
+def _fork(start: ElementTree.Element, instructions: CallInstructions) -> None:
+    stream = _stream_of(start)
+    if stream.get("track", "inbound_track") != "inbound_track":
+        raise TwimlError("<Start><Stream track> may only be inbound_track (the caller's audio)")
+    url, parameters = _stream_target(stream)
+    instructions.steps.append({"verb": "fork", "url": url, "params": parameters})
+
+
+def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: str) -> None:
+    steps = instructions.steps
+    if verb.tag == "Pause":
+        steps.append({"verb": "pause", "seconds": _whole(verb, "length", "1", 0, MAX_PAUSE_SECONDS)})
+    elif verb.tag == "Say":
+        text = (verb.text or "").strip()
+        if not text or len(text) > MAX_SAY_CHARS:
+            raise TwimlError(f"<Say> must hold text of 1 to {MAX_SAY_CHARS} characters")
+        language = verb.get("language", "en-US")
+        steps.append({"verb": "say", "text": text, "voice": language.lower(), "loop": _whole(verb, "loop", "1", 0, MAX_LOOP)})
+    elif verb.tag == "Play":
+        digits = verb.get("digits")
+        if digits is not None:
+            if not digits or set(digits) - DIGITS or len(digits) > 32:
+                raise TwimlError("<Play digits> may hold 1 to 32 of 0-9 * # A-D and w (a half-second pause)")
+            steps.append({"verb": "digits", "digits": digits})
+        else:
+            url = _url(verb, verb.text or "", base_url, egress.HTTP_SCHEMES)
+            steps.append({"verb": "play", "url": url, "loop": _whole(verb, "loop", "1", 0, MAX_LOOP)})
+    elif verb.tag == "Hangup":
+        steps.append({"verb": "hangup"})
+    elif verb.tag == "Connect":
+        _stream(verb, instructions)
+    elif verb.tag == "Start":
+        _fork(verb, instructions)
+    elif verb.tag == "Stop":
+        _stream_of(verb)
+        steps.append({"verb": "unfork"})
+    elif verb.tag == "Redirect":
+        method = verb.get("method", "POST").upper()
+        if method not in ("GET", "POST"):
+            raise TwimlError("<Redirect method> must be GET or POST")
+        steps.append({"verb": "redirect", "url": _url(verb, verb.text or "", base_url, egress.HTTP_SCHEMES),
+                      "method": method})
+    elif verb.tag == "Dial" and DIAL_HOOK is not None:
+        DIAL_HOOK(verb, instructions)
+    else:
+        raise TwimlError(f"the TwiML verb <{verb.tag}> is not supported; supported are {SUPPORTED}")
+
+
+def parse(twiml: str, base_url: str = "") -> CallInstructions:
+    """The program of a TwiML document; relative URLs (<Play>, <Redirect>) are taken from ``base_url``,
+    the document's own."""
     if not isinstance(twiml, str):
         raise TwimlError("Twiml must be a string holding a <Response> document")
     if len(twiml) > MAX_TWIML_BYTES:
@@ -65,22 +153,9 @@ def parse(twiml: str) -> CallInstructions:
         raise TwimlError(f"TwiML must start with <Response>, not <{root.tag}>")
     instructions = CallInstructions()
     for verb in root:
-        if instructions.stream_url or instructions.hangup:
-            raise TwimlError(f"<{verb.tag}> after <Connect> or <Hangup> is never reached")
-        if verb.tag == "Pause":
-            try:
-                length = int(verb.get("length", "1"))
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_PAUSE_SECONDS:
-                raise TwimlError(f"<Pause length> must be a whole number of seconds from 0 to {MAX_PAUSE_SECONDS}")
-            instructions.pause_seconds += length
-        elif verb.tag == "Hangup":
-            instructions.hangup = True
-        elif verb.tag == "Connect":
-            _stream(verb, instructions)
-        else:
-            raise TwimlError(f"the TwiML verb <{verb.tag}> is not supported; supported are {SUPPORTED}")
+        if instructions.steps and instructions.steps[-1]["verb"] in ("connect", "hangup", "redirect"):
+            raise TwimlError(f"<{verb.tag}> after <Connect>, <Redirect> or <Hangup> is never reached")
+        _step(verb, instructions, base_url)
     return instructions
 
 
@@ -110,4 +185,4 @@ def fetch(url: str, params: dict[str, str], allow, method: str = "POST", auth_to
         raise TwimlError(f"could not fetch TwiML from Url: {exc}") from None
     if not 200 <= response.status < 300:
         raise TwimlError(f"could not fetch TwiML from Url: it answered HTTP {response.status}")
-    return parse(response.body.decode("utf-8", errors="replace"))
+    return parse(response.body.decode("utf-8", errors="replace"), response.url)

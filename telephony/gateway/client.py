@@ -109,6 +109,15 @@ def transfer(redis, command: TransferCommand) -> str:
     return where
 
 
+def run_twiml(redis, call_id: str, steps: list[dict]) -> str:
+    """Run a TwiML program (media/twiml_player.py steps) on a bridged call from now on, in place of
+    what it does (a live update stops its stream), through the live gateway holding it. Returns the
+    gateway id, or why not, as send_digits."""
+    where = Store(redis).call_command(call_id, {"type": "twiml", "steps": steps})
+    log.info("TwiML sent: %s", where, extra={"call_sid": call_id})
+    return where
+
+
 def call_state(redis, call_id: str) -> dict:
     """The call:{id} hash (gateway, state, leg, carrier_id, answered_at, final...) as str -> str."""
     return {k.decode(): v.decode() for k, v in redis.hgetall(ev.call_key(call_id)).items()}

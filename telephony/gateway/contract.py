@@ -40,14 +40,14 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "stream_encoding": NotRequired[str],  # "audio/x-mulaw" (default) or "audio/x-l16"
     "stream_via_relay": NotRequired[bool],  # stream_url is the platform's relay: the agent connects in
     "stream_connect_timeout": NotRequired[float],
-    "pause_seconds": NotRequired[float],
-    "hangup_on_answer": NotRequired[bool],
     "fallback_audio_key": NotRequired[str],  # Redis key of the message spoken when the agent fails
     "machine_detection": NotRequired[dict[str, Any]],  # telephony.calls.amd.config(), + voicemail_key
     "headers": NotRequired[dict[str, str]],  # extra SIP headers of the INVITE
     "record": NotRequired[bool],  # dual-channel WAV of a bridged call (media/recording.py)
     "recording_announcement_key": NotRequired[str],  # Redis key of the consent message played before it
     "send_digits": NotRequired[str],  # RFC 4733 digits to the callee once answered (bridged calls; 'w': 0.5 s)
+    "twiml": NotRequired[list[dict[str, Any]]],  # TwiML program run at the answer (media/twiml_player.py)
+    "twiml_at_answer": NotRequired[bool],  # bridged, waiting for the program the platform sends (its Url)
     "provisional_timeout": NotRequired[float],
     "transfer_of": NotRequired[str],  # a transfer leg: the call whose audio it joins (TransferCommand)
     "type": NotRequired[str],  # "originate", set by client.originate
@@ -79,6 +79,7 @@ class InboundRoute(TypedDict):
     custom_parameters: dict[str, str]
     region: str | None
     max_duration: NotRequired[float]
+    twiml_url: NotRequired[dict[str, str]]  # the voice URL (Twilio's): the platform sends the TwiML at the answer
 
 
 class CallEvent(TypedDict, total=False):

@@ -128,8 +128,9 @@ AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, a
 TRANSFER_STARTED = "transfer_started"  # transfer_sid, to, mode
 TRANSFERRED = "transferred"  # transfer_sid: the person answered and the two legs are joined
 TRANSFER_FAILED = "transfer_failed"  # transfer_sid, outcome, reason, then (agent, message, hangup)
+TWIML_REDIRECT = "twiml_redirect"  # media bridge: the call's TwiML reached <Redirect>; url, method
 EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD,
-               TRANSFER_STARTED, TRANSFERRED, TRANSFER_FAILED)
+               TRANSFER_STARTED, TRANSFERRED, TRANSFER_FAILED, TWIML_REDIRECT)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------
@@ -167,7 +168,8 @@ REASON_AGENT_CONNECT_TIMEOUT = "agent_connect_timeout"  # no WebSocket within th
 REASON_AGENT_CLOSED = "agent_closed"  # the agent closed the socket or the connection was lost
 REASON_AGENT_PROTOCOL_ERROR = "agent_protocol_error"  # binary frames / too many malformed messages
 REASON_MEDIA_ERROR = "media_error"  # a bug or resource problem in the media bridge
-REASON_HANGUP_ON_ANSWER = "hangup_on_answer"  # the command said to hang up at once (TwiML <Hangup/>)
+REASON_TWIML_HANGUP = "twiml_hangup"  # the call's TwiML program reached <Hangup/> or its end
+REASON_TWIML_MISSING = "twiml_missing"  # the call waited for TwiML from the platform (its Url) in vain
 REASON_MACHINE_DETECTED = "machine_detected"  # answering-machine detection: a machine, and the call hangs up
 REASON_VOICEMAIL_LEFT = "voicemail_left"  # answering-machine detection: the voicemail message was played
 REASON_CARRIER_AT_CAPACITY = "carrier_at_capacity"  # the carrier's (or tenant's) concurrent-call cap

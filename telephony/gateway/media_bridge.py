@@ -54,7 +54,10 @@ def stream_config(s) -> dict | None:
     # fields, less those only a command carries)
     src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
     url = src.get("stream_url") or ""
-    if not url and not src.get("transfer_of"):  # a transfer leg: bridged, its audio joined to its call's
+    # TwiML: a program to run at the answer, or one the platform sends once it fetched the call's Url
+    twiml, twiml_wait = src.get("twiml"), bool(src.get("twiml_at_answer") or src.get("twiml_url"))
+    # a transfer leg is bridged too: its audio is joined to its call's
+    if not (url or twiml is not None or twiml_wait or src.get("transfer_of")):
         return None
     params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))
@@ -65,7 +68,6 @@ def stream_config(s) -> dict | None:
         "params": params,
         "account_sid": account_sid,
         "call_sid": s.call_id,
-        "pause": float(src.get("pause_seconds") or 0),
         "direction": s.direction,
         "connect_timeout": float(src.get("stream_connect_timeout") or 0),
         # the URL is the platform's relay and the agent connects in to it: wait until it has
@@ -75,6 +77,8 @@ def stream_config(s) -> dict | None:
         "encoding": src.get("stream_encoding") or MULAW_8K["encoding"],  # what the agent sends and receives
         "amd": src.get("machine_detection"),  # answering-machine detection (media/amd_call.py), or None
         "send_digits": str(src.get("send_digits") or ""),  # sent to the callee once answered (RFC 4733)
+        "twiml": twiml,  # media/twiml_player.py steps, or None
+        "twiml_wait": twiml_wait,
     }
 
 
@@ -296,6 +300,10 @@ class MediaBridge:
             self.main_stream_started(call_id, msg["ai_connect_ms"], msg.get("stream_sid"))
         elif op == "amd":
             self.main_amd(call_id, msg)
+        elif op == "redirect":
+            s = self.worker.sessions.get(call_id)
+            if s is not None and s.state == "answered":
+                self.worker.emit(s, ev.TWIML_REDIRECT, url=msg["url"], method=msg["method"])
         elif op == "ended":
             if msg.get("want_voicemail"):
                 self.main_play_voicemail(call_id, msg["reason"], msg["detail"])
@@ -488,6 +496,16 @@ class MediaBridge:
         if stream_config(s) is None or s.direction != ev.DIRECTION_OUTBOUND:
             return False
         s.cmd["send_digits"] = (s.cmd.get("send_digits") or "") + digits
+        return True
+
+    def run_twiml(self, s, steps: list) -> bool:
+        """A TwiML program for a bridged call: to its media host, or in place of the command's program
+        when the host does not have the call yet (run at the answer). False: not a bridged call."""
+        if s.call_id in self.calls:  # before the answer the host keeps it for then
+            return self._send({"op": "twiml", "call": s.call_id, "steps": steps})
+        if stream_config(s) is None or s.direction != ev.DIRECTION_OUTBOUND:
+            return False
+        s.cmd["twiml"] = steps
         return True
 
     def on_call_ended(self, s) -> None:

@@ -79,7 +79,6 @@ class Session:
     ring_timeout: float = 30.0
     provisional_timeout: float = 5.0
     max_duration: float = 3600.0
-    hang_up_at: float = 0.0  # monotonic: TwiML <Pause length="N"/><Hangup/> ends the call then (0: never)
     hangup_reason: str | None = None  # set when the platform ends the call/leg
     hangup_sent_at: float = 0.0
     tenant: str | None = None
@@ -733,6 +732,11 @@ class Worker:
             if s is None or not self.bridge.send_digits(s, str(cmd.get("digits") or "")):
                 log.warning("digits not sent: %s", "unknown call" if s is None else "the call is not bridged",
                             extra={"call_sid": cmd.get("call_id")})
+        elif cmd.get("type") == "twiml":
+            s = self.sessions.get(cmd.get("call_id"))
+            if s is None or not self.bridge.run_twiml(s, cmd.get("steps") or []):
+                log.warning("TwiML not run: %s", "unknown call" if s is None else "the call is not bridged",
+                            extra={"call_sid": cmd.get("call_id")})
         else:
             log.error("unknown command %r", cmd)
 
@@ -961,9 +965,6 @@ class Worker:
                 elif now - s.leg_started_at > s.ring_timeout:
                     s.hangup_reason = ev.REASON_RING_TIMEOUT
                     self._hangup_pj(s.pjcall)
-            elif s.state == "answered" and s.hang_up_at and now >= s.hang_up_at:
-                s.hangup_reason = ev.REASON_HANGUP_ON_ANSWER
-                self._hangup_pj(s.pjcall)
             elif s.state == "answered" and now - s.answered_mono > s.max_duration:
                 s.hangup_reason = ev.REASON_MAX_DURATION
                 self._hangup_pj(s.pjcall)
@@ -1045,21 +1046,10 @@ class Worker:
     def on_answered(self, s: Session, call: GatewayCall) -> None:
         """Called once per answered call (both directions), from the main loop thread.
 
-        ``hangup_on_answer`` (TwiML <Hangup/>) ends the call at once, or after ``pause_seconds``
-        (<Pause length="N"/><Hangup/>: the callee hears N seconds of silence); a call with a stream URL
-        (originate ``stream_url`` / the inbound number route's ``stream_url``) is bridged to its
-        agent by the media bridge (see media_bridge.py); other calls carry no audio of ours.
+        A call with a stream URL or TwiML (originate ``stream_url`` / ``twiml`` / ``twiml_at_answer``, the
+        inbound number route's ``stream_url`` / ``twiml_url``) is bridged by the media bridge (see
+        media_bridge.py); other calls carry no audio of ours.
         """
-        cmd = s.cmd if s.direction == ev.DIRECTION_OUTBOUND else (s.extra.get("route") or {})
-        if cmd.get("hangup_on_answer"):
-            pause = float(cmd.get("pause_seconds") or 0)
-            if pause > 0:
-                s.hang_up_at = s.answered_mono + pause  # check_timers hangs up; pjsua's clock sends silence
-                self.clocked_calls.add(s.call_id)
-                self.set_sound_clock()
-            elif s.hangup_reason is None:
-                s.hangup_reason = ev.REASON_HANGUP_ON_ANSWER
-            return  # with a reason set, on_call_state sends the BYE right after this hook
         self.bridge.on_answered(s, call)
         self.transfers.on_answered(s)
         if s.call_id not in self.bridge.calls:

@@ -4,10 +4,13 @@ Everything is started here and stopped at teardown; nothing is assumed to be run
 """
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 import redis as redis_lib
 
-from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port
+from tests.gateway.gwhelpers import SCENARIOS, GatewayProc, Sipp, free_udp_port
 from voiceplatform.embedded import RedisServer
 
 
@@ -72,3 +75,31 @@ def agents():
     srv = AgentServer()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def callee(sipp, tmp_path):
+    """A callee that answers and sends its RTP to us; `hear()` collects what the platform played."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.settimeout(0.2)
+    scenario = tmp_path / "uas_media_to_test.xml"
+    scenario.write_text((SCENARIOS / "uas_media.xml").read_text()
+                        .replace("m=audio [media_port]", f"m=audio {rtp.getsockname()[1]}")
+                        .replace("@PLAY@", "").replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
+    uas = sipp(str(scenario), ["-m", "1"])
+
+    def hear(seconds: float = 20) -> list[bytes]:
+        """The RTP packets the platform sent, until it stops sending (headers included)."""
+        heard, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                heard.append(rtp.recv(2048))
+            except TimeoutError:
+                if heard:
+                    break
+        return heard
+
+    uas.hear = hear
+    yield uas
+    rtp.close()

@@ -2,47 +2,27 @@
 the call ends with the agent's failure as its reason. The callee's RTP lands on a socket of this
 test (SIPp does the SIP), so we check what was actually played, frame by frame, and that it came
 as one RTP stream."""
-import socket
-import time
-
 from media import fallback
 from telephony.gateway import events as ev
-from tests.gateway.gwhelpers import SCENARIOS, dumps, free_udp_port, leg, wait_final
+from tests.gateway.gwhelpers import dumps, free_udp_port, leg, wait_final
 from tests.gateway.test_media_bridge import find_run, originate, pattern_frames
 
 
-def test_an_unreachable_agent_gets_the_fallback_message_played_then_the_call_ends(r, gateway, sipp, tmp_path):
+def test_an_unreachable_agent_gets_the_fallback_message_played_then_the_call_ends(r, gateway, callee):
     message = pattern_frames(50, seed=7)  # one second of recognisable audio
     r.set("fallback:audio:test-message", b"".join(message))
 
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.settimeout(0.2)
-    scenario = tmp_path / "uas_media_to_test.xml"
-    scenario.write_text((SCENARIOS / "uas_media.xml").read_text()
-                        .replace("m=audio [media_port]", f"m=audio {rtp.getsockname()[1]}")
-                        .replace("@PLAY@", "").replace("@CODEC_PT@", "0").replace("@CODEC@", "PCMU"))
-    uas = sipp(str(scenario), ["-m", "1"])
-
-    call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=f"ws://127.0.0.1:{free_udp_port()}/nobody",
+    call_id = originate(r, [leg(callee.uri_host, "c1")], stream_url=f"ws://127.0.0.1:{free_udp_port()}/nobody",
                         fallback_audio_key="fallback:audio:test-message")
-    heard, sources, deadline = [], set(), time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            packet = rtp.recv(2048)
-            sources.add(packet[8:12])
-            heard.append(packet[12:])  # RTP payload (no CSRC, no extension from us)
-        except TimeoutError:
-            if heard:
-                break
-    rtp.close()
+    packets = callee.hear(15)
+    heard, sources = [packet[12:] for packet in packets], {packet[8:12] for packet in packets}
 
     evs = wait_final(r, call_id)
     assert evs[-1]["reason"] == ev.REASON_AGENT_CONNECT_FAILED, dumps(evs)
     assert evs[-1]["hangup_by"] == ev.BY_PLATFORM and evs[-1]["duration"] >= 1.0
     find_run(b"".join(heard), message)  # the whole message, in order, unaltered
     assert len(sources) == 1  # one RTP stream: pjsua's own stream of the call stays silent
-    assert uas.wait(10) == 0
+    assert callee.wait(10) == 0
 
 
 def test_fallback_text_is_spoken_once_and_kept_under_its_hash(r):

@@ -347,30 +347,6 @@ def test_agent_connect_timeout_ends_the_call(r, gateway, sipp):
         lsock.close()
 
 
-def test_hangup_on_answer_and_pause(r, gateway, sipp, agents):
-    uas = media_uas(sipp)
-    call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agents.url("/record"), hangup_on_answer=True)
-    evs = wait_final(r, call_id)
-    assert evs[-1]["reason"] == ev.REASON_HANGUP_ON_ANSWER, dumps(evs)
-    assert ev.STREAM_STARTED not in types(evs)
-    assert uas.wait(10) == 0
-
-    # TwiML <Pause length="1"/><Hangup/>: the call is up for the pause, then the platform hangs up.
-    uas = media_uas(sipp)
-    call_id = originate(r, [leg(uas.uri_host, "c1")], hangup_on_answer=True, pause_seconds=1)
-    evs = wait_final(r, call_id)
-    assert evs[-1]["reason"] == ev.REASON_HANGUP_ON_ANSWER and evs[-1]["duration"] >= 0.9, dumps(evs)
-    assert uas.wait(10) == 0
-
-    uas = media_uas(sipp, echo=True)
-    call_id = originate(r, [leg(uas.uri_host, "c1")], stream_url=agents.url("/record"), pause_seconds=1)
-    started = wait_event(r, call_id, ev.STREAM_STARTED)
-    assert started["ai_connect_ms"] >= 1000
-    client.hangup(r, call_id)
-    wait_final(r, call_id)
-    assert uas.wait(10) == 0
-
-
 def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
     pcap = write_rtp_pcap(tmp_path / "in.pcap", pattern_frames(50, seed=7))
     number = "+15550009999"

@@ -27,3 +27,14 @@ def app():
     app = TenantApp()
     yield app
     app.stop()
+
+
+@pytest.fixture
+def gateways_start_empty():
+    """Calls the API tests only queued (no gateway ran) are dropped from the originate queue, so a
+    gateway pool a test starts takes only that test's calls (else they fill its slots, and an
+    inbound call finds it busy)."""
+    from core.redis_client import get_redis
+    from telephony.gateway import events as ev
+
+    get_redis().delete(ev.tenant_queue("", "acme"), ev.originate_ring(), ev.originate_depth(), ev.ORIGINATE_WAKE)

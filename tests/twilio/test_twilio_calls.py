@@ -99,7 +99,7 @@ def test_faults_are_twilios_errors_with_their_codes(acme, web, request_, status,
 @pytest.mark.parametrize("fields, named", [
     ({"caller_id": "+14155550100"}, "CallerId"),
     ({"trim": "trim-silence"}, "Trim"),
-    ({"fallback_url": "http://127.0.0.1:9/fallback"}, "FallbackUrl"),
+    ({"application_sid": "AP" + "0" * 32}, "ApplicationSid"),
 ])
 def test_what_the_platform_does_not_do_is_a_400_naming_it_not_silently_ignored(acme, web, fields, named):
     with pytest.raises(TwilioRestException) as fault:

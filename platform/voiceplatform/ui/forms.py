@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
 from telephony import forms as telephony_forms
+from telephony.calls import outbound
 from telephony.models import Number
 from tenants.models import Tenant
 
@@ -361,6 +362,13 @@ CarrierForm = telephony_forms.CarrierForm  # one form for the admin and these pa
 
 
 
+def _guarded(url: str) -> str:
+    """A URL the platform will request (a number's voice URL), if the outbound guard allows it."""
+    if why := outbound.refusal(url, outbound.CALLBACK_SCHEMES):
+        raise ValidationError(f"refused: {why}")
+    return url
+
+
 class NumberForm(forms.ModelForm):
     inbound_parameters_text = forms.CharField(
         required=False, label="Inbound parameters", widget=forms.Textarea(attrs={"rows": 3}),
@@ -369,17 +377,34 @@ class NumberForm(forms.ModelForm):
 
     class Meta:
         model = Number
-        fields = ["e164", "tenant", "region", "inbound_stream_url"]
+        fields = ["e164", "tenant", "region", "inbound_stream_url", "voice_url", "voice_method", "voice_fallback_url",
+                  "voice_fallback_method"]
         labels = {"e164": "Number (E.164)", "tenant": "Assigned to", "inbound_stream_url": "Inbound AI endpoint"}
-        help_texts = {"e164": "e.g. +14155550123", "inbound_stream_url": "wss:// URL that answers calls to this number"}
+        help_texts = {"e164": "e.g. +14155550123", "inbound_stream_url": "wss:// URL that answers calls to this number",
+                      "voice_url": "or, as Twilio: the app whose TwiML answers calls to this number (signed with "
+                                   "the tenant's auth token; takes the place of the AI endpoint)"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["tenant"].queryset = Tenant.objects.exclude(schema_name="public").order_by("name")
         self.fields["tenant"].empty_label = "— not assigned —"
         self.fields["tenant"].label_from_instance = lambda tenant: f"{tenant.name} ({tenant.schema_name})"
+        for method in ("voice_method", "voice_fallback_method"):
+            self.fields[method].required = False
         if self.instance.pk:
             self.fields["inbound_parameters_text"].initial = parameters_as_text(self.instance.inbound_parameters)
+
+    def clean_voice_url(self):
+        return _guarded(self.cleaned_data["voice_url"])
+
+    def clean_voice_fallback_url(self):
+        return _guarded(self.cleaned_data["voice_fallback_url"])
+
+    def clean_voice_method(self):
+        return self.cleaned_data["voice_method"] or "POST"
+
+    def clean_voice_fallback_method(self):
+        return self.cleaned_data["voice_fallback_method"] or "POST"
 
     def clean_inbound_parameters_text(self):
         return parse_parameters(self.cleaned_data["inbound_parameters_text"])

@@ -1,0 +1,91 @@
+"""TwiML as Twilio runs it, on the platform's side: the call's `Url` fetched when it is answered (its
+`FallbackUrl` when that fails), a `<Redirect>` fetched when the call reaches it, a live update's
+`Twiml` / `Url`. Each request carries Twilio's parameters and `X-Twilio-Signature` (the account's auth
+token); the program of the document goes to the media host holding the call (media/twiml_player.py),
+which runs it in place of what the call was doing.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connection
+
+from core.redis_client import get_redis
+from telephony.gateway import client as gateway
+from tenants import auth_token
+
+from . import outbound, services, twiml
+from .models import Call
+from .twilio_list import RESOURCE_STATUS
+from .twilio_values import API_VERSION, direction
+
+log = logging.getLogger(__name__)
+
+# Twilio's code for a TwiML document that could not be fetched (given to the FallbackUrl as ErrorCode).
+DOCUMENT_FAULT = "11200"
+
+
+def request_params(call: Call) -> dict[str, str]:
+    """Twilio's parameters of a request about ``call`` (TwiML fetches)."""
+    return {"AccountSid": connection.tenant.account_sid, "CallSid": call.sid, "From": call.from_number,
+            "To": call.to_number, "CallStatus": RESOURCE_STATUS.get(call.status, call.status),
+            "Direction": direction(call.direction), "ApiVersion": API_VERSION}
+
+
+def fetch(call: Call, url: str, method: str = "POST", fallback_url: str = "",
+          fallback_method: str = "POST") -> twiml.CallInstructions:
+    """The program of the document at ``url`` (or, when that fails, at ``fallback_url``, told why as
+    Twilio tells it: ErrorCode, ErrorUrl). Raises TwimlError."""
+    token = auth_token.current(connection.tenant)
+    try:
+        return checked(twiml.fetch(url, request_params(call), settings.OUTBOUND_ALLOW, method, token))
+    except twiml.TwimlError as error:
+        if not fallback_url:
+            raise
+        log.warning("TwiML Url failed (%s): trying the FallbackUrl", error, extra={"call_sid": call.sid})
+        params = {**request_params(call), "ErrorCode": DOCUMENT_FAULT, "ErrorUrl": url}
+        return checked(twiml.fetch(fallback_url, params, settings.OUTBOUND_ALLOW, fallback_method, token))
+
+
+def checked(instructions: twiml.CallInstructions) -> twiml.CallInstructions:
+    """The program, if the outbound guard lets its streams through (raises TwimlError naming the rule)."""
+    for step in instructions.steps:
+        if step["verb"] in ("connect", "fork") and (why := outbound.refusal(step["url"], outbound.STREAM_SCHEMES)):
+            raise twiml.TwimlError(f"<Stream url> refused: {why}")
+    return instructions
+
+
+def run(call: Call, instructions: twiml.CallInstructions) -> str:
+    """Run a program on the live call from now on (a stream it has gets `stop`). Returns the gateway
+    holding it; raises services.CallNotInProgress when no live gateway does."""
+    if instructions.stream_url:  # the record says which agent the call went to
+        Call.objects.filter(pk=call.pk).update(stream_url=instructions.stream_url,
+                                               custom_parameters=instructions.parameters)
+    where = gateway.run_twiml(get_redis(), call.sid, instructions.steps)
+    if where in ("ended", "orphan"):
+        raise services.CallNotInProgress("the call is over")
+    if where == "unheld":
+        raise services.CallNotInProgress("the call is not with a gateway yet")
+    return where
+
+
+def run_url(call_sid: str, url: str = "", method: str = "") -> None:
+    """The call was answered (its own Url) or reached <Redirect> (``url``, ``method``): fetch the
+    document and run it. A document that cannot be had ends the call, as with Twilio."""
+    call = Call.objects.filter(sid=call_sid).first()
+    if call is None or call.is_final:
+        return
+    source = call.twiml_url or {}
+    try:
+        if url:
+            instructions = fetch(call, url, method or "POST")
+        else:
+            instructions = fetch(call, source["url"], source.get("method", "POST"), source.get("fallback_url", ""),
+                                 source.get("fallback_method", "POST"))
+        run(call, instructions)
+    except twiml.TwimlError as error:
+        log.warning("TwiML of the call not run (%s): hanging up", error, extra={"call_sid": call.sid})
+        services.hang_up(call)
+    except services.CallNotInProgress as error:
+        log.info("TwiML not run: %s", error, extra={"call_sid": call.sid})
