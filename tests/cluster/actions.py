@@ -92,6 +92,23 @@ def inbound_report() -> dict:
                 "agent_streams": sum(1 for c in calls if c.ai_connect_ms is not None)}
 
 
+def record(events: list[dict]) -> dict:
+    """Acme's events recorded as one recorder reads them (a recorder of the cluster's consumer group)."""
+    from telephony.calls.recorder import record_events
+
+    return {"done": record_events([(event, "acme") for event in events])}
+
+
+def inbound_call(sid: str) -> dict:
+    from telephony.calls.models import Call
+
+    with schema_context("acme"):
+        call = Call.objects.get(sid=sid)
+        return {"status": call.status, "from": call.from_number, "to": call.to_number, "gateway": call.gateway_id,
+                "started_at": call.started_at and call.started_at.timestamp(),
+                "answered_at": call.answered_at and call.answered_at.timestamp(), "duration": call.duration_s}
+
+
 if __name__ == "__main__":
     answer = globals()[sys.argv[1]](**json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}"))
     print(json.dumps({k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)

@@ -5,12 +5,16 @@ in the EU, each with its own address, Kamailio in front of their gateways.
   in its trunk's region, and all three nodes take calls.
 - Callers dial Acme's number at Kamailio's one address: the calls spread over the three nodes and
   each reaches the number's agent.
+- Every node records events: an inbound call's end read by one recorder before another reads its
+  start is recorded whole.
 - A fourth node joins with nothing configured beyond the two URLs and takes calls.
 - A US node dies whole mid-campaign (SIGKILL to all its processes): the other nodes go on, its
   calls are closed out with their own reason, and every contact is called exactly once."""
 import re
 import shutil
 import sys
+import time
+import uuid
 
 import pytest
 import redis
@@ -55,10 +59,8 @@ def acme_cluster(cluster, trunks, agent):
     carrier_region = dict(zip((str(pk) for pk in answer["carriers"]), ("us", "eu"), strict=True))
     for name in ("n1", "n2", "n3"):
         address, region = NODES[name]
-        # one recorder: several in a consumer group may record an inbound call's later events before
-        # its `initiated` (which creates the record) and drop them
         cluster.start_node(name, address, region, roles="worker,recorder,gateways,beat" if name == "n1"
-                           else "worker,gateways")
+                           else "worker,recorder,gateways")
     yield cluster, carrier_region
 
 
@@ -140,6 +142,26 @@ def test_inbound_calls_to_the_balancer_spread_across_nodes_and_reach_the_numbers
     assert {node_of(gw) for gw in report["gateways"]} == {"n1", "n2", "n3"}, report["gateways"]
     assert report["agent_streams"] == 24, "not every caller reached the number's agent"
     assert len(re.findall(r"call \S+ stream \S+ started", agent[0].tail(1_000_000))) == 24
+
+
+def test_an_inbound_call_whose_end_one_recorder_reads_before_another_reads_its_start_is_recorded_whole(
+        acme_cluster):
+    cluster, _ = acme_cluster
+    call, at = uuid.uuid4().hex, time.time()
+    said = {"direction": "inbound", "from": "+14155550177", "to": INBOUND_NUMBER, "gateway_id": "n2-1", "tenant": "acme"}
+    initiated = {"call_id": call, "type": "initiated", "ts": at, **said}
+    answered = {"call_id": call, "type": "answered", "ts": at + 0.2, **said}
+    completed = {"call_id": call, "type": "completed", "ts": at + 42.2, "outcome": "answered", "duration": 42.0,
+                 **said}
+
+    # the recorder on n3 reads the answer and the hang-up while the one on n1 still holds the start
+    assert cluster.act("record", events=[answered, completed])["done"] == [True, True]
+    assert cluster.act("record", events=[initiated])["done"] == [True]
+
+    record = cluster.act("inbound_call", sid=call)
+    assert (record["status"], record["from"], record["to"], record["gateway"], record["duration"]) == \
+        ("completed", "+14155550177", INBOUND_NUMBER, "n2-1", 42.0)
+    assert (record["started_at"], record["answered_at"]) == (pytest.approx(at), pytest.approx(at + 0.2))
 
 
 def test_a_new_node_joins_with_nothing_configured_and_takes_calls(acme_cluster, balancer):
