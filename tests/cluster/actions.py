@@ -34,7 +34,7 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
     if not Tenant.objects.filter(schema_name="acme").exists():
         create_tenant("acme", "acme.localhost", name="Acme")
     acme = Tenant.objects.get(schema_name="acme")
-    rows = [Carrier.objects.create(name=c["name"], host="127.0.0.1", port=c["port"], region=c.get("region", ""),
+    rows = [Carrier.objects.create(name=c["name"], host=c.get("host", "127.0.0.1"), port=c["port"], region=c.get("region", ""),
                                    max_cps=100, max_concurrent=100) for c in carriers]
     Number.objects.get_or_create(e164=CALLER_ID, defaults={"tenant": acme})
     Number.objects.get_or_create(e164=INBOUND_NUMBER, defaults={"tenant": acme,
@@ -43,7 +43,8 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
     return {"carriers": [row.pk for row in rows]}
 
 
-def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, first: int = 1000) -> dict:
+def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, first: int = 1000,
+                   stream_url: str = "") -> dict:
     from campaigns import services
     from campaigns.models import Campaign, Contact, ContactList
 
@@ -53,7 +54,7 @@ def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, firs
             Contact(contact_list=contact_list, phone=f"+1415556{first + i:04d}", name=f"Contact {i}", time_zone="UTC")
             for i in range(contacts))
         campaign = Campaign.objects.create(
-            name=name, contact_list=contact_list, caller_ids=[CALLER_ID], stream_url="", cps=cps,
+            name=name, contact_list=contact_list, caller_ids=[CALLER_ID], stream_url=stream_url, cps=cps,
             max_concurrent=max_concurrent, ring_timeout=15, window_start=dt.time(0, 0),
             window_end=dt.time(23, 59, 59), weekdays=list(range(7)))
         services.campaign_start(campaign.pk)
@@ -74,6 +75,7 @@ def campaign_report(campaign: int) -> dict:
                                      .values_list("state", flat=True))),
             "outcomes": dict(Counter(c.outcome for c in calls)),
             "reasons": dict(Counter(c.reason for c in calls)),
+            "durations": sorted(c.duration_s for c in calls if c.duration_s is not None),
             "non_final": sum(1 for c in calls if not c.is_final),
             "gateways": dict(Counter(c.gateway_id for c in calls)),
             "placements": sorted({(c.gateway_id, str(c.carrier_id)) for c in calls if c.gateway_id}),
