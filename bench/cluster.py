@@ -83,6 +83,7 @@ def main() -> int:
         live = wait_until(lambda: len(g := balancer.live_gateways(r)) == 2 and g, 60, 0.2, what="2 gateways")
         port = free_udp_port()
         (folder / "dispatcher.list").write_text(balancer.dispatcher_list(live))
+        (folder / balancer.NUMBERS_TABLE).write_text(balancer.numbers_table(r, live))
         (folder / "kamailio.cfg").write_text(balancer.kamailio_cfg(BALANCER, port, folder / "dispatcher.list",
                                                                    folder / "kamailio.ctl"))
         kamailio = subprocess.Popen(["kamailio", "-f", str(folder / "kamailio.cfg"), "-DD", "-E", "-Y", str(folder),

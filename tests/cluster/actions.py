@@ -20,6 +20,7 @@ from django_tenants.utils import schema_context  # noqa: E402
 
 CALLER_ID = "+14155550123"
 INBOUND_NUMBER = "+14155550199"
+EU_NUMBER = "+14155550198"  # answered in the EU
 
 
 def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
@@ -39,6 +40,8 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
     Number.objects.get_or_create(e164=CALLER_ID, defaults={"tenant": acme})
     Number.objects.get_or_create(e164=INBOUND_NUMBER, defaults={"tenant": acme,
                                                                 "inbound_stream_url": inbound_stream_url})
+    Number.objects.get_or_create(e164=EU_NUMBER, defaults={"tenant": acme, "region": "eu",
+                                                           "inbound_stream_url": inbound_stream_url})
     publish_inventory()
     return {"carriers": [row.pk for row in rows]}
 
@@ -91,6 +94,8 @@ def inbound_report() -> dict:
                 "outcomes": dict(Counter(c.outcome for c in calls)),
                 "gateways": dict(Counter(c.gateway_id for c in calls)),
                 "to": dict(Counter(c.to_number for c in calls)),
+                "gateways_by_number": {number: dict(Counter(c.gateway_id for c in calls if c.to_number == number))
+                                       for number in {c.to_number for c in calls}},
                 "agent_streams": sum(1 for c in calls if c.ai_connect_ms is not None)}
 
 
