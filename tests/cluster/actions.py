@@ -99,6 +99,13 @@ def inbound_report() -> dict:
                 "agent_streams": sum(1 for c in calls if c.ai_connect_ms is not None)}
 
 
+def live_gateways() -> dict:
+    from core.redis_client import get_redis
+    from telephony.gateway.client import pool_status
+
+    return {"gateways": sorted(g["gateway_id"] for g in pool_status(get_redis()) if g["alive"])}
+
+
 def record(events: list[dict]) -> dict:
     """Acme's events recorded as one recorder reads them (a recorder of the cluster's consumer group)."""
     from telephony.calls.recorder import record_events
