@@ -78,10 +78,13 @@ class _Batch:
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
-        An inbound call's record is made by its initiated event."""
+        An inbound call's record is made by the first of its events read: recorders sharing the stream
+        may read its answer or its end before its initiated, and every inbound event says who called whom."""
         sids = sorted({event["call_id"] for event in self.events})
-        inbound = {e["call_id"]: e for e in self.events if e.get("direction") == gw.DIRECTION_INBOUND
-                   and e["type"] == gw.INITIATED}
+        inbound: dict[str, dict] = {}
+        for event in self.events:
+            if event.get("direction") == gw.DIRECTION_INBOUND:
+                inbound.setdefault(event["call_id"], event)
         self.calls = {call.sid: call for call in Call.objects.select_for_update().filter(sid__in=sids).order_by("pk")}
         missing = sorted(set(inbound) - set(self.calls))
         if missing:
@@ -154,7 +157,9 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
     kind, at, set_ = event["type"], _at(event), batch.set
     if kind == gw.INITIATED:
         if call.status == Call.Status.QUEUED:
-            set_(call, status=Call.Status.INITIATED, started_at=at, gateway_id=event.get("gateway_id", ""))
+            set_(call, status=Call.Status.INITIATED)
+        if call.started_at is None:  # also when read after the call's later events
+            set_(call, started_at=at, gateway_id=event.get("gateway_id", ""))
     elif kind == gw.LEG_STARTED:
         leg = batch.leg(call, event)
         if leg.started_at is None:

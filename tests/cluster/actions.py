@@ -20,6 +20,7 @@ from django_tenants.utils import schema_context  # noqa: E402
 
 CALLER_ID = "+14155550123"
 INBOUND_NUMBER = "+14155550199"
+EU_NUMBER = "+14155550198"  # answered in the EU
 
 
 def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
@@ -34,16 +35,19 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
     if not Tenant.objects.filter(schema_name="acme").exists():
         create_tenant("acme", "acme.localhost", name="Acme")
     acme = Tenant.objects.get(schema_name="acme")
-    rows = [Carrier.objects.create(name=c["name"], host="127.0.0.1", port=c["port"], region=c.get("region", ""),
+    rows = [Carrier.objects.create(name=c["name"], host=c.get("host", "127.0.0.1"), port=c["port"], region=c.get("region", ""),
                                    max_cps=100, max_concurrent=100) for c in carriers]
     Number.objects.get_or_create(e164=CALLER_ID, defaults={"tenant": acme})
     Number.objects.get_or_create(e164=INBOUND_NUMBER, defaults={"tenant": acme,
                                                                 "inbound_stream_url": inbound_stream_url})
+    Number.objects.get_or_create(e164=EU_NUMBER, defaults={"tenant": acme, "region": "eu",
+                                                           "inbound_stream_url": inbound_stream_url})
     publish_inventory()
     return {"carriers": [row.pk for row in rows]}
 
 
-def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, first: int = 1000) -> dict:
+def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, first: int = 1000,
+                   stream_url: str = "") -> dict:
     from campaigns import services
     from campaigns.models import Campaign, Contact, ContactList
 
@@ -53,7 +57,7 @@ def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, firs
             Contact(contact_list=contact_list, phone=f"+1415556{first + i:04d}", name=f"Contact {i}", time_zone="UTC")
             for i in range(contacts))
         campaign = Campaign.objects.create(
-            name=name, contact_list=contact_list, caller_ids=[CALLER_ID], stream_url="", cps=cps,
+            name=name, contact_list=contact_list, caller_ids=[CALLER_ID], stream_url=stream_url, cps=cps,
             max_concurrent=max_concurrent, ring_timeout=15, window_start=dt.time(0, 0),
             window_end=dt.time(23, 59, 59), weekdays=list(range(7)))
         services.campaign_start(campaign.pk)
@@ -74,6 +78,7 @@ def campaign_report(campaign: int) -> dict:
                                      .values_list("state", flat=True))),
             "outcomes": dict(Counter(c.outcome for c in calls)),
             "reasons": dict(Counter(c.reason for c in calls)),
+            "durations": sorted(c.duration_s for c in calls if c.duration_s is not None),
             "non_final": sum(1 for c in calls if not c.is_final),
             "gateways": dict(Counter(c.gateway_id for c in calls)),
             "placements": sorted({(c.gateway_id, str(c.carrier_id)) for c in calls if c.gateway_id}),
@@ -89,7 +94,33 @@ def inbound_report() -> dict:
                 "outcomes": dict(Counter(c.outcome for c in calls)),
                 "gateways": dict(Counter(c.gateway_id for c in calls)),
                 "to": dict(Counter(c.to_number for c in calls)),
+                "gateways_by_number": {number: dict(Counter(c.gateway_id for c in calls if c.to_number == number))
+                                       for number in {c.to_number for c in calls}},
                 "agent_streams": sum(1 for c in calls if c.ai_connect_ms is not None)}
+
+
+def live_gateways() -> dict:
+    from core.redis_client import get_redis
+    from telephony.gateway.client import pool_status
+
+    return {"gateways": sorted(g["gateway_id"] for g in pool_status(get_redis()) if g["alive"])}
+
+
+def record(events: list[dict]) -> dict:
+    """Acme's events recorded as one recorder reads them (a recorder of the cluster's consumer group)."""
+    from telephony.calls.recorder import record_events
+
+    return {"done": record_events([(event, "acme") for event in events])}
+
+
+def inbound_call(sid: str) -> dict:
+    from telephony.calls.models import Call
+
+    with schema_context("acme"):
+        call = Call.objects.get(sid=sid)
+        return {"status": call.status, "from": call.from_number, "to": call.to_number, "gateway": call.gateway_id,
+                "started_at": call.started_at and call.started_at.timestamp(),
+                "answered_at": call.answered_at and call.answered_at.timestamp(), "duration": call.duration_s}
 
 
 if __name__ == "__main__":

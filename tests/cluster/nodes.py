@@ -8,28 +8,36 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support import ROOT, project_env, stop_process
 
+if TYPE_CHECKING:
+    from tests.cluster.netns import Namespace
+
 
 class Cluster:
-    def __init__(self, folder: Path, database_url: str, redis_url: str, **env: str):
-        self.folder = folder
+    def __init__(self, folder: Path, database_url: str, redis_url: str, namespace: Namespace | None = None,
+                 **env: str):
+        """namespace: where the servers are (the actions run there too); default the test's own."""
+        self.folder, self.namespace = folder, namespace
         self.env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "CARRIER_HEALTH_INTERVAL": "3600",
                     **env}
         self.nodes: dict[str, Node] = {}
 
     def act(self, action: str, **arguments) -> dict:
         """A tenant's or operator's action (tests/cluster/actions.py) against the cluster's servers."""
-        done = subprocess.run([sys.executable, "-m", "tests.cluster.actions", action, json.dumps(arguments)],
+        argv = [sys.executable, "-m", "tests.cluster.actions", action, json.dumps(arguments)]
+        done = subprocess.run(self.namespace.run(argv) if self.namespace else argv,
                               cwd=ROOT, env=project_env(**self.env), capture_output=True, text=True, timeout=180)
         if done.returncode:
             raise AssertionError(f"{action} failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def start_node(self, name: str, address: str, region: str = "", roles: str = "worker,recorder,gateways",
-                   gateways: int = 2) -> Node:
-        node = Node(self, name, address, region, roles, gateways)
+                   gateways: int = 2, namespace: Namespace | None = None, **env: str) -> Node:
+        """A node's processes, in a network namespace of its own if given."""
+        node = Node(self, name, address, region, roles, gateways, namespace, env)
         self.nodes[name] = node
         return node
 
@@ -44,7 +52,8 @@ class Cluster:
 class Node:
     """One node's processes under their runner, in a process group of their own (killed whole)."""
 
-    def __init__(self, cluster: Cluster, name: str, address: str, region: str, roles: str, gateways: int):
+    def __init__(self, cluster: Cluster, name: str, address: str, region: str, roles: str, gateways: int,
+                 namespace: Namespace | None, env: dict[str, str]):
         self.name, self.address, self.region = name, address, region
         var = cluster.folder / name
         var.mkdir(parents=True, exist_ok=True)
@@ -52,9 +61,9 @@ class Node:
         self.log = open(self.log_path, "wb")
         argv = [sys.executable, "manage.py", "run", "--role", roles, "--public-ip", address, "--node", name,
                 "--region", region, "--gateways", str(gateways), "--workers", "4"]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log,
+        self.proc = subprocess.Popen(namespace.run(argv) if namespace else argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=project_env(**cluster.env, VOICEPLATFORM_VAR_DIR=str(var)))
+                                     env=project_env(**cluster.env, **env, VOICEPLATFORM_VAR_DIR=str(var)))
 
     def tail(self, chars: int = 2500) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

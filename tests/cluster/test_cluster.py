@@ -5,12 +5,17 @@ in the EU, each with its own address, Kamailio in front of their gateways.
   in its trunk's region, and all three nodes take calls.
 - Callers dial Acme's number at Kamailio's one address: the calls spread over the three nodes and
   each reaches the number's agent.
+- Every node records events: an inbound call's end read by one recorder before another reads its
+  start is recorded whole.
+- Calls to Acme's EU number are answered by the EU node's gateways.
 - A fourth node joins with nothing configured beyond the two URLs and takes calls.
 - A US node dies whole mid-campaign (SIGKILL to all its processes): the other nodes go on, its
   calls are closed out with their own reason, and every contact is called exactly once."""
 import re
 import shutil
 import sys
+import time
+import uuid
 
 import pytest
 import redis
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.cluster
 NODES = {"n1": ("127.0.0.2", "us"), "n2": ("127.0.0.3", "us"), "n3": ("127.0.0.4", "eu"), "n4": ("127.0.0.6", "us")}
 BALANCER = "127.0.0.5"
 INBOUND_NUMBER = "+14155550199"  # Acme's number (tests/cluster/actions.py)
+EU_NUMBER = "+14155550198"  # Acme's number in the EU
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +61,8 @@ def acme_cluster(cluster, trunks, agent):
     carrier_region = dict(zip((str(pk) for pk in answer["carriers"]), ("us", "eu"), strict=True))
     for name in ("n1", "n2", "n3"):
         address, region = NODES[name]
-        # one recorder: several in a consumer group may record an inbound call's later events before
-        # its `initiated` (which creates the record) and drop them
         cluster.start_node(name, address, region, roles="worker,recorder,gateways,beat" if name == "n1"
-                           else "worker,gateways")
+                           else "worker,recorder,gateways")
     yield cluster, carrier_region
 
 
@@ -67,7 +71,7 @@ def balancer(acme_cluster):
     cluster, _ = acme_cluster
     balancer = Balancer(cluster, BALANCER, free_udp_port())
     try:
-        wait_until(lambda: balancer.list_path.exists() and balancer.list_path.read_text().count("sip:") == 6, 120,
+        wait_until(lambda: balancer.list_path.exists() and balancer.list_path.read_text().count("\n1 sip:") == 6, 120,
                    interval=0.5, what="the six gateways in Kamailio's dispatcher list")
     except AssertionError:
         balancer.stop()
@@ -107,7 +111,7 @@ def test_calls_are_placed_in_their_trunks_region_across_every_node(acme_cluster)
             f"a {carrier_region[carrier_id]} trunk's call was placed by {gateway_id}"
 
 
-def call_in(folder, balancer: Balancer, calls: int) -> int:
+def call_in(folder, balancer: Balancer, calls: int, number: str = INBOUND_NUMBER) -> int:
     """Callers (SIPp, with real RTP) dial Acme's number at Kamailio's address; SIPp's exit code."""
     scenario = folder / "uac_media.xml"
     caller_audio = write_rtp_pcap(folder / "caller.pcap", [(0, bytes([0x55]) * 160)] * 50)
@@ -115,7 +119,7 @@ def call_in(folder, balancer: Balancer, calls: int) -> int:
         "@PLAY@", f'<nop><action><exec play_pcap_audio="{caller_audio}"/></action></nop>'))
     callers = stack.Process("callers", [
         shutil.which("sipp"), "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(free_udp_port()),
-        "-mp", str(free_udp_port()), "-nostdin", "-m", str(calls), "-r", "4", "-l", "12", "-s", INBOUND_NUMBER,
+        "-mp", str(free_udp_port()), "-nostdin", "-m", str(calls), "-r", "4", "-l", "12", "-s", number,
         f"{BALANCER}:{balancer.port}"], folder)
     try:
         return callers.proc.wait(120)
@@ -142,11 +146,47 @@ def test_inbound_calls_to_the_balancer_spread_across_nodes_and_reach_the_numbers
     assert len(re.findall(r"call \S+ stream \S+ started", agent[0].tail(1_000_000))) == 24
 
 
+def test_calls_to_a_number_with_a_region_are_answered_by_that_regions_gateways(acme_cluster, balancer,
+                                                                              cluster_folder):
+    cluster, _ = acme_cluster
+    assert call_in(cluster_folder, balancer, 8, EU_NUMBER) == 0, f"some calls failed at the caller\n{balancer.tail()}"
+
+    def recorded():
+        report = cluster.act("inbound_report")
+        return report if report["to"].get(EU_NUMBER) == 8 and report["statuses"].keys() == {"completed"} else None
+
+    try:
+        report = wait_until(recorded, 60, interval=2, what="8 completed calls to the EU number")
+    except AssertionError:
+        raise AssertionError(f"{cluster.act('inbound_report')}\n{balancer.tail()}") from None
+    assert {node_of(gw) for gw in report["gateways_by_number"][EU_NUMBER]} == {"n3"}, report["gateways_by_number"]
+
+
+def test_an_inbound_call_whose_end_one_recorder_reads_before_another_reads_its_start_is_recorded_whole(
+        acme_cluster):
+    cluster, _ = acme_cluster
+    call, at = uuid.uuid4().hex, time.time()
+    said = {"direction": "inbound", "from": "+14155550177", "to": INBOUND_NUMBER, "gateway_id": "n2-1", "tenant": "acme"}
+    initiated = {"call_id": call, "type": "initiated", "ts": at, **said}
+    answered = {"call_id": call, "type": "answered", "ts": at + 0.2, **said}
+    completed = {"call_id": call, "type": "completed", "ts": at + 42.2, "outcome": "answered", "duration": 42.0,
+                 **said}
+
+    # the recorder on n3 reads the answer and the hang-up while the one on n1 still holds the start
+    assert cluster.act("record", events=[answered, completed])["done"] == [True, True]
+    assert cluster.act("record", events=[initiated])["done"] == [True]
+
+    record = cluster.act("inbound_call", sid=call)
+    assert (record["status"], record["from"], record["to"], record["gateway"], record["duration"]) == \
+        ("completed", "+14155550177", INBOUND_NUMBER, "n2-1", 42.0)
+    assert (record["started_at"], record["answered_at"]) == (pytest.approx(at), pytest.approx(at + 0.2))
+
+
 def test_a_new_node_joins_with_nothing_configured_and_takes_calls(acme_cluster, balancer):
     cluster, _ = acme_cluster
     address, region = NODES["n4"]
     cluster.start_node("n4", address, region, roles="worker,gateways")
-    wait_until(lambda: balancer.list_path.read_text().count(f"sip:{address}:") == 2, 120, interval=0.5,
+    wait_until(lambda: balancer.list_path.read_text().count(f"\n1 sip:{address}:") == 2, 120, interval=0.5,
                what="the new node's gateways in Kamailio's dispatcher list")
 
     campaign = cluster.act("start_campaign", name="Autumn renewals", contacts=60, cps=10, max_concurrent=40,

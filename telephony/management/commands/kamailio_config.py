@@ -10,9 +10,10 @@ from telephony import balancer
 
 
 class Command(BaseCommand):
-    help = ("Write Kamailio's configuration (kamailio.cfg) and dispatcher list (dispatcher.list) for the live "
-            "gateway pool into --dir; with --watch N, rewrite the list every N s when the pool changed and "
-            "tell the running Kamailio (kamcmd dispatcher.reload).")
+    help = ("Write Kamailio's configuration (kamailio.cfg), dispatcher list (dispatcher.list) and numbers table "
+            "(numbers: each number's region's set) for the live gateway pool into --dir; with --watch N, rewrite "
+            "the list and table every N s when they changed and tell the running Kamailio (kamcmd "
+            "dispatcher.reload, htable.reload).")
 
     def add_arguments(self, parser):
         parser.add_argument("--dir", required=True, help="folder for kamailio.cfg, dispatcher.list, kamailio.ctl")
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         (folder / "kamailio.cfg").write_text(
             balancer.kamailio_cfg(host, int(port), list_path, ctl_path, children=children))
         written = self.write_list(list_path, region)
-        self.stdout.write(f"wrote {folder / 'kamailio.cfg'} and {list_path}")
+        self.stdout.write(f"wrote {folder / 'kamailio.cfg'}, {list_path} and {folder / balancer.NUMBERS_TABLE}")
         if not watch:
             return
         stopping = []
@@ -40,15 +41,22 @@ class Command(BaseCommand):
         while not stopping:
             time.sleep(watch)
             text = self.write_list(list_path, region, written)
-            if text != written:
-                written = text
-                reload = subprocess.run(["kamcmd", "-s", f"unix:{ctl_path}", "dispatcher.reload"],
-                                        capture_output=True, text=True)
-                self.stdout.write(f"dispatcher list changed: reload {'ok' if reload.returncode == 0 else reload.stderr}")
+            for what, command in (("dispatcher list", "dispatcher.reload"),
+                                  ("numbers table", f"htable.reload {balancer.NUMBERS_TABLE}")):
+                if text[what] != written[what]:
+                    reload = subprocess.run(["kamcmd", "-s", f"unix:{ctl_path}", *command.split()],
+                                            capture_output=True, text=True)
+                    self.stdout.write(f"{what} changed: reload {'ok' if reload.returncode == 0 else reload.stderr}")
+            written = text
 
-    def write_list(self, path: Path, region: str, previous: str | None = None) -> str:
-        text = balancer.dispatcher_list(balancer.live_gateways(get_redis(), region))
-        if text != previous:
-            path.with_suffix(".tmp").write_text(text)
-            path.with_suffix(".tmp").replace(path)
+    def write_list(self, path: Path, region: str, previous: dict | None = None) -> dict[str, str]:
+        """The dispatcher list and the numbers table, each file written when it changed."""
+        r = get_redis()
+        gateways = balancer.live_gateways(r, region)
+        text = {"dispatcher list": balancer.dispatcher_list(gateways),
+                "numbers table": balancer.numbers_table(r, gateways)}
+        for what, file in (("dispatcher list", path), ("numbers table", path.parent / balancer.NUMBERS_TABLE)):
+            if previous is None or text[what] != previous[what]:
+                file.with_name(file.name + ".tmp").write_text(text[what])
+                file.with_name(file.name + ".tmp").replace(file)
         return text
