@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
 from telephony import forms as telephony_forms
+from telephony.calls import outbound
 from telephony.models import Number
 from tenants.models import Tenant
 
@@ -311,6 +312,19 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label="Key name", help_text="what it is for, e.g. CRM integration")
     read_only = forms.BooleanField(required=False, label="Read-only",
                                    help_text="can read calls, campaigns and contacts, and change nothing")
+
+
+class WebhookUrlForm(forms.Form):
+    status_callback = forms.URLField(
+        max_length=500, required=False, assume_scheme="https", label="Status callback URL",
+        help_text="where the status callbacks of calls go when neither the call nor its campaign names one; "
+                  "empty: such calls send none")
+
+    def clean_status_callback(self) -> str:
+        url = self.cleaned_data["status_callback"]
+        if why := outbound.refusal(url, outbound.CALLBACK_SCHEMES):
+            raise ValidationError(why)
+        return url
 
 
 class DoNotCallForm(forms.Form):

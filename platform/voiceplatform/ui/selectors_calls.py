@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from campaigns.models import Campaign, CampaignContact
-from telephony.calls.models import Call, CallLeg, WebhookDelivery
+from telephony.calls.models import Call, CallLeg, Recording, WebhookDelivery
 
 SORTS = {"created": "created_at", "duration": "duration_s", "setup": "setup_ms", "to": "to_number",
          "status": "status", "outcome": "outcome"}
@@ -77,9 +77,16 @@ def _ms_after(start: dt.datetime | None, ms) -> dt.datetime | None:
     return start + dt.timedelta(milliseconds=ms) if start and ms is not None else None
 
 
+AMD_RESULTS = {"human": "a person answered", "machine_start": "an answering machine (greeting)",
+               "machine_end_beep": "an answering machine (after the beep)",
+               "machine_end_silence": "an answering machine (greeting over)", "machine_end_other": "an answering machine",
+               "fax": "a fax machine", "unknown": "not sure (unknown)"}
+
+
 def call_timeline(call: Call, legs: list[CallLeg]) -> list[Step]:
     """What happened to the call, in order: queued, each carrier leg (INVITE, ringing, answer or its
-    SIP code and whether it failed over), the agent's stream, the hang-up and who hung up."""
+    SIP code and whether it failed over), the answering-machine result, the agent's stream, the hang-up
+    and who hung up."""
     steps = [Step(call.created_at, "queued", f"{call.from_number} → {call.to_number}")]
     for leg in legs:
         name = leg.carrier_name or f"carrier {leg.carrier_id}"
@@ -98,6 +105,11 @@ def call_timeline(call: Call, legs: list[CallLeg]) -> list[Step]:
         steps.append(Step(call.ringing_at, "ringing"))
     if call.answered_at and not any(leg.answered_at for leg in legs):
         steps.append(Step(call.answered_at, "answered", "", "completed"))
+    if call.answered_by:
+        steps.append(Step(_ms_after(call.answered_at, call.amd_ms), "answering-machine detection",
+                          f"{AMD_RESULTS.get(call.answered_by, call.answered_by)}"
+                          + (f" after {call.amd_ms} ms" if call.amd_ms is not None else ""),
+                          "completed" if call.answered_by == "human" else ""))
     if call.ai_connect_ms is not None:
         steps.append(Step(_ms_after(call.answered_at, call.ai_connect_ms), "agent stream connected",
                           f"{call.ai_connect_ms} ms after answer" + (" · abandoned" if call.abandoned else ""),
@@ -125,6 +137,7 @@ def call_page(sid: str) -> dict | None:
         "call": call, "legs": legs, "timeline": call_timeline(call, legs), "campaign": campaign,
         "contact": contact and contact.contact, "campaign_contact": contact,
         "deliveries": list(WebhookDelivery.objects.filter(call=call).order_by("created_at")),
+        "recording": Recording.objects.filter(call=call).first(),
     }
 
 
