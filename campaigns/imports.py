@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from phonenumbers import timezone as phone_timezone
 
-from .models import Contact, ContactList, DoNotCall, known_time_zones
+from .models import PLATFORM_PARAMETERS, Contact, ContactList, DoNotCall, known_time_zones
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_REPORTED_ERRORS = 1000
@@ -61,6 +61,7 @@ class ImportReport:
     error_count: int = 0
     errors: list[dict] = field(default_factory=list)
     duplicate_rows: list[dict] = field(default_factory=list)  # at most MAX_REPORTED_ERRORS, by line
+    warnings: list[str] = field(default_factory=list)  # about the file as a whole (imported anyway)
 
     def add_error(self, line: int, reason: str, value: str) -> None:
         self.error_count += 1
@@ -78,6 +79,7 @@ class ImportReport:
             "duplicates": self.duplicates,
             "duplicate_rows": self.duplicate_rows,
             "duplicates_not_shown": self.duplicates - len(self.duplicate_rows),
+            "warnings": self.warnings,
             "do_not_call": self.do_not_call,
             "errors": self.errors,
             "error_count": self.error_count,
@@ -150,6 +152,7 @@ class _Columns:
     time_zone: int | None
     variables: tuple[tuple[int, str], ...]
     width: int
+    renamed: tuple[tuple[str, str], ...]  # (header, the variable's name): headers the platform's parameters use
 
 
 def _columns(header: list[str]) -> _Columns:
@@ -166,8 +169,15 @@ def _columns(header: list[str]) -> _Columns:
         )
     name, time_zone = find(NAME_COLUMNS), find(TIME_ZONE_COLUMNS)
     used = {phone, name, time_zone}
-    variables = tuple((i, h.strip()) for i, h in enumerate(header) if i not in used and h.strip())
-    return _Columns(phone, name, time_zone, variables, len(header))
+    variables, renamed = [], []
+    for i, h in enumerate(header):
+        if i in used or not h.strip():
+            continue
+        variable = h.strip() if h.strip() not in PLATFORM_PARAMETERS else f"{h.strip()} (column {i + 1})"
+        if variable != h.strip():
+            renamed.append((h.strip(), variable))
+        variables.append((i, variable))
+    return _Columns(phone, name, time_zone, tuple(variables), len(header), tuple(renamed))
 
 
 def _rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
@@ -198,6 +208,9 @@ def import_contacts(contact_list: ContactList, stream: IO[bytes], size: int | No
     columns = _columns(header)
     zones = known_time_zones()
     report = ImportReport()
+    for header_name, variable in columns.renamed:
+        report.warnings.append(f"column “{header_name}” is kept as “{variable}”: the platform sets a parameter "
+                               f"named {header_name} on every call itself, which would replace the contact's value")
     seen: dict[str, int] = {}  # phone -> the line that brought it
     batch: list[tuple[int, str, str, str, dict]] = []
 

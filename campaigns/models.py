@@ -90,6 +90,20 @@ class DoNotCall(models.Model):
         return self.phone
 
 
+# The parameters the dialer sets on each call's stream (dialer.agent_parameters); a campaign's own
+# parameter or a contact's column of one of these names would be replaced, so neither may use them.
+PLATFORM_PARAMETERS = ("campaign", "contact_name", "from_number", "to_number", "test_call")
+
+
+def platform_parameters_problem(parameters: dict) -> str:
+    """Why these custom parameters are refused for a campaign (names the platform sets), or ""."""
+    taken = [str(name) for name in parameters if name in PLATFORM_PARAMETERS]
+    if not taken:
+        return ""
+    return (f"{', '.join(taken)}: the platform sets {'this name' if len(taken) == 1 else 'these names'} on every "
+            f"call ({', '.join(PLATFORM_PARAMETERS)}). Choose another name.")
+
+
 class Campaign(models.Model):
     class State(models.TextChoices):
         DRAFT = "draft"
@@ -202,6 +216,8 @@ class Campaign(models.Model):
         elif not self.caller_ids:
             error("caller_ids", "give at least one caller ID (a number the tenant owns)")
         if why := custom_parameters_problem(self.custom_parameters):
+            error("custom_parameters", why)
+        elif why := platform_parameters_problem(self.custom_parameters):
             error("custom_parameters", why)
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")

@@ -96,6 +96,14 @@ def test_numbers_already_in_the_list_are_merged_and_counted(tenant_a, spring_lea
     assert len(contacts) == 3 and contacts["+14155550100"].name == "Ada"
 
 
+def test_a_column_named_like_a_platform_parameter_is_kept_under_another_name(tenant_a, spring_leads):
+    report = upload(tenant_a.api_key, spring_leads.pk, b"phone,name,campaign\n+14155550100,Ada,spring-2024\n").json()
+    assert report["imported"] == 1
+    assert report["warnings"] == ["column “campaign” is kept as “campaign (column 3)”: the platform sets a parameter "
+                                  "named campaign on every call itself, which would replace the contact's value"]
+    assert contacts_in(tenant_a, spring_leads)["+14155550100"].variables == {"campaign (column 3)": "spring-2024"}
+
+
 def test_do_not_call_numbers_are_filtered_out_and_counted(tenant_a, spring_leads):
     key = tenant_a.api_key
     assert api(key).post("/api/v1/do-not-call", {"phone": "+14155550104", "reason": "asked"}).status_code == 201
