@@ -261,6 +261,16 @@ def test_a_tenant_admin_manages_settings(page, ui_server, shop):
     shot(page, "22-settings-do-not-call")
 
     page.goto(f"{base}/settings/webhooks/")
+    page.get_by_label("Status callback URL").fill("http://10.0.0.9/hooks")
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator("#webhook-url .field.invalid")).to_be_visible()  # a private address is refused
+    page.get_by_label("Status callback URL").fill("http://127.0.0.1:9/uishop-calls")
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator(".messages")).to_contain_text("now report to http://127.0.0.1:9/uishop-calls")
+    expect(page.get_by_label("Status callback URL")).to_have_value("http://127.0.0.1:9/uishop-calls")
+    page.get_by_label("Status callback URL").fill("")  # the other tests' calls send no callback
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator(".messages")).to_contain_text("no longer send any")
     page.get_by_text("Show the auth token").click()
     expect(page.locator("#auth-token")).to_be_visible()
     shot(page, "23-settings-webhooks")
