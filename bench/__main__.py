@@ -21,6 +21,7 @@ BENCHMARKS = {
     "dialer": ([], ["--duration", "10", "--rates", "5,20"]),
     "burst": ([], ["--hold", "15", "--rates", "50,100,150", "--pool-rates", "150,200", "--pool-s", "8", "--step-s", "5"]),
     "media_bridge": ([], ["--levels", "1,10,20", "--hold", "5"]),
+    "transfer": ([], ["--levels", "4", "--hold", "5"]),
     "dashboard_lag": ([], ["--seconds", "5"]),
     "metrics_cost": ([], ["--calls", "4", "--hold", "4", "--replays", "5"]),
     "recorder": ([], ["--calls", "600", "--cps", "150,0"]),

@@ -17,6 +17,7 @@ figures are not a fit to one draw of voices and noise.
   was known, i.e. ``MachineDetection=Enable``'s decision) and machines' end of greeting;
 * ``beep_to_message_ms`` p50/p99: end of the beep to the ``machine_end_beep`` decision, plus the
   media host's wait for its next 20 ms tick (at most 20 ms; the message's first frame goes then);
+* ``machines_called_human_by_greeting``: the same per greeting length (short, medium, long);
 * ``speech_end_threshold_ms_sweep``: the same corpus with a shorter speech-end threshold (sooner
   human decisions, more machines taken for people and greetings cut short);
 * CPU: the detector's own CPU per second of call audio (percent of a core per call while it runs),
@@ -85,6 +86,11 @@ def evaluate(answers, params: AmdParams) -> dict:
         "humans_called_machine": round(len(humans_wrong) / max(1, len(humans)), 4),
         "machines_called_human": round(len(machines_wrong) / max(1, len(machines)), 4),
         "end_accuracy": round(end_right / max(1, len(machines)), 4),
+        # the price of deciding people sooner falls on the shortest greetings ("Please leave a message.")
+        "machines_called_human_by_greeting": {
+            length: round(sum(d.answered_by == HUMAN for a, d in machines if a.meta.get("greeting") == length)
+                          / max(1, sum(a.meta.get("greeting") == length for a, _ in machines)), 4)
+            for length in ("short", "medium", "long")},
         "extras": {kind: {"answers": sum(a.kind == kind for a, _ in extras),
                           "right": sum(a.kind == kind and d.answered_by == want for a, d in extras)}
                    for kind, want in (("fax", FAX), ("silence", "unknown"))},

@@ -197,12 +197,12 @@ def main() -> None:
     from bench import gateway_capacity
     from campaigns import services
     from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+    from core.redis_client import get_redis
     from telephony.calls.models import Call
     from telephony.gateway import events as gw
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
-    from voiceplatform.redis_client import get_redis
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     ensure_public_tenant()

@@ -27,6 +27,7 @@ from .serializers import (
     ContactUploadSerializer,
     DoNotCallSerializer,
     ImportReportSerializer,
+    VoicemailAudioUploadSerializer,
 )
 
 
@@ -132,6 +133,26 @@ class CampaignViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance):
         with service_errors():
             services.campaign_delete(instance)
+
+    @extend_schema(
+        methods=["PUT"], request={"multipart/form-data": VoicemailAudioUploadSerializer},
+        responses={200: CampaignSerializer, 400: OpenApiResponse(description="not a WAV this plays, too long or too big")},
+    )
+    @extend_schema(methods=["DELETE"], request=None, responses={200: CampaignSerializer})
+    @action(detail=True, methods=["put", "delete"], url_path="voicemail-audio",
+            parser_classes=[MultiPartParser, FormParser])
+    def voicemail_audio(self, request, pk=None):
+        """The voicemail message as an audio file (played after the beep instead of voicemail_message);
+        DELETE goes back to the text."""
+        campaign = self.get_object()
+        upload = ""
+        if request.method == "PUT":
+            form = VoicemailAudioUploadSerializer(data=request.data)
+            form.is_valid(raise_exception=True)
+            upload = form.validated_data["file"]
+        with service_errors():
+            campaign = services.campaign_update(campaign, voicemail_audio=upload)
+        return Response(self.get_serializer(campaign).data)
 
     def _act(self, request, service):
         campaign = self.get_object()

@@ -153,7 +153,7 @@ def campaign_call_request(campaign: Campaign, to: str, from_: str, contact=None,
         status_callback=campaign.status_callback, ring_timeout=campaign.ring_timeout,
         fallback_message=campaign.fallback_message,
         campaign_id=campaign.pk, campaign_contact_id=campaign_contact_id, **amd_request_fields(campaign),
-        record=campaign.record_calls,
+        record=campaign.record_calls, transfer_numbers=list(campaign.transfer_numbers or []),
     )
 
 
@@ -161,8 +161,10 @@ def amd_request_fields(campaign: Campaign) -> dict:
     """The CallRequest fields of the campaign's answering-machine detection (none when it is off)."""
     if not campaign.machine_detection:
         return {}
-    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine),
-            "voicemail_message": campaign.voicemail_message}
+    return {"machine_detection": amd.config(campaign.machine_detection, on_machine=campaign.on_machine,
+                                            timeout_s=campaign.machine_detection_timeout,
+                                            silence_timeout_ms=campaign.machine_detection_silence_timeout),
+            "voicemail_message": campaign.voicemail_message, "voicemail_audio": campaign.voicemail_audio.name or ""}
 
 
 def _dial(campaign: Campaign, rows: list[CampaignContact], claimed_at: dt.datetime, placer: CallPlacer,
@@ -244,7 +246,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 caps = capacity.cap_room(redis, campaign, tenant, carriers)
                 pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps) / slices
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
-                room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis))
+                room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis, tenant.schema_name))
                 if caps.calls is not None:
                     room = min(room, caps.calls)
                 room = 0 if redis.exists(held_key(campaign_id)) else share(room, slot, slices)

@@ -16,9 +16,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from media.amd import MODES as AMD_MODES
+from media.amd import AmdParams
 from media.amd_call import HANGUP, ON_MACHINE, VOICEMAIL
 from telephony.calls import outbound
 from telephony.calls.services import custom_parameters_problem
+from telephony.calls.transfers import transfer_target_problem
+from telephony.calls.voicemail_audio import voicemail_storage
 
 STREAM_URL_SCHEMES = ("ws", "wss", "http", "https")
 DTMF_DIGITS = "0123456789*#"
@@ -153,9 +156,19 @@ class Campaign(models.Model):
                                          help_text="empty: no detection")
     on_machine = models.CharField(max_length=16, default=HANGUP, choices=[(a, a) for a in ON_MACHINE])
     voicemail_message = models.TextField(blank=True, help_text="spoken after the machine's beep (on_machine voicemail)")
+    voicemail_audio = models.FileField(storage=voicemail_storage, blank=True, max_length=255,
+                                       help_text="8 kHz mu-law from an uploaded WAV, played instead of voicemail_message")
+    machine_detection_timeout = models.PositiveSmallIntegerField(
+        default=30, help_text="seconds to decide (and with voicemail to wait for the beep), 3..59")
+    machine_detection_silence_timeout = models.PositiveIntegerField(
+        default=5000, help_text="ms of silence after the answer that end detection as unknown, 2000..10000")
     retry_machine_max_attempts = models.PositiveSmallIntegerField(default=1)
     retry_machine_delay_s = models.PositiveIntegerField(default=4 * 3600)
     record_calls = models.BooleanField(default=False, help_text="record every call (dual-channel WAV: /api/v1/recordings)")
+    transfer_numbers = models.JSONField(
+        default=list, blank=True,
+        help_text="E.164 numbers or SIP URIs a call's agent may hand the callee to (POST /api/v1/calls/{sid}/transfer "
+                  "with no number: each in turn until one answers)")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # When it last started or resumed: its dial rate is measured from then (campaigns.selectors).
@@ -219,10 +232,22 @@ class Campaign(models.Model):
             error("custom_parameters", why)
         elif why := platform_parameters_problem(self.custom_parameters):
             error("custom_parameters", why)
+        if not isinstance(self.transfer_numbers, list) or not all(isinstance(n, str) for n in self.transfer_numbers):
+            error("transfer_numbers", "must be a list of E.164 numbers or SIP URIs")
+        else:
+            for target in self.transfer_numbers:
+                if why := transfer_target_problem(target):
+                    error("transfer_numbers", f"{target}: {why}")
         if self.optout_digit and self.optout_digit not in DTMF_DIGITS:
             error("optout_digit", "must be one DTMF digit: 0-9, * or #")
-        if self.on_machine == VOICEMAIL and self.machine_detection and not self.voicemail_message.strip():
-            error("voicemail_message", "on_machine voicemail needs the message to leave")
+        if self.on_machine == VOICEMAIL and self.machine_detection and not (self.voicemail_message.strip()
+                                                                            or self.voicemail_audio):
+            error("voicemail_message", "on_machine voicemail needs the message to leave (text or audio file)")
+        for name, param in (("machine_detection_timeout", "timeout_s"),
+                            ("machine_detection_silence_timeout", "silence_timeout_ms")):
+            lo, hi = AmdParams.RANGES[param]
+            if getattr(self, name) is not None and not lo <= getattr(self, name) <= hi:
+                error(name, f"must be between {lo} and {hi}")
         for outcome in ("busy", "no_answer", "failed", "machine"):
             if getattr(self, f"retry_{outcome}_max_attempts") < 1:
                 error(f"retry_{outcome}_max_attempts", "must be at least 1 (the first call counts)")

@@ -30,6 +30,10 @@ class ContactUploadSerializer(serializers.Serializer):
         return value.upper()
 
 
+class VoicemailAudioUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="the voicemail message: a PCM WAV file (8 or 16-bit, mono or stereo, any rate)")
+
+
 class ImportErrorSerializer(serializers.Serializer):
     line = serializers.IntegerField()
     reason = serializers.CharField()
@@ -67,6 +71,8 @@ class CampaignSerializer(serializers.ModelSerializer):
     caller_ids = serializers.ListField(child=serializers.CharField(max_length=32), allow_empty=True)
     weekdays = serializers.ListField(child=serializers.IntegerField(), allow_empty=True, required=False)
     custom_parameters = serializers.DictField(required=False)
+    voicemail_audio = serializers.CharField(source="voicemail_audio.name", read_only=True, allow_null=True,
+                                            help_text="the stored voicemail audio (PUT /campaigns/{id}/voicemail-audio)")
 
     class Meta:
         model = Campaign
@@ -76,17 +82,21 @@ class CampaignSerializer(serializers.ModelSerializer):
             "retry_busy_max_attempts", "retry_busy_delay_s", "retry_no_answer_max_attempts",
             "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
             "ring_timeout", "fallback_message", "optout_digit", "machine_detection", "on_machine",
-            "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "created_at",
+            "voicemail_message", "voicemail_audio", "machine_detection_timeout", "machine_detection_silence_timeout",
+            "retry_machine_max_attempts", "retry_machine_delay_s", "record_calls", "transfer_numbers", "created_at",
             "started_at",
             "finished_at",
         ]
-        read_only_fields = ["state", "created_at", "started_at", "finished_at"]
+        # voicemail_audio: the stored file's name; uploaded with PUT /campaigns/{id}/voicemail-audio
+        read_only_fields = ["state", "voicemail_audio", "created_at", "started_at", "finished_at"]
         # Range rules live in Campaign.clean() (one message per field, whatever the client).
         extra_kwargs = {
             "cps": {"validators": []},
             "max_concurrent": {"validators": [], "min_value": None},
             "ring_timeout": {"validators": [], "min_value": None},
             "default_time_zone": {"validators": []},
+            "machine_detection_timeout": {"validators": [], "min_value": None, "max_value": None},
+            "machine_detection_silence_timeout": {"validators": [], "min_value": None, "max_value": None},
         }
 
 

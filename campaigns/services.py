@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Case, CharField, DateTimeField, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
-from telephony.calls import amd
+from telephony.calls import amd, voicemail_audio
 from telephony.calls.models import Call
 from telephony.gateway import events as gw
 from telephony.models import Number
@@ -43,7 +43,8 @@ CAMPAIGN_FIELDS = {
     "window_start", "window_end", "weekdays", "default_time_zone", "retry_busy_max_attempts", "retry_busy_delay_s",
     "retry_no_answer_max_attempts", "retry_no_answer_delay_s", "retry_failed_max_attempts", "retry_failed_delay_s",
     "ring_timeout", "fallback_message", "optout_digit", "status_callback", "machine_detection", "on_machine",
-    "voicemail_message", "retry_machine_max_attempts", "retry_machine_delay_s",
+    "voicemail_message", "voicemail_audio", "machine_detection_timeout", "machine_detection_silence_timeout",
+    "retry_machine_max_attempts", "retry_machine_delay_s", "transfer_numbers",
 }
 
 
@@ -157,10 +158,26 @@ def _validated(campaign: Campaign) -> Campaign:
     return campaign
 
 
+def _stored_audio(fields: dict) -> dict:
+    """``voicemail_audio`` given as an uploaded file (anything with ``read``): converted and stored,
+    replaced by its storage name; raises ValidationError naming the field."""
+    upload = fields.get("voicemail_audio")
+    if not hasattr(upload, "read"):
+        return fields
+    if getattr(upload, "size", 0) > voicemail_audio.wav_audio.MAX_BYTES:
+        raise ValidationError({"voicemail_audio": f"the file is too big: send {voicemail_audio.wav_audio.ACCEPTED}"})
+    try:
+        name = voicemail_audio.store(upload.read())
+    except voicemail_audio.AudioFileError as error:
+        raise ValidationError({"voicemail_audio": str(error)}) from None
+    return {**fields, "voicemail_audio": name}
+
+
 def campaign_create(**fields) -> Campaign:
     unknown = set(fields) - CAMPAIGN_FIELDS
     if unknown:
         raise TypeError(f"unknown campaign fields: {', '.join(sorted(unknown))}")
+    fields = _stored_audio(fields)
     campaign = _validated(Campaign(**fields))
     if campaign.start_at is not None:
         _check_start_at(campaign.start_at)
@@ -191,6 +208,7 @@ def campaign_update(campaign: Campaign, **fields) -> Campaign:
         if campaign.started_at:
             raise ValidationError({"start_at": "the campaign has already started"})
         _check_start_at(fields["start_at"])
+    fields = _stored_audio(fields)
     for name, value in fields.items():
         setattr(campaign, name, value)
     _validated(campaign)

@@ -18,7 +18,10 @@ Link (one Unix SOCK_SEQPACKET connection per worker; one JSON object per packet)
 * worker -> host: ``open`` {call, cfg} with the RTP and RTCP sockets attached (SCM_RIGHTS);
   ``remote`` {call, addr, rtcp, codec, tx_pt, rx_pt, event_pts} (negotiated stream); ``start``
   {call, answered_mono} (answered: clock, then the agent stream); ``dtmf`` {call, digit} (SIP
-  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
+  INFO); ``digits`` {call, digits} (send them to the callee as RFC 4733 events); ``join`` {call, leg,
+  mode} (a transfer: the call's and its transfer leg's audio play to each other, media/bridge_legs.py;
+  ``fallback_audio`` sent for the leg first is whispered to the person before); ``transfer`` {call,
+  transfer} (how the agent's transfer went: the agent gets a ``transfer`` message); ``fallback_audio`` {call, audio} (base64 parts) then ``fallback`` {call, reason, detail, label};
   ``close`` {call, report} (the call is over: ``stop`` to the agent; with ``report`` true the host
   answers ``report`` first).
 * host -> worker: ``started`` {call, ai_connect_ms, stream_sid}; ``ended`` {call, reason, detail,
@@ -58,6 +61,7 @@ import uvloop
 from core import egress
 from media import codec
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
+from media.bridge_legs import JoinedLegs, join
 from media.latency import LatencyHist
 from media.quality import RtpQuality, estimated_mos
 from media.recording import CallRecording
@@ -168,6 +172,8 @@ class CallBridge(asyncio.DatagramProtocol):
         self.amd = AmdCall(cfg["amd"]) if cfg.get("amd") else None
         self.amd_decided_mono = 0.0
         self.fallback_label = "fallback message"
+        self.fallback_done = None  # called when the message has played, instead of ending the call (a whisper)
+        self.joined: JoinedLegs | None = None  # a transfer: this leg and the other play to each other
 
     # ---- loop thread ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -261,7 +267,7 @@ class CallBridge(asyncio.DatagramProtocol):
             reason = "internal_error"
             s._finish(reason, repr(exc))
         log.info("call %s: stream ended: %s %s", self.call_id, reason, s.end_detail)
-        if reason != CALL_ENDED and not self.closing:
+        if reason != CALL_ENDED and not self.closing and not (self.joined and self.joined.agent_left()):
             self.link.send({"op": "ended", "call": self.call_id, "detail": s.end_detail,
                             "reason": STREAM_END_REASONS.get(reason, ev.REASON_MEDIA_ERROR),
                             "want_fallback": bool(self.cfg["fallback_key"])})
@@ -309,12 +315,16 @@ class CallBridge(asyncio.DatagramProtocol):
             self.quality.on_packet(seq, ts, now)
             if self.recording is not None:
                 self.recording.callee_frame(ts, payload, now)
+            if self.joined is not None:
+                self.joined.heard(self, payload)
             if self.amd is not None and self.answered_mono and self.amd.decision is None:
                 decision = self.amd.feed(payload)
                 if decision is not None:
                     self._amd_decided()
             s = self.session
             if s is not None:
+                if self.joined is not None and self.joined.agent_on:  # warm transfer: the agent hears both
+                    payload = self.joined.for_agent(payload)
                 if len(payload) == FRAME_BYTES:
                     s.push_inbound(payload)
                 else:
@@ -385,7 +395,8 @@ class CallBridge(asyncio.DatagramProtocol):
                         self.dtmf_out = (self.dtmf_out + EVENT_DIGITS[payload[0]])[-64:]
                     packet = self.sender.event_packet(self.tx_event_pt, self.event_ts, payload, first)
                 else:
-                    frame = self._fallback_frame() if self.fallback is not None else self._agent_frame()
+                    frame = (self._fallback_frame() if self.fallback is not None
+                             else self.joined.frame_for(self) if self.joined is not None else self._agent_frame())
                     if frame is None:
                         frame = self.silence
                     if self.recording is not None:
@@ -429,7 +440,7 @@ class CallBridge(asyncio.DatagramProtocol):
         later); that tick then sends nothing, so the stream still carries one frame per 20 ms. The
         callee's jitter buffer sees one early packet per utterance."""
         if (self.played_early or self.fallback is not None or self.sender is None or self.remote is None
-                or self.digits_out):  # digits being sent own the ticks (an event is never split by audio)
+                or self.digits_out or self.joined is not None):  # digits being sent own the ticks (an event is never split by audio)
             return
         frame = self._agent_frame()
         if frame is not None:
@@ -458,8 +469,12 @@ class CallBridge(asyncio.DatagramProtocol):
         self.fallback_pos += FRAME_BYTES
         if self.fallback_pos >= len(audio):
             self.fallback = None
-            self.link.send({"op": "ended", "call": self.call_id, "reason": reason,
-                            "detail": f"{detail} ({self.fallback_label} played)".strip()})
+            done, self.fallback_done = self.fallback_done, None
+            if done is not None:
+                done()
+            else:
+                self.link.send({"op": "ended", "call": self.call_id, "reason": reason,
+                                "detail": f"{detail} ({self.fallback_label} played)".strip()})
         return frame + self.silence[len(frame):] if frame else None
 
     def _send_rtcp(self) -> None:
@@ -491,6 +506,8 @@ class CallBridge(asyncio.DatagramProtocol):
         if self.closing:
             return
         self.closing = True
+        if self.joined is not None:
+            self.joined.split()
         if self.ticking:
             self.ticking = False
             self.host.clock_remove(self)
@@ -651,6 +668,14 @@ class WorkerLink:
             cb.push_dtmf(msg["digit"])
         elif op == "digits":
             cb.send_digits(msg["digits"])
+        elif op == "transfer":  # how the agent's transfer went: told to the agent, if it is still there
+            if cb.session is not None:
+                cb.session.push_transfer(msg["transfer"])
+        elif op == "join":  # a transfer leg answered: its audio and the call's play to each other
+            person = self.calls.get(msg["leg"])
+            whisper = b"".join(self.fallback_parts.pop(msg["leg"], []))
+            if person is not None and not person.closing and not cb.closing:
+                join(cb, person, msg["mode"], whisper)
         elif op == "fallback_audio":
             self.fallback_parts.setdefault(call_id, []).append(base64.b64decode(msg["audio"]))
         elif op == "fallback":

@@ -172,11 +172,18 @@ class StreamEncoder:
 
     def answered_by(self, result: dict) -> str:
         """Platform extension (not Twilio): the answering-machine detection result, for async detection."""
+        return self._extension("answeredBy", result)
+
+    def transfer(self, status: dict) -> str:
+        """Platform extension (not Twilio): how the agent's transfer of the call went (failed, or warm: joined)."""
+        return self._extension("transfer", status)
+
+    def _extension(self, event: str, body: dict) -> str:
         return _dumps({
-            "event": "answeredBy",
+            "event": event,
             "streamSid": self.stream_sid,
             "sequenceNumber": str(self._next()),
-            "answeredBy": result,
+            event: body,
         })
 
     def stop(self) -> str:

@@ -76,7 +76,7 @@ RELAY_READY = '{"event":"relay.agent_connected"}'
 CALLER_CODECS = ("pcmu", "pcma")
 
 # Outgoing queue item kinds.
-_MEDIA, _DTMF, _MARK, _STOP, _ANSWERED_BY = 0, 1, 2, 3, 4
+_MEDIA, _DTMF, _MARK, _STOP, _ANSWERED_BY, _TRANSFER = 0, 1, 2, 3, 4, 5
 
 
 class DirectWriter(Protocol):
@@ -209,6 +209,10 @@ class StreamSession:
     def push_answered_by(self, result: dict) -> bool:
         """Queue the answering-machine detection result for the agent (async detection)."""
         return self._push_control((_ANSWERED_BY, result))
+
+    def push_transfer(self, status: dict) -> bool:
+        """Queue how the agent's transfer went (in order with the audio)."""
+        return self._push_control((_TRANSFER, status))
 
     def stop(self) -> None:
         """The call ended: send what is queued, then `stop`, then end the stream. Idempotent."""
@@ -347,6 +351,8 @@ class StreamSession:
             await send_text(enc.stop())
         elif kind == _ANSWERED_BY:
             await send_text(enc.answered_by(item[1]))
+        elif kind == _TRANSFER:
+            await send_text(enc.transfer(item[1]))
 
     def _media_text(self, frame: bytes, ts: int) -> str:
         """The `media` message of one caller frame, in the stream's encoding."""

@@ -15,7 +15,8 @@ class CarrierForm(forms.ModelForm):
     class Meta:
         model = Carrier
         fields = ["name", "host", "port", "transport", "username", "password", "clear_password", "from_domain",
-                  "priority", "weight", "region", "max_cps", "max_concurrent", "strip_digits", "add_prefix", "enabled"]
+                  "priority", "weight", "region", "max_cps", "max_concurrent", "strip_digits", "add_prefix", "allows_refer",
+                  "enabled"]
         labels = {"max_cps": "Max calls per second", "max_concurrent": "Max concurrent calls"}
 
     def save(self, commit=True):

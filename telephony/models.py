@@ -38,6 +38,8 @@ class Carrier(models.Model):
     max_cps = models.PositiveIntegerField(default=10, help_text="calls per second, whole cluster")
     max_concurrent = models.PositiveIntegerField(default=100, help_text="concurrent calls, whole cluster")
     enabled = models.BooleanField(default=True)
+    allows_refer = models.BooleanField(
+        default=False, help_text="the trunk accepts SIP REFER: blind transfers of its calls go to the carrier")
     # Health from SIP OPTIONS pings (telephony.health); a carrier that is down gets no new calls.
     healthy = models.BooleanField(default=True)
     health_failures = models.PositiveIntegerField(default=0)

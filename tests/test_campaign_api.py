@@ -264,6 +264,7 @@ def test_acmes_admin_manages_campaigns_and_do_not_call_on_its_host(tenant_a, num
         "retry_no_answer_max_attempts": "2", "retry_no_answer_delay_s": "3600", "retry_failed_max_attempts": "1",
         "retry_failed_delay_s": "600", "ring_timeout": "30", "on_machine": "hangup",
         "retry_machine_max_attempts": "1", "retry_machine_delay_s": "14400",
+        "machine_detection_timeout": "30", "machine_detection_silence_timeout": "5000",
     }
     refused = client.post("/admin/campaigns/campaign/add/", form)
     assert refused.status_code == 200 and "is not a number of this account" in refused.content.decode()

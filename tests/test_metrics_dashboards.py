@@ -195,7 +195,8 @@ def test_metrics_show_each_tenants_calls_waiting_for_a_gateway_and_how_long(tena
     try:  # no gateway is running: the calls wait
         text = Client(HTTP_HOST="localhost").get("/metrics").content.decode()
     finally:
-        redis.delete(gw.ORIGINATE_QUEUE, gw.ORIGINATE_WAKE, *[gw.call_key(call_id) for call_id in burst])
+        redis.delete(gw.tenant_queue("", "acme"), gw.tenant_queue("", "globex"), gw.originate_ring(),
+                     gw.originate_depth(), gw.ORIGINATE_WAKE, *[gw.call_key(call_id) for call_id in burst])
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("voice_calls_queued"))
     assert float(lines['voice_calls_queued{tenant="acme"}']) == 3
     assert float(lines['voice_calls_queued{tenant="globex"}']) == 1

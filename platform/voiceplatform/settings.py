@@ -223,6 +223,12 @@ STORAGES = {
         "OPTIONS": json.loads(env("RECORDINGS_STORAGE_OPTIONS", "") or "null")
         or {"location": str(BASE_DIR / "var" / "recordings" / "store")},
     },
+    # voicemail messages uploaded as audio files (telephony/calls/voicemail_audio.py)
+    "voicemail": {
+        "BACKEND": env("VOICEMAIL_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": json.loads(env("VOICEMAIL_STORAGE_OPTIONS", "") or "null")
+        or {"location": str(BASE_DIR / "var" / "voicemail")},
+    },
 }
 
 # Dialer: a contact claimed by a worker that died before placing its call is dialed again after this.

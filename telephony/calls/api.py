@@ -11,12 +11,35 @@ from rest_framework.response import Response
 
 from core.spreadsheet import CsvLines
 
-from . import recordings, selectors, services
-from .serializers import CallCreateSerializer, CallDigitsSerializer, CallSerializer, RecordingSerializer
+from . import recordings, selectors, services, transfers
+from .models import CallLeg
+from .serializers import (
+    CallCreateSerializer,
+    CallDigitsSerializer,
+    CallSerializer,
+    CallTransferCreateSerializer,
+    RecordingSerializer,
+    TransferSerializer,
+)
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "created_at", "answered_at", "ended_at", "setup_ms", "duration_s", "answered_by",
                   "amd_ms"]
+
+
+def _mid_call(run):
+    """(what ``run`` returned, None), or (None, the response) for a mid-call request the gateways could not
+    take: 409 when the call is not in progress, 503 when they cannot be reached; a request that cannot be
+    placed is a 400 naming the field."""
+    try:
+        return run(), None
+    except services.CallRequestError as error:
+        raise ValidationError({error.field: [str(error)]}) from None
+    except services.CallNotInProgress as error:
+        return None, Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+    except redis.RedisError:
+        return None, Response({"detail": "the gateways cannot be reached; try again shortly"},
+                              status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -50,6 +73,7 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             # the record ends as not_placed (services.give_up_unplaced_calls): the caller may try again
             return Response({"detail": "the call could not be handed to the gateways; try again shortly"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        call._prefetched_objects_cache = {"legs": CallLeg.objects.none()}  # just placed: no leg yet, no query
         return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
@@ -64,16 +88,22 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         call = self.get_object()
         data = CallDigitsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            services.send_digits(call, data.validated_data["digits"])
-        except services.CallRequestError as error:
-            raise ValidationError({error.field: [str(error)]}) from None
-        except services.CallNotInProgress as error:
-            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
-        except redis.RedisError:
-            return Response({"detail": "the gateways cannot be reached; try again shortly"},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        _, refused = _mid_call(lambda: services.send_digits(call, data.validated_data["digits"]))
+        if refused is not None:
+            return refused
         return Response({"sid": call.sid, "digits": data.validated_data["digits"]}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=CallTransferCreateSerializer, responses={201: TransferSerializer})
+    @action(detail=True, methods=["post"])
+    def transfer(self, request, sid=None):
+        """Hand the answered call to a person: the platform dials them and joins them to the call."""
+        call = self.get_object()
+        data = CallTransferCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        transfer, refused = _mid_call(lambda: transfers.start_transfer(call, transfers.TransferRequest(**data.validated_data)))
+        if refused is not None:
+            return refused
+        return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")

@@ -91,6 +91,8 @@ class Call(models.Model):
     ai_response_ms = models.FloatField(null=True, blank=True)
     ai_response_turns = models.PositiveIntegerField(null=True, blank=True)
     record = models.BooleanField(default=False, help_text="the call is recorded (dual-channel WAV)")
+    # where a transfer without a number goes (the campaign's transfer_numbers; the first is dialed)
+    transfer_numbers = models.JSONField(default=list, blank=True)
     dtmf_digits = models.CharField(max_length=32, blank=True, help_text="the caller's DTMF digits, in order")
     setup_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
@@ -177,3 +179,42 @@ class Recording(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class Transfer(models.Model):
+    """A call handed to a person (telephony.calls.transfers): the second leg the platform dialed and
+    joined to the call's audio. Written when requested, then from the leg's gateway events."""
+
+    class Mode(models.TextChoices):
+        COLD = "cold"  # the agent's stream ends when the person answers
+        WARM = "warm"  # the agent stays, hearing both sides, until it closes its stream
+        BLIND = "blind"  # a SIP REFER to the call's carrier (Carrier.allows_refer), which connects the person
+
+    class OnFail(models.TextChoices):
+        AGENT = "agent"  # the call goes on with its agent
+        MESSAGE = "message"  # the caller hears failed_message, then the call ends
+        HANGUP = "hangup"
+
+    sid = models.CharField(max_length=34, unique=True, default=new_call_sid, help_text="the person's leg")
+    call = models.ForeignKey(Call, related_name="transfers", on_delete=models.CASCADE)
+    to = models.CharField(max_length=500, help_text="E.164 number (through the carriers) or SIP URI")
+    caller_id = models.CharField(max_length=32)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.COLD)
+    on_fail = models.CharField(max_length=8, choices=OnFail.choices, default=OnFail.AGENT)
+    status = models.CharField(max_length=16, choices=Call.Status.choices, default=Call.Status.QUEUED)
+    outcome = models.CharField(max_length=32, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    sip_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    hangup_by = models.CharField(max_length=16, blank=True)
+    carrier_id = models.PositiveIntegerField(null=True, blank=True)
+    carrier_name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.sid

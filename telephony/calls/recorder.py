@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import redis
 from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from core.logs import call_context
@@ -22,7 +23,7 @@ from tenants.models import Tenant
 
 from . import webhooks
 from .amd import MACHINE_ANSWERS
-from .models import Call, CallLeg
+from .models import Call, CallLeg, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class _Batch:
         self.callbacks: list[tuple[int, tuple[str, str, dict]]] = []  # (call pk, (event, url, payload))
         self.recorded: list[tuple[dict, dict]] = []  # (event, metrics call fields as at the event)
         self.recordings: list[tuple[str, str, float]] = []  # (call sid, spooled file, duration) to store
+        self.ended: list[int] = []  # pks of the calls that got their final event
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
@@ -92,6 +94,9 @@ class _Batch:
             self.legs.setdefault(leg.call_id, {})[leg.attempt] = leg
 
     def apply(self, event: dict) -> None:
+        if event.get("transfer_of"):  # a transfer's leg to a person: its Transfer record, not a call
+            _apply_transfer_leg(event)
+            return
         call = self.calls.get(event["call_id"])
         if call is None:
             log.warning("event for unknown call %s in %s dropped", event.get("call_id"), self.tenant.schema_name)
@@ -127,6 +132,10 @@ class _Batch:
             _update(Call, sorted(columns), changed)
         if self.dirty_legs:
             _upsert_legs(list(self.dirty_legs.values()))
+        if self.ended:  # a transfer to a list of numbers: those never dialed end with their call
+            Transfer.objects.filter(call_id__in=self.ended, status=Call.Status.QUEUED).update(
+                status=Call.Status.CANCELED, outcome=gw.OUTCOME_CANCELLED, reason="the call ended first",
+                ended_at=timezone.now())
         webhooks.enqueue_all(self.callbacks)
         if self.recordings:
             from .tasks import store_recording
@@ -168,6 +177,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
     elif kind == gw.STREAM_STARTED:
         if call.ai_connect_ms is None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
+    elif kind in (gw.TRANSFER_FAILED, gw.TRANSFERRED):
+        _apply_transfer_outcome(event, at)
     elif kind == gw.AMD:
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
@@ -184,9 +195,44 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
                 batch.dirty_legs[call.pk, attempt] = leg
         if _amd_fields(event) and call.answered_by == "":
             set_(call, **_amd_fields(event))
+        batch.ended.append(call.pk)
         if event.get("recording_file"):
             batch.recordings.append((call.sid, event["recording_file"], float(event.get("recording_duration_s") or 0)))
         _mark_abandoned(batch, call)
+
+
+def _apply_transfer_leg(event: dict) -> None:
+    """A transfer leg's event, as one conditional UPDATE of its Transfer (transfers are few; a repeated or
+    late event changes nothing)."""
+    kind, at = event["type"], _at(event)
+    rows = Transfer.objects.filter(sid=event["call_id"])
+    if kind == gw.LEG_STARTED:
+        rows.filter(carrier_id__isnull=True).update(status=Call.Status.INITIATED, **_carrier(event))
+    elif kind == gw.RINGING:
+        rows.filter(answered_at__isnull=True, ended_at__isnull=True).update(status=Call.Status.RINGING)
+    elif kind == gw.ANSWERED:
+        rows.filter(answered_at__isnull=True).exclude(status__in=Call.FINAL_STATUSES).update(
+            status=Call.Status.IN_PROGRESS, answered_at=at, **_carrier(event))
+        rows.filter(answered_at__isnull=True).update(answered_at=at)
+    elif kind in gw.FINAL_TYPES:
+        outcome = event.get("outcome") or (gw.OUTCOME_ANSWERED if kind == gw.COMPLETED else "failed")
+        rows.filter(ended_at__isnull=True).update(
+            status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
+            reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"),
+            hangup_by=event.get("hangup_by", ""), ended_at=at, duration_s=event.get("duration"))
+
+
+def _apply_transfer_outcome(event: dict, at: datetime) -> None:
+    """The call's word on its transfer: refused, or failed, before any leg (or its leg's own final event
+    came first: nothing to change); a blind transfer's NOTIFY outcome."""
+    rows = Transfer.objects.filter(sid=event.get("transfer_sid"), ended_at__isnull=True)
+    if event["type"] == gw.TRANSFER_FAILED:
+        outcome = event.get("outcome") or "failed"
+        rows.update(status=STATUS_FOR_OUTCOME.get(outcome, Call.Status.FAILED), outcome=outcome,
+                    reason=(event.get("reason") or "")[:255], sip_code=event.get("sip_code"), ended_at=at)
+    elif event.get("notify_code"):  # blind: the carrier connected the person, and the platform left
+        rows.update(status=Call.Status.COMPLETED, outcome=gw.OUTCOME_ANSWERED, reason=gw.REASON_TRANSFERRED,
+                    sip_code=event["notify_code"], answered_at=at, ended_at=at)
 
 
 def _mark_abandoned(batch: _Batch, call: Call) -> None:

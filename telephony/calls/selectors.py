@@ -10,7 +10,7 @@ FILTERS = {"status": "status", "outcome": "outcome", "to": "to_number", "from": 
 def calls(params=None) -> QuerySet[Call]:
     """Call records, newest first, filtered by query parameters (status, outcome, to, from, direction,
     since, until as ISO timestamps)."""
-    queryset = Call.objects.prefetch_related("legs")
+    queryset = Call.objects.prefetch_related("legs", "transfers")
     params = params or {}
     for name, field in FILTERS.items():
         if params.get(name):

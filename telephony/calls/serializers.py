@@ -5,7 +5,7 @@ from rest_framework import serializers
 from media.protocol import MEDIA_FORMATS
 
 from . import amd, outbound, services, stream_access
-from .models import Call, CallLeg, Recording
+from .models import Call, CallLeg, Recording, Transfer
 
 
 def ws_url(value: str) -> str:
@@ -112,9 +112,40 @@ class CallLegSerializer(serializers.ModelSerializer):
                   "answered_at", "ended_at"]
 
 
+class CallTransferCreateSerializer(serializers.Serializer):
+    to = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                               help_text="E.164 number (through the carriers) or SIP URI; empty: the call's "
+                                         "first transfer number (its campaign's)")
+    mode = serializers.ChoiceField(choices=Transfer.Mode.choices, default=Transfer.Mode.COLD,
+                                   help_text="cold: the agent's stream ends when the person answers; warm: the "
+                                             "agent stays, hearing both, until it closes its stream")
+    on_fail = serializers.ChoiceField(choices=Transfer.OnFail.choices, default=Transfer.OnFail.AGENT,
+                                      help_text="busy, no answer or failure: back to the agent, play "
+                                                "failed_message then hang up, or hang up")
+    failed_message = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    whisper = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="",
+                                    help_text="spoken (espeak-ng) to the person when they answer, before they are "
+                                              "connected (cold, warm)")
+    timeout = serializers.IntegerField(min_value=5, max_value=600, default=30, help_text="seconds the person's phone rings")
+    caller_id = serializers.CharField(max_length=32, required=False, allow_blank=True, default="",
+                                      help_text="one of the tenant's numbers; default: the call's")
+
+
+class TransferSerializer(serializers.ModelSerializer):
+    call_sid = serializers.CharField(source="call.sid", read_only=True)
+    carrier = serializers.CharField(source="carrier_name", read_only=True)
+
+    class Meta:
+        model = Transfer
+        fields = ["sid", "call_sid", "to", "caller_id", "mode", "on_fail", "status", "outcome", "reason", "sip_code",
+                  "hangup_by", "carrier", "created_at", "answered_at", "ended_at", "duration_s"]
+        read_only_fields = fields
+
+
 class CallSerializer(serializers.ModelSerializer):
     carrier = serializers.CharField(source="carrier_name")
     legs = CallLegSerializer(many=True, read_only=True)
+    transfers = TransferSerializer(many=True, read_only=True, help_text="the people the call was handed to")
     stream_connect_url = serializers.SerializerMethodField(
         help_text="agent_connects calls not yet ended: where the agent connects in (the token in it expires)")
 
@@ -133,5 +164,5 @@ class CallSerializer(serializers.ModelSerializer):
                   "setup_ms", "duration_s", "ai_connect_ms", "abandoned", "jitter_ms", "loss_percent", "rtt_ms",
                   "mos", "bridge_in_p50_ms", "bridge_in_p99_ms", "bridge_out_p50_ms", "bridge_out_p99_ms",
                   "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "machine_detection",
-                  "answered_by", "amd_ms", "amd_evidence", "record", "legs"]
+                  "answered_by", "amd_ms", "amd_evidence", "record", "transfer_numbers", "legs", "transfers"]
         read_only_fields = fields

@@ -18,7 +18,7 @@ from telephony.gateway.contract import CarrierLeg, OriginateCommand
 from telephony.models import Carrier, Number
 from telephony.validators import validate_e164
 
-from . import amd, stream_access
+from . import amd, stream_access, voicemail_audio
 from .models import Call, all_callback_events
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,12 @@ class CallRequest:
     # machine when its on_machine is voicemail; where the asynchronous result goes.
     machine_detection: dict | None = None
     voicemail_message: str = ""
+    voicemail_audio: str = ""  # telephony.calls.voicemail_audio storage name, played instead of the text
     amd_status_callback: str = ""
     # Keys pressed on the callee's phone once it answers (RFC 4733, bridged calls; 'w' a half-second pause).
     send_digits: str = ""
     record: bool = False  # a dual-channel WAV of the (bridged) call
+    transfer_numbers: list[str] = field(default_factory=list)  # a transfer without a number goes to the first
 
 
 # Keys for the callee's phone (RFC 4733): 0-9 * # A-D, `w` a half-second pause; at most 32, as Twilio's SendDigits
@@ -73,7 +75,8 @@ def _check_machine_detection(request: CallRequest) -> None:
         return
     if not (request.stream_url or request.agent_connects):
         raise CallRequestError("machine_detection", "detection runs on bridged calls: give stream_url or agent_connects")
-    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not request.voicemail_message.strip():
+    if request.machine_detection.get("on_machine") == amd.VOICEMAIL and not (request.voicemail_message.strip()
+                                                                             or request.voicemail_audio):
         raise CallRequestError("voicemail_message", "on_machine voicemail needs the voicemail message")
 
 
@@ -139,6 +142,15 @@ class CallPlacer:
             for leg in routing.plan_route([route for _, route in self._carriers.values()], region, to)
         ]
 
+    def checked_caller_id(self, from_: str) -> Number:
+        """``from_`` as one of the tenant's numbers (CallRequestError naming "from" otherwise)."""
+        return self._caller_id(_checked_number(from_, "from"))
+
+    def carrier_legs(self, to: str, caller_id: Number) -> list[CarrierLeg]:
+        """The carrier legs (routing plan, failover order, caps) of a call to ``to`` from ``caller_id``:
+        what every call and transfer is placed with."""
+        return self._legs(_checked_number(to, "to"), caller_id.region or None)
+
     def place(self, requests: list[CallRequest]) -> list[Call | CallRequestError]:
         results: list[Call | CallRequestError] = []
         commands = []
@@ -170,6 +182,7 @@ class CallPlacer:
                 max_duration=request.max_duration, campaign_id=request.campaign_id,
                 campaign_contact_id=request.campaign_contact_id, machine_detection=request.machine_detection,
                 amd_status_callback=request.amd_status_callback, record=request.record,
+                transfer_numbers=request.transfer_numbers,
             )
             if legs:
                 commands.append(self._command(call, request, legs))
@@ -204,7 +217,9 @@ class CallPlacer:
             command["machine_detection"] = dict(request.machine_detection)
             if request.machine_detection.get("on_machine") == amd.VOICEMAIL:
                 # no audio (espeak-ng failing): machines are hung up on instead (media/amd_call.py)
-                command["machine_detection"]["voicemail_key"] = _fallback_audio_key(request.voicemail_message)
+                command["machine_detection"]["voicemail_key"] = (
+                    voicemail_audio.audio_key(get_redis(), request.voicemail_audio) if request.voicemail_audio
+                    else _fallback_audio_key(request.voicemail_message))
         if request.agent_connects:
             # The gateway streams to our relay, which pairs it with the agent when the agent connects in.
             command["stream_url"] = stream_access.relay_url(connection.schema_name, call.sid)

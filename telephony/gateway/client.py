@@ -10,7 +10,7 @@ import time
 import uuid
 
 from . import events as ev
-from .contract import OriginateCommand
+from .contract import OriginateCommand, TransferCommand
 from .store import Store, _s, close_out_call
 
 log = logging.getLogger("gateway.client")
@@ -23,8 +23,8 @@ def new_call_id() -> str:
 def originate(redis, command: OriginateCommand) -> str:
     """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
     (generated if the command has none). The first gateway with a free slot in the legs' region
-    takes it (any gateway when the legs have no region, or no live gateway has that region); its
-    events then appear on ``calls:events``.
+    takes it (any gateway when the legs have no region, or no live gateway has that region), the
+    tenants' waiting calls taken in turn; its events then appear on ``calls:events``.
     """
     cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
@@ -41,8 +41,7 @@ def originate(redis, command: OriginateCommand) -> str:
     region = ev.call_region(cmd)
     if region and not redis.exists(ev.region_alive_key(region)):
         region = ""  # no gateway serves the carrier's region: any gateway places it (one node, no regions)
-    p.rpush(ev.originate_queue(region), json.dumps(cmd, separators=(",", ":")))
-    p.rpush(ev.originate_wake(region), 1)
+    Store(redis).push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
     p.execute()
     log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
              extra={"call_sid": call_id})
@@ -98,6 +97,15 @@ def send_digits(redis, call_id: str, digits: str) -> str:
     "orphan" (its gateway is dead)."""
     where = Store(redis).call_command(call_id, {"type": "digits", "digits": digits})
     log.info("digits requested: %s", where, extra={"call_sid": call_id})
+    return where
+
+
+def transfer(redis, command: TransferCommand) -> str:
+    """Transfer an answered bridged call to a person: the live gateway holding it dials
+    ``command["leg"]`` and joins the two legs (telephony/gateway/transfers.py). Returns the gateway id,
+    or why not: "ended", "unheld" (not with a gateway yet), "orphan" (its gateway is dead)."""
+    where = Store(redis).call_command(command["call_id"], {**command, "type": "transfer"})
+    log.info("transfer requested: %s", where, extra={"call_sid": command["call_id"]})
     return where
 
 
@@ -174,11 +182,34 @@ def media_hosts(redis) -> dict[str, dict]:
     return hosts
 
 
-def originate_queues(redis, pool: list[dict] | None = None) -> list[str]:
-    """The shared originate queue and every known region's (the regions gateways have reported;
-    ``pool``: a pool_status already read)."""
+def originate_regions(redis, pool: list[dict] | None = None) -> list[str]:
+    """The shared queue's region ("") and every region gateways have reported (``pool``: a
+    pool_status already read)."""
     regions = {g["region"] for g in (pool if pool is not None else pool_status(redis)) if g["region"]}
-    return [ev.originate_queue(), *(ev.originate_queue(region) for region in sorted(regions))]
+    return ["", *sorted(regions)]
+
+
+def waiting_calls(redis, pool: list[dict] | None = None) -> dict[str, tuple[int, float]]:
+    """Calls waiting for a free gateway, by tenant ("" for none): (how many, queued_at of the oldest),
+    every region together. Two round trips whatever the queue's length."""
+    regions = originate_regions(redis, pool)
+    p = redis.pipeline(transaction=False)
+    for region in regions:
+        p.lrange(ev.originate_ring(region), 0, -1)
+    queues = [(region, t.decode()) for region, ring in zip(regions, p.execute(), strict=True) for t in ring]
+    for region, tenant in queues:
+        p.llen(ev.tenant_queue(region, tenant))
+        p.lindex(ev.tenant_queue(region, tenant), 0)
+    replies = p.execute()
+    waiting: dict[str, tuple[int, float]] = {}
+    for i, (_, tenant) in enumerate(queues):
+        count, oldest = replies[2 * i], replies[2 * i + 1]
+        if not count:
+            continue
+        queued_at = float(json.loads(oldest).get("queued_at") or time.time()) if oldest else time.time()
+        known_count, known_oldest = waiting.get(tenant, (0, queued_at))
+        waiting[tenant] = (known_count + count, min(known_oldest, queued_at))
+    return waiting
 
 
 def pool_capacity(redis, pool: list[dict] | None = None) -> tuple[int, int]:
@@ -187,12 +218,16 @@ def pool_capacity(redis, pool: list[dict] | None = None) -> tuple[int, int]:
     return sum(g["capacity"] for g in alive), sum(g["active"] for g in alive)
 
 
-def pool_room(redis) -> int:
-    """Calls the pool can take now: free slots of live gateways minus calls already queued for them
-    (the pool's state read once)."""
+def pool_room(redis, tenant: str | None = None) -> int:
+    """Calls the pool can take now: free slots of live gateways minus calls already waiting for
+    them (the pool's state read once). For a tenant, at least its fair share of the pool less its
+    own calls waiting: tenants are served in turn, so another tenant's backlog does not hold its
+    calls back, and it keeps enough waiting to be served its share."""
     pool = pool_status(redis)
     capacity, active = pool_capacity(redis, pool)
-    p = redis.pipeline(transaction=False)
-    for queue in originate_queues(redis, pool):
-        p.llen(queue)
-    return capacity - active - sum(p.execute())
+    waiting = waiting_calls(redis, pool)
+    free = capacity - active - sum(count for count, _ in waiting.values())
+    if tenant is None:
+        return free
+    others = len([t for t in waiting if t != tenant])
+    return max(free, -(-capacity // (others + 1)) - waiting.get(tenant, (0, 0.0))[0])

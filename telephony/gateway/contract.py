@@ -48,9 +48,25 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "record": NotRequired[bool],  # dual-channel WAV of a bridged call (media/recording.py)
     "send_digits": NotRequired[str],  # RFC 4733 digits to the callee once answered (bridged calls; 'w': 0.5 s)
     "provisional_timeout": NotRequired[float],
+    "transfer_of": NotRequired[str],  # a transfer leg: the call whose audio it joins (TransferCommand)
     "type": NotRequired[str],  # "originate", set by client.originate
     "queued_at": NotRequired[float],  # set by client.originate
 })
+
+
+class TransferCommand(TypedDict):
+    """A transfer of an answered bridged call (client.transfer), for the gateway holding it: it dials
+    ``leg`` itself (routing, failover and caps as any call) and joins the two legs in its media host."""
+
+    call_id: str
+    transfer_sid: str  # the Transfer record's sid (a bridged transfer: its leg's call_id too)
+    mode: str  # "cold" (the agent's stream ends), "warm" (the agent stays until it closes its socket), "blind"
+    leg: NotRequired[OriginateCommand]  # cold, warm: the person's leg, dialed by the gateway
+    next: NotRequired[list[OriginateCommand]]  # the legs tried in turn should it not be answered
+    refer_to: NotRequired[str]  # blind: the SIP URI of a REFER to the carrier, which connects the person
+    on_fail: str  # the leg was not answered: "agent" (the call goes on with it), "message" or "hangup"
+    message_key: NotRequired[str]  # on_fail "message": Redis key of the audio (media.fallback)
+    whisper_key: NotRequired[str]  # Redis key of a message the person hears before the legs are joined
 
 
 class InboundRoute(TypedDict):

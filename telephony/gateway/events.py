@@ -17,7 +17,9 @@ from telephony import routing
 # ---- Redis keys -------------------------------------------------------------------------------
 EVENTS_STREAM = "calls:events"
 EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~)
-ORIGINATE_QUEUE = "gw:originate"  # shared list: RPUSH by clients, LPOP by gateways with a free slot
+# Calls waiting for a gateway: one list per tenant (and region), served round-robin across tenants
+# (the ring lists the tenants with calls waiting), so one tenant's burst does not delay another's.
+ORIGINATE_QUEUE = "gw:originate"
 # one token per queued originate: gateways with a free slot BLPOP it to learn there is work (no polling)
 ORIGINATE_WAKE = "gw:originate:wake"
 GATEWAYS_SET = "gw:all"  # every gateway id that ever announced itself
@@ -65,13 +67,29 @@ def node_region(region: str | None) -> str:
 
 
 def originate_queue(region: str = "") -> str:
-    """The originate queue of a region's gateways (``gw:originate:{region}``); "" = the shared
-    queue every gateway takes from (calls whose carriers have no region)."""
+    """Where a region's gateways take calls from (``gw:originate:{region}``, the prefix of its tenant
+    queues, ring and wake list); "" = the shared queue every gateway takes from (calls whose
+    carriers have no region)."""
     return f"{ORIGINATE_QUEUE}:{region}" if region else ORIGINATE_QUEUE
 
 
 def originate_wake(region: str = "") -> str:
     return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
+
+
+def tenant_queue(region: str, tenant: str) -> str:
+    """One tenant's calls waiting for a gateway of ``region`` ("": the shared queue), oldest first."""
+    return f"{originate_queue(region)}:tenant:{tenant}"
+
+
+def originate_ring(region: str = "") -> str:
+    """The tenants with calls waiting in the region's queue, each once, in the order they are served."""
+    return f"{originate_queue(region)}:ring"
+
+
+def originate_depth(region: str = "") -> str:
+    """How many calls wait in the region's queue, all tenants together (for the wake tokens)."""
+    return f"{originate_queue(region)}:depth"
 
 
 def call_region(command: Mapping) -> str:
@@ -106,7 +124,12 @@ COMPLETED = "completed"  # final: the call was answered and has ended
 FAILED = "failed"  # final: the call was never answered
 STREAM_STARTED = "stream_started"  # media bridge: the agent's stream is up (`start` sent); ai_connect_ms
 AMD = "amd"  # media bridge: answering-machine detection decided; answered_by, amd_ms, amd_evidence
-EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD)
+# transfers (telephony/gateway/transfers.py), on the call: its transfer leg is dialed / joined / failed
+TRANSFER_STARTED = "transfer_started"  # transfer_sid, to, mode
+TRANSFERRED = "transferred"  # transfer_sid: the person answered and the two legs are joined
+TRANSFER_FAILED = "transfer_failed"  # transfer_sid, outcome, reason, then (agent, message, hangup)
+EVENT_TYPES = (INITIATED, LEG_STARTED, RINGING, ANSWERED, LEG_FAILED, COMPLETED, FAILED, STREAM_STARTED, AMD,
+               TRANSFER_STARTED, TRANSFERRED, TRANSFER_FAILED)
 FINAL_TYPES = (COMPLETED, FAILED)
 
 # ---- outcomes (field "outcome" of final events) --------------------------------------------------
@@ -153,6 +176,9 @@ REASON_RTP_TIMEOUT = "rtp_timeout"  # no RTP from the answered far end for the w
 REASON_SESSION_TIMER = "session_timer_expired"  # RFC 4028: the session was not refreshed in time
 REASON_NO_LIVE_GATEWAY = "no_live_gateway"  # hangup of a call no live gateway holds: finalised at once
 REASON_NOT_PLACED = "not_placed"  # its originate never reached Redis (down when the call was placed)
+REASON_TRANSFER_FAILED = "transfer_failed"  # the transfer leg was not answered and the call hangs up
+REASON_TRANSFER_LEG_ENDED = "transfer_leg_ended"  # the other leg of a transferred call hung up
+REASON_TRANSFERRED = "transferred"  # blind transfer: the carrier connected the person (NOTIFY 2xx), we leave
 
 DIRECTION_OUTBOUND = "outbound"
 DIRECTION_INBOUND = "inbound"

@@ -54,8 +54,8 @@ def stream_config(s) -> dict | None:
     # the originate command, or the inbound number's route (contract.InboundRoute: the same stream
     # fields, less those only a command carries)
     src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
-    url = src.get("stream_url")
-    if not url:
+    url = src.get("stream_url") or ""
+    if not url and not src.get("transfer_of"):  # a transfer leg: bridged, its audio joined to its call's
         return None
     params = {str(k): str(v) for k, v in (src.get("custom_parameters") or {}).items()}
     params.setdefault("from_number", str(s.extra.get("from") or ""))
@@ -347,11 +347,15 @@ class MediaBridge:
             self.main_stream_ended(call_id, reason, detail)
             return
         log.info("call %s: %s (%s): playing the %s (%.1f s)", call_id, reason, detail, label, len(audio) / 8000)
+        self.send_audio(call_id, audio)
+        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail, "label": label}):
+            self.main_stream_ended(call_id, reason, detail)
+
+    def send_audio(self, call_id: str, audio: bytes) -> None:
+        """A message (mu-law) for the call's host, in parts; the op that plays it follows."""
         for i in range(0, len(audio), FALLBACK_PART):
             self._send({"op": "fallback_audio", "call": call_id,
                         "audio": base64.b64encode(audio[i:i + FALLBACK_PART]).decode()})
-        if not self._send({"op": "fallback", "call": call_id, "reason": reason, "detail": detail, "label": label}):
-            self.main_stream_ended(call_id, reason, detail)
 
     def main_stream_ended(self, call_id: str, reason: str, detail: str, last_rtp_at: float | None = None) -> None:
         s = self.worker.sessions.get(call_id)

@@ -18,30 +18,54 @@ import time
 
 from . import events as ev
 
-# KEYS: originate queue, gw:{id}:calls, wake list    ARGV: max count, gateway id, now
-# Also leaves exactly one wake token per command still queued (capped per call), so no gateway is
-# woken for nothing and a token taken by a gateway that then had no room (or died) is given back.
+# KEYS: the tenant's queue, ring, wake list, depth    ARGV: command json, tenant
+# The tenant joins the back of the ring when its queue was empty (it is on the ring exactly while it
+# has calls waiting); one wake token per command.
+_PUSH_ORIGINATE = """
+if redis.call('RPUSH', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+redis.call('INCR', KEYS[4])
+redis.call('RPUSH', KEYS[3], 1)
+return 1
+"""
+
+# KEYS: ring, gw:{id}:calls, wake list, depth, then one tenant queue per tenant served
+# ARGV: gateway id, now, commands per tenant, then the tenants (as many as queue keys)
+# Up to that many commands from each tenant's queue in turn (round-robin: a tenant served goes to
+# the back of the ring, off it when its queue is empty). Also leaves exactly one wake token per
+# command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
+# gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('LPOP', KEYS[1])
-  if not raw then break end
-  local ok, cmd = pcall(cjson.decode, raw)
-  local flag = 'bad'
-  if ok and type(cmd) == 'table' and type(cmd['call_id']) == 'string' then
-    local ck = 'call:' .. cmd['call_id']
-    if redis.call('HEXISTS', ck, 'final') == 1 then
-      flag = 'done'
-    else
-      redis.call('SADD', KEYS[2], cmd['call_id'])
-      redis.call('HSET', ck, 'gateway', ARGV[2], 'state', 'accepted', 'accepted_at', ARGV[3])
-      if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+local popped = 0
+for i = 5, #KEYS do
+  local tenant = ARGV[i - 1]
+  redis.call('LREM', KEYS[1], 1, tenant)
+  for _ = 1, tonumber(ARGV[3]) do
+    local raw = redis.call('LPOP', KEYS[i])
+    if not raw then break end
+    popped = popped + 1
+    local ok, cmd = pcall(cjson.decode, raw)
+    local flag = 'bad'
+    if ok and type(cmd) == 'table' and type(cmd['call_id']) == 'string' then
+      local ck = 'call:' .. cmd['call_id']
+      if redis.call('HEXISTS', ck, 'final') == 1 then
+        flag = 'done'
+      else
+        redis.call('SADD', KEYS[2], cmd['call_id'])
+        redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
+        if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+      end
     end
+    table.insert(out, raw)
+    table.insert(out, flag)
   end
-  table.insert(out, raw)
-  table.insert(out, flag)
+  if redis.call('LLEN', KEYS[i]) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
 end
-local left = redis.call('LLEN', KEYS[1])
+local left = redis.call('DECRBY', KEYS[4], popped)
+if left < 0 or redis.call('LLEN', KEYS[1]) == 0 then
+  left = 0
+  redis.call('SET', KEYS[4], 0)
+end
 local tokens = redis.call('LLEN', KEYS[3])
 if left == 0 then
   redis.call('DEL', KEYS[3])
@@ -108,6 +132,7 @@ return 1
 class Store:
     def __init__(self, redis):
         self.r = redis
+        self._push = redis.register_script(_PUSH_ORIGINATE)
         self._pop = redis.register_script(_POP_ORIGINATE)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
@@ -115,19 +140,35 @@ class Store:
         self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
+    def push_originate(self, raw: str, tenant: str, region: str = "", client=None) -> None:
+        """Queue one originate command (JSON) behind the tenant's calls already waiting."""
+        self._push(keys=[ev.tenant_queue(region, tenant), ev.originate_ring(region), ev.originate_wake(region),
+                         ev.originate_depth(region)], args=[raw, tenant], client=client)
+
     def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
-        """Up to ``count`` commands: the gateway's own region's first, then the shared queue's."""
+        """Up to ``count`` commands, the waiting tenants' in turn (the room shared evenly between
+        the first ``count`` of the ring): the gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str]] = []
+        c = client or self.r
         for queue_region in ((region, "") if region else ("",)):
-            if len(popped) >= count:
+            if popped and len(popped) >= count:
                 break
-            res = self._pop(
-                keys=[ev.originate_queue(queue_region), ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region)],
-                args=[count - len(popped), gateway_id, f"{time.time():.3f}"],
-                client=client,
-            )
-            popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
-                       for i in range(0, len(res), 2)]
+            ring, idle_rounds = ev.originate_ring(queue_region), 0
+            while True:  # once at least: with nothing to take, the script still gives the wake token back
+                want = count - len(popped)
+                tenants = [t.decode() if isinstance(t, bytes) else t
+                           for t in (c.lrange(ring, 0, want - 1) if want > 0 else [])]
+                res = self._pop(
+                    keys=[ring, ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region),
+                          ev.originate_depth(queue_region), *(ev.tenant_queue(queue_region, t) for t in tenants)],
+                    args=[gateway_id, f"{time.time():.3f}", -(-want // max(1, len(tenants))), *tenants],
+                    client=client,
+                )
+                popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
+                           for i in range(0, len(res), 2)]
+                idle_rounds = 0 if res else idle_rounds + 1  # empty: another gateway took them first
+                if not tenants or len(popped) >= count or idle_rounds >= 3:
+                    break
         return popped
 
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
@@ -229,6 +270,7 @@ def close_out_call(store: Store, gateway_id: str, call_id: str, info: dict, reas
         gateway_id=gateway_id, reason=reason, direction=info.get("direction"),
         tenant=info.get("tenant") or None, carrier_id=info.get("carrier_id") or None,
         leg=int(info["leg"]) if info.get("leg") else None, ts=ended_at,
+        transfer_of=info.get("transfer_of") or None,  # a transfer leg: its Transfer record, not a call
     )
     if info.get("state") == "answered":
         answered_at = float(info.get("answered_at") or ended_at)

@@ -41,6 +41,7 @@ from .contract import CarrierLeg, OriginateCommand
 from .media_bridge import MediaBridge
 from .pj_errors import PJSUA_MAX_ACC, PJSUA_MAX_CALLS, PjsipLog, describe
 from .store import Store, _s
+from .transfers import Transfers
 
 log = logging.getLogger("gateway")
 
@@ -172,6 +173,13 @@ class GatewayCall(pj.Call):
             self.worker.bridge.on_stream_created(self.session, prm)
         except Exception:
             log.exception("onStreamCreated")
+
+    def onCallTransferStatus(self, prm):
+        # our REFER (blind transfer): its answer, then the NOTIFYs of how the carrier's call went
+        try:
+            self.worker.transfers.on_refer_status(self.session, prm.statusCode, prm.reason, prm.finalNotify)
+        except Exception:
+            log.exception("onCallTransferStatus")
 
     def onDtmfDigit(self, prm):
         # SIP INFO digits (RFC 4733 digits never reach pjsua: the bridge reads the RTP itself)
@@ -334,6 +342,7 @@ class Worker:
         # short timeouts: this is the SIP thread; a Redis that hangs must not stall it for long
         self.r = redis.MiniRedis.from_url(args.redis_url, socket_timeout=1, socket_connect_timeout=0.5)
         self.store = Store(self.r)
+        self.transfers = Transfers(self)
         self.limits = CallLimits(self.r, (redis.RedisError,), online=lambda: self.redis_ok)
         # while Redis is unreachable only this asks whether it is back: a Redis that hangs (rather than
         # refusing connections) then costs the SIP thread at most 0.2 s a second
@@ -663,9 +672,12 @@ class Worker:
         event = ev.make_event(s.call_id, type_, **fields)  # ts: now, however late Redis gets it
         if state:
             s.redis_state.update(state)
-        self.outbox.append(("finalize" if ev.is_final(event) else "publish", event, state))
+        final = ev.is_final(event)
+        self.outbox.append(("finalize" if final else "publish", event, state))
         log.info("event %s %s %s", s.call_id, type_,
                  {k: v for k, v in fields.items() if k in ("leg", "sip_code", "outcome", "reason")})
+        if final:
+            self.transfers.on_final(s, event)
 
     def save_state(self, s: Session, **fields) -> None:
         """Fields for call:{id} with no event of their own (dialog, slots), in order with the events."""
@@ -713,6 +725,8 @@ class Worker:
                 log.info("hangup for unknown call %s", cmd.get("call_id"))
                 return
             self.end_session(s, ev.REASON_HANGUP_REQUESTED)
+        elif cmd.get("type") == "transfer":
+            self.transfers.start(cmd)
         elif cmd.get("type") == "digits":
             s = self.sessions.get(cmd.get("call_id"))
             if s is None or not self.bridge.send_digits(s, str(cmd.get("digits") or "")):
@@ -736,6 +750,8 @@ class Worker:
         s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cast(OriginateCommand, cmd), legs=list(cmd.get("legs") or []))
         s.tenant = cmd.get("tenant")
         s.extra = {"from": cmd.get("from"), "to": cmd.get("to")}
+        if cmd.get("transfer_of"):  # a transfer leg (transfers.py): every event names its call
+            s.extra["transfer_of"] = cmd["transfer_of"]
         s.ring_timeout = float(cmd.get("ring_timeout") or self.args.ring_timeout)
         s.max_duration = float(cmd.get("max_duration") or self.args.max_duration)
         s.provisional_timeout = float(cmd.get("provisional_timeout") or self.args.provisional_timeout)
@@ -1044,6 +1060,7 @@ class Worker:
                 s.hangup_reason = ev.REASON_HANGUP_ON_ANSWER
             return  # with a reason set, on_call_state sends the BYE right after this hook
         self.bridge.on_answered(s, call)
+        self.transfers.on_answered(s)
         if s.call_id not in self.bridge.calls:
             self.clocked_calls.add(s.call_id)
             self.set_sound_clock()

@@ -15,7 +15,7 @@ SORTS = {"created": "created_at", "duration": "duration_s", "setup": "setup_ms",
 DEFAULT_SORT = "-created"
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
                   "hangup_by", "carrier_name", "campaign_id", "created_at", "answered_at", "ended_at", "setup_ms",
-                  "duration_s", "jitter_ms", "loss_percent", "rtt_ms", "mos", "ai_response_ms"]
+                  "duration_s", "jitter_ms", "loss_percent", "rtt_ms", "mos", "ai_response_ms", "answered_by", "amd_ms"]
 
 
 def _day(value: str) -> dt.date | None:

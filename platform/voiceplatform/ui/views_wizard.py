@@ -41,6 +41,7 @@ from .forms import (
     TestCallForm,
     parameters_as_text,
 )
+from .forms_amd import AMD_FIELDS, MachineDetectionForm
 
 SESSION_KEY = "ui_campaign_wizard"
 STEPS = [
@@ -92,8 +93,9 @@ def state_from_campaign(campaign: Campaign) -> dict:
     calling = {name: getattr(campaign, name) for name in CALLING_FIELDS}
     calling["weekdays"] = list(campaign.weekdays)
     agent = {name: getattr(campaign, name) for name in AGENT_FIELDS}
+    amd = {name: getattr(campaign, name) for name in AMD_FIELDS}
     return {"name": campaign.name, "contact_list_id": campaign.contact_list_id, "campaign_id": campaign.pk,
-            "calling": _json_safe(calling), "agent": agent}
+            "calling": _json_safe(calling), "agent": agent, "amd": amd}
 
 
 def _page(request, step: str, template: str, context: dict):
@@ -272,11 +274,13 @@ def agent(request):
     state = _state(request)
     if not state.get("calling"):
         return redirect("ui:wizard-calling" if state.get("contact_list_id") else "ui:wizard-contacts")
+    draft = _draft(state)
+    has_audio = bool(draft and draft.voicemail_audio)
     if request.method == "POST":
         form = AgentForm(request.POST)
-        if form.is_valid():
-            values = {**_campaign_values(state["calling"]), **form.cleaned_data}
-            draft = _draft(state)
+        amd_form = MachineDetectionForm(request.POST, request.FILES, has_audio=has_audio)
+        if form.is_valid() and amd_form.is_valid():
+            values = {**_campaign_values(state["calling"]), **form.cleaned_data, **amd_form.as_fields()}
             try:
                 if draft is None:
                     draft = services.campaign_create(
@@ -284,13 +288,14 @@ def agent(request):
                 else:
                     draft = services.campaign_update(draft, **values)
             except ValidationError as exc:
-                _attach(form, exc)
+                _attach(form, exc, amd_form)
             except services.CampaignLocked as exc:
                 messages.error(request, str(exc))
                 _clear(request)
                 return redirect("ui:campaign", pk=draft.pk)
             else:
-                state.update(campaign_id=draft.pk, agent=form.cleaned_data)
+                amd = {name: getattr(draft, name) for name in AMD_FIELDS}
+                state.update(campaign_id=draft.pk, agent=form.cleaned_data, amd=amd)
                 _save(request, state)
                 return redirect("ui:wizard-test", pk=draft.pk)
     else:
@@ -298,7 +303,10 @@ def agent(request):
         if "custom_parameters" in initial:
             initial["custom_parameters"] = parameters_as_text(initial["custom_parameters"])
         form = AgentForm(initial=initial)
-    return _page(request, "agent", "ui/wizard/agent.html", {"form": form})
+        amd_form = MachineDetectionForm(initial=MachineDetectionForm.initial_from(state.get("amd") or {}),
+                                        has_audio=has_audio)
+    return _page(request, "agent", "ui/wizard/agent.html", {"form": form, "amd_form": amd_form,
+                                                             "voicemail_audio": draft.voicemail_audio if has_audio else None})
 
 
 @tenant_page(change=True)
@@ -421,12 +429,14 @@ def _adopt(request, campaign: Campaign) -> None:
         _save(request, state_from_campaign(campaign))
 
 
-def _attach(form, exc: ValidationError) -> None:
-    """A service's ValidationError, next to the field it names (or above the form)."""
+def _attach(form, exc: ValidationError, *others) -> None:
+    """A service's ValidationError, next to the field it names in ``form`` or ``others`` (or above ``form``)."""
     errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
     for field, problems in errors.items():
         for problem in problems:
-            if field in form.fields:
+            if owner := next((other for other in others if field in other.fields), None):
+                owner.add_error(field, problem)
+            elif field in form.fields:
                 form.add_error(field, problem)
             else:
                 label = (field or "").replace("_", " ")
