@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from phonenumbers import timezone as phone_timezone
 
-from .models import Contact, ContactList, DoNotCall, known_time_zones
+from .models import PLATFORM_PARAMETERS, Contact, ContactList, DoNotCall, known_time_zones
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_REPORTED_ERRORS = 1000
@@ -60,16 +60,26 @@ class ImportReport:
     do_not_call: int = 0
     error_count: int = 0
     errors: list[dict] = field(default_factory=list)
+    duplicate_rows: list[dict] = field(default_factory=list)  # at most MAX_REPORTED_ERRORS, by line
+    warnings: list[str] = field(default_factory=list)  # about the file as a whole (imported anyway)
 
     def add_error(self, line: int, reason: str, value: str) -> None:
         self.error_count += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append({"line": line, "reason": reason, "value": value[:200]})
 
+    def add_duplicate(self, line: int, reason: str, value: str) -> None:
+        self.duplicates += 1
+        if len(self.duplicate_rows) < MAX_REPORTED_ERRORS:
+            self.duplicate_rows.append({"line": line, "reason": reason, "value": value[:200]})
+
     def as_dict(self) -> dict:
         return {
             "imported": self.imported,
             "duplicates": self.duplicates,
+            "duplicate_rows": self.duplicate_rows,
+            "duplicates_not_shown": self.duplicates - len(self.duplicate_rows),
+            "warnings": self.warnings,
             "do_not_call": self.do_not_call,
             "errors": self.errors,
             "error_count": self.error_count,
@@ -142,6 +152,7 @@ class _Columns:
     time_zone: int | None
     variables: tuple[tuple[int, str], ...]
     width: int
+    renamed: tuple[tuple[str, str], ...]  # (header, the variable's name): headers the platform's parameters use
 
 
 def _columns(header: list[str]) -> _Columns:
@@ -158,8 +169,15 @@ def _columns(header: list[str]) -> _Columns:
         )
     name, time_zone = find(NAME_COLUMNS), find(TIME_ZONE_COLUMNS)
     used = {phone, name, time_zone}
-    variables = tuple((i, h.strip()) for i, h in enumerate(header) if i not in used and h.strip())
-    return _Columns(phone, name, time_zone, variables, len(header))
+    variables, renamed = [], []
+    for i, h in enumerate(header):
+        if i in used or not h.strip():
+            continue
+        variable = h.strip() if h.strip() not in PLATFORM_PARAMETERS else f"{h.strip()} (column {i + 1})"
+        if variable != h.strip():
+            renamed.append((h.strip(), variable))
+        variables.append((i, variable))
+    return _Columns(phone, name, time_zone, tuple(variables), len(header), tuple(renamed))
 
 
 def _rows(stream: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
@@ -190,8 +208,11 @@ def import_contacts(contact_list: ContactList, stream: IO[bytes], size: int | No
     columns = _columns(header)
     zones = known_time_zones()
     report = ImportReport()
-    seen: set[str] = set()
-    batch: list[tuple[str, str, str, dict]] = []
+    for header_name, variable in columns.renamed:
+        report.warnings.append(f"column “{header_name}” is kept as “{variable}”: the platform sets a parameter "
+                               f"named {header_name} on every call itself, which would replace the contact's value")
+    seen: dict[str, int] = {}  # phone -> the line that brought it
+    batch: list[tuple[int, str, str, str, dict]] = []
 
     with transaction.atomic(), connection.cursor() as cursor:
         staging = _Staging(cursor)
@@ -219,11 +240,11 @@ def import_contacts(contact_list: ContactList, stream: IO[bytes], size: int | No
                     report.add_error(line, "name is longer than 200 characters", name)
                     continue
                 if phone in seen:
-                    report.duplicates += 1
+                    report.add_duplicate(line, f"same number as line {seen[phone]}", raw_phone)
                     continue
-                seen.add(phone)
+                seen[phone] = line
                 variables = {header_name: row[i] for i, header_name in columns.variables}
-                batch.append((phone, name, zone or derived_zone, variables))
+                batch.append((line, phone, name, zone or derived_zone, variables))
                 if len(batch) >= BATCH_SIZE:
                     staging.copy(batch)
                     batch = []
@@ -238,7 +259,7 @@ class _Staging:
     """Good rows are COPYed into a temporary table as they are parsed, then moved into the list with
     two set-based statements: do-not-call numbers deleted from the staging table (counted), the rest
     inserted with ON CONFLICT DO NOTHING (numbers already in the list, or added by a concurrent upload
-    of the same list, are counted as duplicates)."""
+    of the same list, are duplicates: counted, and the first of them listed by line)."""
 
     TABLE = "pg_temp.contact_import"
 
@@ -247,17 +268,17 @@ class _Staging:
         self.staged = 0
         cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
         cursor.execute(
-            "CREATE TEMPORARY TABLE contact_import (phone text, name text, time_zone text, variables jsonb) "
+            "CREATE TEMPORARY TABLE contact_import (line integer, phone text, name text, time_zone text, variables jsonb) "
             "ON COMMIT DROP"
         )
 
-    def copy(self, batch: list[tuple[str, str, str, dict]]) -> None:
+    def copy(self, batch: list[tuple[int, str, str, str, dict]]) -> None:
         if not batch:
             return
         # The psycopg cursor under Django's wrapper: COPY is the fastest way in.
-        with self.cursor.cursor.copy(f"COPY {self.TABLE} (phone, name, time_zone, variables) FROM STDIN") as copy:
-            for phone, name, zone, variables in batch:
-                copy.write_row((phone, name, zone, json.dumps(variables, ensure_ascii=False)))
+        with self.cursor.cursor.copy(f"COPY {self.TABLE} (line, phone, name, time_zone, variables) FROM STDIN") as copy:
+            for line, phone, name, zone, variables in batch:
+                copy.write_row((line, phone, name, zone, json.dumps(variables, ensure_ascii=False)))
         self.staged += len(batch)
 
     def finish(self, contact_list: ContactList, report: ImportReport) -> None:
@@ -266,12 +287,21 @@ class _Staging:
             f"DELETE FROM {self.TABLE} t USING {quote(DoNotCall._meta.db_table)} d WHERE d.phone = t.phone"
         )
         report.do_not_call += self.cursor.rowcount
+        staged = self.staged - report.do_not_call
         self.cursor.execute(
-            f"INSERT INTO {quote(Contact._meta.db_table)} (contact_list_id, phone, name, time_zone, variables) "
+            f"WITH added AS (INSERT INTO {quote(Contact._meta.db_table)} "
+            "(contact_list_id, phone, name, time_zone, variables) "
             f"SELECT %s, phone, name, time_zone, variables FROM {self.TABLE} "
-            "ON CONFLICT (contact_list_id, phone) DO NOTHING",
-            [contact_list.pk],
+            "ON CONFLICT (contact_list_id, phone) DO NOTHING RETURNING phone) "
+            f"SELECT t.line, t.phone, count(*) OVER () FROM {self.TABLE} t "
+            "WHERE NOT EXISTS (SELECT 1 FROM added WHERE added.phone = t.phone) ORDER BY t.line LIMIT %s",
+            [contact_list.pk, MAX_REPORTED_ERRORS],
         )
-        report.imported += self.cursor.rowcount
-        report.duplicates += self.staged - report.do_not_call - self.cursor.rowcount
+        already = self.cursor.fetchall()
+        count = already[0][2] if already else 0
+        report.imported += staged - count
+        for line, phone, _ in already:
+            report.add_duplicate(line, "already in this contact list", phone)
+        report.duplicates += count - len(already)  # those past the LIMIT: counted, not listed
+        report.duplicate_rows.sort(key=lambda row: row["line"])
         self.cursor.execute(f"DROP TABLE {self.TABLE}")

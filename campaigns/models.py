@@ -93,6 +93,20 @@ class DoNotCall(models.Model):
         return self.phone
 
 
+# The parameters the dialer sets on each call's stream (dialer.agent_parameters); a campaign's own
+# parameter or a contact's column of one of these names would be replaced, so neither may use them.
+PLATFORM_PARAMETERS = ("campaign", "contact_name", "from_number", "to_number", "test_call")
+
+
+def platform_parameters_problem(parameters: dict) -> str:
+    """Why these custom parameters are refused for a campaign (names the platform sets), or ""."""
+    taken = [str(name) for name in parameters if name in PLATFORM_PARAMETERS]
+    if not taken:
+        return ""
+    return (f"{', '.join(taken)}: the platform sets {'this name' if len(taken) == 1 else 'these names'} on every "
+            f"call ({', '.join(PLATFORM_PARAMETERS)}). Choose another name.")
+
+
 class Campaign(models.Model):
     class State(models.TextChoices):
         DRAFT = "draft"
@@ -217,6 +231,8 @@ class Campaign(models.Model):
         elif not self.caller_ids:
             error("caller_ids", "give at least one caller ID (a number the tenant owns)")
         if why := custom_parameters_problem(self.custom_parameters):
+            error("custom_parameters", why)
+        elif why := platform_parameters_problem(self.custom_parameters):
             error("custom_parameters", why)
         if not isinstance(self.transfer_numbers, list) or not all(isinstance(n, str) for n in self.transfer_numbers):
             error("transfer_numbers", "must be a list of E.164 numbers or SIP URIs")

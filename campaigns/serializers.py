@@ -43,6 +43,10 @@ class ImportErrorSerializer(serializers.Serializer):
 class ImportReportSerializer(serializers.Serializer):
     imported = serializers.IntegerField()
     duplicates = serializers.IntegerField()
+    duplicate_rows = ImportErrorSerializer(many=True, help_text="the skipped duplicate lines (at most 1000), each with "
+                                                                "why: the line it repeats, or already in the list")
+    duplicates_not_shown = serializers.IntegerField()
+    warnings = serializers.ListField(child=serializers.CharField(), help_text="about columns (the rows were imported)")
     do_not_call = serializers.IntegerField()
     errors = ImportErrorSerializer(many=True, help_text="at most 1000; errors_not_shown counts the rest")
     error_count = serializers.IntegerField()

@@ -27,6 +27,8 @@ class Tenant(TenantMixin):
     # After a rotation the previous token still works (and still validates nothing new) until this time.
     previous_auth_token_encrypted = models.TextField(blank=True, default="")
     previous_auth_token_until = models.DateTimeField(null=True, blank=True)
+    # Where status callbacks go for calls that name none themselves (neither the call nor its campaign).
+    status_callback = models.URLField(max_length=500, blank=True)
     is_suspended = models.BooleanField(default=False)
     # Caps over all the tenant's calls, enforced cluster-wide by the gateways (0: no cap).
     max_concurrent_calls = models.PositiveIntegerField(default=100)

@@ -111,3 +111,10 @@ def reset_admin_credentials(slug: str, admin_user: str = "admin") -> TenantCrede
         api_key = issue_api_key(tenant.account_sid, name="demo credentials")
     domain = tenant.domains.filter(is_primary=True).first()
     return TenantCredentials(slug, domain.domain if domain else "", tenant.account_sid, api_key, admin_user, password)
+
+
+def set_status_callback(tenant: Tenant, url: str) -> None:
+    """The tenant's own status callback URL (checked by the caller against the outbound rules), for
+    calls that name none; "" sends none for them."""
+    Tenant.objects.filter(pk=tenant.pk).update(status_callback=url)
+    tenant.status_callback = url

@@ -232,6 +232,27 @@ def test_status_callbacks_are_signed_and_verifiable_with_twilios_scheme(tenant_a
     assert RequestValidator(secret).validate(url, params, headers["X-Twilio-Signature"])
 
 
+def test_a_call_without_its_own_callback_reports_to_the_tenants_url(tenant_a, receiver):
+    url, endpoint = receiver
+    acme = Tenant.objects.get(schema_name="acme")
+    Tenant.objects.filter(pk=acme.pk).update(status_callback=url)
+    try:
+        with schema_context("acme"):
+            own = Call.objects.create(from_number="+14155550100", to_number="+14155550199",
+                                      status_callback=url + "?own=1", status="completed", outcome="answered")
+            plain = Call.objects.create(from_number="+14155550100", to_number="+14155550198",
+                                        status="completed", outcome="answered")
+            webhooks.enqueue(own, gw.COMPLETED)
+            webhooks.enqueue(plain, gw.COMPLETED)
+            assert WebhookDelivery.objects.get(call=own).url == url + "?own=1"
+            delivery = WebhookDelivery.objects.get(call=plain)
+            assert delivery.url == url and webhooks.deliver(delivery.pk) is None
+    finally:
+        Tenant.objects.filter(pk=acme.pk).update(status_callback="")
+    [(_, body)] = endpoint.received
+    assert dict(urllib.parse.parse_qsl(body.decode()))["CallSid"] == plain.sid
+
+
 def test_a_failing_receiver_is_retried_with_backoff_then_given_up(tenant_a, receiver):
     url, endpoint = receiver
     endpoint.status = 500

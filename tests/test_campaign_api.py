@@ -87,6 +87,8 @@ def test_a_campaign_is_created_with_sensible_defaults(tenant_a, numbers, spring_
         ({"ring_timeout": 10}, "ring_timeout", "at least 15"),
         ({"optout_digit": "x"}, "optout_digit", "DTMF"),
         ({"default_time_zone": "Mars/Olympus"}, "default_time_zone", "unknown time zone"),
+        ({"custom_parameters": {"voice": "alloy", "to_number": "+1555"}}, "custom_parameters",
+         "to_number: the platform sets this name on every call"),
     ],
 )
 def test_invalid_campaigns_are_refused_by_field(tenant_a, numbers, spring_leads, overrides, field, words):

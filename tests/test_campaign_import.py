@@ -1,5 +1,5 @@
 """Acme uploads its spring leads as CSV: good rows land in the list, bad rows come back with their line
-number, duplicates and do-not-call numbers are counted, and a file that is too big or not UTF-8 imports
+number, duplicates are listed by line and counted, do-not-call numbers counted, and a file that is too big or not UTF-8 imports
 nothing."""
 import io
 
@@ -61,6 +61,7 @@ def test_messy_csv_keeps_good_rows_and_reports_bad_ones_by_line(tenant_a, spring
     assert report["total_rows"] == 10
     assert report["imported"] == 4
     assert report["duplicates"] == 1
+    assert report["duplicate_rows"] == [{"line": 7, "reason": "same number as line 2", "value": "415-555-0100"}]
     assert report["do_not_call"] == 0
     errors = {e["line"]: e for e in report["errors"]}
     assert sorted(errors) == [4, 5, 6, 9, 13]
@@ -90,8 +91,17 @@ def test_numbers_already_in_the_list_are_merged_and_counted(tenant_a, spring_lea
     second = upload(tenant_a.api_key, spring_leads.pk, b"phone,name\n4155550100,Ada again\n+14155550103,Cy\n")
     report = second.json()
     assert (report["imported"], report["duplicates"], report["total_rows"]) == (1, 1, 2)
+    assert report["duplicate_rows"] == [{"line": 2, "reason": "already in this contact list", "value": "+14155550100"}]
     contacts = contacts_in(tenant_a, spring_leads)
     assert len(contacts) == 3 and contacts["+14155550100"].name == "Ada"
+
+
+def test_a_column_named_like_a_platform_parameter_is_kept_under_another_name(tenant_a, spring_leads):
+    report = upload(tenant_a.api_key, spring_leads.pk, b"phone,name,campaign\n+14155550100,Ada,spring-2024\n").json()
+    assert report["imported"] == 1
+    assert report["warnings"] == ["column “campaign” is kept as “campaign (column 3)”: the platform sets a parameter "
+                                  "named campaign on every call itself, which would replace the contact's value"]
+    assert contacts_in(tenant_a, spring_leads)["+14155550100"].variables == {"campaign (column 3)": "spring-2024"}
 
 
 def test_do_not_call_numbers_are_filtered_out_and_counted(tenant_a, spring_leads):

@@ -225,3 +225,23 @@ def test_dashboard_pages_are_for_signed_in_users_and_plotly_is_served_locally(te
     platform.cookies[settings.SESSION_COOKIE_NAME] = signed_in_session("public", "ops", staff=True)
     assert platform.get("/platform/dashboard/").status_code == 200
     assert acme.get("/platform/dashboard/").status_code == 404
+
+
+def test_a_carrier_never_checked_is_not_shown_as_up():
+    """A carrier just added (healthy by default, for routing) is "not checked yet" on the platform
+    dashboard until its first OPTIONS check, then up."""
+    from django.utils import timezone
+
+    from telephony.metrics import selectors
+
+    carrier = Carrier.objects.create(name=f"new-{uuid.uuid4().hex[:6]}", host="192.0.2.11")
+    try:
+        selectors.carriers(max_age=0)  # the inventory is cached for 2 s: read it now
+        row = next(c for c in selectors.platform_series()["carriers"] if c["id"] == carrier.pk)
+        assert (row["checked"], row["up"]) == (False, False)
+        Carrier.objects.filter(pk=carrier.pk).update(health_checked_at=timezone.now())
+        selectors.carriers(max_age=0)
+        row = next(c for c in selectors.platform_series()["carriers"] if c["id"] == carrier.pk)
+        assert (row["checked"], row["up"]) == (True, True)
+    finally:
+        carrier.delete()

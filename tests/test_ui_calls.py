@@ -98,6 +98,48 @@ def test_the_call_page_tells_what_happened_to_a_failover_call(member, calls):
     assert member.get("/calls/CA0000/").status_code == 404
 
 
+def test_the_call_page_shows_the_answering_machine_result_and_plays_the_recording(member, calls, tenant_a):
+    from django.core.files.base import ContentFile
+
+    from telephony.calls.models import Call, Recording
+
+    answered = calls["answered"]
+    with schema_context(tenant_a.tenant):
+        Call.objects.filter(pk=answered.pk).update(answered_by="machine_end_beep", amd_ms=2300)
+        recording = Recording(call=answered, duration_s=30.0)
+        recording.file.save(f"{recording.sid}.wav", ContentFile(b"RIFF....WAVE"), save=True)
+    try:
+        page = member.get(f"/calls/{answered.sid}/")
+        step = next(s for s in page.context["timeline"] if s.what == "answering-machine detection")
+        assert step.detail == "an answering machine (after the beep) after 2300 ms"
+        assert step.at == T0 + dt.timedelta(seconds=3, milliseconds=2300)
+        assert f'<audio controls preload="none" src="/calls/{answered.sid}/recording.wav"' in page.content.decode()
+        wav = member.get(f"/calls/{answered.sid}/recording.wav")
+        assert wav["Content-Type"] == "audio/wav" and b"".join(wav.streaming_content) == b"RIFF....WAVE"
+        assert member.get(f"/calls/{calls['busy'].sid}/recording.wav").status_code == 404
+    finally:
+        with schema_context(tenant_a.tenant):
+            recording.file.delete(save=False)
+
+
+def test_the_call_page_shows_a_transfer_leg(member, calls, tenant_a):
+    from telephony.calls.models import Transfer
+
+    answered = calls["answered"]
+    with schema_context(tenant_a.tenant):
+        transfer = Transfer.objects.create(call=answered, to="+14155550190", caller_id="+14155550100", mode="warm",
+                                           status="completed", outcome="answered", carrier_name="Trunk B",
+                                           answered_at=T0 + dt.timedelta(seconds=20),
+                                           ended_at=T0 + dt.timedelta(seconds=33), duration_s=13.0)
+        Transfer.objects.filter(pk=transfer.pk).update(created_at=T0 + dt.timedelta(seconds=15))
+    page = member.get(f"/calls/{answered.sid}/")
+    steps = [(s.what, s.detail) for s in page.context["timeline"]]
+    assert ("transfer 1: dialing +14155550190", "warm transfer, caller ID +14155550100") in steps
+    assert ("transfer 1: answered", "Trunk B") in steps and ("transfer 1: ended", "answered") in steps
+    assert [w for w, _ in steps].index("transfer 1: answered") < [w for w, _ in steps].index("ended")
+    assert 'id="transfers"' in page.content.decode() and "13.0 s" in page.content.decode()
+
+
 def test_a_member_sends_a_webhook_again(member, calls, tenant_a, django_capture_on_commit_callbacks):
     from telephony.calls.models import WebhookDelivery
 

@@ -80,6 +80,7 @@ def test_upload_preview_mapping_and_line_by_line_report(member, tenant_a):
     report = member.get("/campaigns/new/report/").content.decode()
     assert "Rows with errors" in report
     assert "not a number" in report and "Mars/Olympus" in report
+    assert 'id="import-duplicates"' in report and "<td>same number as line 2</td>" in report
     with schema_context(tenant_a.tenant):
         from campaigns.models import ContactList
 

@@ -41,6 +41,20 @@ def test_webhooks_page_shows_the_auth_token_and_filters_the_log(admin, tenant_a)
     assert admin.get("/settings/webhooks/?status=failed").status_code == 200
 
 
+def test_an_admin_sets_the_tenants_status_callback_url_and_a_private_address_is_refused(admin, tenant_a):
+    from tenants.models import Tenant
+
+    refused = admin.post("/settings/webhooks/", {"status_callback": "http://10.1.2.3/hooks"})
+    assert refused.status_code == 200 and "errors" in refused.content.decode()
+    assert Tenant.objects.get(schema_name=tenant_a.tenant).status_callback == ""
+    saved = admin.post("/settings/webhooks/", {"status_callback": "http://127.0.0.1:9/acme-calls"}, follow=True)
+    assert "now report to http://127.0.0.1:9/acme-calls" in saved.content.decode()
+    assert Tenant.objects.get(schema_name=tenant_a.tenant).status_callback == "http://127.0.0.1:9/acme-calls"
+    assert 'value="http://127.0.0.1:9/acme-calls"' in admin.get("/settings/webhooks/").content.decode()
+    admin.post("/settings/webhooks/", {"status_callback": ""})
+    assert Tenant.objects.get(schema_name=tenant_a.tenant).status_callback == ""
+
+
 def test_an_admin_rotates_the_auth_token_and_the_old_one_is_shown_as_in_grace(admin, tenant_a):
     from tenants import auth_token
     from tenants.models import Tenant

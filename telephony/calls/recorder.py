@@ -108,7 +108,7 @@ class _Batch:
             return
         _apply(self, call, event)
         log.debug("%s recorded: %s", event["type"], call.status)
-        callback = webhooks.callback_for(call, event["type"], self.tenant.account_sid)
+        callback = webhooks.callback_for(call, event["type"], self.tenant)
         if callback is not None:
             self.callbacks.append((call.pk, callback))
         self.recorded.append((event, metrics_fields(call)))

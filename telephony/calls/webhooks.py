@@ -1,8 +1,9 @@
 """Status callbacks: a signed HTTP request (POST, or GET with the parameters in the query, as the
-call's status_callback_method says) to the call's status_callback at the events it asked for
+call's status_callback_method says) to the call's status_callback (or else the tenant's, set in the
+console's webhook settings) at the events it asked for
 (initiated, ringing, answered, completed; Twilio's StatusCallbackEvent), and ``amd`` (the
 answering-machine detection result, AnsweredBy) to the call's amd_status_callback (Twilio's
-AsyncAmdStatusCallback) or else its status_callback; ``rec-completed`` / ``rec-absent`` to its
+AsyncAmdStatusCallback) or else that status callback; ``rec-completed`` / ``rec-absent`` to its
 recording status callback (telephony.calls.recording_callbacks). Delivered by Celery on their own queue, retried
 with backoff, so a slow or failing
 receiver never slows dialing. Every attempt is logged on a WebhookDelivery row.
@@ -32,6 +33,7 @@ from django.utils import timezone
 from core import egress
 from core.logs import call_context
 from tenants import auth_token
+from tenants.models import Tenant
 from tenants.selectors import current_tenant
 
 from . import outbound, stream_access, twilio_values
@@ -82,18 +84,19 @@ def payload_for(call: Call, event: str, account_sid: str) -> dict[str, str]:
 
 def enqueue(call: Call, gateway_event: str) -> None:
     """Record and queue the callback for this event, at most once per call and event."""
-    callback = callback_for(call, gateway_event, current_tenant().account_sid)
+    callback = callback_for(call, gateway_event, current_tenant())
     if callback is not None:
         enqueue_all([(call.pk, callback)])
 
 
-def callback_for(call: Call, gateway_event: str, account_sid: str) -> tuple[str, str, dict] | None:
+def callback_for(call: Call, gateway_event: str, tenant: Tenant) -> tuple[str, str, dict] | None:
     """(callback event, url, payload) of the call as it is now, if it has a callback for this event."""
     event = EVENT_OF.get(gateway_event)
-    url = (call.amd_status_callback or call.status_callback) if event == "amd" else call.status_callback
+    status_callback = call.status_callback or tenant.status_callback
+    url = (call.amd_status_callback or status_callback) if event == "amd" else status_callback
     if not url or event is None or (event != "amd" and event not in call.status_callback_events):
         return None
-    return event, url, payload_for(call, event, account_sid)
+    return event, url, payload_for(call, event, tenant.account_sid)
 
 
 def enqueue_all(callbacks: list[tuple[int, tuple[str, str, dict]]]) -> None:

@@ -37,6 +37,7 @@ from media.rtp import rewrite_sdp_media
 
 from . import events as ev
 from .contract import OriginateCommand
+from .pj_errors import describe
 
 if TYPE_CHECKING:
     from media.host import MediaHost
@@ -454,7 +455,7 @@ class MediaBridge:
                 return
             si = call.getStreamInfo(idx)
         except pj.Error as exc:
-            log.warning("call %s: no stream info (%s)", s.call_id, exc.reason)
+            log.warning("call %s: no stream info (%s)", s.call_id, describe(exc))
             return
         host, _, port = si.remoteRtpAddress.rpartition(":")
         rtcp = None

@@ -39,15 +39,12 @@ from . import miniredis as redis  # not redis-py: see miniredis.py (memory)
 from .call_limits import CallLimits
 from .contract import CarrierLeg, OriginateCommand
 from .media_bridge import MediaBridge
+from .pj_errors import PJSUA_MAX_ACC, PJSUA_MAX_CALLS, PjsipLog, describe
 from .store import Store, _s
 from .transfers import Transfers
 
 log = logging.getLogger("gateway")
 
-# Compiled into the pjsua2 wheel: PJSUA_MAX_CALLS=4 (measured: the 5th makeCall raises PJ_ETOOMANY)
-# and PJSUA_MAX_ACC=8 (the 9th Account.create aborts the process on an assertion).
-PJSUA_MAX_CALLS = 4
-PJSUA_MAX_ACC = 8
 MAX_CRED_ACCOUNTS = PJSUA_MAX_ACC - 2  # the default account + one spare
 PJSIP_T1_MS, PJSIP_T2_MS, PJSIP_T4_MS = 500, 4000, 5000  # RFC 3261 defaults, unchanged
 
@@ -393,6 +390,8 @@ class Worker:
         cfg.logConfig.level = a.pj_log_level
         cfg.logConfig.consoleLevel = a.pj_log_level
         cfg.logConfig.msgLogging = a.pj_log_level >= 5
+        cfg.logConfig.decor = pj.PJ_LOG_HAS_SENDER
+        cfg.logConfig.writer = self.pjsip_log = PjsipLog()  # pjsip's lines as the platform's
         ep.libInit(cfg)
         set_transaction_timeout(int(a.tsx_timeout * 1000))
         tc = pj.TransportConfig()
@@ -846,7 +845,7 @@ class Worker:
             if exc.status == 70010 and time.monotonic() - s.leg_started_at < self.zombie_seconds + 2:
                 s.leg_start_pending = True
                 return
-            self.leg_failed(s, 0, exc.reason, ev.REASON_TRANSPORT_ERROR)
+            self.leg_failed(s, 0, describe(exc), ev.REASON_TRANSPORT_ERROR)
             return
         except Exception as exc:  # bad URI type, no account slot...
             self.leg_failed(s, 0, str(exc), ev.REASON_TRANSPORT_ERROR)
@@ -949,7 +948,7 @@ class Worker:
         try:
             call.hangup(prm)
         except pj.Error as exc:
-            log.warning("hangup failed: %s", exc.reason)
+            log.warning("hangup failed: %s", describe(exc))
 
     def check_timers(self, now: float) -> None:
         for s in list(self.sessions.values()):
@@ -1071,7 +1070,7 @@ class Worker:
                 self.ep.audDevManager().setNoDev()
             self.sound_clock = want
         except pj.Error as exc:
-            log.warning("sound clock %s: %s", "on" if want else "off", exc.reason)
+            log.warning("sound clock %s: %s", "on" if want else "off", describe(exc))
 
     def on_incoming_call(self, acc: GatewayAccount, prm) -> None:
         rdata = prm.rdata

@@ -260,10 +260,13 @@ def carriers(max_age: float = CARRIERS_CACHE_S) -> list[dict]:
     global _carriers_cache
     loaded_at, rows = _carriers_cache
     if time.monotonic() - loaded_at >= max_age:
+        from django.db.models import BooleanField, ExpressionWrapper, Q
+
         from telephony.models import Carrier
 
-        rows = list(Carrier.objects.values("id", "name", "region", "enabled", "healthy", "health_rtt_ms",
-                                           "max_cps", "max_concurrent"))
+        checked = ExpressionWrapper(Q(health_checked_at__isnull=False), output_field=BooleanField())
+        rows = list(Carrier.objects.annotate(checked=checked).values(
+            "id", "name", "region", "enabled", "healthy", "checked", "health_rtt_ms", "max_cps", "max_concurrent"))
         _carriers_cache = (time.monotonic(), rows)
     return rows
 
@@ -320,7 +323,7 @@ def platform_series(window: str = DEFAULT_WINDOW, now: float | None = None) -> d
     series["carriers"] = [
         {
             **c,
-            "up": bool(c["enabled"] and c["healthy"]),
+            "up": bool(c["enabled"] and c["healthy"] and c["checked"]),  # never checked: not known up
             "cps": _cps(seconds, f"attempted|car={c['id']}"),
             "concurrency": concurrency.get(str(c["id"]), 0),
             "failovers": by_carrier.get(str(c["id"]), {}).get("failovers", 0),

@@ -23,6 +23,7 @@ CSV = "phone,name,time zone,plan\n" + "".join(
 ) + """call me maybe,Bad Row,UTC,gold
 +1415555,Too Short,UTC,silver
 +14155550199,Alan Turing,Mars/Olympus_Mons,gold
+(415) 555-0110,Contact 1 again,,gold
 """
 DASHBOARD_FIGURES = """() => ({
     attempted: document.getElementById("kpi-attempted").textContent,
@@ -45,7 +46,7 @@ def test_a_business_user_builds_starts_and_watches_a_campaign_dialed_for_real(pa
     expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
     shot(page, "01-campaigns-empty")
 
-    # 1. Contacts: a CSV with 14 good rows and 3 bad ones.
+    # 1. Contacts: a CSV with 14 good rows, 3 bad ones and a duplicate.
     page.get_by_role("link", name="New campaign").first.click()
     page.get_by_label("Campaign name").fill("Browser spring promo")
     csv_file = tmp_path / "contacts.csv"
@@ -71,6 +72,9 @@ def test_a_business_user_builds_starts_and_watches_a_campaign_dialed_for_real(pa
     expect(errors.locator("tbody tr").nth(0)).to_contain_text(str(GOOD_ROWS + 2))  # its line in the file
     expect(errors.locator("tbody tr").nth(1)).to_contain_text("+1415555")
     expect(errors.locator("tbody tr").nth(2)).to_contain_text("unknown time zone")
+    expect(page.locator("#duplicate-count")).to_have_text("1")  # and the duplicate is shown, not only counted
+    expect(page.locator("#import-duplicates tbody tr")).to_have_text(
+        [re.compile(rf"{GOOD_ROWS + 5}\s*\(415\) 555-0110\s*same number as line 2")])
     shot(page, "04-wizard-import-report")
     page.get_by_role("link", name=re.compile(rf"Continue with {GOOD_ROWS} contacts")).click()
 
@@ -261,6 +265,16 @@ def test_a_tenant_admin_manages_settings(page, ui_server, shop):
     shot(page, "22-settings-do-not-call")
 
     page.goto(f"{base}/settings/webhooks/")
+    page.get_by_label("Status callback URL").fill("http://10.0.0.9/hooks")
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator("#webhook-url .field.invalid")).to_be_visible()  # a private address is refused
+    page.get_by_label("Status callback URL").fill("http://127.0.0.1:9/uishop-calls")
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator(".messages")).to_contain_text("now report to http://127.0.0.1:9/uishop-calls")
+    expect(page.get_by_label("Status callback URL")).to_have_value("http://127.0.0.1:9/uishop-calls")
+    page.get_by_label("Status callback URL").fill("")  # the other tests' calls send no callback
+    page.get_by_role("button", name="Save URL").click()
+    expect(page.locator(".messages")).to_contain_text("no longer send any")
     page.get_by_text("Show the auth token").click()
     expect(page.locator("#auth-token")).to_be_visible()
     shot(page, "23-settings-webhooks")

@@ -1,6 +1,7 @@
 """The operations console in chromium: an operator finds a call that failed over by its number and
 reads its legs on its page; a viewer sees everything and can change nothing; a campaign asking for
-more calls at once than the gateway pool holds is warned about. Screenshots at 1280 px and 390 px
+more calls at once than the gateway pool holds is warned about; the dashboard shows a call within a
+second of the recorder writing its end. Screenshots at 1280 px and 390 px
 (a phone), where no page may be wider than the screen."""
 from __future__ import annotations
 
@@ -139,3 +140,29 @@ def test_a_campaign_wanting_more_calls_than_the_pool_holds_is_warned(page, ui_se
     page.set_viewport_size(PHONE)
     _fits_the_screen(page)
     shot(page, "48-campaign-390")
+
+
+def test_the_dashboard_shows_a_call_within_a_second_of_its_end(page, ui_server, shop, voice_stack, broken_trunk,
+                                                             django_db_blocker):
+    """The dashboard stays open while a call is placed, fails over, is answered and hung up (SIPp hangs
+    up after 2 s). Once the recorder has written the call's end, its row and the attempt count reach the
+    page in 1 s: no reload, the live socket pushes them."""
+    base = f"http://{SHOP}.localhost:{ui_server}"
+    sign_in(page, base, shop.admin_user, shop.admin_password)
+    page.goto(f"{base}/dashboard/")
+    expect(page.locator("#socket-status")).to_contain_text("live")
+    attempted_before = int(page.locator("#kpi-attempted").inner_text())
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {shop.api_key}")
+    with django_db_blocker.unblock():
+        response = api.post("/api/v1/calls", {"to": "+14155550178", "from": "+14155550150",
+                                              "stream_url": voice_stack.agent_url, "timeout": 15},
+                            content_type="application/json")
+        connection.set_schema_to_public()
+        assert response.status_code == 201, response.content
+        sid = response.json()["sid"]
+        expect(page.locator("#latest-calls")).not_to_contain_text(sid)  # still ringing or talking
+        call = stack.final_call(SHOP, sid, voice_stack.processes)  # the recorder has written its end
+    assert call.outcome == "answered", call.reason
+    expect(page.locator("#latest-calls tr").filter(has_text=sid)).to_contain_text("answered", timeout=1000)
+    expect(page.locator("#kpi-attempted")).to_have_text(str(attempted_before + 1), timeout=1000)
+    shot(page, "49-dashboard-after-a-call-1280")

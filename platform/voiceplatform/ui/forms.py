@@ -14,7 +14,14 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from campaigns.models import DTMF_DIGITS, STREAM_URL_SCHEMES, WEEKDAY_NAMES, known_time_zones, validate_region
+from campaigns.models import (
+    DTMF_DIGITS,
+    STREAM_URL_SCHEMES,
+    WEEKDAY_NAMES,
+    known_time_zones,
+    platform_parameters_problem,
+    validate_region,
+)
 from telephony import forms as telephony_forms
 from telephony.calls import outbound
 from telephony.models import Number
@@ -228,16 +235,10 @@ class AgentForm(forms.Form):
             raise ValidationError("Must start with wss://, ws://, https:// or http://.")
         return url
 
-    # Set by the platform on every call (campaigns.dialer.agent_parameters, the test call): a value
-    # typed here under these names would be replaced without a word, so it is refused.
-    PLATFORM_PARAMETERS = ("campaign", "contact_name", "from_number", "to_number", "test_call")
-
     def clean_custom_parameters(self):
         parameters = parse_parameters(self.cleaned_data["custom_parameters"])
-        taken = [name for name in parameters if name in self.PLATFORM_PARAMETERS]
-        if taken:
-            raise ValidationError(f"{', '.join(taken)}: the platform sets {'this name' if len(taken) == 1 else 'these names'} "
-                                  f"on every call ({', '.join(self.PLATFORM_PARAMETERS)}). Choose another name.")
+        if why := platform_parameters_problem(parameters):
+            raise ValidationError(why)
         return parameters
 
     def clean_optout_digit(self):
@@ -312,6 +313,19 @@ class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label="Key name", help_text="what it is for, e.g. CRM integration")
     read_only = forms.BooleanField(required=False, label="Read-only",
                                    help_text="can read calls, campaigns and contacts, and change nothing")
+
+
+class WebhookUrlForm(forms.Form):
+    status_callback = forms.URLField(
+        max_length=500, required=False, assume_scheme="https", label="Status callback URL",
+        help_text="where the status callbacks of calls go when neither the call nor its campaign names one; "
+                  "empty: such calls send none")
+
+    def clean_status_callback(self) -> str:
+        url = self.cleaned_data["status_callback"]
+        if why := outbound.refusal(url, outbound.CALLBACK_SCHEMES):
+            raise ValidationError(why)
+        return url
 
 
 class DoNotCallForm(forms.Form):

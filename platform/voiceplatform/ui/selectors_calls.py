@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from campaigns.models import Campaign, CampaignContact
-from telephony.calls.models import Call, CallLeg, WebhookDelivery
+from telephony.calls.models import Call, CallLeg, Recording, Transfer, WebhookDelivery
 
 SORTS = {"created": "created_at", "duration": "duration_s", "setup": "setup_ms", "to": "to_number",
          "status": "status", "outcome": "outcome"}
@@ -77,9 +77,16 @@ def _ms_after(start: dt.datetime | None, ms) -> dt.datetime | None:
     return start + dt.timedelta(milliseconds=ms) if start and ms is not None else None
 
 
-def call_timeline(call: Call, legs: list[CallLeg]) -> list[Step]:
+AMD_RESULTS = {"human": "a person answered", "machine_start": "an answering machine (greeting)",
+               "machine_end_beep": "an answering machine (after the beep)",
+               "machine_end_silence": "an answering machine (greeting over)", "machine_end_other": "an answering machine",
+               "fax": "a fax machine", "unknown": "not sure (unknown)"}
+
+
+def call_timeline(call: Call, legs: list[CallLeg], transfers: list[Transfer]) -> list[Step]:
     """What happened to the call, in order: queued, each carrier leg (INVITE, ringing, answer or its
-    SIP code and whether it failed over), the agent's stream, the hang-up and who hung up."""
+    SIP code and whether it failed over), the answering-machine result, the agent's stream, each
+    transfer leg, the hang-up and who hung up."""
     steps = [Step(call.created_at, "queued", f"{call.from_number} → {call.to_number}")]
     for leg in legs:
         name = leg.carrier_name or f"carrier {leg.carrier_id}"
@@ -98,10 +105,25 @@ def call_timeline(call: Call, legs: list[CallLeg]) -> list[Step]:
         steps.append(Step(call.ringing_at, "ringing"))
     if call.answered_at and not any(leg.answered_at for leg in legs):
         steps.append(Step(call.answered_at, "answered", "", "completed"))
+    if call.answered_by:
+        steps.append(Step(_ms_after(call.answered_at, call.amd_ms), "answering-machine detection",
+                          f"{AMD_RESULTS.get(call.answered_by, call.answered_by)}"
+                          + (f" after {call.amd_ms} ms" if call.amd_ms is not None else ""),
+                          "completed" if call.answered_by == "human" else ""))
     if call.ai_connect_ms is not None:
         steps.append(Step(_ms_after(call.answered_at, call.ai_connect_ms), "agent stream connected",
                           f"{call.ai_connect_ms} ms after answer" + (" · abandoned" if call.abandoned else ""),
                           "failed" if call.abandoned else "completed"))
+    for n, transfer in enumerate(transfers, start=1):
+        steps.append(Step(transfer.created_at, f"transfer {n}: dialing {transfer.to}",
+                          f"{transfer.mode} transfer, caller ID {transfer.caller_id}"))
+        if transfer.answered_at:
+            steps.append(Step(transfer.answered_at, f"transfer {n}: answered", transfer.carrier_name, "completed"))
+        if transfer.ended_at:
+            detail = ", ".join(p for p in (transfer.outcome, transfer.reason,
+                                           f"SIP {transfer.sip_code}" if transfer.sip_code else "") if p)
+            steps.append(Step(transfer.ended_at, f"transfer {n}: ended", detail,
+                              "" if transfer.answered_at else "failed"))
     if call.ended_at:
         who = {"caller": "the caller", "callee": "the callee", "agent": "the agent", "platform": "the platform"}
         by = who.get(call.hangup_by, call.hangup_by) if call.hangup_by else ""
@@ -116,15 +138,18 @@ def call_page(sid: str) -> dict | None:
     if call is None:
         return None
     legs = list(call.legs.all())
+    transfers = list(call.transfers.all())
     campaign = contact = None
     if call.campaign_id:
         campaign = Campaign.objects.filter(pk=call.campaign_id).first()
         contact = (CampaignContact.objects.select_related("contact").filter(pk=call.campaign_contact_id).first()
                    if call.campaign_contact_id else None)
     return {
-        "call": call, "legs": legs, "timeline": call_timeline(call, legs), "campaign": campaign,
+        "call": call, "legs": legs, "transfers": transfers, "timeline": call_timeline(call, legs, transfers),
+        "campaign": campaign,
         "contact": contact and contact.contact, "campaign_contact": contact,
         "deliveries": list(WebhookDelivery.objects.filter(call=call).order_by("created_at")),
+        "recording": Recording.objects.filter(call=call).first(),
     }
 
 

@@ -30,6 +30,7 @@ urlpatterns = [
     path("calls/", views_calls.call_log, name="calls"),
     path("calls/export.csv", views_calls.call_log_export, name="calls-export"),
     path("calls/<str:sid>/", views_calls.call_detail, name="call"),
+    path("calls/<str:sid>/recording.wav", views_calls.call_recording, name="call-recording"),
     path("calls/<str:sid>/hangup/", views_calls.call_hangup, name="call-hangup"),
     path("calls/<str:sid>/webhooks/<int:pk>/resend/", views_calls.delivery_resend, name="delivery-resend"),
     # tenant settings (tenant host, admins)

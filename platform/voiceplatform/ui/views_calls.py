@@ -1,10 +1,10 @@
 """The calls log (search, filters, sort, pages, CSV of what is shown) and the call page (timeline,
-quality, campaign and contact, webhook deliveries), with hang-up and webhook resend."""
+quality, campaign and contact, webhook deliveries, recording), with hang-up and webhook resend."""
 from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from telephony.calls import services as call_services
 from telephony.calls import webhooks
-from telephony.calls.models import Call, WebhookDelivery
+from telephony.calls.models import Call, Recording, WebhookDelivery
 
 from . import selectors_calls
 from .access import platform_page, tenant_page
@@ -66,6 +66,14 @@ def call_detail(request, sid: str):
     if data is None:
         raise Http404("no such call")
     return render(request, "ui/calls/detail.html", data)
+
+
+@tenant_page()
+@require_GET
+def call_recording(request, sid: str):
+    """The call's recording, played in the call page's audio player (viewers too)."""
+    recording = get_object_or_404(Recording, call__sid=sid)
+    return FileResponse(recording.file.open("rb"), content_type="audio/wav", filename=f"{recording.sid}.wav")
 
 
 @tenant_page(change=True)

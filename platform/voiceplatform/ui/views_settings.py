@@ -8,19 +8,20 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from campaigns import dnc
 from campaigns import services as campaign_services
 from campaigns.selectors import do_not_call_entries
 from telephony.calls.models import WebhookDelivery
 from tenants import auth_token
+from tenants import services as tenant_services
 from tenants.accounts import selectors as account_selectors
 from tenants.accounts import services as account_services
 
 from . import uploads
 from .access import tenant_page
-from .forms import ApiKeyForm, DoNotCallForm, DoNotCallUploadForm, UserCreateForm
+from .forms import ApiKeyForm, DoNotCallForm, DoNotCallUploadForm, UserCreateForm, WebhookUrlForm
 
 NEW_KEY = "ui_new_api_key"
 PAGE_SIZE = 50
@@ -58,8 +59,18 @@ def api_key_revoke(request, pk: int):
 
 @tenant_page(admin=True)
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 def webhooks(request):
+    if request.method == "POST":
+        url_form = WebhookUrlForm(request.POST)
+        if url_form.is_valid():
+            url = url_form.cleaned_data["status_callback"]
+            tenant_services.set_status_callback(request.tenant, url)
+            messages.success(request, f"Calls without their own status callback now report to {url}." if url else
+                             "Calls without their own status callback no longer send any.")
+            return redirect("ui:webhooks")
+    else:
+        url_form = WebhookUrlForm(initial={"status_callback": request.tenant.status_callback})
     deliveries = WebhookDelivery.objects.select_related("call").order_by("-created_at")
     status = request.GET.get("status", "")
     if status == "failed":
@@ -70,7 +81,7 @@ def webhooks(request):
         deliveries = deliveries.filter(delivered_at__isnull=True, gave_up_at__isnull=True)
     page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "ui/settings/webhooks.html", {
-        "auth_token": auth_token.current(request.tenant), "page": page, "status": status,
+        "auth_token": auth_token.current(request.tenant), "page": page, "status": status, "url_form": url_form,
         "previous_until": request.tenant.previous_auth_token_until if auth_token.previous(request.tenant) else None,
     })
 
