@@ -94,7 +94,6 @@ FRAME_BYTES = 160
 LATE_TICK_S = 0.010  # a playout tick more than this late counts as a late frame
 RTCP_INTERVAL_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-TWIML_WAIT_S = 20.0  # a call waiting for the TwiML of its Url (fetch, fallback fetch) ends after this
 
 STREAM_END_REASONS = {
     AGENT_CLOSED: ev.REASON_AGENT_CLOSED,
@@ -253,7 +252,7 @@ class CallBridge(asyncio.DatagramProtocol):
             twiml_player.run(self, self.cfg["twiml"], OUTBOUND_ALLOW)
             return
         if self.cfg.get("twiml_wait"):
-            loop.call_later(TWIML_WAIT_S, self._twiml_missing)
+            loop.call_later(ev.TWIML_WAIT_S, self._twiml_missing)
         if not self.cfg["url"]:
             return  # no stream: the call only plays its fallback message (the worker says when)
         self._start_stream()
@@ -305,7 +304,7 @@ class CallBridge(asyncio.DatagramProtocol):
     def _twiml_missing(self) -> None:
         if self.player is None and self.session is None and not self.closing:
             self.link.send({"op": "ended", "call": self.call_id, "reason": ev.REASON_TWIML_MISSING,
-                            "detail": f"no TwiML within {TWIML_WAIT_S:g} s of the answer"})
+                            "detail": f"no TwiML within {ev.TWIML_WAIT_S:g} s of the answer"})
 
     def _on_started(self) -> None:
         # after synchronous detection, from the decision: the end of the callee's greeting (the

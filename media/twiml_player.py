@@ -6,7 +6,8 @@ A program is the list of steps the platform made of a TwiML document (telephony/
 "params"}`` (the Media Stream: the program ends there), ``{"verb": "fork", "url", "params"}`` /
 ``{"verb": "unfork"}`` (<Start><Stream> / <Stop><Stream>: the caller's audio to a listen-only stream
 while the program goes on), ``{"verb": "redirect", "url", "method"}`` (the
-platform fetches the next document and sends its program), ``{"verb": "hangup"}``. A document that runs
+platform fetches the next document and sends its program), ``{"verb": "hangup"}``, ``{"verb": "reject",
+"reason"}`` (refuses an inbound call before its answer, in the gateway; an answered call hangs up). A document that runs
 out ends the call, as Twilio's does.
 
 Speech (espeak-ng) and downloads (through the outbound guard) run in the loop's executor, never on the
@@ -169,8 +170,8 @@ class TwimlPlayer:
             self.done = True
             self.bridge.link.send({"op": "redirect", "call": self.bridge.call_id, "url": step["url"],
                                    "method": step.get("method") or "POST"})
-        elif verb == "hangup":
-            self._hang_up("<Hangup>")
+        elif verb in ("hangup", "reject"):  # an answered call cannot be refused any more: it hangs up
+            self._hang_up(f"<{verb.title()}>")
         else:
             log.warning("call %s: TwiML step %r skipped", self.bridge.call_id, verb)
 

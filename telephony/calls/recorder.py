@@ -160,6 +160,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
             set_(call, status=Call.Status.INITIATED)
         if call.started_at is None:  # also when read after the call's later events
             set_(call, started_at=at, gateway_id=event.get("gateway_id", ""))
+            if call.direction == "inbound" and call.twiml_url:  # its number's voice URL: the call rings meanwhile
+                batch.twiml_fetches.append((call.sid, "", ""))
     elif kind == gw.LEG_STARTED:
         leg = batch.leg(call, event)
         if leg.started_at is None:
@@ -182,7 +184,7 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
         if not call.is_final:
             set_(call, status=Call.Status.IN_PROGRESS, answered_at=at, setup_ms=_ms(event.get("setup_ms")),
                  **_carrier(event))
-            if call.twiml_url:  # Twilio's Url: fetched now that the call is answered
+            if call.twiml_url and call.direction != "inbound":  # Twilio's Url: fetched now that the call is answered
                 batch.twiml_fetches.append((call.sid, "", ""))
         elif call.answered_at is None:  # read after the final event (a recorder restarted): its facts, not its status
             set_(call, answered_at=at, setup_ms=_ms(event.get("setup_ms")))

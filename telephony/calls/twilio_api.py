@@ -238,7 +238,7 @@ class CallsView(TwilioView):
             time_limit = seconds_param(data, "TimeLimit", 14400, 1, 14400)
             instructions, twiml_url = twiml.CallInstructions(), None
             if data.get("Twiml"):
-                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
+                instructions = twiml_runner.given(data["Twiml"])
             elif data.get("Url"):
                 twiml_url = document_urls(data)  # fetched when the call is answered (twiml_runner)
             else:
@@ -324,7 +324,7 @@ class CallView(TwilioView):
             return Response(error_body(21220, "Call is not in-progress. Cannot redirect.", 400), status=400)
         try:
             if data.get("Twiml"):
-                instructions = twiml_runner.checked(twiml.parse(data["Twiml"]))
+                instructions = twiml_runner.given(data["Twiml"])
             else:
                 urls = document_urls(data)
                 instructions = twiml_runner.fetch(call, urls["url"], urls["method"], urls["fallback_url"],

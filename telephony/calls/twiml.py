@@ -3,8 +3,9 @@ order (media/twiml_player.py), so Twilio code drives calls unchanged.
 
 Verbs: <Say> (espeak-ng), <Play> (a WAV / mu-law URL, ``loop``, or ``digits``), <Pause>, <Connect>
 <Stream> (the Media Stream; nothing after it runs), <Redirect> (the next document, fetched when
-reached), <Hangup>. <Dial> goes to DIAL_HOOK once call transfers exist. Anything else is refused with a
-message naming the verb, never silently ignored.
+reached), <Hangup>, <Reject> (first in an inbound call's document: the call is refused unanswered;
+after another verb it hangs up, the call being answered by then). <Dial> goes to DIAL_HOOK once call
+transfers exist. Anything else is refused with a message naming the verb, never silently ignored.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from core import egress
 
 from . import twilio_values
 
-SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect> and <Hangup>"
+SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect>, <Hangup> and <Reject>"
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
 MAX_URL_CHARS = 2000
@@ -25,6 +26,7 @@ MAX_SAY_CHARS = 4096  # Twilio's limit for one <Say>
 MAX_LOOP = 1000
 FETCH_TIMEOUT_S = 5.0
 DIGITS = set("0123456789*#ABCDw")
+REJECT_REASONS = ("rejected", "busy")
 # Where <Dial> is handed on once call transfers exist (telephony/calls/transfers.py): a function of
 # (the <Dial> element, the program so far) that appends its steps. None: <Dial> is refused.
 DIAL_HOOK = None
@@ -119,6 +121,12 @@ def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: s
             steps.append({"verb": "play", "url": url, "loop": _whole(verb, "loop", "1", 0, MAX_LOOP)})
     elif verb.tag == "Hangup":
         steps.append({"verb": "hangup"})
+    elif verb.tag == "Reject":
+        reason = verb.get("reason", "rejected")
+        if reason not in REJECT_REASONS:
+            raise TwimlError("<Reject reason> must be rejected or busy")
+        # only a document's first verb can refuse the call; after another, the call was answered
+        steps.append({"verb": "reject", "reason": reason} if not steps else {"verb": "hangup"})
     elif verb.tag == "Connect":
         _stream(verb, instructions)
     elif verb.tag == "Start":
@@ -156,6 +164,8 @@ def parse(twiml: str, base_url: str = "") -> CallInstructions:
         if instructions.steps and instructions.steps[-1]["verb"] in ("connect", "hangup", "redirect"):
             raise TwimlError(f"<{verb.tag}> after <Connect>, <Redirect> or <Hangup> is never reached")
         _step(verb, instructions, base_url)
+        if verb.tag == "Reject":
+            break  # Twilio ignores what follows it
     return instructions
 
 

@@ -1,5 +1,5 @@
-"""TwiML as Twilio runs it, on the platform's side: the call's `Url` fetched when it is answered (its
-`FallbackUrl` when that fails), a `<Redirect>` fetched when the call reaches it, a live update's
+"""TwiML as Twilio runs it, on the platform's side: the call's `Url` fetched when it is answered (an
+inbound call's voice URL while it rings; its `FallbackUrl` when that fails), a `<Redirect>` fetched when the call reaches it, a live update's
 `Twiml` / `Url`. Each request carries Twilio's parameters and `X-Twilio-Signature` (the account's auth
 token); the program of the document goes to the media host holding the call (media/twiml_player.py),
 which runs it in place of what the call was doing.
@@ -27,9 +27,13 @@ DOCUMENT_FAULT = "11200"
 
 
 def request_params(call: Call) -> dict[str, str]:
-    """Twilio's parameters of a request about ``call`` (TwiML fetches)."""
+    """Twilio's parameters of a request about ``call`` (TwiML fetches). An inbound call rings until
+    its number's document says how to take it (answered, or refused by <Reject>)."""
+    status = RESOURCE_STATUS.get(call.status, call.status)
+    if call.direction == "inbound" and call.answered_at is None and not call.is_final:
+        status = "ringing"
     return {"AccountSid": connection.tenant.account_sid, "CallSid": call.sid, "From": call.from_number,
-            "To": call.to_number, "CallStatus": RESOURCE_STATUS.get(call.status, call.status),
+            "To": call.to_number, "CallStatus": status,
             "Direction": direction(call.direction), "ApiVersion": API_VERSION}
 
 
@@ -56,6 +60,15 @@ def checked(instructions: twiml.CallInstructions) -> twiml.CallInstructions:
     return instructions
 
 
+def given(document: str) -> twiml.CallInstructions:
+    """The program of an API request's `Twiml` (a call placed or updated): <Reject> only refuses an
+    inbound call's ring, so here it is an error. Raises TwimlError."""
+    instructions = checked(twiml.parse(document))
+    if instructions.steps and instructions.steps[0]["verb"] == "reject":
+        raise twiml.TwimlError("<Reject> only refuses an inbound call: the first verb of its number's voice URL")
+    return instructions
+
+
 def run(call: Call, instructions: twiml.CallInstructions) -> str:
     """Run a program on the live call from now on (a stream it has gets `stop`). Returns the gateway
     holding it; raises services.CallNotInProgress when no live gateway does."""
@@ -71,8 +84,9 @@ def run(call: Call, instructions: twiml.CallInstructions) -> str:
 
 
 def run_url(call_sid: str, url: str = "", method: str = "") -> None:
-    """The call was answered (its own Url) or reached <Redirect> (``url``, ``method``): fetch the
-    document and run it. A document that cannot be had ends the call, as with Twilio."""
+    """The call was answered or rings inbound (its own Url) or reached <Redirect> (``url``,
+    ``method``): fetch the document and run it. A document that cannot be had ends the call, as with
+    Twilio."""
     call = Call.objects.filter(sid=call_sid).first()
     if call is None or call.is_final:
         return

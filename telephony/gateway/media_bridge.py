@@ -56,7 +56,8 @@ def stream_config(s) -> dict | None:
     src = cast(OriginateCommand, s.extra.get("route") or {}) if s.direction == ev.DIRECTION_INBOUND else s.cmd
     url = src.get("stream_url") or ""
     # TwiML: a program to run at the answer, or one the platform sends once it fetched the call's Url
-    twiml, twiml_wait = src.get("twiml"), bool(src.get("twiml_at_answer") or src.get("twiml_url"))
+    twiml = s.twiml if s.twiml is not None else src.get("twiml")
+    twiml_wait = bool(src.get("twiml_at_answer") or src.get("twiml_url"))
     # a transfer leg is bridged too: its audio is joined to its call's
     if not (url or twiml is not None or twiml_wait or src.get("transfer_of")):
         return None
@@ -500,13 +501,13 @@ class MediaBridge:
         return True
 
     def run_twiml(self, s, steps: list) -> bool:
-        """A TwiML program for a bridged call: to its media host, or in place of the command's program
+        """A TwiML program for a bridged call: to its media host, or in place of the call's program
         when the host does not have the call yet (run at the answer). False: not a bridged call."""
         if s.call_id in self.calls:  # before the answer the host keeps it for then
             return self._send({"op": "twiml", "call": s.call_id, "steps": steps})
-        if stream_config(s) is None or s.direction != ev.DIRECTION_OUTBOUND:
+        if stream_config(s) is None:
             return False
-        s.cmd["twiml"] = steps
+        s.twiml = steps
         return True
 
     def on_call_ended(self, s) -> None:

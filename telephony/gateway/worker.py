@@ -93,6 +93,8 @@ class Session:
     rtp_checked_at: float = 0.0
     # an RTP timeout: when the far end was last heard (unix time), the call's true end
     heard_until: float = 0.0
+    twiml: list | None = None  # the TwiML program the platform sent before the answer, run from it
+    refused_as: str = ""  # inbound: the outcome of a call the gateway refused unanswered (<Reject>, no TwiML)
 
     @property
     def carrier_id(self):
@@ -733,7 +735,9 @@ class Worker:
                             extra={"call_sid": cmd.get("call_id")})
         elif cmd.get("type") == "twiml":
             s = self.sessions.get(cmd.get("call_id"))
-            if s is None or not self.bridge.run_twiml(s, cmd.get("steps") or []):
+            if s is not None and s.direction == ev.DIRECTION_INBOUND and s.state == "ringing":
+                self.take_program(s, cmd.get("steps") or [])
+            elif s is None or not self.bridge.run_twiml(s, cmd.get("steps") or []):
                 log.warning("TwiML not run: %s", "unknown call" if s is None else "the call is not bridged",
                             extra={"call_sid": cmd.get("call_id")})
         else:
@@ -889,6 +893,29 @@ class Worker:
             outcome = ev.outcome_for_code(code)
         self.fail(s, outcome, code=code, reason=platform or reason or sip_reason, sip_reason=sip_reason)
 
+    def take_program(self, s: Session, steps: list) -> None:
+        """An inbound call rang while the platform fetched its number's voice URL; its program came:
+        a first <Reject> refuses the call unanswered (busy: 486, rejected: 603, and the call ends
+        busy / no-answer as Twilio's does), anything else is answered and run from the answer."""
+        if s.pjcall is None or s.hangup_reason:
+            return
+        if steps and steps[0].get("verb") == "reject":
+            busy = steps[0].get("reason") == "busy"
+            s.hangup_reason, s.refused_as = ev.REASON_TWIML_REJECT, ev.OUTCOME_BUSY if busy else ev.OUTCOME_NO_ANSWER
+            self._hangup_pj(s.pjcall, 486 if busy else 603)
+            return
+        self.bridge.run_twiml(s, steps)
+        s.state = "answering"
+        self.answer(s.pjcall, 200)
+
+    def answer(self, call: GatewayCall, code: int) -> None:
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        try:
+            call.answer(prm)
+        except pj.Error as exc:
+            log.warning("answer %d failed: %s", code, describe(exc))
+
     def fail(self, s: Session, outcome: str, code: int, reason: str, sip_reason: str | None = None) -> None:
         s.state = "ended"
         self.sessions.pop(s.call_id, None)
@@ -914,7 +941,7 @@ class Worker:
                       duration=duration, setup_ms=s.setup_ms, ts=time.time() - gone_for)
             self.limits.release(s.call_id, s.held)  # after the event: its time is the call's end
         elif s.direction == ev.DIRECTION_INBOUND:
-            self.fail(s, ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED,
+            self.fail(s, s.refused_as or (ev.outcome_for_code(code) if not s.hangup_reason else ev.OUTCOME_CANCELLED),
                       code=code, reason=s.hangup_reason or sip_reason, sip_reason=sip_reason)
         elif not leg_ended:
             self.fail(s, ev.OUTCOME_SHUTDOWN if self.stopping else ev.OUTCOME_CANCELLED, code=code,
@@ -957,7 +984,11 @@ class Worker:
                 continue
             if s.pjcall is None or s.hangup_reason:
                 continue
-            if s.state in ("dialing", "ringing") and s.direction == ev.DIRECTION_OUTBOUND:
+            if s.state == "ringing" and s.direction == ev.DIRECTION_INBOUND:  # waiting for its TwiML
+                if now - s.leg_started_at > ev.TWIML_WAIT_S:
+                    s.hangup_reason, s.refused_as = ev.REASON_TWIML_MISSING, ev.outcome_for_code(480)
+                    self._hangup_pj(s.pjcall, 480)
+            elif s.state in ("dialing", "ringing") and s.direction == ev.DIRECTION_OUTBOUND:
                 if not s.got_provisional and now - s.leg_started_at > s.provisional_timeout:
                     s.hangup_reason = ev.REASON_NO_PROVISIONAL
                     self._hangup_pj(s.pjcall)
@@ -1138,9 +1169,13 @@ class Worker:
         except redis.RedisError as exc:
             self.redis_failed(exc)  # written again when Redis is back (reassert_calls)
         self.emit(s, ev.INITIATED, state={"state": "initiated"})
-        aprm = pj.CallOpParam(True)
-        aprm.statusCode = 200
-        call.answer(aprm)
+        if not route.get("twiml_url"):
+            self.answer(call, 200)
+            return
+        # a voice URL: ring while the platform fetches it (take_program), as its program may refuse the call
+        s.state, s.ringing_sent = "ringing", True
+        self.emit(s, ev.RINGING, state={"state": "ringing"}, sip_code=180)
+        self.answer(call, 180)
 
 
 def main(argv=None) -> int:
