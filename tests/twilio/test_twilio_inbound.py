@@ -1,7 +1,8 @@
 """A caller dials Acme's number, and Acme's agent server, written for Twilio, takes the call unchanged:
 Acme points the number at its voice URL with Twilio's client (IncomingPhoneNumbers), the platform
-fetches that URL when the call is answered (signed with Acme's auth token, Twilio's parameters with
-Direction inbound), and the <Connect><Stream> it answers brings the call to the agent.
+fetches that URL while the call rings (signed with Acme's auth token, Twilio's parameters with
+Direction inbound, CallStatus ringing), and the <Connect><Stream> it answers brings the call to the
+agent; a <Reject> it answers refuses the call unanswered.
 
 Real parts: daphne serving the API, Twilio's client and validator, Acme's app as an HTTP server, the
 gateway pool, the call recorder, a Celery worker, SIPp as the caller (real RTP) and a WebSocket agent.
@@ -71,7 +72,7 @@ def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent
         caller = call_in(tmp_path, gateway_sip_port(get_redis(), started))
         fetch = wait_until(lambda: next(iter(app.requests), None), 30, what="the voice URL fetched")
         params = dict(urllib.parse.parse_qsl(fetch["body"].decode()))
-        assert (params["Direction"], params["CallStatus"]) == ("inbound", "in-progress")
+        assert (params["Direction"], params["CallStatus"]) == ("inbound", "ringing")
         assert (params["From"], params["To"], params["AccountSid"]) == (CALLER, ACME_NUMBER, acme.account_sid)
         assert app.validated(auth_token.current(acme), fetch)
 
@@ -88,6 +89,58 @@ def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent
             process.stop()
         with schema_context("acme"):
             Call.objects.filter(to_number=ACME_NUMBER).delete()
+
+
+def call_refused(folder, port: int, code: int) -> stack.Process:
+    """A caller whose INVITE rings (180) and is refused with ``code``; SIPp fails on any other answer."""
+    scenario = folder / f"uac_expect_{code}.xml"
+    scenario.write_text((stack.GATEWAY_SCENARIOS / "uac_expect_reject.xml").read_text().replace(
+        '<recv response="403" optional="true" next="ack"/>\n  <recv response="404"/>',
+        f'<recv response="180" optional="true"/>\n  <recv response="{code}"/>'))
+    return stack.Process(f"caller-{code}", [shutil.which("sipp"), "-sf", str(scenario), "-i", "127.0.0.1",
+                                            "-p", str(free_udp_port()), "-nostdin", "-m", "1", "-s", ACME_NUMBER,
+                                            f"127.0.0.1:{port}"], folder)
+
+
+@pytest.mark.usefixtures("gateways_start_empty")
+def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, tmp_path):
+    """Acme blocks a caller: its voice URL answers <Reject reason="busy"/> (the caller hears busy, 486),
+    then plain <Reject/> (603 Decline). Neither call is answered; each ends busy / no-answer, as Twilio's."""
+    app = TenantApp()
+    client = acme_client(acme, web)
+    number, = client.incoming_phone_numbers.list(phone_number=ACME_NUMBER)
+    number.update(voice_url=app.url("/voice"), voice_method="POST")
+    started = time.time()
+    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
+    try:
+        port = gateway_sip_port(get_redis(), started)
+        for document, code, status in (('<Response><Reject reason="busy"/><Say>never said</Say></Response>', 486, "busy"),
+                                       ("<Response><Reject/></Response>", 603, "no-answer")):
+            app.requests.clear()
+            app.answers["/voice"] = (200, "text/xml", document)
+            caller = call_refused(tmp_path, port, code)
+            fetch = wait_until(lambda: next(iter(app.requests), None), 30, what="the voice URL fetched")
+            params = dict(urllib.parse.parse_qsl(fetch["body"].decode()))
+            assert (params["Direction"], params["CallStatus"]) == ("inbound", "ringing")
+            assert app.validated(auth_token.current(acme), fetch)
+            assert caller.proc.wait(30) == 0, caller.tail()  # SIPp saw the refusal it expects
+            final = stack.final_call("acme", params["CallSid"], processes)
+            assert (final.status, final.sip_code, final.reason) == (status, code, "twiml_reject")
+            assert final.answered_at is None and not final.duration_s
+            assert client.calls(params["CallSid"]).fetch().status == status
+            caller.stop()
+    finally:
+        for process in processes:
+            process.stop()
+        app.stop()
+        with schema_context("acme"):
+            Call.objects.filter(to_number=ACME_NUMBER).delete()
+
+
+def test_reject_in_a_calls_own_twiml_is_a_400(acme, web):
+    with pytest.raises(TwilioRestException) as fault:
+        acme_client(acme, web).calls.create(to="+15550001111", from_=ACME_NUMBER, twiml="<Response><Reject/></Response>")
+    assert fault.value.status == 400 and "<Reject>" in fault.value.msg
 
 
 def test_a_voice_url_the_guard_refuses_is_a_400(acme, web):
