@@ -137,6 +137,33 @@ def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, tmp
             Call.objects.filter(to_number=ACME_NUMBER).delete()
 
 
+@pytest.mark.usefixtures("gateways_start_empty")
+def test_a_ringing_call_whose_twiml_never_comes_is_refused_twiml_missing(acme, web, tmp_path):
+    """The platform's workers are down: the voice URL is never fetched, and the caller is not left
+    ringing; the gateway refuses the call (480) once it waited its TwiML in vain."""
+    app = TenantApp()
+    number, = acme_client(acme, web).incoming_phone_numbers.list(phone_number=ACME_NUMBER)
+    number.update(voice_url=app.url("/voice"))
+    started = time.time()
+    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path)]  # no Celery worker
+    try:
+        caller = call_refused(tmp_path, gateway_sip_port(get_redis(), started), 480)
+        assert caller.proc.wait(60) == 0, caller.tail()
+        with schema_context("acme"):
+            sid = wait_until(lambda: Call.objects.filter(to_number=ACME_NUMBER).values_list("sid", flat=True).first(),
+                             30, what="the call recorded")
+        final = stack.final_call("acme", sid, processes)
+        assert (final.status, final.reason, final.sip_code, final.answered_at) == ("failed", "twiml_missing", 480, None)
+        assert app.requests == []
+        caller.stop()
+    finally:
+        for process in processes:
+            process.stop()
+        app.stop()
+        with schema_context("acme"):
+            Call.objects.filter(to_number=ACME_NUMBER).delete()
+
+
 def test_reject_in_a_calls_own_twiml_is_a_400(acme, web):
     with pytest.raises(TwilioRestException) as fault:
         acme_client(acme, web).calls.create(to="+15550001111", from_=ACME_NUMBER, twiml="<Response><Reject/></Response>")
