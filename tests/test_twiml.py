@@ -51,6 +51,17 @@ def test_hangup():
         {"verb": "pause", "seconds": 1}, {"verb": "hangup"}]
 
 
+def test_a_first_reject_refuses_the_call_and_nothing_after_it_runs():
+    assert parse('<Response><Reject reason="busy"/><Say>Never said</Say></Response>').steps == [
+        {"verb": "reject", "reason": "busy"}]
+    assert parse("<Response><Reject/></Response>").steps == [{"verb": "reject", "reason": "rejected"}]
+
+
+def test_a_reject_after_another_verb_hangs_up_the_answered_call():
+    assert parse("<Response><Pause/><Reject/></Response>").steps == [
+        {"verb": "pause", "seconds": 1}, {"verb": "hangup"}]
+
+
 @pytest.mark.parametrize(
     "twiml, message",
     [
@@ -63,6 +74,7 @@ def test_hangup():
         ("<Response><Hangup/><Pause/></Response>", "never reached"),
         ("<Response><Redirect>https://x/a</Redirect><Say>Hi</Say></Response>", "never reached"),
         ("<Response><Say></Say></Response>", "<Say> must hold text"),
+        ("<Response><Reject reason='later'/></Response>", "<Reject reason>"),
         ("<Response><Play>ftp://x/a.wav</Play></Response>", "http:// or https://"),
         ("<Response><Play digits='12x'/></Response>", "<Play digits>"),
         ("<Response><Pause length='-1'/></Response>", "<Pause length>"),
