@@ -79,7 +79,7 @@ class InboundRoute(TypedDict):
     custom_parameters: dict[str, str]
     region: str | None
     max_duration: NotRequired[float]
-    twiml_url: NotRequired[dict[str, str]]  # the voice URL (Twilio's): the platform sends the TwiML at the answer
+    twiml_url: NotRequired[dict[str, str]]  # the voice URL (Twilio's): the call rings until the platform sends its TwiML
 
 
 class CallEvent(TypedDict, total=False):
