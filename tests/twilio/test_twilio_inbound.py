@@ -7,6 +7,7 @@ agent; a <Reject> it answers refuses the call unanswered.
 Real parts: daphne serving the API, Twilio's client and validator, Acme's app as an HTTP server, the
 gateway pool, the call recorder, a Celery worker, SIPp as the caller (real RTP) and a WebSocket agent.
 """
+import contextlib
 import shutil
 import time
 import urllib.parse
@@ -22,19 +23,10 @@ from tenants import auth_token
 from tests import stack
 from tests.support import free_udp_port, wait_until
 from tests.test_call_digits import agents  # noqa: F401 - fixture: a WebSocket agent server
-from tests.twilio_support import ACME_NUMBER, TenantApp, acme_client
+from tests.twilio_support import ACME_NUMBER, acme_client
 
 pytestmark = pytest.mark.usefixtures("committed")
 CALLER = "+15557770000"  # the From of scenarios/uac_media.xml
-
-
-@pytest.fixture
-def app(agents):  # noqa: F811
-    app = TenantApp()
-    app.answers["/voice"] = (200, "text/xml", f'<Response><Connect><Stream url="{agents.url("/record")}">'
-                                              '<Parameter name="line" value="sales"/></Stream></Connect></Response>')
-    yield app
-    app.stop()
 
 
 def gateway_sip_port(redis, since: float) -> int:
@@ -48,6 +40,23 @@ def gateway_sip_port(redis, since: float) -> int:
     return wait_until(port, 30, what="a live gateway")
 
 
+@contextlib.contextmanager
+def platform_taking_calls(folder, celery: bool = True):
+    """A gateway pool, the call recorder and (unless ``celery`` is False) a Celery worker; yields the
+    gateway's SIP port and the processes. Acme's inbound calls are removed after."""
+    started = time.time()
+    processes = [stack.gateway_pool(folder, 1), stack.recorder(folder)]
+    if celery:
+        processes.append(stack.celery_worker(folder, "calls"))
+    try:
+        yield gateway_sip_port(get_redis(), started), processes
+    finally:
+        for process in processes:
+            process.stop()
+        with schema_context("acme"):
+            Call.objects.filter(to_number=ACME_NUMBER).delete()
+
+
 def call_in(folder, port: int) -> stack.Process:
     scenario = folder / "uac_media_long.xml"
     scenario.write_text((stack.GATEWAY_SCENARIOS / "uac_media.xml").read_text()
@@ -59,6 +68,8 @@ def call_in(folder, port: int) -> stack.Process:
 
 @pytest.mark.usefixtures("gateways_start_empty")
 def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent(acme, web, app, agents, tmp_path):  # noqa: F811
+    app.answers["/voice"] = (200, "text/xml", f'<Response><Connect><Stream url="{agents.url("/record")}">'
+                                              '<Parameter name="line" value="sales"/></Stream></Connect></Response>')
     client = acme_client(acme, web)
     number, = client.incoming_phone_numbers.list(phone_number=ACME_NUMBER)
     assert number.voice_url is None and number.sid.startswith("PN")
@@ -66,10 +77,8 @@ def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent
     assert number.voice_url == app.url("/voice")
     assert client.incoming_phone_numbers(number.sid).fetch().voice_url == app.url("/voice")
 
-    started = time.time()
-    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
-    try:
-        caller = call_in(tmp_path, gateway_sip_port(get_redis(), started))
+    with platform_taking_calls(tmp_path) as (port, processes):
+        caller = call_in(tmp_path, port)
         fetch = wait_until(lambda: next(iter(app.requests), None), 30, what="the voice URL fetched")
         params = dict(urllib.parse.parse_qsl(fetch["body"].decode()))
         assert (params["Direction"], params["CallStatus"]) == ("inbound", "ringing")
@@ -84,11 +93,6 @@ def test_an_inbound_call_runs_the_numbers_voice_url_and_reaches_the_twilio_agent
         assert (final.direction, final.status, final.outcome) == ("inbound", "completed", "answered")
         assert final.stream_url == agents.url("/record")
         caller.stop()
-    finally:
-        for process in processes:
-            process.stop()
-        with schema_context("acme"):
-            Call.objects.filter(to_number=ACME_NUMBER).delete()
 
 
 def call_refused(folder, port: int, code: int) -> stack.Process:
@@ -103,17 +107,13 @@ def call_refused(folder, port: int, code: int) -> stack.Process:
 
 
 @pytest.mark.usefixtures("gateways_start_empty")
-def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, tmp_path):
+def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, app, tmp_path):
     """Acme blocks a caller: its voice URL answers <Reject reason="busy"/> (the caller hears busy, 486),
     then plain <Reject/> (603 Decline). Neither call is answered; each ends busy / no-answer, as Twilio's."""
-    app = TenantApp()
     client = acme_client(acme, web)
     number, = client.incoming_phone_numbers.list(phone_number=ACME_NUMBER)
     number.update(voice_url=app.url("/voice"), voice_method="POST")
-    started = time.time()
-    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
-    try:
-        port = gateway_sip_port(get_redis(), started)
+    with platform_taking_calls(tmp_path) as (port, processes):
         for document, code, status in (('<Response><Reject reason="busy"/><Say>never said</Say></Response>', 486, "busy"),
                                        ("<Response><Reject/></Response>", 603, "no-answer")):
             app.requests.clear()
@@ -129,25 +129,16 @@ def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, tmp
             assert final.answered_at is None and not final.duration_s
             assert client.calls(params["CallSid"]).fetch().status == status
             caller.stop()
-    finally:
-        for process in processes:
-            process.stop()
-        app.stop()
-        with schema_context("acme"):
-            Call.objects.filter(to_number=ACME_NUMBER).delete()
 
 
 @pytest.mark.usefixtures("gateways_start_empty")
-def test_a_ringing_call_whose_twiml_never_comes_is_refused_twiml_missing(acme, web, tmp_path):
+def test_a_ringing_call_whose_twiml_never_comes_is_refused_twiml_missing(acme, web, app, tmp_path):
     """The platform's workers are down: the voice URL is never fetched, and the caller is not left
     ringing; the gateway refuses the call (480) once it waited its TwiML in vain."""
-    app = TenantApp()
     number, = acme_client(acme, web).incoming_phone_numbers.list(phone_number=ACME_NUMBER)
     number.update(voice_url=app.url("/voice"))
-    started = time.time()
-    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path)]  # no Celery worker
-    try:
-        caller = call_refused(tmp_path, gateway_sip_port(get_redis(), started), 480)
+    with platform_taking_calls(tmp_path, celery=False) as (port, processes):
+        caller = call_refused(tmp_path, port, 480)
         assert caller.proc.wait(60) == 0, caller.tail()
         with schema_context("acme"):
             sid = wait_until(lambda: Call.objects.filter(to_number=ACME_NUMBER).values_list("sid", flat=True).first(),
@@ -156,12 +147,6 @@ def test_a_ringing_call_whose_twiml_never_comes_is_refused_twiml_missing(acme, w
         assert (final.status, final.reason, final.sip_code, final.answered_at) == ("failed", "twiml_missing", 480, None)
         assert app.requests == []
         caller.stop()
-    finally:
-        for process in processes:
-            process.stop()
-        app.stop()
-        with schema_context("acme"):
-            Call.objects.filter(to_number=ACME_NUMBER).delete()
 
 
 def test_reject_in_a_calls_own_twiml_is_a_400(acme, web):
