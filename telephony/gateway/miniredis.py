@@ -90,6 +90,9 @@ class _Commands:
     def lpop(self, key, count=None):
         return self._call("LPOP", key, *((count,) if count else ()))
 
+    def lrange(self, key, start, end):
+        return self._call("LRANGE", key, start, end)
+
     def rpush(self, key, *values):
         return self._call("RPUSH", key, *values)
 

@@ -8,33 +8,39 @@ Lua scripts (run server-side, atomically) so that:
 - a hangup request either reaches the gateway holding the call or is seen by the gateway that pops
   the still-queued command.
 
-The scripts build ``call:{id}`` / ``gw:{id}:commands`` key names inside Lua, which is fine on one
-Redis server (not Redis Cluster).
+Every key a script touches comes as KEYS (core.keys names them): a command's ``call:{id}`` is read
+from the queue before the script that pops it, which pops only while the queue still starts with
+the commands read.
 """
 from __future__ import annotations
 
 import json
 import time
 
+from core import keys
+
 from . import events as ev
 
-# KEYS: originate queue, gw:{id}:calls, wake list    ARGV: max count, gateway id, now
-# Also leaves exactly one wake token per command still queued (capped per call), so no gateway is
-# woken for nothing and a token taken by a gateway that then had no room (or died) is given back.
+# KEYS: originate queue, gw:{id}:calls, wake list, then per command read from the head of the
+# queue its call:{id} ('' for a command that is not one)    ARGV: gateway id, now, then per command
+# read the command and its call id
+# Pops the commands read while the queue still starts with them (another gateway may have taken
+# them meanwhile). Also leaves exactly one wake token per command still queued (capped per call), so
+# no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
+# given back.
 _POP_ORIGINATE = """
 local out = {}
-for i = 1, tonumber(ARGV[1]) do
+for j = 1, (#ARGV - 2) / 2 do
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1 + 2 * j] then break end
   local raw = redis.call('LPOP', KEYS[1])
-  if not raw then break end
-  local ok, cmd = pcall(cjson.decode, raw)
+  local ck = KEYS[3 + j]
   local flag = 'bad'
-  if ok and type(cmd) == 'table' and type(cmd['call_id']) == 'string' then
-    local ck = 'call:' .. cmd['call_id']
+  if ck ~= '' then
     if redis.call('HEXISTS', ck, 'final') == 1 then
       flag = 'done'
     else
-      redis.call('SADD', KEYS[2], cmd['call_id'])
-      redis.call('HSET', ck, 'gateway', ARGV[2], 'state', 'accepted', 'accepted_at', ARGV[3])
+      redis.call('SADD', KEYS[2], ARGV[2 + 2 * j])
+      redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
       if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
     end
   end
@@ -118,37 +124,42 @@ class Store:
     def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
         """Up to ``count`` commands: the gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str]] = []
+        client = client or self.r
         for queue_region in ((region, "") if region else ("",)):
-            if len(popped) >= count:
-                break
-            res = self._pop(
-                keys=[ev.originate_queue(queue_region), ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region)],
-                args=[count - len(popped), gateway_id, f"{time.time():.3f}"],
-                client=client,
-            )
-            popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
-                       for i in range(0, len(res), 2)]
+            queue = keys.originate_queue(queue_region)
+            while len(popped) < count:
+                head = [(raw, _call_id_of(raw)) for raw in client.lrange(queue, 0, count - len(popped) - 1)]
+                res = self._pop(
+                    keys=[queue, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
+                          *(keys.call_key(call_id) if call_id else "" for _, call_id in head)],
+                    args=[gateway_id, f"{time.time():.3f}", *(part for command in head for part in command)],
+                    client=client,
+                )
+                popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
+                           for i in range(0, len(res), 2)]
+                if len(res) // 2 == len(head):  # all read were popped (or the queue was empty)
+                    break
         return popped
 
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
         """A non-final event, plus optional fields for the call:{id} hash."""
         p = pipe if pipe is not None else self.r.pipeline(transaction=False)
-        p.xadd(ev.EVENTS_STREAM, ev.encode(event), maxlen=ev.EVENTS_MAXLEN, approximate=True)
+        p.xadd(keys.EVENTS_STREAM, ev.encode(event), maxlen=ev.EVENTS_MAXLEN, approximate=True)
         if state:
-            p.hset(ev.call_key(event["call_id"]), mapping={k: _s(v) for k, v in state.items()})
+            p.hset(keys.call_key(event["call_id"]), mapping={k: _s(v) for k, v in state.items()})
         if pipe is None:
             p.execute()
 
     def set_state(self, call_id: str, state: dict) -> None:
         """Fields of the call:{id} hash (a call's dialog, its slot keys) with no event."""
-        self.r.hset(ev.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
+        self.r.hset(keys.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
 
     def finalize(self, event: dict, gateway_id: str | None) -> bool:
         """Publish a final event unless the call already has one; drop it from the gateway's set."""
         assert ev.is_final(event), event
         return bool(self._finalize(
-            keys=[ev.call_key(event["call_id"]), ev.gw_calls_key(gateway_id) if gateway_id else "",
-                  ev.EVENTS_STREAM],
+            keys=[keys.call_key(event["call_id"]), keys.gw_calls_key(gateway_id) if gateway_id else "",
+                  keys.EVENTS_STREAM],
             args=[event["call_id"], event["type"], json.dumps(event, separators=(",", ":")),
                   ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{float(event['ts']):.3f}"],
         ))
@@ -158,7 +169,7 @@ class Store:
         """Publish the final event of a call whose originate never reached Redis (False: it did)."""
         assert ev.is_final(event), event
         return bool(self._give_up_unplaced(
-            keys=[ev.call_key(event["call_id"]), ev.EVENTS_STREAM],
+            keys=[keys.call_key(event["call_id"]), keys.EVENTS_STREAM],
             args=[json.dumps(event, separators=(",", ":")), event["type"], ev.EVENTS_MAXLEN, ev.CALL_TTL,
                   f"{float(event['ts']):.3f}"],
         ))
@@ -169,9 +180,9 @@ class Store:
         used when Redis no longer knows the call (restarted empty: its gateway re-asserts it soon)."""
         cmd = json.dumps({"type": "hangup", "call_id": call_id})
         while True:
-            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            raw = self.r.hget(keys.call_key(call_id), "gateway")
             gw = (raw.decode() if isinstance(raw, bytes) else raw) or known_gateway or ""
-            res = self._hangup(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+            res = self._hangup(keys=[keys.call_key(call_id), keys.gw_alive_key(gw), keys.gw_commands_key(gw)],
                                args=[cmd, gw])
             res = res.decode() if isinstance(res, bytes) else res
             if res != "moved":
@@ -184,13 +195,23 @@ class Store:
         is dead)."""
         cmd = json.dumps({**command, "call_id": call_id})
         while True:
-            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            raw = self.r.hget(keys.call_key(call_id), "gateway")
             gw = (raw.decode() if isinstance(raw, bytes) else raw) or ""
-            res = self._call_command(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+            res = self._call_command(keys=[keys.call_key(call_id), keys.gw_alive_key(gw), keys.gw_commands_key(gw)],
                                      args=[cmd, gw])
             res = res.decode() if isinstance(res, bytes) else res
             if res != "moved":
                 return res
+
+
+def _call_id_of(raw: bytes) -> str:
+    """The call id of a queued originate command; '' when it is not a command."""
+    try:
+        command = json.loads(raw)
+    except ValueError:
+        return ""
+    call_id = command.get("call_id") if isinstance(command, dict) else None
+    return call_id if isinstance(call_id, str) and call_id else ""
 
 
 def _s(v) -> str | int | float:
@@ -206,11 +227,11 @@ def gateway_calls(store: Store, gateway_id: str) -> dict[str, dict]:
     a gateway holds that have no final event yet."""
     r = store.r
     out = {}
-    for raw in r.smembers(ev.gw_calls_key(gateway_id)):
+    for raw in r.smembers(keys.gw_calls_key(gateway_id)):
         call_id = raw.decode() if isinstance(raw, bytes) else raw
-        info = {k.decode(): v.decode() for k, v in r.hgetall(ev.call_key(call_id)).items()}
+        info = {k.decode(): v.decode() for k, v in r.hgetall(keys.call_key(call_id)).items()}
         if "final" in info:
-            r.srem(ev.gw_calls_key(gateway_id), call_id)
+            r.srem(keys.gw_calls_key(gateway_id), call_id)
             continue
         for name, default in (("dialog", None), ("early", None), ("slots", [])):
             try:
