@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import redis
 
-from core import keys
+from core import cli, keys
 
 from .closeout import close_out_gateway
 from .peers import PeerWatch
@@ -413,23 +413,10 @@ def main(argv=None) -> int:
                    help="after Redis was unreachable or restarted, seconds workers have to write their heartbeat again")
     p.add_argument("--bye-timeout", type=float, default=8.0,
                    help="how long a dead worker's BYEs/CANCELs wait for the carrier before its slots are released")
-    p.add_argument("--log-level", default="INFO")
     p.add_argument("worker_args", nargs="*", help="extra worker arguments, after --")
-    args = p.parse_args(argv)
-    if not args.redis_url:
-        p.error("--redis-url or REDIS_URL is required")
-    from core.logs import configure  # the platform's key=value lines, call_sid included
-
-    configure(args.log_level, gateway="supervisor")
+    args = cli.parse_args(p, argv, lambda a: "supervisor", needs_redis=True)
     sup = Supervisor(args)
-
-    def on_signal(signum, frame):
-        log.info("signal %s: stopping", signum)
-        sup.stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return sup.run()
+    return cli.run_until_signalled(sup.run, lambda: setattr(sup, "stopping", True))
 
 
 if __name__ == "__main__":

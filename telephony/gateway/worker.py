@@ -22,7 +22,6 @@ import gc
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -33,7 +32,7 @@ from typing import cast
 
 import pjsua2 as pj
 
-from core import keys
+from core import cli, keys
 
 from . import dialog
 from . import events as ev
@@ -1173,22 +1172,9 @@ def main(argv=None) -> int:
     p.add_argument("--recordings-dir", default=os.environ.get("RECORDINGS_SPOOL_DIR") or "var/recordings/spool",
                    help="where media hosts write recorded calls' WAV files (the platform moves them into storage)")
     p.add_argument("--pj-log-level", type=int, default=1)
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-    if not args.redis_url:
-        p.error("--redis-url or REDIS_URL is required")
-    from core.logs import configure  # the platform's key=value lines, call_sid included
-
-    configure(args.log_level, gateway=args.gateway_id)
+    args = cli.parse_args(p, argv, lambda a: a.gateway_id, needs_redis=True)
     worker = Worker(args)
-
-    def on_signal(signum, frame):
-        log.info("signal %s: stopping", signum)
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return worker.run()
+    return cli.run_until_signalled(worker.run, lambda: setattr(worker, "stopping", True))
 
 
 if __name__ == "__main__":
