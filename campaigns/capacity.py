@@ -27,7 +27,7 @@ class CapRoom:
 
 def _live_holders(redis, keys: list[str]) -> dict[str, set[str]]:
     """The calls holding a live lease on each key: two round trips to Redis whatever the number of
-    keys (a lease is live until its score, in ms of Redis time, as telephony.limits keeps them)."""
+    keys (a lease is live until its score, in ms of Redis time, as telephony.leases keeps them)."""
     if not keys:
         return {}
     seconds, micros = redis.time()

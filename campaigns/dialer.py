@@ -33,7 +33,7 @@ from core.redis_client import get_redis
 from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
-from telephony.limits import ConcurrencyLimiter
+from telephony.leases import ConcurrencyLimiter
 from tenants.selectors import current_tenant
 
 from . import capacity, selectors, services

@@ -38,7 +38,7 @@ class Carrier(models.Model):
     max_cps = models.PositiveIntegerField(default=10, help_text="calls per second, whole cluster")
     max_concurrent = models.PositiveIntegerField(default=100, help_text="concurrent calls, whole cluster")
     enabled = models.BooleanField(default=True)
-    # Health from SIP OPTIONS pings (telephony.health); a carrier that is down gets no new calls.
+    # Health from SIP OPTIONS pings (telephony.sip_options, telephony.services.record_health); a carrier that is down gets no new calls.
     healthy = models.BooleanField(default=True)
     health_failures = models.PositiveIntegerField(default=0)
     health_successes = models.PositiveIntegerField(default=0)

@@ -10,7 +10,7 @@ from campaigns.models import Campaign, ContactList
 from core import keys
 from core.redis_client import get_redis
 from telephony.calls.models import Call
-from telephony.limits import ConcurrencyLimiter, acquire_all
+from telephony.leases import ConcurrencyLimiter, acquire_all
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 

@@ -77,7 +77,7 @@ def originate_wake(region: str = "") -> str:
     return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
 
 
-# ---- caps (telephony/limits.py, telephony/gateway/call_limits.py) -----------------------------
+# ---- caps (telephony/leases.py, telephony/gateway/call_limits.py) -----------------------------
 def carrier_calls_key(carrier_id) -> str:
     return f"lim:carrier:{carrier_id}:calls"
 
@@ -92,7 +92,7 @@ def tenant_calls_key(tenant: str) -> str:
 
 # ---- campaign dialer (campaigns/dialer.py) ----------------------------------------------------
 def dialer_lease_key(schema: str, campaign_id: int, slot: int) -> str:
-    """Which worker runs a campaign's dialing loop `slot` (a lease of telephony.limits, limit 1)."""
+    """Which worker runs a campaign's dialing loop `slot` (a lease of telephony.leases, limit 1)."""
     return f"dialer:{schema}:{campaign_id}:{slot}:lease"
 
 

@@ -7,13 +7,13 @@ has ended the call at the carrier (dialog.py), so a carrier's cap holds across c
 whose holder nobody renews runs out by itself within LEASE_S. While Redis is unreachable, releases
 wait in memory and go out when it is back (``flush``), and the slots of the calls still up are
 put back (``reassert``: a restarted Redis has lost them). A carrier's CPS is paced cluster-wide; a
-leg that is early waits for its turn instead of failing. Keys and scripts: telephony.limits.
+leg that is early waits for its turn instead of failing. Keys and scripts: telephony.leases.
 """
 from __future__ import annotations
 
 from core import keys
 from telephony.gateway.contract import CarrierLeg, OriginateCommand
-from telephony.limits import (
+from telephony.leases import (
     ConcurrencyLimiter,
     RateLimiter,
     acquire_all,
