@@ -55,7 +55,7 @@ def test_no_module_but_core_keys_names_a_redis_key():
 def test_lua_scripts_get_their_keys_as_KEYS():
     scripts = list(_lua_scripts())
     # the gateway's store, the caps and leases, the metrics writer: all found
-    assert {path.name for path, _ in scripts} >= {"store.py", "limits.py", "writes.py"}
+    assert {path.name for path, _ in scripts} >= {"store.py", "leases.py", "writes.py"}
     built = []
     for path, lua in scripts:
         code = "\n".join(line.split("--", 1)[0] for line in lua.splitlines())  # comments may say anything
