@@ -319,7 +319,7 @@ class Supervisor:
         return self.stop()
 
     def publish_media(self) -> None:
-        """The media hosts' state for /healthz (events.media_hosts_key), once a second."""
+        """The media hosts' state for /healthz (core.keys.media_hosts_key), once a second."""
         if not self.media or time.monotonic() - self.media_published < 1.0:
             return
         self.media_published = time.monotonic()
