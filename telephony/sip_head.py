@@ -57,7 +57,9 @@ def header_fields(lines: list[str], strict: bool = False) -> list[tuple[str, str
 def split_header_list(value: str) -> list[str]:
     """Split a comma-separated header value (Via, Route, Record-Route), ignoring commas inside
     quotes and <...>."""
-    out, cur, quote, angle = [], [], False, False
+    out: list[str] = []
+    cur: list[str] = []
+    quote = angle = False
     for ch in value:
         if ch == '"':
             quote = not quote
