@@ -198,11 +198,11 @@ def main() -> None:
     from campaigns import services
     from campaigns.models import Campaign, CampaignContact, Contact, ContactList
     from core import keys
+    from core.redis_client import get_redis
     from telephony.calls.models import Call
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
-    from voiceplatform.redis_client import get_redis
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     ensure_public_tenant()

@@ -230,7 +230,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 caps = capacity.cap_room(redis, campaign, tenant, carriers)
                 pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps) / slices
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
-                room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis))
+                room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis, tenant.schema_name))
                 if caps.calls is not None:
                     room = min(room, caps.calls)
                 room = 0 if redis.exists(keys.dialer_held_key(connection.schema_name, campaign_id)) else share(room, slot, slices)

@@ -24,13 +24,13 @@ def inventory(tenant_a):
     Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
     Carrier.objects.create(name="Backup", host="127.0.0.1", port=5098, priority=2)
     Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(keys.ORIGINATE_QUEUE)
+    get_redis().delete(keys.tenant_queue("", "acme"))
     yield
     connection.set_schema_to_public()
 
 
 def queued_commands():
-    return [json.loads(raw) for raw in get_redis().lrange(keys.ORIGINATE_QUEUE, 0, -1)]
+    return [json.loads(raw) for raw in get_redis().lrange(keys.tenant_queue("", "acme"), 0, -1)]
 
 
 def v1(tenant):

@@ -21,7 +21,7 @@ CALLER_ID = "+14155559001"
 def test_a_recorded_campaigns_calls_are_recorded(tenant_a, django_capture_on_commit_callbacks):
     Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
     Number.objects.create(e164=CALLER_ID, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(keys.ORIGINATE_QUEUE)
+    get_redis().delete(keys.tenant_queue("", "acme"))
     with schema_context("acme"):
         people = ContactList.objects.create(name="Quality checks")
         for phone in ("+14155550181", "+14155550182"):
@@ -32,7 +32,7 @@ def test_a_recorded_campaigns_calls_are_recorded(tenant_a, django_capture_on_com
         rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact"))
         with django_capture_on_commit_callbacks(execute=True):
             assert dialer._place(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 2
-        commands = [json.loads(raw) for raw in get_redis().lrange(keys.ORIGINATE_QUEUE, 0, -1)]
+        commands = [json.loads(raw) for raw in get_redis().lrange(keys.tenant_queue("", "acme"), 0, -1)]
         assert [c.get("record") for c in commands] == [True, True]
         assert Call.objects.filter(campaign_id=campaign.pk, record=True).count() == 2
     connection.set_schema_to_public()

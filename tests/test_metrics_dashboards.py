@@ -196,7 +196,8 @@ def test_metrics_show_each_tenants_calls_waiting_for_a_gateway_and_how_long(tena
     try:  # no gateway is running: the calls wait
         text = Client(HTTP_HOST="localhost").get("/metrics").content.decode()
     finally:
-        redis.delete(keys.ORIGINATE_QUEUE, keys.ORIGINATE_WAKE, *[keys.call_key(call_id) for call_id in burst])
+        redis.delete(keys.tenant_queue("", "acme"), keys.tenant_queue("", "globex"), keys.originate_ring(),
+                     keys.originate_depth(), keys.ORIGINATE_WAKE, *[keys.call_key(call_id) for call_id in burst])
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("voice_calls_queued"))
     assert float(lines['voice_calls_queued{tenant="acme"}']) == 3
     assert float(lines['voice_calls_queued{tenant="globex"}']) == 1

@@ -14,7 +14,9 @@ from __future__ import annotations
 # ---- gateway pool (telephony/gateway) ---------------------------------------------------------
 EVENTS_STREAM = "calls:events"  # every call event; consumer group "recorder"
 RECORDERS = "calls:recorders"  # sorted set: recorder consumer name -> when it last read (unix time)
-ORIGINATE_QUEUE = "gw:originate"  # shared list: RPUSH by clients, LPOP by gateways with a free slot
+# Calls waiting for a gateway: one list per tenant (and region), served round-robin across tenants
+# (the ring lists the tenants with calls waiting), so one tenant's burst does not delay another's.
+ORIGINATE_QUEUE = "gw:originate"
 # one token per queued originate: gateways with a free slot BLPOP it to learn there is work (no polling)
 ORIGINATE_WAKE = "gw:originate:wake"
 GATEWAYS_SET = "gw:all"  # every gateway id that ever announced itself
@@ -68,13 +70,29 @@ def node_alive_key(node: str) -> str:
 
 
 def originate_queue(region: str = "") -> str:
-    """The originate queue of a region's gateways (``gw:originate:{region}``); "" = the shared
-    queue every gateway takes from (calls whose carriers have no region)."""
+    """Where a region's gateways take calls from (``gw:originate:{region}``, the prefix of its tenant
+    queues, ring and wake list); "" = the shared queue every gateway takes from (calls whose
+    carriers have no region)."""
     return f"{ORIGINATE_QUEUE}:{region}" if region else ORIGINATE_QUEUE
 
 
 def originate_wake(region: str = "") -> str:
     return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
+
+
+def tenant_queue(region: str, tenant: str) -> str:
+    """One tenant's calls waiting for a gateway of ``region`` ("": the shared queue), oldest first."""
+    return f"{originate_queue(region)}:tenant:{tenant}"
+
+
+def originate_ring(region: str = "") -> str:
+    """The tenants with calls waiting in the region's queue, each once, in the order they are served."""
+    return f"{originate_queue(region)}:ring"
+
+
+def originate_depth(region: str = "") -> str:
+    """How many calls wait in the region's queue, all tenants together (for the wake tokens)."""
+    return f"{originate_queue(region)}:depth"
 
 
 # ---- caps (telephony/leases.py, telephony/gateway/call_limits.py) -----------------------------

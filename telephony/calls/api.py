@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from core.spreadsheet import CsvLines
 
 from . import recordings, selectors, services
+from .models import CallLeg
 from .serializers import CallCreateSerializer, CallDigitsSerializer, CallSerializer, RecordingSerializer
 
 EXPORT_COLUMNS = ["sid", "direction", "from_number", "to_number", "status", "outcome", "reason", "sip_code",
@@ -50,6 +51,7 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             # the record ends as not_placed (services.give_up_unplaced_calls): the caller may try again
             return Response({"detail": "the call could not be handed to the gateways; try again shortly"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        call._prefetched_objects_cache = {"legs": CallLeg.objects.none()}  # just placed: no leg yet, no query
         return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])

@@ -25,8 +25,8 @@ def new_call_id() -> str:
 def originate(redis, command: OriginateCommand) -> str:
     """Queue an outbound call (its fields: contract.OriginateCommand); returns its call_id
     (generated if the command has none). The first gateway with a free slot in the legs' region
-    takes it (any gateway when the legs have no region, or no live gateway has that region); its
-    events then appear on ``calls:events``.
+    takes it (any gateway when the legs have no region, or no live gateway has that region), the
+    tenants' waiting calls taken in turn; its events then appear on ``calls:events``.
     """
     cmd = OriginateCommand(**command)
     cmd["type"] = "originate"
@@ -43,8 +43,7 @@ def originate(redis, command: OriginateCommand) -> str:
     region = ev.call_region(cmd)
     if region and not redis.exists(keys.region_alive_key(region)):
         region = ""  # no gateway serves the carrier's region: any gateway places it (one node, no regions)
-    p.rpush(keys.originate_queue(region), json.dumps(cmd, separators=(",", ":")))
-    p.rpush(keys.originate_wake(region), 1)
+    Store(redis).push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
     p.execute()
     log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
              extra={"call_sid": call_id})
@@ -176,11 +175,34 @@ def media_hosts(redis) -> dict[str, dict]:
     return hosts
 
 
-def originate_queues(redis, pool: list[dict] | None = None) -> list[str]:
-    """The shared originate queue and every known region's (the regions gateways have reported;
-    ``pool``: a pool_status already read)."""
+def originate_regions(redis, pool: list[dict] | None = None) -> list[str]:
+    """The shared queue's region ("") and every region gateways have reported (``pool``: a
+    pool_status already read)."""
     regions = {g["region"] for g in (pool if pool is not None else pool_status(redis)) if g["region"]}
-    return [keys.originate_queue(), *(keys.originate_queue(region) for region in sorted(regions))]
+    return ["", *sorted(regions)]
+
+
+def waiting_calls(redis, pool: list[dict] | None = None) -> dict[str, tuple[int, float]]:
+    """Calls waiting for a free gateway, by tenant ("" for none): (how many, queued_at of the oldest),
+    every region together. Two round trips whatever the queue's length."""
+    regions = originate_regions(redis, pool)
+    p = redis.pipeline(transaction=False)
+    for region in regions:
+        p.lrange(keys.originate_ring(region), 0, -1)
+    queues = [(region, t.decode()) for region, ring in zip(regions, p.execute(), strict=True) for t in ring]
+    for region, tenant in queues:
+        p.llen(keys.tenant_queue(region, tenant))
+        p.lindex(keys.tenant_queue(region, tenant), 0)
+    replies = p.execute()
+    waiting: dict[str, tuple[int, float]] = {}
+    for i, (_, tenant) in enumerate(queues):
+        count, oldest = replies[2 * i], replies[2 * i + 1]
+        if not count:
+            continue
+        queued_at = float(json.loads(oldest).get("queued_at") or time.time()) if oldest else time.time()
+        known_count, known_oldest = waiting.get(tenant, (0, queued_at))
+        waiting[tenant] = (known_count + count, min(known_oldest, queued_at))
+    return waiting
 
 
 def pool_capacity(redis, pool: list[dict] | None = None) -> tuple[int, int]:
@@ -189,12 +211,16 @@ def pool_capacity(redis, pool: list[dict] | None = None) -> tuple[int, int]:
     return sum(g["capacity"] for g in alive), sum(g["active"] for g in alive)
 
 
-def pool_room(redis) -> int:
-    """Calls the pool can take now: free slots of live gateways minus calls already queued for them
-    (the pool's state read once)."""
+def pool_room(redis, tenant: str | None = None) -> int:
+    """Calls the pool can take now: free slots of live gateways minus calls already waiting for
+    them (the pool's state read once). For a tenant, at least its fair share of the pool less its
+    own calls waiting: tenants are served in turn, so another tenant's backlog does not hold its
+    calls back, and it keeps enough waiting to be served its share."""
     pool = pool_status(redis)
     capacity, active = pool_capacity(redis, pool)
-    p = redis.pipeline(transaction=False)
-    for queue in originate_queues(redis, pool):
-        p.llen(queue)
-    return capacity - active - sum(p.execute())
+    waiting = waiting_calls(redis, pool)
+    free = capacity - active - sum(count for count, _ in waiting.values())
+    if tenant is None:
+        return free
+    others = len([t for t in waiting if t != tenant])
+    return max(free, -(-capacity // (others + 1)) - waiting.get(tenant, (0, 0.0))[0])

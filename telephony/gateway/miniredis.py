@@ -93,6 +93,9 @@ class _Commands:
     def lrange(self, key, start, end):
         return self._call("LRANGE", key, start, end)
 
+    def llen(self, key):
+        return self._call("LLEN", key)
+
     def rpush(self, key, *values):
         return self._call("RPUSH", key, *values)
 

@@ -8,9 +8,9 @@ Lua scripts (run server-side, atomically) so that:
 - a hangup request either reaches the gateway holding the call or is seen by the gateway that pops
   the still-queued command.
 
-Every key a script touches comes as KEYS (core.keys names them): a command's ``call:{id}`` is read
-from the queue before the script that pops it, which pops only while the queue still starts with
-the commands read.
+Every key a script touches comes as KEYS (core.keys names them): the commands at the head of each
+tenant's queue are read before the script that pops them (for their ``call:{id}`` keys), which pops
+a tenant's only while its queue still starts with the commands read.
 """
 from __future__ import annotations
 
@@ -21,33 +21,65 @@ from core import keys
 
 from . import events as ev
 
-# KEYS: originate queue, gw:{id}:calls, wake list, then per command read from the head of the
-# queue its call:{id} ('' for a command that is not one)    ARGV: gateway id, now, then per command
-# read the command and its call id
-# Pops the commands read while the queue still starts with them (another gateway may have taken
-# them meanwhile). Also leaves exactly one wake token per command still queued (capped per call), so
-# no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
-# given back.
+# KEYS: the tenant's queue, ring, wake list, depth    ARGV: command json, tenant
+# The tenant joins the back of the ring when its queue was empty (it is on the ring exactly while it
+# has calls waiting); one wake token per command.
+_PUSH_ORIGINATE = """
+if redis.call('RPUSH', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+redis.call('INCR', KEYS[4])
+redis.call('RPUSH', KEYS[3], 1)
+return 1
+"""
+
+# KEYS: ring, gw:{id}:calls, wake list, depth, then one queue per tenant served, then the call:{id}
+# of each command read from the heads of those queues, in order ('' for a command that is not one)
+# ARGV: gateway id, now, n tenants, the n tenants, how many commands were read from each tenant's
+# queue, then each command read and its call id
+# Those commands from each tenant's queue in turn while it still starts with them (another gateway
+# may have taken them meanwhile); round-robin: a tenant served goes to the back of the ring, off it
+# when its queue is empty. Also leaves exactly one wake token per
+# command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
+# gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
-for j = 1, (#ARGV - 2) / 2 do
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1 + 2 * j] then break end
-  local raw = redis.call('LPOP', KEYS[1])
-  local ck = KEYS[3 + j]
-  local flag = 'bad'
-  if ck ~= '' then
-    if redis.call('HEXISTS', ck, 'final') == 1 then
-      flag = 'done'
-    else
-      redis.call('SADD', KEYS[2], ARGV[2 + 2 * j])
-      redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
-      if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+local popped = 0
+local n = tonumber(ARGV[3])
+local first_command = 3 + 2 * n  -- ARGV index before the first (command, call id) pair
+local first_call_key = 4 + n  -- KEYS index before the first call:{id}
+local c = 0
+for t = 1, n do
+  local tenant = ARGV[3 + t]
+  local queue = KEYS[4 + t]
+  redis.call('LREM', KEYS[1], 1, tenant)
+  local taking = true
+  for _ = 1, tonumber(ARGV[3 + n + t]) do
+    c = c + 1
+    taking = taking and redis.call('LINDEX', queue, 0) == ARGV[first_command + 2 * c - 1]
+    if taking then
+      local raw = redis.call('LPOP', queue)
+      popped = popped + 1
+      local ck = KEYS[first_call_key + c]
+      local flag = 'bad'
+      if ck ~= '' then
+        if redis.call('HEXISTS', ck, 'final') == 1 then
+          flag = 'done'
+        else
+          redis.call('SADD', KEYS[2], ARGV[first_command + 2 * c])
+          redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
+          if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+        end
+      end
+      table.insert(out, raw)
+      table.insert(out, flag)
     end
   end
-  table.insert(out, raw)
-  table.insert(out, flag)
+  if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
 end
-local left = redis.call('LLEN', KEYS[1])
+local left = redis.call('DECRBY', KEYS[4], popped)
+if left < 0 or redis.call('LLEN', KEYS[1]) == 0 then
+  left = 0
+  redis.call('SET', KEYS[4], 0)
+end
 local tokens = redis.call('LLEN', KEYS[3])
 if left == 0 then
   redis.call('DEL', KEYS[3])
@@ -114,6 +146,7 @@ return 1
 class Store:
     def __init__(self, redis):
         self.r = redis
+        self._push = redis.register_script(_PUSH_ORIGINATE)
         self._pop = redis.register_script(_POP_ORIGINATE)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
@@ -121,23 +154,44 @@ class Store:
         self._give_up_unplaced = redis.register_script(_GIVE_UP_UNPLACED)
 
     # ---- gateway side ------------------------------------------------------------------------
+    def push_originate(self, raw: str, tenant: str, region: str = "", client=None) -> None:
+        """Queue one originate command (JSON) behind the tenant's calls already waiting."""
+        self._push(keys=[keys.tenant_queue(region, tenant), keys.originate_ring(region), keys.originate_wake(region),
+                         keys.originate_depth(region)], args=[raw, tenant], client=client)
+
     def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
-        """Up to ``count`` commands: the gateway's own region's first, then the shared queue's."""
+        """Up to ``count`` commands, the waiting tenants' in turn (the room shared evenly between
+        the first ``count`` of the ring): the gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str]] = []
-        client = client or self.r
+        c = client or self.r
         for queue_region in ((region, "") if region else ("",)):
-            queue = keys.originate_queue(queue_region)
-            while len(popped) < count:
-                head = [(raw, _call_id_of(raw)) for raw in client.lrange(queue, 0, count - len(popped) - 1)]
+            if popped and len(popped) >= count:
+                break
+            ring, idle_rounds = keys.originate_ring(queue_region), 0
+            while True:  # once at least: with nothing to take, the script still gives the wake token back
+                want = count - len(popped)
+                tenants = [t.decode() if isinstance(t, bytes) else t
+                           for t in (c.lrange(ring, 0, want - 1) if want > 0 else [])]
+                heads: list[list[bytes]] = []
+                if tenants:
+                    each = -(-want // len(tenants))
+                    p = c.pipeline(transaction=False)
+                    for t in tenants:
+                        p.lrange(keys.tenant_queue(queue_region, t), 0, each - 1)
+                    heads = p.execute()
+                commands = [(raw, _call_id_of(raw)) for head in heads for raw in head]
                 res = self._pop(
-                    keys=[queue, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
-                          *(keys.call_key(call_id) if call_id else "" for _, call_id in head)],
-                    args=[gateway_id, f"{time.time():.3f}", *(part for command in head for part in command)],
+                    keys=[ring, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
+                          keys.originate_depth(queue_region), *(keys.tenant_queue(queue_region, t) for t in tenants),
+                          *(keys.call_key(call_id) if call_id else "" for _, call_id in commands)],
+                    args=[gateway_id, f"{time.time():.3f}", len(tenants), *tenants, *(len(head) for head in heads),
+                          *(part for command in commands for part in command)],
                     client=client,
                 )
                 popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
                            for i in range(0, len(res), 2)]
-                if len(res) // 2 == len(head):  # all read were popped (or the queue was empty)
+                idle_rounds = 0 if res else idle_rounds + 1  # empty: another gateway took them first
+                if not tenants or len(popped) >= count or idle_rounds >= 3:
                     break
         return popped
 

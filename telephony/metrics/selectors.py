@@ -246,8 +246,9 @@ def tenant_dashboard(schema: str, window: str = DEFAULT_WINDOW) -> dict:
     for call in calls:
         call["carrier_name"] = names.get(str(call.get("carrier")), "")
     capacity, active = gateway_client.pool_capacity(get_redis())
+    waiting, oldest_s = originate_queue(now).get(schema, (0, 0.0))
     return {"tenant": schema, "now": tenant_now(schema), "series": series, "latest_calls": calls,
-            "pool": {"capacity": capacity, "active": active}}
+            "pool": {"capacity": capacity, "active": active, "waiting": waiting, "oldest_wait_s": round(oldest_s, 1)}}
 
 
 # ---- platform -----------------------------------------------------------------------------------
@@ -278,16 +279,10 @@ def carrier_names(ids) -> dict[str, str]:
 
 def originate_queue(now: float | None = None) -> dict[str, tuple[int, float]]:
     """Calls waiting for a free gateway, by tenant: (how many, seconds the oldest has waited). Read at
-    scrape time from the queue itself (a burst shows as one tenant's depth and wait)."""
+    scrape time from the tenants' queues (a burst shows as one tenant's depth and wait)."""
     now = time.time() if now is None else now
-    waiting: dict[str, tuple[int, float]] = {}
-    redis = get_redis()
-    for raw in (raw for queue in gateway_client.originate_queues(redis) for raw in redis.lrange(queue, 0, -1)):
-        command = json.loads(raw)
-        tenant = command.get("tenant") or "none"
-        count, oldest = waiting.get(tenant, (0, 0.0))
-        waiting[tenant] = (count + 1, max(oldest, now - float(command.get("queued_at") or now)))
-    return waiting
+    return {tenant or "none": (count, max(0.0, now - oldest))
+            for tenant, (count, oldest) in gateway_client.waiting_calls(get_redis()).items()}
 
 
 def gateway_pool() -> list[dict]:
@@ -347,6 +342,8 @@ def platform_series(window: str = DEFAULT_WINDOW, now: float | None = None) -> d
     _add_active(series["by"]["region"], keys.region_active)
     series["now"] = {"ts": now, "active": active, "cps": _cps(seconds)}
     series["gateways"] = gateway_pool()
+    series["waiting"] = [{"tenant": tenant, "calls": count, "oldest_wait_s": round(oldest, 1)}
+                         for tenant, (count, oldest) in sorted(originate_queue(now).items())]
     return series
 
 

@@ -104,14 +104,14 @@ def test_hangup_of_a_call_held_by_a_dead_gateway_finalises_it(r, new_gateway, si
 
 
 def test_hangup_of_a_call_no_gateway_took_finalises_it_and_it_is_never_dialed(r, new_gateway, sipp):
-    r.delete(keys.ORIGINATE_QUEUE, keys.ORIGINATE_WAKE)
+    r.delete(keys.tenant_queue("", "acme"), keys.originate_ring(), keys.originate_depth(), keys.ORIGINATE_WAKE)
     uas = sipp("uas_answer.xml")
     call_id = originate(r, [leg(uas.uri_host, "c1")])  # no gateway is running: it stays queued
     assert client.hangup(r, call_id) == "finalized"
     final = wait_final(r, call_id, timeout=1)[-1]
     assert final["type"] == ev.FAILED and final["outcome"] == ev.OUTCOME_CANCELLED, dumps(final)
     new_gateway("late-gw")  # a gateway that starts now finds the command already ended
-    wait_for(lambda: r.llen(keys.ORIGINATE_QUEUE) == 0, 5, what="the queued command to be taken")
+    wait_for(lambda: r.llen(keys.tenant_queue("", "acme")) == 0, 5, what="the queued command to be taken")
     time.sleep(0.5)
     assert "INVITE" not in uas.messages()
 

@@ -6,6 +6,7 @@ import json
 from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
+from telephony.gateway.store import Store
 from tests.gateway.gwhelpers import call_events, dumps, leg, types, wait_event, wait_final, wait_for
 
 
@@ -165,7 +166,7 @@ def test_originates_are_picked_up_on_their_wake_token_not_by_polling(r, gateway,
 
 def test_invalid_command(r, gateway):
     call_id = client.new_call_id()
-    r.rpush(keys.ORIGINATE_QUEUE, json.dumps({"type": "originate", "call_id": call_id, "legs": [{"carrier_id": "x"}]}))
+    Store(r).push_originate(json.dumps({"type": "originate", "call_id": call_id, "legs": [{"carrier_id": "x"}]}), "acme")
     evs = wait_final(r, call_id)
     assert evs[-1]["type"] == "failed" and evs[-1]["outcome"] == ev.OUTCOME_INVALID
 

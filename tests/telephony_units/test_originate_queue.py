@@ -1,4 +1,4 @@
-"""Three gateways race for a queue of originate commands, each over its own connection as the worker
+"""Three gateways race for the originate queues of two tenants, each over its own connection as the worker
 has it: every call is taken by exactly one of them and is its own in Redis from that moment (its
 gateway's call set and the call's hash say so); a command that is not one and a call that already
 ended are handed back flagged, never placed; the wake tokens are gone with the queue."""
@@ -12,16 +12,18 @@ from telephony.gateway.store import Store
 
 CALLS = 300
 GATEWAYS = ("us-1-0", "us-1-1", "us-1-2")
+TENANTS = ("acme", "globex")
 
 
 def test_every_queued_call_is_taken_by_exactly_one_gateway(redis_url, redis_client):
     ended = "CA-ended-before-its-turn"
     redis_client.hset(keys.call_key(ended), "final", "failed")
-    client.originate(redis_client, {"call_id": ended, "to": "+14155550100", "legs": [{"uri": "sip:a@127.0.0.1:9"}]})
-    redis_client.rpush(keys.ORIGINATE_QUEUE, b"not a command")
+    client.originate(redis_client, {"call_id": ended, "tenant": "acme", "to": "+14155550100",
+                                    "legs": [{"uri": "sip:a@127.0.0.1:9"}]})
+    Store(redis_client).push_originate("not a command", "acme")
     call_ids = [f"CA-spring-{n:03d}" for n in range(CALLS)]
-    for call_id in call_ids:
-        client.originate(redis_client, {"call_id": call_id, "to": "+14155550100",
+    for n, call_id in enumerate(call_ids):
+        client.originate(redis_client, {"call_id": call_id, "tenant": TENANTS[n % 2], "to": "+14155550100",
                                         "legs": [{"uri": "sip:a@127.0.0.1:9"}]})
 
     taken: dict[str, list[tuple[str, str]]] = {gateway: [] for gateway in GATEWAYS}
@@ -51,5 +53,6 @@ def test_every_queued_call_is_taken_by_exactly_one_gateway(redis_url, redis_clie
         assert redis_client.hget(keys.call_key(call_id), "gateway").decode() == gateway_id
         assert redis_client.sismember(keys.gw_calls_key(gateway_id), call_id)
     assert redis_client.hget(keys.call_key(ended), "gateway") is None
-    assert redis_client.llen(keys.ORIGINATE_QUEUE) == 0
+    assert not any(redis_client.exists(keys.tenant_queue("", tenant)) for tenant in TENANTS)
+    assert not redis_client.exists(keys.originate_ring())
     assert not redis_client.exists(keys.ORIGINATE_WAKE)
