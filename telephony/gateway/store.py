@@ -31,47 +31,55 @@ redis.call('RPUSH', KEYS[3], 1)
 return 1
 """
 
+# Commands read ahead per command wanted: gateways woken together read the same head, and the one
+# that loses it to another finds the next commands among those it read instead of reading again.
+READ_AHEAD = 8
+
 # KEYS: ring, gw:{id}:calls, wake list, depth, then one queue per tenant served, then the call:{id}
 # of each command read from the heads of those queues, in order ('' for a command that is not one)
-# ARGV: gateway id, now, n tenants, the n tenants, how many commands were read from each tenant's
-# queue, then each command read and its call id
-# Those commands from each tenant's queue in turn while it still starts with them (another gateway
-# may have taken them meanwhile); round-robin: a tenant served goes to the back of the ring, off it
+# ARGV: gateway id, now, commands per tenant, n tenants, the n tenants, how many commands were read
+# from each tenant's queue, then each command read and its call id
+# Up to that many commands from each tenant's queue in turn, while its head is one of the commands
+# read (more are read than taken: a gateway that lost the head to another finds the next ones among
+# them); round-robin: a tenant served goes to the back of the ring, off it
 # when its queue is empty. Also leaves exactly one wake token per
 # command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
 # gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
 local popped = 0
-local n = tonumber(ARGV[3])
-local first_command = 3 + 2 * n  -- ARGV index before the first (command, call id) pair
+local each = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local first_command = 4 + 2 * n  -- ARGV index before the first (command, call id) pair
 local first_call_key = 4 + n  -- KEYS index before the first call:{id}
 local c = 0
 for t = 1, n do
-  local tenant = ARGV[3 + t]
+  local tenant = ARGV[4 + t]
   local queue = KEYS[4 + t]
   redis.call('LREM', KEYS[1], 1, tenant)
-  local taking = true
-  for _ = 1, tonumber(ARGV[3 + n + t]) do
-    c = c + 1
-    taking = taking and redis.call('LINDEX', queue, 0) == ARGV[first_command + 2 * c - 1]
-    if taking then
-      local raw = redis.call('LPOP', queue)
-      popped = popped + 1
-      local ck = KEYS[first_call_key + c]
-      local flag = 'bad'
-      if ck ~= '' then
-        if redis.call('HEXISTS', ck, 'final') == 1 then
-          flag = 'done'
-        else
-          redis.call('SADD', KEYS[2], ARGV[first_command + 2 * c])
-          redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
-          if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
-        end
+  local read = {}
+  for j = c + 1, c + tonumber(ARGV[4 + n + t]) do read[ARGV[first_command + 2 * j - 1]] = j end
+  c = c + tonumber(ARGV[4 + n + t])
+  for _ = 1, each do
+    local raw = redis.call('LINDEX', queue, 0)
+    local j = raw and read[raw]
+    if not j then break end
+    read[raw] = nil
+    redis.call('LPOP', queue)
+    popped = popped + 1
+    local ck = KEYS[first_call_key + j]
+    local flag = 'bad'
+    if ck ~= '' then
+      if redis.call('HEXISTS', ck, 'final') == 1 then
+        flag = 'done'
+      else
+        redis.call('SADD', KEYS[2], ARGV[first_command + 2 * j])
+        redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
+        if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
       end
-      table.insert(out, raw)
-      table.insert(out, flag)
     end
+    table.insert(out, raw)
+    table.insert(out, flag)
   end
   if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
 end
@@ -173,18 +181,18 @@ class Store:
                 tenants = [t.decode() if isinstance(t, bytes) else t
                            for t in (c.lrange(ring, 0, want - 1) if want > 0 else [])]
                 heads: list[list[bytes]] = []
+                each = -(-want // max(1, len(tenants)))
                 if tenants:
-                    each = -(-want // len(tenants))
                     p = c.pipeline(transaction=False)
                     for t in tenants:
-                        p.lrange(keys.tenant_queue(queue_region, t), 0, each - 1)
+                        p.lrange(keys.tenant_queue(queue_region, t), 0, each * READ_AHEAD - 1)
                     heads = p.execute()
                 commands = [(raw, _call_id_of(raw)) for head in heads for raw in head]
                 res = self._pop(
                     keys=[ring, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
                           keys.originate_depth(queue_region), *(keys.tenant_queue(queue_region, t) for t in tenants),
                           *(keys.call_key(call_id) if call_id else "" for _, call_id in commands)],
-                    args=[gateway_id, f"{time.time():.3f}", len(tenants), *tenants, *(len(head) for head in heads),
+                    args=[gateway_id, f"{time.time():.3f}", each, len(tenants), *tenants, *(len(head) for head in heads),
                           *(part for command in commands for part in command)],
                     client=client,
                 )
