@@ -59,6 +59,8 @@ def checked(instructions: twiml.CallInstructions, live: bool = False) -> twiml.C
     if instructions.dial is not None and not live:
         raise twiml.TwimlError("<Dial> is supported in a live call update (calls(sid).update) and in a <Dial "
                                "action> document only (see docs/twilio-compatibility.md)")
+    if instructions.dial is not None and (why := outbound.refusal(instructions.dial.action, outbound.CALLBACK_SCHEMES)):
+        raise twiml.TwimlError(f"<Dial action> refused: {why}")
     for step in instructions.steps:
         if step["verb"] in ("connect", "fork") and (why := outbound.refusal(step["url"], outbound.STREAM_SCHEMES)):
             raise twiml.TwimlError(f"<Stream url> refused: {why}")

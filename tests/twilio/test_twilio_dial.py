@@ -118,7 +118,8 @@ def test_a_busy_desk_gives_busy_to_the_action_whose_twiml_ends_the_call(acme, we
     try:
         client, call, agent = answered_call(acme, web, line, agents)
         for document, code in (("<Response><Dial><Number>12</Number></Dial></Response>", 13224),
-                               (f'<Response><Dial callerId="+14155550100">{DESK}</Dial></Response>', 13214)):
+                               (f'<Response><Dial callerId="+14155550100">{DESK}</Dial></Response>', 13214),
+                               (f'<Response><Dial action="http://10.1.2.3/after">{DESK}</Dial></Response>', 12100)):
             with pytest.raises(TwilioRestException) as refused:
                 client.calls(call.sid).update(twiml=document)
             assert (refused.value.status, refused.value.code) == (400, code), refused.value.msg
