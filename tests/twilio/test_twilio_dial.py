@@ -2,8 +2,8 @@
 `calls(sid).update(twiml='<Response><Dial callerId=… timeout=… action=…><Number>…</Number></Dial></Response>')`.
 The platform dials the desk through the desk's trunk, joins the caller and the desk (each hears the
 other), and when the transfer is over requests the `action` URL, signed with Acme's auth token, with
-DialCallStatus. A busy desk (a SIP URI) gives DialCallStatus=busy, and the TwiML the action returns
-(<Say>, <Hangup>) runs on the caller's line. A <Dial> that cannot be placed is Twilio's 400.
+DialCallStatus. A busy desk (a SIP URI, in a document the update's `Url` gives) gives DialCallStatus=busy,
+and the TwiML the action returns (<Say>, <Hangup>) runs on the caller's line. A <Dial> that cannot be placed is Twilio's 400.
 
 Real parts: daphne serving the API, Twilio's client and validator, Acme's app as an HTTP server, the
 gateway pool, the call recorder and a Celery worker, SIPp as the caller's, the desk's and a busy
@@ -124,8 +124,9 @@ def test_a_busy_desk_gives_busy_to_the_action_whose_twiml_ends_the_call(acme, we
                 client.calls(call.sid).update(twiml=document)
             assert (refused.value.status, refused.value.code) == (400, code), refused.value.msg
 
-        client.calls(call.sid).update(twiml=(f'<Response><Dial action="{app.url("/after-dial")}">'
-                                             f'<Sip>sip:desk@{busy.uri_host}</Sip></Dial></Response>'))
+        app.answers["/hand-over"] = (200, "text/xml", '<Response><Dial action="/after-dial">'
+                                     f'<Sip>sip:desk@{busy.uri_host}</Sip></Dial></Response>')
+        client.calls(call.sid).update(url=app.url("/hand-over"))  # relative action: from the document's URL
         action = action_request(app)
         assert app.validated(auth_token.current(acme), action)
         params = params_of(action)
