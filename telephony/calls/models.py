@@ -217,6 +217,9 @@ class Transfer(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
+    # TwiML <Dial action>: {"url", "method"} requested when the transfer ends (telephony/calls/dial.py)
+    dial_action = models.JSONField(null=True, blank=True)
+    dial_action_at = models.DateTimeField(null=True, blank=True, help_text="when the action was requested")
 
     class Meta:
         ordering = ["created_at"]
