@@ -1,6 +1,6 @@
-"""End to end: the call page shows the agent's stream marks. Acme's agent greets the callee (SIPp)
-with 300 ms of audio and mark `greeting`; once the platform echoes it (the greeting has played) it asks
-a question, 200 ms and mark `question`; once that is echoed Acme hangs up. The call record keeps both
+"""End to end: the call page shows the agent's stream marks. The callee (SIPp) answers and says hello;
+Acme's agent greets it with 300 ms of audio and mark `greeting`; once the platform echoes it (the
+greeting has played) it asks a question, 200 ms and mark `question`; once that is echoed Acme hangs up. The call record keeps both
 marks with when each was sent and played, and an operator reads them on the call page's timeline and in
 GET /api/v1/calls/{sid}."""
 import pytest
@@ -10,31 +10,15 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from telephony.calls.models import Call
-from telephony.models import Carrier, Number
-from tenants.models import Tenant
 from tests import stack
 from tests.gateway.test_recording import tone_frames
 from tests.support import wait_until
 from tests.test_call_digits import agents  # noqa: F401 - fixture: Twilio-protocol agents
 from tests.test_call_flow import platform  # noqa: F401 - fixture: the gateway pool and the recorder
+from tests.test_call_recording import ACME_NUMBER, speaking_callee  # noqa: F401 - fixture: the callee says hello
 from tests.ui_support import make_user, signed_in
 
 pytestmark = pytest.mark.usefixtures("committed")
-ACME_NUMBER = "+14155550131"
-
-
-@pytest.fixture
-def callee(tmp_path):
-    """A carrier whose callee answers and listens."""
-    sipp, port = stack.media_carrier(tmp_path)
-    carrier = Carrier.objects.create(name="Listening trunk", host="127.0.0.1", port=port, priority=1)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield carrier
-    sipp.stop()
-    with schema_context("acme"):
-        Call.objects.filter(from_number=ACME_NUMBER).delete()
-    number.delete()
-    carrier.delete()
 
 
 @pytest.fixture
@@ -45,7 +29,7 @@ def operator(tenant_a):
         get_user_model().objects.filter(username="oona").delete()
 
 
-def test_the_agents_marks_reach_the_call_page(platform, callee, agents, operator, tenant_a):  # noqa: F811
+def test_the_agents_marks_reach_the_call_page(platform, speaking_callee, agents, operator, tenant_a):  # noqa: F811
     api = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}")
     response = api.post("/api/v1/calls", {"to": "+14155550199", "from": ACME_NUMBER, "timeout": 15,
                                           "stream_url": agents.url("/record")}, content_type="application/json")
@@ -85,3 +69,5 @@ def test_the_agents_marks_reach_the_call_page(platform, callee, agents, operator
     listed = api.get("/api/v1/calls", {"to": "+14155550199"}).json()["results"]
     connection.set_schema_to_public()
     assert listed and "marks" not in listed[0]  # the list stays light
+    with schema_context("acme"):
+        Call.objects.filter(sid=sid).delete()
