@@ -616,6 +616,8 @@ class CallBridge(asyncio.DatagramProtocol):
             out["frames_dropped"] = st.frames_dropped
             out["frames_from_agent"] = s.playout.stats.frames_played
             out["stream_sid"] = s.stream_sid
+            if s.marks.total:
+                out["marks"] = s.marks.report()
             if s.end_reason:
                 out["stream_end"] = s.end_reason
         out.update(self.out_hist.summary("bridge_out"))

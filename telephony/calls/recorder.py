@@ -35,7 +35,7 @@ STATUS_FOR_OUTCOME = {
 }
 QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
                   "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits",
-                  "ai_response_ms", "ai_response_turns")
+                  "ai_response_ms", "ai_response_turns", "marks")
 
 
 def _at(event: dict) -> datetime:
