@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0012_call_twiml_url'),
+        ('calls', '0013_transfer_dial_action'),
     ]
 
     operations = [
