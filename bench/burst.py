@@ -197,9 +197,9 @@ def main() -> None:
     from bench import gateway_capacity
     from campaigns import services
     from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+    from core import keys
     from core.redis_client import get_redis
     from telephony.calls.models import Call
-    from telephony.gateway import events as gw
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
@@ -274,7 +274,7 @@ def main() -> None:
                 break
             pool_best = max(pool_best, offered)
         report["pool"] = {"ladder": pool_ladder, "best_cps": pool_best}
-        r.delete(gw.EVENTS_STREAM)  # its calls belong to no tenant: the recorder need not read them
+        r.delete(keys.EVENTS_STREAM)  # its calls belong to no tenant: the recorder need not read them
         print(json.dumps(report["pool"]), flush=True)
 
         processes.update(

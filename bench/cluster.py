@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.sip_sniffer import SipSniffer  # noqa: E402
+from core import keys  # noqa: E402
 from telephony import balancer  # noqa: E402
-from telephony.gateway import events as ev  # noqa: E402
 from tests.cluster.servers import RedisServer  # noqa: E402
 from tests.support import free_udp_port, project_env, stop_process, wait_until  # noqa: E402
 
@@ -86,8 +86,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="vp-bench-cluster-"))
     server = RedisServer(folder / "redis").start()
     r = redis.Redis.from_url(server.url)
-    r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1", BALANCER)
-    r.hset(ev.NUMBER_ROUTES, NUMBER, json.dumps({"tenant": "bench"}))
+    r.sadd(keys.CARRIER_ADDRESSES, "127.0.0.1", BALANCER)
+    r.hset(keys.NUMBER_ROUTES, NUMBER, json.dumps({"tenant": "bench"}))
     gateways = subprocess.Popen(
         [sys.executable, "-m", "telephony.gateway.supervisor", "--processes", "2", "--bind", NODE, "--public-ip", NODE,
          "--node", "bench", "--media-hosts", "0", "--log-level", "WARNING"],

@@ -111,9 +111,9 @@ def main() -> None:
 
     from campaigns import services
     from campaigns.models import Campaign, Contact, ContactList
+    from core import keys
     from core.redis_client import get_redis
     from telephony.calls.models import Call
-    from telephony.gateway import events as gw
     from telephony.models import Carrier, Number
     from tenants.models import Tenant
     from tenants.services import create_tenant, ensure_public_tenant
@@ -197,7 +197,7 @@ def main() -> None:
                                        "request_p50": percentile(handled, 0.5), "request_p99": percentile(handled, 0.99),
                                        "pickup_p50": percentile(queued, 0.5), "pickup_p99": percentile(queued, 0.99)}
         print(json.dumps(report["post_to_invite_ms"]), flush=True)
-        r.delete(gw.EVENTS_STREAM)
+        r.delete(keys.EVENTS_STREAM)
     finally:
         stop_all(processes + [sipp])
         connection.close()

@@ -32,6 +32,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
+from core import keys  # noqa: E402
 from telephony.gateway import client, events  # noqa: E402
 from voiceplatform.embedded import RedisServer  # noqa: E402
 
@@ -138,7 +139,7 @@ def finals(r: redis.Redis, call_ids: set[str], timeout: float) -> dict[str, dict
 
 
 def gateway_rate(r: redis.Redis, pool: Pool, uas_host: str, rate: int, duration: float) -> dict:
-    r.delete(events.EVENTS_STREAM)
+    r.delete(keys.EVENTS_STREAM)
     total = int(rate * duration)
     cpu_before = pool.cpu_seconds()
     leg = {"carrier_id": "bench", "uri": f"sip:+14155550199@{uas_host}", "username": None, "password": None}
@@ -180,7 +181,7 @@ def hold_calls(workdir: Path, r: redis.Redis, redis_url: str, processes: int, ho
     uas = sipp_uas(workdir, uas_port)
     try:
         pool.wait_ready(r)
-        r.delete(events.EVENTS_STREAM)
+        r.delete(keys.EVENTS_STREAM)
         leg = {"carrier_id": "bench", "uri": f"sip:+14155550199@127.0.0.1:{uas_port}"}
         ids = {client.originate(r, {"from": "+14155550100", "to": "+14155550199", "ring_timeout": 30,
                                     "max_duration": hold, "legs": [leg], "tenant": "bench"})

@@ -95,6 +95,7 @@ def new_calls(n: int, callbacks: float) -> list[str]:
 
 def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
     """Publish the calls' events in time order, at the calls' pace (cps 0: all at once)."""
+    from core import keys
     from telephony.gateway import events as gw
 
     t0 = time.time()
@@ -113,7 +114,7 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
             if j > i:
                 pipe = r.pipeline(transaction=False)
                 for event in events[i:j]:
-                    pipe.xadd(gw.EVENTS_STREAM, gw.encode(event), maxlen=gw.EVENTS_MAXLEN, approximate=True)
+                    pipe.xadd(keys.EVENTS_STREAM, gw.encode(event), maxlen=gw.EVENTS_MAXLEN, approximate=True)
                 pipe.execute()
                 i = j
                 state["published"], state["last_ts"] = i, time.time()
@@ -129,8 +130,8 @@ def feed(r, sids: list[str], cps: float, carriers: tuple[str, str]) -> dict:
 def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str]) -> dict:
     from django.db import connection
 
+    from core import keys
     from telephony.calls import event_stream
-    from telephony.gateway import events as gw
 
     sids = new_calls(n, callbacks)
     with connection.cursor() as cursor:
@@ -143,7 +144,7 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
         return real_handle(client, entries)
 
     event_stream.handle = counted
-    group_start = r.xinfo_groups(gw.EVENTS_STREAM)[0]["pending"] if r.exists(gw.EVENTS_STREAM) else 0
+    group_start = r.xinfo_groups(keys.EVENTS_STREAM)[0]["pending"] if r.exists(keys.EVENTS_STREAM) else 0
     assert group_start == 0
     server0, attempted0, backend0 = redis_cpu(r), attempted_total(r), proc_cpu(backend)
     feeder = feed(r, sids, cps, carriers)
@@ -155,8 +156,8 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
         if feeder["state"]["published"] < total or now - checked["at"] < 0.2:
             return False
         checked["at"] = now
-        group = r.xinfo_groups(gw.EVENTS_STREAM)[0]
-        last = r.xrevrange(gw.EVENTS_STREAM, count=1)[0][0]
+        group = r.xinfo_groups(keys.EVENTS_STREAM)[0]
+        last = r.xrevrange(keys.EVENTS_STREAM, count=1)[0][0]
         checked["done"] = group["pending"] == 0 and group["last-delivered-id"] == last
         return checked["done"]
 
@@ -187,9 +188,9 @@ def run_once(r, n: int, cps: float, callbacks: float, carriers: tuple[str, str])
 
 
 def attempted_total(r) -> int:
-    from telephony.metrics import keys
+    from core import keys
 
-    return int(r.hget(keys.TOTALS, f"{TENANT}|attempted") or 0)
+    return int(r.hget(keys.METRICS_TOTALS, f"{TENANT}|attempted") or 0)
 
 
 def check(sids: list[str], events: list[dict]) -> dict:

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core import keys
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 os.environ.setdefault("OUTBOUND_ALLOW", "127.0.0.1")  # the echo agent listens on loopback
@@ -55,7 +57,7 @@ class Events:
 
     def __init__(self, r):
         self.r, self.last, self.seen = r, "$", []
-        entries = r.xrevrange(ev.EVENTS_STREAM, count=1)
+        entries = r.xrevrange(keys.EVENTS_STREAM, count=1)
         self.last = entries[0][0].decode() if entries else "0-0"
 
     def poll(self) -> list[dict]:
@@ -80,7 +82,7 @@ def place(r, n: int, agent: EchoAgent, uas_host: str, tag: str) -> list[str]:
                "tenant": "bench", "stream_url": f"ws://127.0.0.1:{agent.port}/{tag}",
                "legs": [{"carrier_id": "sipp", "uri": f"sip:+1555{i:07d}@{uas_host}"}]}
         call_id = client.originate(r, cmd)
-        wait(lambda: r.hget(ev.call_key(call_id), "gateway"), 5)  # noqa: B023 - used at once
+        wait(lambda: r.hget(keys.call_key(call_id), "gateway"), 5)  # noqa: B023 - used at once
         ids.append(call_id)
     return ids
 

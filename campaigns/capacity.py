@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telephony.gateway.call_limits import carrier_calls_key, tenant_calls_key
+from core import keys
 from telephony.models import Carrier
 
 from . import selectors
@@ -27,7 +27,7 @@ class CapRoom:
 
 def _live_holders(redis, keys: list[str]) -> dict[str, set[str]]:
     """The calls holding a live lease on each key: two round trips to Redis whatever the number of
-    keys (a lease is live until its score, in ms of Redis time, as telephony.limits keeps them)."""
+    keys (a lease is live until its score, in ms of Redis time, as telephony.leases keeps them)."""
     if not keys:
         return {}
     seconds, micros = redis.time()
@@ -40,8 +40,8 @@ def _live_holders(redis, keys: list[str]) -> dict[str, set[str]]:
 
 def cap_room(redis, campaign: Campaign, tenant, carriers: list[Carrier]) -> CapRoom:
     """Free slots under the caps `campaign`'s calls meet (carriers: selectors.campaign_carriers)."""
-    caps = [[(carrier_calls_key(c.pk), c.max_concurrent) for c in carriers],
-            [(tenant_calls_key(tenant.schema_name), tenant.max_concurrent_calls)]]
+    caps = [[(keys.carrier_calls_key(c.pk), c.max_concurrent) for c in carriers],
+            [(keys.tenant_calls_key(tenant.schema_name), tenant.max_concurrent_calls)]]
     caps = [group for group in caps if group and all(limit for _, limit in group)]  # a limit of 0 is no cap
     held = _live_holders(redis, [key for group in caps for key, _ in group])
     in_flight = set(selectors.calls_in_flight(campaign).values_list("sid", flat=True)) if caps else set()

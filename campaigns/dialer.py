@@ -28,10 +28,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls import amd
 from telephony.calls.services import CallPlacer, CallRequest, CallRequestError
 from telephony.gateway import client as gateway
+from telephony.leases import ConcurrencyLimiter
 from tenants.selectors import current_tenant
 
 from . import capacity, selectors, services
@@ -39,7 +41,7 @@ from .models import Campaign, CampaignContact
 
 ContactState = CampaignContact.State
 SLICE_S = 5.0  # a loop dials for this long, then hands over; state is re-read every BOOKKEEPING_S
-LEASE_MS = 3000
+LEASE_S = 3.0
 BOOKKEEPING_S = 0.2
 ABANDONMENT_LIMIT = 0.03
 # How far the pace may fall behind before the missed calls are given up rather than made up in a
@@ -47,28 +49,12 @@ ABANDONMENT_LIMIT = 0.03
 MAX_LAG_S = 0.3
 REFUSAL_BACKOFF_S = 1.0
 
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-
 
 @dataclass
 class SliceReport:
     placed: int = 0
     finished: int = 0
     running: bool = True
-
-
-def lock_key(campaign_id: int, slot: int = 0) -> str:
-    return f"dialer:{connection.schema_name}:{campaign_id}:{slot}"
-
-
-def pace_key(campaign_id: int, slot: int = 0) -> str:
-    return f"dialer:{connection.schema_name}:{campaign_id}:{slot}:next"
-
-
-def held_key(campaign_id: int) -> str:
-    """Set by slot 0 for REFUSAL_BACKOFF_S when a cap refused a call: every slot holds its dialing."""
-    return f"dialer:{connection.schema_name}:{campaign_id}:held"
 
 
 def slices_for(cps: float) -> int:
@@ -215,8 +201,8 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
     are claimed a batch at a time, and those not dialed by the end of the slice are handed back.
     """
     redis, token = get_redis(), uuid.uuid4().hex
-    key = lock_key(campaign_id, slot)
-    if not redis.set(key, token, nx=True, px=LEASE_MS):
+    lease = ConcurrencyLimiter(redis, keys.dialer_lease_key(connection.schema_name, campaign_id, slot), 1)
+    if not lease.acquire(token, LEASE_S):
         return SliceReport(running=True)
     tenant = current_tenant()
     report, placer = SliceReport(), CallPlacer(tenant)
@@ -227,13 +213,13 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
         campaign = Campaign.objects.get(pk=campaign_id)
         carriers = selectors.campaign_carriers(campaign)
         slowdown = paced_cps(campaign) / campaign.cps
-        pace = Pace(redis, pace_key(campaign_id, slot), campaign.cps * slowdown / slices_for(campaign.cps))
+        pace = Pace(redis, keys.dialer_pace_key(connection.schema_name, campaign_id, slot), campaign.cps * slowdown / slices_for(campaign.cps))
         deadline = time.monotonic() + slice_s
         next_bookkeeping, room = 0.0, 0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_bookkeeping:
                 next_bookkeeping = time.monotonic() + BOOKKEEPING_S
-                redis.eval(_RENEW, 1, key, token, LEASE_MS)
+                lease.renew([token], LEASE_S)
                 campaign.refresh_from_db(fields=["state", "cps", "max_concurrent"])
                 slices = slices_for(campaign.cps)
                 if campaign.state != Campaign.State.RUNNING or slot >= slices:
@@ -243,14 +229,14 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                     reconciled = services.campaign_calls_reconcile(campaign, timezone.now())
                     report.finished += reconciled.outcomes + reconciled.refused
                     if reconciled.refused:  # a cap was fuller than it looked: let it drain a little
-                        redis.set(held_key(campaign_id), 1, px=int(REFUSAL_BACKOFF_S * 1000))
+                        redis.set(keys.dialer_held_key(connection.schema_name, campaign_id), 1, px=int(REFUSAL_BACKOFF_S * 1000))
                 caps = capacity.cap_room(redis, campaign, tenant, carriers)
                 pace.cps = min(campaign.cps * slowdown, caps.cps or campaign.cps) / slices
                 in_flight = CampaignContact.objects.filter(campaign=campaign, state=ContactState.DIALING).count()
                 room = min(campaign.max_concurrent - in_flight + len(queue), gateway.pool_room(redis, tenant.schema_name))
                 if caps.calls is not None:
                     room = min(room, caps.calls)
-                room = 0 if redis.exists(held_key(campaign_id)) else share(room, slot, slices)
+                room = 0 if redis.exists(keys.dialer_held_key(connection.schema_name, campaign_id)) else share(room, slot, slices)
             if room <= 0:
                 pace.hold()
                 time.sleep(0.02)
@@ -280,5 +266,5 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 state=ContactState.PENDING, updated_at=timezone.now())
         if pace is not None and report.running:
             pace.hand_over()
-        redis.eval(_RELEASE, 1, key, token)
+        lease.release(token)
     return report

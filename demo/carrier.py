@@ -47,6 +47,7 @@ from pathlib import Path
 
 from media import codec
 from media.rtp import rtp_packet
+from telephony.sip_head import SipError, head_lines, header_fields, split_head, split_header_list
 
 log = logging.getLogger("demo.carrier")
 
@@ -61,8 +62,6 @@ FRAME_S = 0.020
 MULAW_SILENCE = codec.ULAW_SILENCE
 MAX_CATCH_UP = 5  # frames sent in a burst after a stalled loop; beyond that the clock jumps ahead
 
-COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
-           "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding", "o": "event"}
 CANONICAL = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
              "contact": "Contact", "record-route": "Record-Route", "route": "Route",
              "content-length": "Content-Length", "content-type": "Content-Type"}
@@ -73,10 +72,6 @@ REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 480: "T
 
 
 # --------------------------------------------------------------------------------------------- SIP text
-
-class SipError(ValueError):
-    pass
-
 
 @dataclass
 class SipMessage:
@@ -126,42 +121,9 @@ class SipMessage:
         return param(vias[0], "branch") or "" if vias else ""
 
 
-def split_header_list(value: str) -> list[str]:
-    """Split a comma-separated header value, ignoring commas inside quotes and <...>."""
-    out, cur, quote, angle = [], [], False, False
-    for ch in value:
-        if ch == '"':
-            quote = not quote
-        elif ch == "<" and not quote:
-            angle = True
-        elif ch == ">" and not quote:
-            angle = False
-        if ch == "," and not quote and not angle:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
-    return out
-
-
 def parse_message(data: bytes) -> SipMessage:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, body = data.partition(b"\n\n")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SipError("not UTF-8") from exc
-    lines = text.replace("\r\n", "\n").split("\n")
-    # unfold continuation lines
-    unfolded: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t") and unfolded:
-            unfolded[-1] += " " + line.strip()
-        else:
-            unfolded.append(line)
+    head, body = split_head(data)
+    unfolded = head_lines(head)
     if not unfolded or not unfolded[0]:
         raise SipError("empty message")
     start = unfolded[0].split(" ", 2)
@@ -174,14 +136,7 @@ def parse_message(data: bytes) -> SipMessage:
         if len(start) != 3 or start[2] != "SIP/2.0":
             raise SipError(f"bad request line {unfolded[0]!r}")
         msg.method, msg.uri = start[0].upper(), start[1]
-    for line in unfolded[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SipError(f"bad header line {line!r}")
-        name = name.strip().lower()
-        msg.headers.append((COMPACT.get(name, name), value.strip()))
+    msg.headers = header_fields(unfolded, strict=True)
     length = msg.get("content-length")
     if length is not None:
         try:

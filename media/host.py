@@ -53,7 +53,6 @@ import collections
 import logging
 import os
 import random
-import signal
 import socket
 import sys
 import threading
@@ -61,7 +60,7 @@ import time
 
 import uvloop
 
-from core import egress
+from core import cli, egress
 from media import codec, twiml_player
 from media.amd_call import END_CALL, PLAY_VOICEMAIL, STREAM, AmdCall
 from media.announcement import Announcement
@@ -616,6 +615,8 @@ class CallBridge(asyncio.DatagramProtocol):
             out["frames_dropped"] = st.frames_dropped
             out["frames_from_agent"] = s.playout.stats.frames_played
             out["stream_sid"] = s.stream_sid
+            if s.marks.total:
+                out["marks"] = s.marks.report()
             if s.end_reason:
                 out["stream_end"] = s.end_reason
         out.update(self.out_hist.summary("bridge_out"))
@@ -878,21 +879,15 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="media", help="name in log lines")
     p.add_argument("--nice", type=int, default=-10,
                    help="scheduling priority (the frame clock must not wait behind SIP work; < 0 needs root)")
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-    from core.logs import configure  # the platform's key=value lines, call_sid included
-
-    configure(args.log_level, gateway=args.name)
+    args = cli.parse_args(p, argv, lambda a: a.name)
     try:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     except OSError as exc:
         log.warning("media host: cannot set priority %s (%s): frames may be late under load", args.nice, exc)
     host = MediaHost()
     host.listen(args.socket)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        host.loop.add_signal_handler(sig, host.loop.stop)
     log.info("media host listening on %s (pid %s)", args.socket, os.getpid())
-    host.run()
+    cli.run_until_signalled(host.run, host.loop.stop, loop=host.loop)
     try:
         os.unlink(args.socket)
     except OSError:

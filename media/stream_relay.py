@@ -24,6 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django_tenants.utils import schema_context
 
+from core import keys
 from core.channels_tenancy import tenant_group
 from core.redis_client import get_redis
 from media.stream_session import RELAY_READY
@@ -49,7 +50,7 @@ def _call_is_live(schema_name: str, call_sid: str) -> bool:
 @database_sync_to_async
 def _claim_agent_seat(call_sid: str) -> bool:
     """One agent per call: the first to connect takes the seat for the token's lifetime."""
-    return bool(get_redis().set(f"stream:{call_sid}:agent", 1, nx=True, ex=settings.AGENT_STREAM_TOKEN_TTL_S))
+    return bool(get_redis().set(keys.agent_stream_key(call_sid), 1, nx=True, ex=settings.AGENT_STREAM_TOKEN_TTL_S))
 
 
 class _RelayLeg(AsyncWebsocketConsumer):

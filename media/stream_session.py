@@ -35,6 +35,7 @@ from typing import Protocol
 
 from . import codec
 from .latency import LatencyHist
+from .marks import MarkLog
 from .playout import PlayoutBuffer
 from .protocol import (
     DTMF_DIGITS,
@@ -144,6 +145,7 @@ class StreamSession:
             bytes_per_second=self.encoder.bytes_per_frame * 50,
         )
         self.stats = SessionStats(bridge_in_hist=LatencyHist())
+        self.marks = MarkLog()  # each mark's name, sent and echoed times, for the call's record
         # Called on the event loop once `start` went out (the gateway reports "stream started").
         self.on_started: Callable[[], None] | None = None
         self.max_bad_messages = max_bad_messages
@@ -230,6 +232,7 @@ class StreamSession:
         with self._marks_lock:  # marks reached here and marks cleared on the loop keep their order
             frame, marks = self.playout.pull_frame()
             for name in marks:
+                self.marks.echoed()
                 self._push_control((_MARK, name))
         if frame is None:
             return None
@@ -385,11 +388,14 @@ class StreamSession:
             self.playout.append(msg.payload)
         elif isinstance(msg, AgentMark):
             st.agent_marks += 1
-            self.playout.mark(msg.name)
+            with self._marks_lock:  # logged in the order the playout will report it
+                self.marks.sent(msg.name)
+                self.playout.mark(msg.name)
         elif isinstance(msg, AgentClear):
             st.agent_clears += 1
             with self._marks_lock:
                 for name in self.playout.clear():
+                    self.marks.echoed(cleared=True)
                     self._push_control((_MARK, name))
         elif isinstance(msg, AgentUnknown):
             st.agent_unknown += 1

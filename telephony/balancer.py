@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core import keys
 from telephony.gateway import events as ev
 from telephony.gateway.client import pool_status
 
@@ -68,7 +69,7 @@ def numbers_table(redis, gateways: list[dict]) -> str:
     gateways, and that region's dispatcher set. Numbers come from the gateways' routes in Redis."""
     sets = region_sets(gateways)
     rows = ["key_name(str) key_type(int) value_type(int) key_value(str) expires(int)"]
-    for number, route in sorted(redis.hgetall(ev.NUMBER_ROUTES).items()):
+    for number, route in sorted(redis.hgetall(keys.NUMBER_ROUTES).items()):
         number = number.decode() if isinstance(number, bytes) else number
         try:
             region = ev.node_region(json.loads(route).get("region"))

@@ -40,7 +40,7 @@ class Carrier(models.Model):
     enabled = models.BooleanField(default=True)
     allows_refer = models.BooleanField(
         default=False, help_text="the trunk accepts SIP REFER: blind transfers of its calls go to the carrier")
-    # Health from SIP OPTIONS pings (telephony.health); a carrier that is down gets no new calls.
+    # Health from SIP OPTIONS pings (telephony.sip_options, telephony.services.record_health); a carrier that is down gets no new calls.
     healthy = models.BooleanField(default=True)
     health_failures = models.PositiveIntegerField(default=0)
     health_successes = models.PositiveIntegerField(default=0)

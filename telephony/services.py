@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import keys
 from core.redis_client import get_redis
-from telephony.gateway import events as gw
 from telephony.gateway.contract import InboundRoute
 
 from .models import Carrier, CarrierHealthEvent, Number
@@ -85,15 +85,15 @@ def publish_inventory() -> None:
     client = get_redis()
     addresses, routes = carrier_addresses(), number_routes()
     pipe = client.pipeline(transaction=True)
-    pipe.delete(gw.CARRIER_ADDRESSES + ":new", gw.NUMBER_ROUTES + ":new")
+    pipe.delete(keys.CARRIER_ADDRESSES + ":new", keys.NUMBER_ROUTES + ":new")
     if addresses:
-        pipe.sadd(gw.CARRIER_ADDRESSES + ":new", *addresses)
-        pipe.rename(gw.CARRIER_ADDRESSES + ":new", gw.CARRIER_ADDRESSES)
+        pipe.sadd(keys.CARRIER_ADDRESSES + ":new", *addresses)
+        pipe.rename(keys.CARRIER_ADDRESSES + ":new", keys.CARRIER_ADDRESSES)
     else:
-        pipe.delete(gw.CARRIER_ADDRESSES)
+        pipe.delete(keys.CARRIER_ADDRESSES)
     if routes:
-        pipe.hset(gw.NUMBER_ROUTES + ":new", mapping=routes)
-        pipe.rename(gw.NUMBER_ROUTES + ":new", gw.NUMBER_ROUTES)
+        pipe.hset(keys.NUMBER_ROUTES + ":new", mapping=routes)
+        pipe.rename(keys.NUMBER_ROUTES + ":new", keys.NUMBER_ROUTES)
     else:
-        pipe.delete(gw.NUMBER_ROUTES)
+        pipe.delete(keys.NUMBER_ROUTES)
     pipe.execute()

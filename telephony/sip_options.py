@@ -13,6 +13,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from telephony.sip_head import SipError, head_lines, header_fields
+
 USER_AGENT = "voiceplatform-health/1"
 T1 = 0.5  # RFC 3261 retransmission timer base for UDP (doubles each time, capped at T2)
 T2 = 4.0
@@ -63,12 +65,10 @@ def parse_status(data: bytes, call_id: str | None = None) -> int | None:
 
     Raises _BadResponse when the bytes are not a SIP response at all.
     """
-    head, _, _ = data.partition(b"\r\n\r\n")
     try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
+        lines = head_lines(data)
+    except SipError as exc:
         raise _BadResponse("response is not UTF-8 text") from exc
-    lines = text.replace("\r\n", "\n").split("\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit() or len(parts[1]) != 3:
         raise _BadResponse(f"not a SIP response: {lines[0][:60]!r}")
@@ -76,12 +76,9 @@ def parse_status(data: bytes, call_id: str | None = None) -> int | None:
     if not 100 <= code <= 699:
         raise _BadResponse(f"status code out of range: {code}")
     if call_id is not None:
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep and name.strip().lower() in ("call-id", "i"):
-                if value.strip() != call_id:
-                    return None
-                break
+        for name, value in header_fields(lines):
+            if name == "call-id":
+                return code if value == call_id else None
     return code
 
 
@@ -196,11 +193,14 @@ async def _ping_stream(host: str, port: int, transport: str, ctx: ssl.SSLContext
 
 
 def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() in (b"content-length", b"l"):
+    try:
+        fields = header_fields(head_lines(head))
+    except SipError as exc:
+        raise _BadResponse("response is not UTF-8 text") from exc
+    for name, value in fields:
+        if name == "content-length":
             try:
-                return max(0, int(value.strip()))
+                return max(0, int(value))
             except ValueError:
                 raise _BadResponse("bad Content-Length") from None
     return 0

@@ -58,10 +58,15 @@ def server_dir():
 
 
 @pytest.fixture(scope="session")
-def object_store():
+def object_store(recordings_bucket):
     """The run's S3-compatible server, with its recordings bucket."""
-    OBJECT_STORE.make_bucket()
     return OBJECT_STORE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def recordings_bucket():
+    """Every test that stores a file (a recording, a voicemail message) finds the run's bucket."""
+    OBJECT_STORE.make_bucket()
 
 
 @pytest.fixture(scope="session")

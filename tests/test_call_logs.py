@@ -8,6 +8,7 @@ import time
 import pytest
 from django_tenants.utils import schema_context
 
+from core import keys
 from core.logs import CallSidFilter
 from core.redis_client import get_redis
 from telephony.calls import webhooks
@@ -40,9 +41,9 @@ def test_a_calls_lines_carry_its_sid_from_dialing_to_recording_and_callbacks(ten
     r = get_redis()
     client.originate(r, {"call_id": call.sid, "from": call.from_number, "to": call.to_number, "tenant": "acme",
                          "legs": [{"uri": "sip:+14155550199@127.0.0.1:9"}]})
-    for raw in r.lrange(gw.tenant_queue("", "acme"), 0, -1):  # no gateway of a later test may dial it
+    for raw in r.lrange(keys.tenant_queue("", "acme"), 0, -1):  # no gateway of a later test may dial it
         if call.sid.encode() in raw:
-            r.lrem(gw.tenant_queue("", "acme"), 0, raw)
+            r.lrem(keys.tenant_queue("", "acme"), 0, raw)
     record_event(gw.make_event(call.sid, gw.INITIATED, ts=time.time(), gateway_id="gw-1"), "acme")
     with schema_context("acme"):
         assert webhooks.deliver(WebhookDelivery.objects.get(call=call).pk) == 2  # refused: retried

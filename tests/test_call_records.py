@@ -13,6 +13,7 @@ import pytest
 from django_tenants.utils import schema_context
 from twilio.request_validator import RequestValidator
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls import event_stream, webhooks
 from telephony.calls.models import Call, WebhookDelivery
@@ -170,9 +171,9 @@ def test_a_restarted_recorder_records_at_once_the_events_its_dead_predecessor_ha
     predecessor = f"{socket.gethostname()}-{dead.pid}"
     event_stream.mark_alive(r, predecessor)  # it was alive a moment ago
     t = time.time()
-    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.ANSWERED, ts=t, leg=0, tenant="acme")))
-    r.xreadgroup(event_stream.GROUP, predecessor, {gw.EVENTS_STREAM: ">"}, count=10_000)  # read, then killed
-    r.xadd(gw.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.COMPLETED, ts=t + 3.0, outcome="answered",
+    r.xadd(keys.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.ANSWERED, ts=t, leg=0, tenant="acme")))
+    r.xreadgroup(event_stream.GROUP, predecessor, {keys.EVENTS_STREAM: ">"}, count=10_000)  # read, then killed
+    r.xadd(keys.EVENTS_STREAM, gw.encode(gw.make_event(call.sid, gw.COMPLETED, ts=t + 3.0, outcome="answered",
                                                     duration=3.0, tenant="acme")))
 
     event_stream.read_once(r, "successor", block_ms=10)
@@ -180,7 +181,7 @@ def test_a_restarted_recorder_records_at_once_the_events_its_dead_predecessor_ha
     with schema_context("acme"):
         call.refresh_from_db()
         assert call.status == "completed" and call.answered_at.timestamp() == pytest.approx(t, abs=0.001)
-    consumers = {c["name"].decode(): c["pending"] for c in r.xinfo_consumers(gw.EVENTS_STREAM, event_stream.GROUP)}
+    consumers = {c["name"].decode(): c["pending"] for c in r.xinfo_consumers(keys.EVENTS_STREAM, event_stream.GROUP)}
     assert predecessor not in consumers
 
 

@@ -8,10 +8,10 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
+from core import keys
 from core.redis_client import get_redis
 from media import fallback
 from telephony.calls.models import Call
-from telephony.gateway import events as gw
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 
@@ -25,13 +25,13 @@ def inventory(tenant_a):
     Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
     Carrier.objects.create(name="Backup", host="127.0.0.1", port=5098, priority=2)
     Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(gw.tenant_queue("", "acme"))
+    get_redis().delete(keys.tenant_queue("", "acme"))
     yield
     connection.set_schema_to_public()
 
 
 def queued_commands():
-    return [json.loads(raw) for raw in get_redis().lrange(gw.tenant_queue("", "acme"), 0, -1)]
+    return [json.loads(raw) for raw in get_redis().lrange(keys.tenant_queue("", "acme"), 0, -1)]
 
 
 def v1(tenant):
@@ -167,7 +167,7 @@ class TestTwilioCompatibleApi:
         hung_up = twilio(tenant_a).post(self.url(tenant_a, resource["sid"]), {"Status": "completed"})
         assert hung_up.status_code == 200
         # Not yet taken by a gateway: the gateway that takes it ends it at once.
-        assert get_redis().hget(gw.call_key(resource["sid"]), "hangup_requested") == b"1"
+        assert get_redis().hget(keys.call_key(resource["sid"]), "hangup_requested") == b"1"
 
     def test_send_digits_and_record_go_with_the_call(self, tenant_a, django_capture_on_commit_callbacks):
         twiml = '<Response><Connect><Stream url="wss://agent.acme.example/twilio"/></Connect></Response>'

@@ -7,10 +7,10 @@ from django_tenants.utils import schema_context
 from campaigns import selectors
 from campaigns.capacity import CapRoom, cap_room
 from campaigns.models import Campaign, ContactList
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls.models import Call
-from telephony.gateway.call_limits import carrier_calls_key, tenant_calls_key
-from telephony.limits import ConcurrencyLimiter, acquire_all
+from telephony.leases import ConcurrencyLimiter, acquire_all
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 
@@ -39,14 +39,14 @@ def test_the_room_counts_every_lease_and_the_campaigns_calls_not_leased_yet(tena
     acme = Tenant.objects.get(schema_name="acme")
     Number.objects.create(e164="+14155550177", tenant=acme, region=REGION)
     acme.max_concurrent_calls = 5
-    tenant_slots = ConcurrencyLimiter(redis, tenant_calls_key("acme"), 5)
-    west_slots = ConcurrencyLimiter(redis, carrier_calls_key(west.pk), 2)
-    redis.used += [tenant_calls_key("acme"), carrier_calls_key(east.pk), carrier_calls_key(west.pk)]
+    tenant_slots = ConcurrencyLimiter(redis, keys.tenant_calls_key("acme"), 5)
+    west_slots = ConcurrencyLimiter(redis, keys.carrier_calls_key(west.pk), 2)
+    redis.used += [keys.tenant_calls_key("acme"), keys.carrier_calls_key(east.pk), keys.carrier_calls_key(west.pk)]
     with schema_context("acme"):
         campaign = Campaign.objects.create(name="Caps", contact_list=ContactList.objects.create(name="Caps"),
                                            caller_ids=["+14155550177"], stream_url="")
         assert {carrier.name for carrier in selectors.campaign_carriers(campaign)} == {"East", "West"}
-        ConcurrencyLimiter(redis, carrier_calls_key(east.pk), 4).acquire("CA-globex")
+        ConcurrencyLimiter(redis, keys.carrier_calls_key(east.pk), 4).acquire("CA-globex")
         tenant_slots.acquire("CA-api")
         up = [Call.objects.create(to_number="+14155550100", campaign_id=campaign.pk, status=Call.Status.IN_PROGRESS)
               for _ in range(2)]

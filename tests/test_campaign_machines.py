@@ -13,10 +13,10 @@ from django_tenants.utils import schema_context
 
 from campaigns import dialer, services
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls.models import Call
 from telephony.calls.services import CallPlacer
-from telephony.gateway import events as gw
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 
@@ -29,7 +29,7 @@ VOICEMAIL = "Hi, this is Acme about your renewal. Please call us back at your co
 def campaign(tenant_a):
     Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
     Number.objects.create(e164=CALLER_ID, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(gw.tenant_queue("", "acme"))
+    get_redis().delete(keys.tenant_queue("", "acme"))
     with schema_context(tenant_a.tenant):
         people = ContactList.objects.create(name="Acme renewals")
         for name, phone in (("Ada", "+14155550100"), ("Bob", "+14155550101"), ("Cy", "+14155550102")):
@@ -58,7 +58,7 @@ def test_the_campaigns_calls_carry_detection_and_the_voicemail_message(campaign,
     rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact"))
     with django_capture_on_commit_callbacks(execute=True):
         assert dialer._place(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 3
-    commands = [json.loads(raw) for raw in get_redis().lrange(gw.tenant_queue("", "acme"), 0, -1)]
+    commands = [json.loads(raw) for raw in get_redis().lrange(keys.tenant_queue("", "acme"), 0, -1)]
     assert len(commands) == 3
     for command in commands:
         detection = command["machine_detection"]

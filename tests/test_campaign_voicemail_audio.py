@@ -16,11 +16,11 @@ from django_tenants.utils import schema_context
 
 from campaigns import dialer, services
 from campaigns.models import Campaign, CampaignContact, Contact, ContactList
+from core import keys
 from core.redis_client import get_redis
 from media import codec, wav_audio
 from telephony.calls.services import CallPlacer
 from telephony.calls.voicemail_audio import voicemail_storage
-from telephony.gateway import events as gw
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
 
@@ -57,7 +57,7 @@ def campaign(tenant_a, settings, tmp_path):
         "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "voicemail")}}}
     Carrier.objects.create(name="Primary", host="127.0.0.1", port=5099, priority=1)
     Number.objects.create(e164=CALLER_ID, tenant=Tenant.objects.get(schema_name="acme"))
-    get_redis().delete(gw.tenant_queue("", "acme"))
+    get_redis().delete(keys.tenant_queue("", "acme"))
     with schema_context(tenant_a.tenant):
         people = ContactList.objects.create(name="Acme renewals")
         Contact.objects.create(contact_list=people, phone="+14155550100", name="Ada", time_zone="UTC")
@@ -89,7 +89,7 @@ def test_the_uploaded_recording_is_kept_as_8khz_mulaw_and_played_on_the_campaign
     rows = list(CampaignContact.objects.filter(campaign=campaign).select_related("contact"))
     with django_capture_on_commit_callbacks(execute=True):
         assert dialer._place(campaign, rows, CallPlacer(Tenant.objects.get(schema_name="acme")), 0) == 1
-    (raw,) = get_redis().lrange(gw.tenant_queue("", "acme"), 0, -1)
+    (raw,) = get_redis().lrange(keys.tenant_queue("", "acme"), 0, -1)
     detection = json.loads(raw)["machine_detection"]
     assert detection["on_machine"] == "voicemail"
     assert get_redis().get(detection["voicemail_key"]) == stored  # the recording, not the spoken text

@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 
+from core import keys
 from core.redis_client import get_redis
-from telephony.gateway import events as gw
 from telephony.models import Carrier, CarrierHealthEvent, Number
 from telephony.services import check_carrier, publish_inventory
 from tenants.models import Tenant
@@ -97,8 +97,8 @@ def test_inventory_in_redis_lists_carrier_addresses_and_number_routes(tenant_a):
     )
     publish_inventory()
     client = get_redis()
-    assert b"127.0.0.1" in client.smembers(gw.CARRIER_ADDRESSES)
-    route = json.loads(client.hget(gw.NUMBER_ROUTES, "+14155550100"))
+    assert b"127.0.0.1" in client.smembers(keys.CARRIER_ADDRESSES)
+    route = json.loads(client.hget(keys.NUMBER_ROUTES, "+14155550100"))
     assert route["tenant"] == "acme" and route["stream_url"] == "ws://agent.example/stream"
     # the agent's start message names the tenant's real account and the number's parameters
     assert route["account_sid"] == Tenant.objects.get(schema_name="acme").account_sid

@@ -9,11 +9,11 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls.models import Call
 from telephony.calls.services import CallPlacer, CallRequest
 from telephony.gateway import client as gateway
-from telephony.gateway import events as gw
 from telephony.gateway.store import Store
 from telephony.metrics import selectors
 from telephony.models import Carrier, Number
@@ -26,8 +26,8 @@ GATEWAY_SLOTS = 4  # one pjsua gateway process holds 4 calls
 
 
 def clear_queues(redis):
-    redis.delete(gw.tenant_queue("", "acme"), gw.tenant_queue("", "globex"), gw.originate_ring(),
-                 gw.originate_depth(), gw.ORIGINATE_WAKE, gw.gw_calls_key("gw-fair"))
+    redis.delete(keys.tenant_queue("", "acme"), keys.tenant_queue("", "globex"), keys.originate_ring(),
+                 keys.originate_depth(), keys.ORIGINATE_WAKE, keys.gw_calls_key("gw-fair"))
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_globex_calls_are_taken_among_the_first_while_acme_bursts_500(
     assert sorted(order) == sorted(acme + globex) and len(set(order)) == 503
     assert [sid for sid in order if sid in set(acme)] == acme
     assert gateway.waiting_calls(redis) == {}
-    assert redis.llen(gw.ORIGINATE_WAKE) == 0  # no wake token left once nothing waits
+    assert redis.llen(keys.ORIGINATE_WAKE) == 0  # no wake token left once nothing waits
 
 
 def test_a_tenant_whose_calls_wait_keeps_its_share_of_a_full_pool(two_tenants, tenant_b,
@@ -105,9 +105,9 @@ def test_a_tenant_whose_calls_wait_keeps_its_share_of_a_full_pool(two_tenants, t
     """The dialer asks for room before it queues a campaign's calls: Acme's backlog leaves the pool
     no room at all, yet Globex may still queue half the pool's slots, as two tenants are served in turn."""
     redis = get_redis()
-    redis.sadd(gw.GATEWAYS_SET, "gw-fair")
-    redis.hset(gw.gw_key("gw-fair"), mapping={"capacity": 8, "active": 8, "region": ""})  # every slot busy
-    redis.set(gw.gw_alive_key("gw-fair"), 1, ex=30)
+    redis.sadd(keys.GATEWAYS_SET, "gw-fair")
+    redis.hset(keys.gw_key("gw-fair"), mapping={"capacity": 8, "active": 8, "region": ""})  # every slot busy
+    redis.set(keys.gw_alive_key("gw-fair"), 1, ex=30)
     try:
         acme_bursts(40, django_capture_on_commit_callbacks)
         assert gateway.pool_room(redis) == -40
@@ -116,6 +116,6 @@ def test_a_tenant_whose_calls_wait_keeps_its_share_of_a_full_pool(two_tenants, t
         globex_calls_by_api(tenant_b, 3, django_capture_on_commit_callbacks)
         assert gateway.pool_room(redis, "globex") == 1
     finally:
-        redis.srem(gw.GATEWAYS_SET, "gw-fair")
-        redis.delete(gw.gw_key("gw-fair"), gw.gw_alive_key("gw-fair"))
+        redis.srem(keys.GATEWAYS_SET, "gw-fair")
+        redis.delete(keys.gw_key("gw-fair"), keys.gw_alive_key("gw-fair"))
         gateways_take_everything(redis)

@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+from core import keys
 from core.channels_tenancy import TenantWebsocketMiddleware
 from core.redis_client import get_redis
 from telephony.gateway import events as gw
@@ -121,15 +122,15 @@ def carrier_and_gateway():
                                      healthy=False)
     gateway_id = f"gw-metrics-{uuid.uuid4().hex[:6]}"
     redis = get_redis()
-    redis.sadd(gw.GATEWAYS_SET, gateway_id)
-    redis.hset(gw.gw_key(gateway_id), mapping={"capacity": 40, "active": 3, "pid": 4242, "node": "node-1",
+    redis.sadd(keys.GATEWAYS_SET, gateway_id)
+    redis.hset(keys.gw_key(gateway_id), mapping={"capacity": 40, "active": 3, "pid": 4242, "node": "node-1",
                                                 "updated_at": time.time()})
-    redis.set(gw.gw_alive_key(gateway_id), 1, ex=60)
-    redis.hset(gw.POOL_HASH, f"{gateway_id}:restarts", 2)
+    redis.set(keys.gw_alive_key(gateway_id), 1, ex=60)
+    redis.hset(keys.POOL_HASH, f"{gateway_id}:restarts", 2)
     yield carrier, gateway_id
-    redis.srem(gw.GATEWAYS_SET, gateway_id)
-    redis.delete(gw.gw_key(gateway_id), gw.gw_alive_key(gateway_id))
-    redis.hdel(gw.POOL_HASH, f"{gateway_id}:restarts")
+    redis.srem(keys.GATEWAYS_SET, gateway_id)
+    redis.delete(keys.gw_key(gateway_id), keys.gw_alive_key(gateway_id))
+    redis.hdel(keys.POOL_HASH, f"{gateway_id}:restarts")
     carrier.delete()
 
 
@@ -195,8 +196,8 @@ def test_metrics_show_each_tenants_calls_waiting_for_a_gateway_and_how_long(tena
     try:  # no gateway is running: the calls wait
         text = Client(HTTP_HOST="localhost").get("/metrics").content.decode()
     finally:
-        redis.delete(gw.tenant_queue("", "acme"), gw.tenant_queue("", "globex"), gw.originate_ring(),
-                     gw.originate_depth(), gw.ORIGINATE_WAKE, *[gw.call_key(call_id) for call_id in burst])
+        redis.delete(keys.tenant_queue("", "acme"), keys.tenant_queue("", "globex"), keys.originate_ring(),
+                     keys.originate_depth(), keys.ORIGINATE_WAKE, *[keys.call_key(call_id) for call_id in burst])
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("voice_calls_queued"))
     assert float(lines['voice_calls_queued{tenant="acme"}']) == 3
     assert float(lines['voice_calls_queued{tenant="globex"}']) == 1

@@ -2,7 +2,7 @@
 platform does not do is refused by name."""
 import pytest
 
-from telephony.calls.twiml import TwimlError, parse
+from telephony.calls.twiml import Dial, TwimlError, parse
 
 
 def test_connect_stream_with_parameters_ends_the_program_and_names_the_agent():
@@ -62,11 +62,29 @@ def test_a_reject_after_another_verb_hangs_up_the_answered_call():
         {"verb": "pause", "seconds": 1}, {"verb": "hangup"}]
 
 
+def test_an_agent_hands_the_caller_to_the_front_desk_with_dial():
+    assert parse('<Response><Dial callerId="+14155550100" timeout="20" action="/after-dial" method="GET">'
+                 '<Number>+14155550177</Number></Dial></Response>', base_url="https://acme.example/twiml").dial == \
+        Dial(to="+14155550177", caller_id="+14155550100", timeout=20, action="https://acme.example/after-dial",
+             method="GET")
+    assert parse("<Response><Dial><Sip>sip:desk@pbx.acme.example</Sip></Dial></Response>").dial == \
+        Dial(to="sip:desk@pbx.acme.example")
+    bare = parse("<Response><Dial> +14155550177 </Dial></Response>")
+    assert bare.dial == Dial(to="+14155550177") and bare.steps == []
+
+
 @pytest.mark.parametrize(
     "twiml, message",
     [
         ("<Response><Gather/></Response>", "<Gather> is not supported"),
-        ("<Response><Dial>+14155550100</Dial></Response>", "<Dial> is not supported"),
+        ("<Response><Dial><Number>+14155550100</Number><Number>+14155550101</Number></Dial></Response>",
+         "one <Number> or <Sip>"),
+        ("<Response><Dial><Conference>room</Conference></Dial></Response>", "<Dial><Conference> is not supported"),
+        ("<Response><Dial record='record-from-answer'>+14155550100</Dial></Response>", "<Dial record>"),
+        ("<Response><Dial timeout='2'>+14155550100</Dial></Response>", "<Dial timeout>"),
+        ("<Response><Dial><Sip>+14155550100</Sip></Dial></Response>", "<Sip> holds a sip: URI"),
+        ("<Response><Dial/></Response>", "needs the number"),
+        ("<Response><Say>One moment.</Say><Dial>+14155550100</Dial></Response>", "only verb"),
         ("<Response><Start><Stream url='wss://x' track='both_tracks'/></Start></Response>", "inbound_track"),
         ("<Response><Start><Siprec/></Start></Response>", "exactly one <Stream>"),
         ("<Response><Connect><Stream url='http://x'/></Connect></Response>", "ws:// or wss://"),

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls import services
 from telephony.calls.models import Call
@@ -27,7 +28,7 @@ def a_call_placed(minutes_ago: float) -> Call:
 
 
 def final_event_of(sid: str) -> dict:
-    entries = get_redis().xrevrange(gw.EVENTS_STREAM, count=50)
+    entries = get_redis().xrevrange(keys.EVENTS_STREAM, count=50)
     return next(e for _, e in gw.decode_entries(entries) if e["call_id"] == sid and gw.is_final(e))
 
 
@@ -55,4 +56,4 @@ def test_a_call_that_never_reached_the_gateways_ends_as_not_placed_once_and_is_n
     client.originate(r, {"call_id": lost.sid, "tenant": "acme", "legs": [{"uri": "sip:x@127.0.0.1:9"}]})
     popped = {json.loads(raw)["call_id"]: flag for raw, flag in Store(r).pop_originates("gw-test", 100)}
     assert popped[lost.sid] == "done" and popped[queued.sid] == "ok"
-    r.delete(gw.gw_calls_key("gw-test"))
+    r.delete(keys.gw_calls_key("gw-test"))

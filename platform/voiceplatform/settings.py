@@ -314,7 +314,7 @@ WHITENOISE_MAX_AGE = 300
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # key=value lines; call_sid on every line about a call (voiceplatform/logs.py)
+    # key=value lines; call_sid on every line about a call (core/logs.py)
     "filters": {"call_sid": {"()": "core.logs.CallSidFilter"},
                 "routine": {"()": "core.logs.RoutineTaskFilter"}},
     "formatters": {"kv": {"()": "core.logs.KeyValueFormatter"}},

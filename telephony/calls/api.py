@@ -15,6 +15,7 @@ from . import recordings, selectors, services, transfers
 from .models import CallLeg
 from .serializers import (
     CallCreateSerializer,
+    CallDetailSerializer,
     CallDigitsSerializer,
     CallSerializer,
     CallTransferCreateSerializer,
@@ -47,7 +48,11 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     serializer_class = CallSerializer
 
     def get_queryset(self):
-        return selectors.calls(self.request.query_params)
+        calls = selectors.calls(self.request.query_params)
+        return calls if self.action == "retrieve" else calls.defer("marks")  # up to 200 marks a call
+
+    def get_serializer_class(self):
+        return CallDetailSerializer if self.action == "retrieve" else CallSerializer
 
     def create(self, request):
         data = CallCreateSerializer(data=request.data)

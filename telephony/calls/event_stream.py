@@ -1,10 +1,10 @@
 """Reading the gateways' event stream as a consumer group: several recorders share the work, and
 the events a dead recorder had taken are claimed by the others at once (a recorder no longer alive in
-RECORDERS_KEY, or one of this host whose process is gone), any other's after CLAIM_IDLE_MS.
+keys.RECORDERS, or one of this host whose process is gone), any other's after CLAIM_IDLE_MS.
 
 A recorder rides out outages of PostgreSQL and Redis: what it could not record stays unacknowledged
 in the stream, it tries again with backoff, and once both answer it first records its own pending
-events (those of the outage), then new ones. Each recorder marks itself alive in RECORDERS_KEY."""
+events (those of the outage), then new ones. Each recorder marks itself alive in keys.RECORDERS."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,7 @@ import time
 import redis
 from django.db import DatabaseError, connections
 
+from core import keys
 from telephony.gateway import events as gw
 
 from .recorder import record_events
@@ -28,14 +29,13 @@ BLOCK = 1000  # events read at once: each tenant's are recorded together (teleph
 # a Redis script and a notice hop whatever its size, and at 150 calls a second a recorder that reads
 # as events come reads a few at a time (measured by bench/recorder.py).
 GATHER_S = 0.1
-RECORDERS_KEY = "calls:recorders"  # sorted set: consumer name -> when it last read (unix time)
 ALIVE_WITHIN_S = 10.0
 MAX_PAUSE_S = 5.0
 
 
 def ensure_group(client: redis.Redis) -> None:
     try:
-        client.xgroup_create(gw.EVENTS_STREAM, GROUP, id="0", mkstream=True)
+        client.xgroup_create(keys.EVENTS_STREAM, GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -47,7 +47,7 @@ def tenants_of(client: redis.Redis, events: list[dict]) -> list[str]:
     if asked:
         pipe = client.pipeline(transaction=False)
         for call_id in asked:
-            pipe.hget(gw.call_key(call_id), "tenant")
+            pipe.hget(keys.call_key(call_id), "tenant")
         known = {call_id: raw.decode() if raw else "" for call_id, raw in zip(asked, pipe.execute(), strict=True)}
     return [event.get("tenant") or known[event["call_id"]] for event in events]
 
@@ -59,7 +59,7 @@ def handle(client: redis.Redis, entries) -> int:
     # What failed stays pending: claimed again after CLAIM_IDLE_MS rather than lost.
     acked = [entry_id for (entry_id, _), ok in zip(decoded, done, strict=True) if ok]
     if acked:
-        client.xack(gw.EVENTS_STREAM, GROUP, *acked)
+        client.xack(keys.EVENTS_STREAM, GROUP, *acked)
     return len(entries)
 
 
@@ -67,9 +67,9 @@ def read_once(client: redis.Redis, consumer: str, block_ms: int) -> int:
     ensure_group(client)
     done = claim_from_the_dead(client, consumer)
     # Redis 6.2 answers [cursor, entries], Redis 7 adds deleted ids: the entries are second either way.
-    claimed = client.xautoclaim(gw.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BLOCK)[1]
+    claimed = client.xautoclaim(keys.EVENTS_STREAM, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BLOCK)[1]
     done += handle(client, claimed) if claimed else 0
-    reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: ">"}, count=BLOCK, block=block_ms)
+    reply = client.xreadgroup(GROUP, consumer, {keys.EVENTS_STREAM: ">"}, count=BLOCK, block=block_ms)
     for _, entries in reply or []:
         done += handle(client, entries)
     return done
@@ -79,18 +79,18 @@ def claim_from_the_dead(client: redis.Redis, consumer: str) -> int:
     """Record the pending events of recorders that are gone: left waiting until CLAIM_IDLE_MS, a
     call's answer would be recorded after its end."""
     done = 0
-    for other in client.xinfo_consumers(gw.EVENTS_STREAM, GROUP):
+    for other in client.xinfo_consumers(keys.EVENTS_STREAM, GROUP):
         name = other["name"].decode() if isinstance(other["name"], bytes) else other["name"]
         if name == consumer or not int(other["pending"]) or _alive(client, name):
             continue
         log.info("recorder %s is gone: %s records its pending events", name, consumer)
         while True:
             ids = [p["message_id"] for p in client.xpending_range(
-                gw.EVENTS_STREAM, GROUP, "-", "+", 200, consumername=name)]
+                keys.EVENTS_STREAM, GROUP, "-", "+", 200, consumername=name)]
             if not ids:  # nothing of it is left (a consumer's pending events go with it)
-                client.xgroup_delconsumer(gw.EVENTS_STREAM, GROUP, name)
+                client.xgroup_delconsumer(keys.EVENTS_STREAM, GROUP, name)
                 break
-            claimed = [entry for entry in client.xclaim(gw.EVENTS_STREAM, GROUP, consumer, 0, ids) if entry[1]]
+            claimed = [entry for entry in client.xclaim(keys.EVENTS_STREAM, GROUP, consumer, 0, ids) if entry[1]]
             if not claimed:
                 break  # trimmed from the stream, or taken by another recorder meanwhile
             done += handle(client, claimed)
@@ -101,7 +101,7 @@ def _alive(client: redis.Redis, name: str) -> bool:
     host, _, pid = name.rpartition("-")
     if host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid)):
         return False  # restarted here: no need to wait for its mark to grow old
-    seen = client.zscore(RECORDERS_KEY, name)
+    seen = client.zscore(keys.RECORDERS, name)
     return seen is not None and seen > time.time() - ALIVE_WITHIN_S
 
 
@@ -120,7 +120,7 @@ def read_own_pending(client: redis.Redis, consumer: str) -> int:
     ensure_group(client)
     done, after = 0, "0"
     while True:
-        reply = client.xreadgroup(GROUP, consumer, {gw.EVENTS_STREAM: after}, count=BLOCK)
+        reply = client.xreadgroup(GROUP, consumer, {keys.EVENTS_STREAM: after}, count=BLOCK)
         entries = reply[0][1] if reply else []
         if not entries:
             return done
@@ -130,20 +130,20 @@ def read_own_pending(client: redis.Redis, consumer: str) -> int:
 
 
 def mark_alive(client: redis.Redis, consumer: str) -> None:
-    client.zadd(RECORDERS_KEY, {consumer: time.time()})
+    client.zadd(keys.RECORDERS, {consumer: time.time()})
 
 
 def recorder_status(client: redis.Redis) -> dict:
     """The recorders alive (read within ALIVE_WITHIN_S) and their lag: events read but not yet
     acknowledged (pending) and events not read yet (undelivered, counted up to 10 000)."""
     now = time.time()
-    client.zremrangebyscore(RECORDERS_KEY, 0, now - 86_400)
-    alive = sorted(name.decode() for name in client.zrangebyscore(RECORDERS_KEY, now - ALIVE_WITHIN_S, "+inf"))
-    group = next((g for g in client.xinfo_groups(gw.EVENTS_STREAM) if g["name"] == GROUP.encode()), None) \
-        if client.exists(gw.EVENTS_STREAM) else None
+    client.zremrangebyscore(keys.RECORDERS, 0, now - 86_400)
+    alive = sorted(name.decode() for name in client.zrangebyscore(keys.RECORDERS, now - ALIVE_WITHIN_S, "+inf"))
+    group = next((g for g in client.xinfo_groups(keys.EVENTS_STREAM) if g["name"] == GROUP.encode()), None) \
+        if client.exists(keys.EVENTS_STREAM) else None
     pending = int(group["pending"]) if group else 0
     after = group["last-delivered-id"].decode() if group else "0-0"
-    undelivered = len(client.xrange(gw.EVENTS_STREAM, f"({after}", "+", count=10_000))
+    undelivered = len(client.xrange(keys.EVENTS_STREAM, f"({after}", "+", count=10_000))
     return {"alive": alive, "pending": pending, "undelivered": undelivered}
 
 

@@ -90,6 +90,9 @@ class Call(models.Model):
     # the agent answered (media/speech.py), and how many turns that was.
     ai_response_ms = models.FloatField(null=True, blank=True)
     ai_response_turns = models.PositiveIntegerField(null=True, blank=True)
+    # The agent's stream marks (media/marks.py): [{"name", "sent_at", "played_at", "cleared"?}], epoch
+    # seconds, the first 200 of the call; played_at null when the call ended before their audio played.
+    marks = models.JSONField(default=list, blank=True)
     record = models.BooleanField(default=False, help_text="the call is recorded (dual-channel WAV)")
     # where a transfer without a number goes (the campaign's transfer_numbers; the first is dialed)
     transfer_numbers = models.JSONField(default=list, blank=True)
@@ -217,6 +220,9 @@ class Transfer(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True)
+    # TwiML <Dial action>: {"url", "method"} requested when the transfer ends (telephony/calls/dial.py)
+    dial_action = models.JSONField(null=True, blank=True)
+    dial_action_at = models.DateTimeField(null=True, blank=True, help_text="when the action was requested")
 
     class Meta:
         ordering = ["created_at"]

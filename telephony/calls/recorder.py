@@ -35,7 +35,7 @@ STATUS_FOR_OUTCOME = {
 }
 QUALITY_FIELDS = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
                   "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "dtmf_digits",
-                  "ai_response_ms", "ai_response_turns")
+                  "ai_response_ms", "ai_response_turns", "marks")
 
 
 def _at(event: dict) -> datetime:
@@ -75,6 +75,7 @@ class _Batch:
         self.recordings: list[tuple[str, str, float]] = []  # (call sid, spooled file, duration) to store
         self.ended: list[int] = []  # pks of the calls that got their final event
         self.twiml_fetches: list[tuple[str, str, str]] = []  # (call sid, url, method): TwiML to fetch and run
+        self.transfers_ended: list[str] = []  # sids of transfers that may have ended (their <Dial action>)
 
     def load(self) -> None:
         """The batch's calls, locked (in pk order: recorders sharing calls do not deadlock), and their legs.
@@ -101,6 +102,8 @@ class _Batch:
     def apply(self, event: dict) -> None:
         if event.get("transfer_of"):  # a transfer's leg to a person: its Transfer record, not a call
             _apply_transfer_leg(event)
+            if event["type"] in gw.FINAL_TYPES:
+                self.transfers_ended.append(event["call_id"])
             return
         call = self.calls.get(event["call_id"])
         if call is None:
@@ -150,6 +153,12 @@ class _Batch:
             from .tasks import run_twiml_url
 
             transaction.on_commit(lambda: [run_twiml_url.delay(*f) for f in self.twiml_fetches])
+        if self.transfers_ended:
+            from .tasks import run_dial_action
+
+            actions = list(Transfer.objects.filter(sid__in=self.transfers_ended, dial_action__isnull=False,
+                                                   dial_action_at__isnull=True).values_list("sid", flat=True))
+            transaction.on_commit(lambda: [run_dial_action.delay(sid) for sid in actions])
 
 
 def _apply(batch: _Batch, call: Call, event: dict) -> None:
@@ -194,6 +203,8 @@ def _apply(batch: _Batch, call: Call, event: dict) -> None:
             set_(call, ai_connect_ms=_ms(event.get("ai_connect_ms")))
     elif kind in (gw.TRANSFER_FAILED, gw.TRANSFERRED):
         _apply_transfer_outcome(event, at)
+        if kind == gw.TRANSFER_FAILED and event.get("transfer_sid"):
+            batch.transfers_ended.append(event["transfer_sid"])
     elif kind == gw.TWIML_REDIRECT:
         if not call.is_final:
             batch.twiml_fetches.append((call.sid, event.get("url", ""), event.get("method", "")))

@@ -181,3 +181,21 @@ class CallSerializer(serializers.ModelSerializer):
                   "ai_response_ms", "ai_response_turns", "frames_to_agent", "frames_dropped", "machine_detection",
                   "answered_by", "amd_ms", "amd_evidence", "record", "transfer_numbers", "legs", "transfers"]
         read_only_fields = fields
+
+
+class CallMarkSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="the mark's name, as the agent sent it (first 64 characters)")
+    sent_at = serializers.FloatField(help_text="when the agent's mark arrived (Unix time, seconds)")
+    played_at = serializers.FloatField(allow_null=True, help_text="when its audio had played and it was echoed; "
+                                                                  "null: the call ended first")
+    cleared = serializers.BooleanField(default=False, help_text="echoed by a `clear`: its audio was dropped")
+
+
+class CallDetailSerializer(CallSerializer):
+    """One call: its record, with the agent stream's marks (the first 200)."""
+
+    marks = CallMarkSerializer(many=True, read_only=True)
+
+    class Meta(CallSerializer.Meta):
+        fields = [*CallSerializer.Meta.fields, "marks"]
+        read_only_fields = fields

@@ -34,6 +34,12 @@ def run_twiml_url(call_sid: str, url: str = "", method: str = "") -> None:
 
 
 @shared_task(ignore_result=True)
+def run_dial_action(transfer_sid: str) -> None:
+    """Runs in the tenant's schema: an ended transfer's <Dial action>."""
+    twiml_runner.run_dial_action(transfer_sid)
+
+
+@shared_task(ignore_result=True)
 def delete_expired_recordings() -> None:
     """Daily (beat): each tenant's recordings older than its retention are deleted."""
     for schema, days in get_tenant_model().objects.exclude(schema_name="public").values_list(

@@ -39,6 +39,7 @@ class TransferRequest:
     timeout: int = 30  # seconds the person's phone rings
     whisper: str = ""  # spoken to the person when they answer, before they are connected (cold, warm)
     caller_id: str = ""  # one of the tenant's numbers; empty: the call's own number of the tenant
+    dial_action: dict | None = None  # TwiML <Dial action>: {"url", "method"}, requested when it ends (dial.py)
 
 
 def sip_uri_problem(value: str) -> str:
@@ -96,7 +97,7 @@ def start_transfer(call: Call, request: TransferRequest) -> Transfer:
         raise CallRequestError("to", "no carrier is available for this number")
     # one Transfer per number, tried in turn until one answers (those never dialed end with the call)
     transfers = [Transfer.objects.create(call=call, to=to, caller_id=number.e164, mode=request.mode,
-                                         on_fail=request.on_fail) for to, legs in zip(targets, routes, strict=True) if legs]
+                                         on_fail=request.on_fail, dial_action=request.dial_action) for to, legs in zip(targets, routes, strict=True) if legs]
     legs: list[OriginateCommand] = [{"call_id": transfer.sid, "tenant": connection.schema_name, "account_sid": connection.tenant.account_sid,
              "from": number.e164, "to": transfer.to, "legs": carrier_legs, "ring_timeout": request.timeout,
              "max_duration": call.max_duration, "tenant_max_concurrent": connection.tenant.max_concurrent_calls}

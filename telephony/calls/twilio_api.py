@@ -3,7 +3,8 @@ only its base URL and credentials changed (HTTP basic: account SID and API key).
 
     POST /2010-04-01/Accounts/{AccountSid}/Calls.json            create (To, From, Twiml | Url, …)
     GET  /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  fetch
-    POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up
+    POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json  update: Status=completed|canceled hangs up;
+                                                                  Twiml|Url runs it (<Dial>: a transfer)
     GET  /2010-04-01/Accounts/{AccountSid}/Calls.json            list: Twilio's filters and paging
     GET  /2010-04-01/Accounts/{AccountSid}.json                  the account
 
@@ -40,6 +41,9 @@ ERROR_CODES = {"to": 21201, "from": 21212, "twiml": 12100, "url": 21205, "timeou
                "timelimit": 21220, "recordingstatuscallback": 21609, "recordingstatuscallbackmethod": 21609,
                "recordingstatuscallbackevent": 21609}
 
+
+# Twilio's codes for a <Dial> that cannot be placed: an invalid callerId; otherwise the number.
+DIAL_ERROR_CODES = {"from": 13214, "caller_id": 13214}
 
 # Twilio's codes for faults that are not about one parameter, by HTTP status.
 STATUS_CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 415: 20001, 429: 20429}
@@ -324,16 +328,18 @@ class CallView(TwilioView):
             return Response(error_body(21220, "Call is not in-progress. Cannot redirect.", 400), status=400)
         try:
             if data.get("Twiml"):
-                instructions = twiml_runner.given(data["Twiml"])
+                instructions = twiml_runner.given(data["Twiml"], live=True)
             else:
                 urls = document_urls(data)
                 instructions = twiml_runner.fetch(call, urls["url"], urls["method"], urls["fallback_url"],
-                                                  urls["fallback_method"])
+                                                  urls["fallback_method"], live=True)
             twiml_runner.run(call, instructions)
         except TwilioInputError as error:
             return twilio_error(error.field, str(error))
         except twiml.TwimlError as error:
             return twilio_error("twiml", str(error))
+        except services.CallRequestError as error:  # a <Dial> that cannot be placed
+            return Response(error_body(DIAL_ERROR_CODES.get(error.field, 13224), f"<Dial>: {error}", 400), status=400)
         except services.CallNotInProgress as error:
             return Response(error_body(21220, f"Call is not in-progress: {error}", 400), status=400)
         call.refresh_from_db()

@@ -4,8 +4,10 @@ order (media/twiml_player.py), so Twilio code drives calls unchanged.
 Verbs: <Say> (espeak-ng), <Play> (a WAV / mu-law URL, ``loop``, or ``digits``), <Pause>, <Connect>
 <Stream> (the Media Stream; nothing after it runs), <Redirect> (the next document, fetched when
 reached), <Hangup>, <Reject> (first in an inbound call's document: the call is refused unanswered;
-after another verb it hangs up, the call being answered by then). <Dial> goes to DIAL_HOOK once call
-transfers exist. Anything else is refused with a message naming the verb, never silently ignored.
+after another verb it hangs up, the call being answered by then). <Dial> (one <Number>, <Sip> or bare
+number) is not a media-host step: it is kept as the document's ``dial`` (a call transfer,
+telephony/calls/dial.py) and must be the document's only verb. Anything else is refused with a message
+naming the verb, never silently ignored.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from core import egress
 
 from . import twilio_values
 
-SUPPORTED = "<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect>, <Hangup> and <Reject>"
+SUPPORTED = ("<Say>, <Play>, <Pause>, <Connect><Stream>, <Start><Stream>, <Stop><Stream>, <Redirect>, <Hangup>, "
+             "<Reject> and <Dial>")
 MAX_TWIML_BYTES = 64 * 1024
 MAX_STREAM_URL_CHARS = 500
 MAX_URL_CHARS = 2000
@@ -27,9 +30,9 @@ MAX_LOOP = 1000
 FETCH_TIMEOUT_S = 5.0
 DIGITS = set("0123456789*#ABCDw")
 REJECT_REASONS = ("rejected", "busy")
-# Where <Dial> is handed on once call transfers exist (telephony/calls/transfers.py): a function of
-# (the <Dial> element, the program so far) that appends its steps. None: <Dial> is refused.
-DIAL_HOOK = None
+DIAL_ATTRIBUTES = {"action", "method", "timeout", "callerId"}
+# Twilio <Dial> attributes that change nothing here when given with their default value.
+DIAL_DEFAULTS = {"hangupOnStar": "false", "record": "do-not-record", "answerOnBridge": "false", "ringTone": ""}
 
 
 class TwimlError(ValueError):
@@ -44,6 +47,18 @@ class CallInstructions:
     steps: list[dict] = field(default_factory=list)
     stream_url: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
+    dial: Dial | None = None
+
+
+@dataclass
+class Dial:
+    """<Dial>: the person to hand the call to (an E.164 number or a SIP URI), checked by the transfer."""
+
+    to: str
+    caller_id: str = ""
+    timeout: int = 30
+    action: str = ""
+    method: str = "POST"
 
 
 def _whole(verb: ElementTree.Element, name: str, default: str, low: int, high: int) -> int:
@@ -100,6 +115,35 @@ def _fork(start: ElementTree.Element, instructions: CallInstructions) -> None:
     instructions.steps.append({"verb": "fork", "url": url, "params": parameters})
 
 
+def _dial(dial: ElementTree.Element, base_url: str) -> Dial:
+    for name, value in dial.attrib.items():
+        if name not in DIAL_ATTRIBUTES and DIAL_DEFAULTS.get(name) != value:
+            raise TwimlError(f"<Dial {name}> is not supported (see docs/twilio-compatibility.md)")
+    nouns = list(dial)
+    if len(nouns) > 1:
+        raise TwimlError("<Dial> may hold one <Number> or <Sip> here (Twilio rings several at once; "
+                         "transfers try one person)")
+    if nouns:
+        noun = nouns[0]
+        if noun.tag not in ("Number", "Sip"):
+            raise TwimlError(f"<Dial><{noun.tag}> is not supported; <Dial> may hold <Number> or <Sip>")
+        if noun.attrib:
+            raise TwimlError(f"<{noun.tag}> attributes are not supported ({', '.join(sorted(noun.attrib))})")
+        to = (noun.text or "").strip()
+        if (noun.tag == "Sip") != to.startswith(("sip:", "sips:")):
+            raise TwimlError("<Sip> holds a sip: URI, <Number> a phone number")
+    else:
+        to = (dial.text or "").strip()
+    if not to:
+        raise TwimlError("<Dial> needs the number or SIP URI to dial")
+    method = dial.get("method", "POST").upper()
+    if method not in ("GET", "POST"):
+        raise TwimlError("<Dial method> must be GET or POST")
+    action = _url(dial, dial.get("action"), base_url, egress.HTTP_SCHEMES) if dial.get("action") else ""
+    return Dial(to=to, caller_id=dial.get("callerId", ""), timeout=_whole(dial, "timeout", "30", 5, 600),
+                action=action, method=method)
+
+
 def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: str) -> None:
     steps = instructions.steps
     if verb.tag == "Pause":
@@ -140,8 +184,8 @@ def _step(verb: ElementTree.Element, instructions: CallInstructions, base_url: s
             raise TwimlError("<Redirect method> must be GET or POST")
         steps.append({"verb": "redirect", "url": _url(verb, verb.text or "", base_url, egress.HTTP_SCHEMES),
                       "method": method})
-    elif verb.tag == "Dial" and DIAL_HOOK is not None:
-        DIAL_HOOK(verb, instructions)
+    elif verb.tag == "Dial":
+        instructions.dial = _dial(verb, base_url)
     else:
         raise TwimlError(f"the TwiML verb <{verb.tag}> is not supported; supported are {SUPPORTED}")
 
@@ -166,6 +210,8 @@ def parse(twiml: str, base_url: str = "") -> CallInstructions:
         _step(verb, instructions, base_url)
         if verb.tag == "Reject":
             break  # Twilio ignores what follows it
+    if instructions.dial is not None and len(root) > 1:
+        raise TwimlError("<Dial> must be the only verb of its document here")
     return instructions
 
 

@@ -7,12 +7,13 @@ has ended the call at the carrier (dialog.py), so a carrier's cap holds across c
 whose holder nobody renews runs out by itself within LEASE_S. While Redis is unreachable, releases
 wait in memory and go out when it is back (``flush``), and the slots of the calls still up are
 put back (``reassert``: a restarted Redis has lost them). A carrier's CPS is paced cluster-wide; a
-leg that is early waits for its turn instead of failing. Keys and scripts: telephony.limits.
+leg that is early waits for its turn instead of failing. Keys and scripts: telephony.leases.
 """
 from __future__ import annotations
 
+from core import keys
 from telephony.gateway.contract import CarrierLeg, OriginateCommand
-from telephony.limits import (
+from telephony.leases import (
     ConcurrencyLimiter,
     RateLimiter,
     acquire_all,
@@ -23,18 +24,6 @@ from telephony.limits import (
 )
 
 LEASE_S = 5.0
-
-
-def carrier_calls_key(carrier_id) -> str:
-    return f"lim:carrier:{carrier_id}:calls"
-
-
-def carrier_cps_key(carrier_id) -> str:
-    return f"lim:carrier:{carrier_id}:cps"
-
-
-def tenant_calls_key(tenant: str) -> str:
-    return f"lim:tenant:{tenant}:calls"
 
 
 class CallLimits:
@@ -49,9 +38,9 @@ class CallLimits:
     def _slots(self, cmd: OriginateCommand, leg: CarrierLeg) -> list[ConcurrencyLimiter]:
         slots = []
         if leg.get("max_concurrent"):
-            slots.append(ConcurrencyLimiter(self.client, carrier_calls_key(leg["carrier_id"]), int(leg["max_concurrent"])))
+            slots.append(ConcurrencyLimiter(self.client, keys.carrier_calls_key(leg["carrier_id"]), int(leg["max_concurrent"])))
         if cmd.get("tenant") and cmd.get("tenant_max_concurrent"):
-            slots.append(ConcurrencyLimiter(self.client, tenant_calls_key(cmd["tenant"]),
+            slots.append(ConcurrencyLimiter(self.client, keys.tenant_calls_key(cmd["tenant"]),
                                             int(cmd["tenant_max_concurrent"])))
         return slots
 
@@ -62,7 +51,7 @@ class CallLimits:
         if slots and not acquire_all(slots, call_id, LEASE_S):
             return self.FULL, 0.0
         if leg.get("max_cps"):
-            wait = RateLimiter(self.client, carrier_cps_key(leg["carrier_id"]), float(leg["max_cps"])).try_acquire()
+            wait = RateLimiter(self.client, keys.carrier_cps_key(leg["carrier_id"]), float(leg["max_cps"])).try_acquire()
             if wait > 0:
                 if slots:
                     release_all(slots, call_id)

@@ -9,6 +9,8 @@ import logging
 import time
 import uuid
 
+from core import keys
+
 from . import events as ev
 from .contract import OriginateCommand, TransferCommand
 from .store import Store, _s, close_out_call
@@ -34,12 +36,12 @@ def originate(redis, command: OriginateCommand) -> str:
         raise ValueError("originate needs at least one leg")
     call_id = cmd["call_id"]
     p = redis.pipeline(transaction=True)
-    p.hset(ev.call_key(call_id), mapping={
+    p.hset(keys.call_key(call_id), mapping={
         "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
         "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
     })
     region = ev.call_region(cmd)
-    if region and not redis.exists(ev.region_alive_key(region)):
+    if region and not redis.exists(keys.region_alive_key(region)):
         region = ""  # no gateway serves the carrier's region: any gateway places it (one node, no regions)
     Store(redis).push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
     p.execute()
@@ -77,7 +79,7 @@ def hangup(redis, call_id: str, gateway_id: str = "", answered_at: float | None 
         if answered_at and "answered_at" not in info:
             info.update(state="answered", answered_at=str(answered_at))
         if gw or info.get("state") == "answered":
-            last = redis.hget(ev.gw_key(gw), "updated_at") if gw else None
+            last = redis.hget(keys.gw_key(gw), "updated_at") if gw else None
             ended_at = max(min(time.time(), float(last)) if last else time.time(), float(info.get("answered_at") or 0))
             close_out_call(store, gw or None, call_id, info, ev.REASON_NO_LIVE_GATEWAY, ended_at)
         else:  # never taken by a gateway: it will not be dialed
@@ -120,7 +122,7 @@ def run_twiml(redis, call_id: str, steps: list[dict]) -> str:
 
 def call_state(redis, call_id: str) -> dict:
     """The call:{id} hash (gateway, state, leg, carrier_id, answered_at, final...) as str -> str."""
-    return {k.decode(): v.decode() for k, v in redis.hgetall(ev.call_key(call_id)).items()}
+    return {k.decode(): v.decode() for k, v in redis.hgetall(keys.call_key(call_id)).items()}
 
 
 def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: int = 500
@@ -131,7 +133,7 @@ def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: i
     last entry id you got to the next call). For load-shared consumption use a consumer group
     (XREADGROUP) on the same stream instead.
     """
-    res = redis.xread({ev.EVENTS_STREAM: last_id}, count=count, block=block_ms)
+    res = redis.xread({keys.EVENTS_STREAM: last_id}, count=count, block=block_ms)
     if not res:
         return []
     return ev.decode_entries(res[0][1])
@@ -139,19 +141,19 @@ def read_events(redis, last_id: str = "$", block_ms: int | None = 1000, count: i
 
 def call_events(redis, call_id: str) -> list[dict]:
     """Every event of one call still in the stream (a scan: for tests and debugging)."""
-    return [e for _, e in ev.decode_entries(redis.xrange(ev.EVENTS_STREAM)) if e.get("call_id") == call_id]
+    return [e for _, e in ev.decode_entries(redis.xrange(keys.EVENTS_STREAM)) if e.get("call_id") == call_id]
 
 
 def pool_status(redis) -> list[dict]:
     """Every known gateway: id, alive, capacity, active, pid, node, sip_port, public_ip, region, state,
     restarts, updated_at."""
-    ids = sorted(x.decode() for x in redis.smembers(ev.GATEWAYS_SET))
-    pool = {k.decode(): v.decode() for k, v in redis.hgetall(ev.POOL_HASH).items()}
+    ids = sorted(x.decode() for x in redis.smembers(keys.GATEWAYS_SET))
+    pool = {k.decode(): v.decode() for k, v in redis.hgetall(keys.POOL_HASH).items()}
     p = redis.pipeline(transaction=False)
     for gid in ids:
-        p.hgetall(ev.gw_key(gid))
-        p.exists(ev.gw_alive_key(gid))
-        p.scard(ev.gw_calls_key(gid))
+        p.hgetall(keys.gw_key(gid))
+        p.exists(keys.gw_alive_key(gid))
+        p.scard(keys.gw_calls_key(gid))
     res = p.execute()
     out = []
     for i, gid in enumerate(ids):
@@ -178,14 +180,14 @@ def pool_status(redis) -> list[dict]:
 def media_hosts(redis) -> dict[str, dict]:
     """Every node's media hosts as their supervisors last published them: {name: {pid, alive,
     restarts, node}}; a node whose supervisor stopped publishing drops out."""
-    nodes = sorted(x.decode() for x in redis.smembers(ev.MEDIA_NODES_SET))
+    nodes = sorted(x.decode() for x in redis.smembers(keys.MEDIA_NODES_SET))
     p = redis.pipeline(transaction=False)
     for node in nodes:
-        p.hgetall(ev.media_hosts_key(node))
+        p.hgetall(keys.media_hosts_key(node))
     hosts: dict[str, dict] = {}
     for node, published in zip(nodes, p.execute(), strict=True):
         if not published:
-            redis.srem(ev.MEDIA_NODES_SET, node)
+            redis.srem(keys.MEDIA_NODES_SET, node)
         for name, state in published.items():
             hosts[name.decode()] = {**json.loads(state), "node": node}
     return hosts
@@ -204,11 +206,11 @@ def waiting_calls(redis, pool: list[dict] | None = None) -> dict[str, tuple[int,
     regions = originate_regions(redis, pool)
     p = redis.pipeline(transaction=False)
     for region in regions:
-        p.lrange(ev.originate_ring(region), 0, -1)
+        p.lrange(keys.originate_ring(region), 0, -1)
     queues = [(region, t.decode()) for region, ring in zip(regions, p.execute(), strict=True) for t in ring]
     for region, tenant in queues:
-        p.llen(ev.tenant_queue(region, tenant))
-        p.lindex(ev.tenant_queue(region, tenant), 0)
+        p.llen(keys.tenant_queue(region, tenant))
+        p.lindex(keys.tenant_queue(region, tenant), 0)
     replies = p.execute()
     waiting: dict[str, tuple[int, float]] = {}
     for i, (_, tenant) in enumerate(queues):

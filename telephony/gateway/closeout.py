@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from telephony.limits import reassert_keys, release_keys
+from telephony.leases import reassert_keys, release_keys
 
 from . import dialog
 from . import events as ev

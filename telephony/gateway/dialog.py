@@ -18,61 +18,27 @@ import secrets
 import socket
 import time
 
+from telephony.sip_head import head_lines, header_fields, split_header_list
+
 log = logging.getLogger("gateway.dialog")
 
 T1, T2 = 0.5, 4.0  # RFC 3261 UDP retransmission timers
 USER_AGENT = "voiceplatform-gw"
 
 
-def _lines(raw: str) -> list[str]:
-    head = raw.replace("\r\n", "\n").split("\n\n", 1)[0]
-    out: list[str] = []
-    for line in head.split("\n"):
-        if line[:1] in (" ", "\t") and out:  # folded header line
-            out[-1] += " " + line.strip()
-        else:
-            out.append(line)
-    return out
-
-
-COMPACT = {"f": "from", "t": "to", "i": "call-id", "m": "contact", "v": "via"}
-
-
 def headers(raw: str) -> tuple[str, dict[str, list[str]]]:
     """(start line, {lower-case header name: [values in order]}) of a SIP message; comma-separated
     Via/Route/Record-Route values are split."""
-    lines = _lines(raw)
+    lines = head_lines(raw)
     out: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = COMPACT.get(name.strip().lower(), name.strip().lower())
-        value = value.strip()
+    for name, value in header_fields(lines):
         if name in ("via", "route", "record-route"):
-            out.setdefault(name, []).extend(_split_commas(value))
+            out.setdefault(name, []).extend(split_header_list(value))
         else:
             out.setdefault(name, []).append(value)
     return lines[0] if lines else "", out
 
 
-def _split_commas(value: str) -> list[str]:
-    parts, depth, quoted, cur = [], 0, False, ""
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            depth += 1
-        elif not quoted and ch == ">":
-            depth -= 1
-        if ch == "," and depth == 0 and not quoted:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur.strip())
-    return parts
 
 
 def _uri(name_addr: str) -> str:

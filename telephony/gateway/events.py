@@ -1,4 +1,4 @@
-"""Call events the gateway pool publishes, and the Redis keys it uses.
+"""Call events the gateway pool publishes (their Redis keys: core.keys).
 
 One Redis stream, ``calls:events``; each entry has a single field ``event`` holding a flat JSON
 document. Every call gets exactly one final event (``completed`` or ``failed``). See docs/gateway.md.
@@ -14,50 +14,8 @@ from typing import Any
 
 from telephony import routing
 
-# ---- Redis keys -------------------------------------------------------------------------------
-EVENTS_STREAM = "calls:events"
-EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~)
-# Calls waiting for a gateway: one list per tenant (and region), served round-robin across tenants
-# (the ring lists the tenants with calls waiting), so one tenant's burst does not delay another's.
-ORIGINATE_QUEUE = "gw:originate"
-# one token per queued originate: gateways with a free slot BLPOP it to learn there is work (no polling)
-ORIGINATE_WAKE = "gw:originate:wake"
-GATEWAYS_SET = "gw:all"  # every gateway id that ever announced itself
-POOL_HASH = "gw:pool"  # supervisor bookkeeping: "{gateway_id}:restarts" -> count
-INBOUND_REJECTED = "gw:inbound:rejected"  # counter of INVITEs refused for their source address
-CARRIER_ADDRESSES = "carriers:addresses"  # set of IP strings allowed to send us INVITEs
-NUMBER_ROUTES = "numbers:routes"  # hash E.164 -> JSON {"tenant":..., "stream_url":..., ...}
-CALL_TTL = 86_400  # seconds a call:{id} hash lives after its final event
-
-
-def gw_key(gateway_id: str) -> str:
-    return f"gw:{gateway_id}"
-
-
-def gw_alive_key(gateway_id: str) -> str:
-    return f"gw:{gateway_id}:alive"
-
-
-MEDIA_NODES_SET = "gw:media"  # nodes whose supervisor publishes its media hosts
-
-
-def media_hosts_key(node: str) -> str:
-    """A node's media hosts (hash name -> JSON {pid, alive, restarts}), written by its supervisor
-    every second, EX 5: gone = that node's supervisor is gone."""
-    return f"gw:media:{node}"
-
-
-def region_alive_key(region: str) -> str:
-    """Set (EX 3) by every live gateway of a region: calls for the region wait only while it exists."""
-    return f"gw:region:{region}:alive"
-
-
-def gw_calls_key(gateway_id: str) -> str:
-    return f"gw:{gateway_id}:calls"
-
-
-def gw_commands_key(gateway_id: str) -> str:
-    return f"gw:{gateway_id}:commands"
+EVENTS_MAXLEN = 100_000  # approximate trim (XADD MAXLEN ~) of the events stream (core.keys)
+CALL_TTL = 86_400  # seconds a call's hash (core.keys.call_key) lives after its final event
 
 
 def node_region(region: str | None) -> str:
@@ -66,52 +24,12 @@ def node_region(region: str | None) -> str:
     return "" if region in routing.GLOBAL_REGIONS else region
 
 
-def originate_queue(region: str = "") -> str:
-    """Where a region's gateways take calls from (``gw:originate:{region}``, the prefix of its tenant
-    queues, ring and wake list); "" = the shared queue every gateway takes from (calls whose
-    carriers have no region)."""
-    return f"{ORIGINATE_QUEUE}:{region}" if region else ORIGINATE_QUEUE
-
-
-def originate_wake(region: str = "") -> str:
-    return f"{originate_queue(region)}:wake" if region else ORIGINATE_WAKE
-
-
-def tenant_queue(region: str, tenant: str) -> str:
-    """One tenant's calls waiting for a gateway of ``region`` ("": the shared queue), oldest first."""
-    return f"{originate_queue(region)}:tenant:{tenant}"
-
-
-def originate_ring(region: str = "") -> str:
-    """The tenants with calls waiting in the region's queue, each once, in the order they are served."""
-    return f"{originate_queue(region)}:ring"
-
-
-def originate_depth(region: str = "") -> str:
-    """How many calls wait in the region's queue, all tenants together (for the wake tokens)."""
-    return f"{originate_queue(region)}:depth"
-
-
 def call_region(command: Mapping) -> str:
     """Where a call is placed: the region of its carrier legs. Routing never mixes a region's
     carriers with global ones in one plan, so the first leg decides; a plan of global carriers
     (no region) may be placed by a gateway in any region."""
     legs = command.get("legs") or [{}]
     return node_region(legs[0].get("region"))
-
-
-def node_alive_key(node: str) -> str:
-    """A node's supervisor heartbeat (EX 3): gone = nobody on that node closes out its workers' calls."""
-    return f"gw:node:{node}:alive"
-
-
-def gw_reaper_key(gateway_id: str) -> str:
-    """Which live node closes out a dead node's gateway (SET NX: exactly one)."""
-    return f"gw:{gateway_id}:reaper"
-
-
-def call_key(call_id: str) -> str:
-    return f"call:{call_id}"
 
 
 # ---- event types, in the order a call goes through them -----------------------------------------

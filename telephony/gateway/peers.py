@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 
+from core import keys
 from telephony.sip_options import ping
 
 from . import events as ev
@@ -42,17 +43,17 @@ class PeerWatch:
         self.unanswered: dict[str, float] = {}  # gateway -> since when it has not answered SIP
 
     def beat(self) -> None:
-        self.r.set(ev.node_alive_key(self.node), time.time(), ex=NODE_HEARTBEAT_S)
+        self.r.set(keys.node_alive_key(self.node), time.time(), ex=NODE_HEARTBEAT_S)
 
     def check(self) -> None:
         """Claim and close out the gateways of dead nodes (raises redis errors: the caller skips)."""
         self.closing = {gw: t for gw, t in self.closing.items() if t.is_alive()}
-        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(ev.GATEWAYS_SET)]
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self.r.smembers(keys.GATEWAYS_SET)]
         p = self.r.pipeline(transaction=False)
         for gateway_id in ids:
-            p.exists(ev.gw_alive_key(gateway_id))
-            p.hmget(ev.gw_key(gateway_id), "state", "updated_at", "public_ip", "sip_port")
-            p.hget(ev.POOL_HASH, f"{gateway_id}:node")
+            p.exists(keys.gw_alive_key(gateway_id))
+            p.hmget(keys.gw_key(gateway_id), "state", "updated_at", "public_ip", "sip_port")
+            p.hget(keys.POOL_HASH, f"{gateway_id}:node")
         rows = p.execute()
         for i, gateway_id in enumerate(ids):
             alive, (state, updated, address, sip_port), node = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
@@ -62,7 +63,7 @@ class PeerWatch:
                 self.unanswered.pop(gateway_id, None)
             if alive or not node or node == self.node or gateway_id in self.closing:
                 continue
-            if (state or b"").decode() in ("dead", "stopped") or self.r.exists(ev.node_alive_key(node)):
+            if (state or b"").decode() in ("dead", "stopped") or self.r.exists(keys.node_alive_key(node)):
                 continue
             if answers_sip(address, sip_port):
                 self.unanswered.pop(gateway_id, None)
@@ -75,7 +76,7 @@ class PeerWatch:
                 continue
             self.unanswered.pop(gateway_id, None)
             self.cut_off.discard(gateway_id)
-            if not self.r.set(ev.gw_reaper_key(gateway_id), self.node, nx=True, ex=CLAIM_S):
+            if not self.r.set(keys.gw_reaper_key(gateway_id), self.node, nx=True, ex=CLAIM_S):
                 continue
             last_seen = min(time.time(), float(updated)) if updated else time.time()
             log.warning("[%s] node %s is gone: closing out its calls", gateway_id, node)
@@ -87,7 +88,7 @@ class PeerWatch:
         try:
             closed = close_out_gateway(self.store, gateway_id, last_seen, (self.bind, 0), via_host=self.public_ip,
                                        reason=ev.REASON_NODE_DIED, bye_timeout=self.bye_timeout)
-            self.r.hset(ev.gw_key(gateway_id), mapping={"active": 0, "state": "dead"})
+            self.r.hset(keys.gw_key(gateway_id), mapping={"active": 0, "state": "dead"})
             log.warning("[%s] closed out %d calls of a dead node", gateway_id, len(closed))
         except Exception:  # the claim expires and a supervisor tries again
             log.exception("[%s] close-out of a dead node's gateway failed", gateway_id)

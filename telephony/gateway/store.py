@@ -8,13 +8,16 @@ Lua scripts (run server-side, atomically) so that:
 - a hangup request either reaches the gateway holding the call or is seen by the gateway that pops
   the still-queued command.
 
-The scripts build ``call:{id}`` / ``gw:{id}:commands`` key names inside Lua, which is fine on one
-Redis server (not Redis Cluster).
+Every key a script touches comes as KEYS (core.keys names them): the commands at the head of each
+tenant's queue are read before the script that pops them (for their ``call:{id}`` keys), which pops
+a tenant's only while its queue still starts with the commands read.
 """
 from __future__ import annotations
 
 import json
 import time
+
+from core import keys
 
 from . import events as ev
 
@@ -28,30 +31,49 @@ redis.call('RPUSH', KEYS[3], 1)
 return 1
 """
 
-# KEYS: ring, gw:{id}:calls, wake list, depth, then one tenant queue per tenant served
-# ARGV: gateway id, now, commands per tenant, then the tenants (as many as queue keys)
-# Up to that many commands from each tenant's queue in turn (round-robin: a tenant served goes to
-# the back of the ring, off it when its queue is empty). Also leaves exactly one wake token per
+# Commands read ahead per command wanted: gateways woken together read the same head, and the one
+# that loses it to another finds the next commands among those it read instead of reading again.
+READ_AHEAD = 8
+
+# KEYS: ring, gw:{id}:calls, wake list, depth, then one queue per tenant served, then the call:{id}
+# of each command read from the heads of those queues, in order ('' for a command that is not one)
+# ARGV: gateway id, now, commands per tenant, n tenants, the n tenants, how many commands were read
+# from each tenant's queue, then each command read and its call id
+# Up to that many commands from each tenant's queue in turn, while its head is one of the commands
+# read (more are read than taken: a gateway that lost the head to another finds the next ones among
+# them); round-robin: a tenant served goes to the back of the ring, off it
+# when its queue is empty. Also leaves exactly one wake token per
 # command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
 # gateway that then had no room (or died) is given back.
 _POP_ORIGINATE = """
 local out = {}
 local popped = 0
-for i = 5, #KEYS do
-  local tenant = ARGV[i - 1]
+local each = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local first_command = 4 + 2 * n  -- ARGV index before the first (command, call id) pair
+local first_call_key = 4 + n  -- KEYS index before the first call:{id}
+local c = 0
+for t = 1, n do
+  local tenant = ARGV[4 + t]
+  local queue = KEYS[4 + t]
   redis.call('LREM', KEYS[1], 1, tenant)
-  for _ = 1, tonumber(ARGV[3]) do
-    local raw = redis.call('LPOP', KEYS[i])
-    if not raw then break end
+  local read = {}
+  for j = c + 1, c + tonumber(ARGV[4 + n + t]) do read[ARGV[first_command + 2 * j - 1]] = j end
+  c = c + tonumber(ARGV[4 + n + t])
+  for _ = 1, each do
+    local raw = redis.call('LINDEX', queue, 0)
+    local j = raw and read[raw]
+    if not j then break end
+    read[raw] = nil
+    redis.call('LPOP', queue)
     popped = popped + 1
-    local ok, cmd = pcall(cjson.decode, raw)
+    local ck = KEYS[first_call_key + j]
     local flag = 'bad'
-    if ok and type(cmd) == 'table' and type(cmd['call_id']) == 'string' then
-      local ck = 'call:' .. cmd['call_id']
+    if ck ~= '' then
       if redis.call('HEXISTS', ck, 'final') == 1 then
         flag = 'done'
       else
-        redis.call('SADD', KEYS[2], cmd['call_id'])
+        redis.call('SADD', KEYS[2], ARGV[first_command + 2 * j])
         redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
         if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
       end
@@ -59,7 +81,7 @@ for i = 5, #KEYS do
     table.insert(out, raw)
     table.insert(out, flag)
   end
-  if redis.call('LLEN', KEYS[i]) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
+  if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
 end
 local left = redis.call('DECRBY', KEYS[4], popped)
 if left < 0 or redis.call('LLEN', KEYS[1]) == 0 then
@@ -142,8 +164,8 @@ class Store:
     # ---- gateway side ------------------------------------------------------------------------
     def push_originate(self, raw: str, tenant: str, region: str = "", client=None) -> None:
         """Queue one originate command (JSON) behind the tenant's calls already waiting."""
-        self._push(keys=[ev.tenant_queue(region, tenant), ev.originate_ring(region), ev.originate_wake(region),
-                         ev.originate_depth(region)], args=[raw, tenant], client=client)
+        self._push(keys=[keys.tenant_queue(region, tenant), keys.originate_ring(region), keys.originate_wake(region),
+                         keys.originate_depth(region)], args=[raw, tenant], client=client)
 
     def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
         """Up to ``count`` commands, the waiting tenants' in turn (the room shared evenly between
@@ -153,15 +175,25 @@ class Store:
         for queue_region in ((region, "") if region else ("",)):
             if popped and len(popped) >= count:
                 break
-            ring, idle_rounds = ev.originate_ring(queue_region), 0
+            ring, idle_rounds = keys.originate_ring(queue_region), 0
             while True:  # once at least: with nothing to take, the script still gives the wake token back
                 want = count - len(popped)
                 tenants = [t.decode() if isinstance(t, bytes) else t
                            for t in (c.lrange(ring, 0, want - 1) if want > 0 else [])]
+                heads: list[list[bytes]] = []
+                each = -(-want // max(1, len(tenants)))
+                if tenants:
+                    p = c.pipeline(transaction=False)
+                    for t in tenants:
+                        p.lrange(keys.tenant_queue(queue_region, t), 0, each * READ_AHEAD - 1)
+                    heads = p.execute()
+                commands = [(raw, _call_id_of(raw)) for head in heads for raw in head]
                 res = self._pop(
-                    keys=[ring, ev.gw_calls_key(gateway_id), ev.originate_wake(queue_region),
-                          ev.originate_depth(queue_region), *(ev.tenant_queue(queue_region, t) for t in tenants)],
-                    args=[gateway_id, f"{time.time():.3f}", -(-want // max(1, len(tenants))), *tenants],
+                    keys=[ring, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
+                          keys.originate_depth(queue_region), *(keys.tenant_queue(queue_region, t) for t in tenants),
+                          *(keys.call_key(call_id) if call_id else "" for _, call_id in commands)],
+                    args=[gateway_id, f"{time.time():.3f}", each, len(tenants), *tenants, *(len(head) for head in heads),
+                          *(part for command in commands for part in command)],
                     client=client,
                 )
                 popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
@@ -174,22 +206,22 @@ class Store:
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
         """A non-final event, plus optional fields for the call:{id} hash."""
         p = pipe if pipe is not None else self.r.pipeline(transaction=False)
-        p.xadd(ev.EVENTS_STREAM, ev.encode(event), maxlen=ev.EVENTS_MAXLEN, approximate=True)
+        p.xadd(keys.EVENTS_STREAM, ev.encode(event), maxlen=ev.EVENTS_MAXLEN, approximate=True)
         if state:
-            p.hset(ev.call_key(event["call_id"]), mapping={k: _s(v) for k, v in state.items()})
+            p.hset(keys.call_key(event["call_id"]), mapping={k: _s(v) for k, v in state.items()})
         if pipe is None:
             p.execute()
 
     def set_state(self, call_id: str, state: dict) -> None:
         """Fields of the call:{id} hash (a call's dialog, its slot keys) with no event."""
-        self.r.hset(ev.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
+        self.r.hset(keys.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
 
     def finalize(self, event: dict, gateway_id: str | None) -> bool:
         """Publish a final event unless the call already has one; drop it from the gateway's set."""
         assert ev.is_final(event), event
         return bool(self._finalize(
-            keys=[ev.call_key(event["call_id"]), ev.gw_calls_key(gateway_id) if gateway_id else "",
-                  ev.EVENTS_STREAM],
+            keys=[keys.call_key(event["call_id"]), keys.gw_calls_key(gateway_id) if gateway_id else "",
+                  keys.EVENTS_STREAM],
             args=[event["call_id"], event["type"], json.dumps(event, separators=(",", ":")),
                   ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{float(event['ts']):.3f}"],
         ))
@@ -199,7 +231,7 @@ class Store:
         """Publish the final event of a call whose originate never reached Redis (False: it did)."""
         assert ev.is_final(event), event
         return bool(self._give_up_unplaced(
-            keys=[ev.call_key(event["call_id"]), ev.EVENTS_STREAM],
+            keys=[keys.call_key(event["call_id"]), keys.EVENTS_STREAM],
             args=[json.dumps(event, separators=(",", ":")), event["type"], ev.EVENTS_MAXLEN, ev.CALL_TTL,
                   f"{float(event['ts']):.3f}"],
         ))
@@ -210,9 +242,9 @@ class Store:
         used when Redis no longer knows the call (restarted empty: its gateway re-asserts it soon)."""
         cmd = json.dumps({"type": "hangup", "call_id": call_id})
         while True:
-            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            raw = self.r.hget(keys.call_key(call_id), "gateway")
             gw = (raw.decode() if isinstance(raw, bytes) else raw) or known_gateway or ""
-            res = self._hangup(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+            res = self._hangup(keys=[keys.call_key(call_id), keys.gw_alive_key(gw), keys.gw_commands_key(gw)],
                                args=[cmd, gw])
             res = res.decode() if isinstance(res, bytes) else res
             if res != "moved":
@@ -225,13 +257,23 @@ class Store:
         is dead)."""
         cmd = json.dumps({**command, "call_id": call_id})
         while True:
-            raw = self.r.hget(ev.call_key(call_id), "gateway")
+            raw = self.r.hget(keys.call_key(call_id), "gateway")
             gw = (raw.decode() if isinstance(raw, bytes) else raw) or ""
-            res = self._call_command(keys=[ev.call_key(call_id), ev.gw_alive_key(gw), ev.gw_commands_key(gw)],
+            res = self._call_command(keys=[keys.call_key(call_id), keys.gw_alive_key(gw), keys.gw_commands_key(gw)],
                                      args=[cmd, gw])
             res = res.decode() if isinstance(res, bytes) else res
             if res != "moved":
                 return res
+
+
+def _call_id_of(raw: bytes) -> str:
+    """The call id of a queued originate command; '' when it is not a command."""
+    try:
+        command = json.loads(raw)
+    except ValueError:
+        return ""
+    call_id = command.get("call_id") if isinstance(command, dict) else None
+    return call_id if isinstance(call_id, str) and call_id else ""
 
 
 def _s(v) -> str | int | float:
@@ -247,11 +289,11 @@ def gateway_calls(store: Store, gateway_id: str) -> dict[str, dict]:
     a gateway holds that have no final event yet."""
     r = store.r
     out = {}
-    for raw in r.smembers(ev.gw_calls_key(gateway_id)):
+    for raw in r.smembers(keys.gw_calls_key(gateway_id)):
         call_id = raw.decode() if isinstance(raw, bytes) else raw
-        info = {k.decode(): v.decode() for k, v in r.hgetall(ev.call_key(call_id)).items()}
+        info = {k.decode(): v.decode() for k, v in r.hgetall(keys.call_key(call_id)).items()}
         if "final" in info:
-            r.srem(ev.gw_calls_key(gateway_id), call_id)
+            r.srem(keys.gw_calls_key(gateway_id), call_id)
             continue
         for name, default in (("dialog", None), ("early", None), ("slots", [])):
             try:

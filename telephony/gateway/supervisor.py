@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import redis
 
-from . import events as ev
+from core import cli, keys
+
 from .closeout import close_out_gateway
 from .peers import PeerWatch
 from .store import Store
@@ -177,7 +178,7 @@ class Supervisor:
         slot.started = time.monotonic()
         slot.seen_alive = False
         try:
-            self.r.hset(ev.POOL_HASH, mapping={f"{slot.gateway_id}:pid": slot.proc.pid,
+            self.r.hset(keys.POOL_HASH, mapping={f"{slot.gateway_id}:pid": slot.proc.pid,
                                                f"{slot.gateway_id}:node": self.node})
         except redis.RedisError as exc:
             log.error("[%s] redis: %s", slot.gateway_id, exc)
@@ -190,12 +191,12 @@ class Supervisor:
         failing = False
         while deadline is None or time.monotonic() < deadline:
             try:
-                port = int(self.r.hget(ev.gw_key(slot.gateway_id), "sip_port") or slot.sip_port or 0)
+                port = int(self.r.hget(keys.gw_key(slot.gateway_id), "sip_port") or slot.sip_port or 0)
                 closed = close_out_gateway(self.store, slot.gateway_id, died_at,
                                            (self.args.bind or "0.0.0.0", port), via_host=self.args.public_ip,
                                            bye_timeout=self.args.bye_timeout)
-                self.r.delete(ev.gw_alive_key(slot.gateway_id))
-                self.r.hset(ev.gw_key(slot.gateway_id), mapping={"active": 0, "state": "dead"})
+                self.r.delete(keys.gw_alive_key(slot.gateway_id))
+                self.r.hset(keys.gw_key(slot.gateway_id), mapping={"active": 0, "state": "dead"})
                 if closed:
                     log.warning("[%s] closed out %d calls: %s", slot.gateway_id, len(closed), " ".join(closed))
                 return
@@ -216,7 +217,7 @@ class Supervisor:
     def last_seen(self, slot: Slot) -> float:
         """When a worker killed for a stale heartbeat was last known alive (its hash's updated_at)."""
         try:
-            updated = self.r.hget(ev.gw_key(slot.gateway_id), "updated_at")
+            updated = self.r.hget(keys.gw_key(slot.gateway_id), "updated_at")
             return min(time.time(), float(updated)) if updated else time.time()
         except (redis.RedisError, ValueError):
             return time.time()
@@ -231,7 +232,7 @@ class Supervisor:
             return
         slot.restarts += 1
         try:
-            self.r.hincrby(ev.POOL_HASH, f"{slot.gateway_id}:restarts", 1)
+            self.r.hincrby(keys.POOL_HASH, f"{slot.gateway_id}:restarts", 1)
         except redis.RedisError:
             pass
         if time.monotonic() - slot.started < self.args.startup_grace:
@@ -250,16 +251,16 @@ class Supervisor:
         running = [slot for slot in self.slots if slot.proc is not None]
         try:
             p = self.r.pipeline(transaction=False)
-            p.hget(ev.POOL_HASH, f"supervisor:{self.node}")
+            p.hget(keys.POOL_HASH, f"supervisor:{self.node}")
             for slot in running:
-                p.exists(ev.gw_alive_key(slot.gateway_id))
+                p.exists(keys.gw_alive_key(slot.gateway_id))
             marker, *alive = p.execute()
             if marker is None:  # Redis lost its data (restarted empty): say again who we run
                 mapping = {f"supervisor:{self.node}": os.getpid()}
                 for slot in running:
                     mapping.update({f"{slot.gateway_id}:pid": slot.proc.pid, f"{slot.gateway_id}:node": self.node,
                                     f"{slot.gateway_id}:restarts": slot.restarts})
-                self.r.hset(ev.POOL_HASH, mapping=mapping)
+                self.r.hset(keys.POOL_HASH, mapping=mapping)
                 if now >= self.redis_grace_until:
                     log.warning("redis restarted empty: workers re-assert their calls")
                 self.redis_grace_until = now + self.args.redis_grace
@@ -300,12 +301,12 @@ class Supervisor:
         self.wait_media_ready()
         for slot in self.slots:  # calls left by a previous run of the same ids
             try:
-                if not self.r.exists(ev.gw_alive_key(slot.gateway_id)):
+                if not self.r.exists(keys.gw_alive_key(slot.gateway_id)):
                     self.close_out(slot, self.last_seen(slot), deadline=time.monotonic() + 15)
             except redis.RedisError as exc:
                 log.error("redis: %s", exc)
             self.spawn(slot)
-        self.r.hset(ev.POOL_HASH, mapping={f"supervisor:{self.node}": os.getpid()})
+        self.r.hset(keys.POOL_HASH, mapping={f"supervisor:{self.node}": os.getpid()})
         while not self.stopping:
             for m in self.media:
                 self.check_media(m)
@@ -318,7 +319,7 @@ class Supervisor:
         return self.stop()
 
     def publish_media(self) -> None:
-        """The media hosts' state for /healthz (events.media_hosts_key), once a second."""
+        """The media hosts' state for /healthz (core.keys.media_hosts_key), once a second."""
         if not self.media or time.monotonic() - self.media_published < 1.0:
             return
         self.media_published = time.monotonic()
@@ -327,9 +328,9 @@ class Supervisor:
                  for m in self.media}
         try:
             p = self.r.pipeline(transaction=False)
-            p.hset(ev.media_hosts_key(self.node), mapping=state)
-            p.expire(ev.media_hosts_key(self.node), 5)
-            p.sadd(ev.MEDIA_NODES_SET, self.node)
+            p.hset(keys.media_hosts_key(self.node), mapping=state)
+            p.expire(keys.media_hosts_key(self.node), 5)
+            p.sadd(keys.MEDIA_NODES_SET, self.node)
             p.execute()
         except redis.RedisError:
             pass  # heartbeats() says so; the hosts' state is published again once Redis is back
@@ -412,23 +413,10 @@ def main(argv=None) -> int:
                    help="after Redis was unreachable or restarted, seconds workers have to write their heartbeat again")
     p.add_argument("--bye-timeout", type=float, default=8.0,
                    help="how long a dead worker's BYEs/CANCELs wait for the carrier before its slots are released")
-    p.add_argument("--log-level", default="INFO")
     p.add_argument("worker_args", nargs="*", help="extra worker arguments, after --")
-    args = p.parse_args(argv)
-    if not args.redis_url:
-        p.error("--redis-url or REDIS_URL is required")
-    from core.logs import configure  # the platform's key=value lines, call_sid included
-
-    configure(args.log_level, gateway="supervisor")
+    args = cli.parse_args(p, argv, lambda a: "supervisor", needs_redis=True)
     sup = Supervisor(args)
-
-    def on_signal(signum, frame):
-        log.info("signal %s: stopping", signum)
-        sup.stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return sup.run()
+    return cli.run_until_signalled(sup.run, lambda: setattr(sup, "stopping", True))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import logging
 
 import pjsua2 as pj
 
+from core import keys
+
 from . import events as ev
 from . import miniredis as redis
 from .contract import TransferCommand
@@ -79,8 +81,8 @@ class Transfers:
         leg.setdefault("tenant", s.tenant or "")
         try:  # as the pop script does for a popped originate: a dead worker's legs are closed out too
             p = w.r.pipeline(transaction=True)
-            p.sadd(ev.gw_calls_key(w.gateway_id), leg_id)
-            p.hset(ev.call_key(leg_id), mapping={"gateway": w.gateway_id, "state": "accepted",
+            p.sadd(keys.gw_calls_key(w.gateway_id), leg_id)
+            p.hset(keys.call_key(leg_id), mapping={"gateway": w.gateway_id, "state": "accepted",
                                                  "tenant": leg["tenant"], "transfer_of": call_id})
             p.execute()
         except redis.RedisError as exc:

@@ -22,7 +22,6 @@ import gc
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -32,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pjsua2 as pj
+
+from core import cli, keys
 
 from . import dialog
 from . import events as ev
@@ -225,9 +226,9 @@ class CommandListener(threading.Thread):
                  region: str = ""):
         super().__init__(name="gw-commands", daemon=True)
         # the region's own queue first, then the shared one
-        self.wake_keys = [ev.originate_wake(region), ev.ORIGINATE_WAKE] if region else [ev.ORIGINATE_WAKE]
+        self.wake_keys = [keys.originate_wake(region), keys.ORIGINATE_WAKE] if region else [keys.ORIGINATE_WAKE]
         self.r = redis.MiniRedis.from_url(redis_url, socket_timeout=wait_s + 5, socket_connect_timeout=2)
-        self.commands_key = ev.gw_commands_key(gateway_id)
+        self.commands_key = keys.gw_commands_key(gateway_id)
         self.sip_addr = sip_addr
         self.wait_s = wait_s
         self.inbox: collections.deque = collections.deque()  # ("command", raw) | ("originate", None)
@@ -245,9 +246,9 @@ class CommandListener(threading.Thread):
             self.armed = False  # before reading room: see Worker.update_room
             room = self.room
             self.armed = room
-            keys = [self.commands_key, *self.wake_keys] if room else [self.commands_key]
+            lists = [self.commands_key, *self.wake_keys] if room else [self.commands_key]
             try:
-                got = self.r.blpop(keys, self.wait_s)
+                got = self.r.blpop(lists, self.wait_s)
                 failing = False
             except redis.RedisError as exc:
                 if not failing:
@@ -516,8 +517,8 @@ class Worker:
             time.sleep(0.2)
             self.redis_ok = True
         try:
-            self.r.delete(ev.gw_alive_key(self.gateway_id))
-            self.r.hset(ev.gw_key(self.gateway_id), mapping={"active": 0, "state": "stopped",
+            self.r.delete(keys.gw_alive_key(self.gateway_id))
+            self.r.hset(keys.gw_key(self.gateway_id), mapping={"active": 0, "state": "stopped",
                                                              "updated_at": f"{time.time():.3f}"})
         except redis.RedisError:
             pass
@@ -574,16 +575,16 @@ class Worker:
                 log.info("redis reachable again: events flushed, %d calls re-asserted", len(self.sessions))
             self.limits.flush()
             p = self.r.pipeline(transaction=False)
-            p.hset(ev.gw_key(self.gateway_id), mapping={
+            p.hset(keys.gw_key(self.gateway_id), mapping={
                 "pid": os.getpid(), "node": socket.gethostname(), "capacity": self.capacity,
                 "active": len(self.sessions), "sip_port": self.sip_port,
                 "public_ip": self.args.public_ip or "", "region": self.region, "started_at": f"{self.started_at:.3f}",
                 "updated_at": f"{time.time():.3f}", "state": "stopping" if self.stopping else "running",
             })
-            p.set(ev.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
+            p.set(keys.gw_alive_key(self.gateway_id), os.getpid(), ex=3)
             if self.region:
-                p.set(ev.region_alive_key(self.region), self.gateway_id, ex=3)
-            p.sadd(ev.GATEWAYS_SET, self.gateway_id)
+                p.set(keys.region_alive_key(self.region), self.gateway_id, ex=3)
+            p.sadd(keys.GATEWAYS_SET, self.gateway_id)
             p.execute()
             self.limits.renew((s.call_id, s.held) for s in self.sessions.values())
         except redis.RedisError as exc:
@@ -600,10 +601,10 @@ class Worker:
         its call:{id} fields, its slot leases (taken again over the caps if need be: the call is up)."""
         p = self.r.pipeline(transaction=False)
         for s in self.sessions.values():
-            p.sadd(ev.gw_calls_key(self.gateway_id), s.call_id)
+            p.sadd(keys.gw_calls_key(self.gateway_id), s.call_id)
             fields = {"gateway": self.gateway_id, "direction": s.direction, "tenant": s.tenant or "",
                       "from": s.extra.get("from") or "", "to": s.extra.get("to") or "", **s.redis_state}
-            p.hset(ev.call_key(s.call_id), mapping={k: _s(v) for k, v in fields.items()})
+            p.hset(keys.call_key(s.call_id), mapping={k: _s(v) for k, v in fields.items()})
         p.execute()
         self.limits.reassert((s.call_id, s.held) for s in self.sessions.values() if s.held)
 
@@ -654,7 +655,7 @@ class Worker:
             self.take_originates()
             if not self.listener.armed and self.redis_ok:
                 try:
-                    self.r.rpush(ev.gw_commands_key(self.gateway_id), CommandListener.REARM)
+                    self.r.rpush(keys.gw_commands_key(self.gateway_id), CommandListener.REARM)
                 except redis.RedisError:
                     pass  # the listener re-arms after its BLPOP timeout
 
@@ -1113,7 +1114,7 @@ class Worker:
             self._hangup_pj(call, 503)
             return
         try:
-            allowed = bool(self.r.sismember(ev.CARRIER_ADDRESSES, ip))
+            allowed = bool(self.r.sismember(keys.CARRIER_ADDRESSES, ip))
         except redis.RedisError as exc:
             log.error("inbound: redis failed (%s), rejecting with 503", exc)
             self._hangup_pj(call, 503)
@@ -1121,7 +1122,7 @@ class Worker:
         if not allowed:
             log.warning("inbound INVITE from %s rejected (403)", src)
             try:
-                self.r.incr(ev.INBOUND_REJECTED)
+                self.r.incr(keys.INBOUND_REJECTED)
             except redis.RedisError:
                 pass
             self._hangup_pj(call, 403)
@@ -1130,7 +1131,7 @@ class Worker:
         route_raw = None
         try:
             for cand in (dialed, "+" + dialed) if dialed and not dialed.startswith("+") else (dialed,):
-                route_raw = self.r.hget(ev.NUMBER_ROUTES, cand) if cand else None
+                route_raw = self.r.hget(keys.NUMBER_ROUTES, cand) if cand else None
                 if route_raw:
                     dialed = cand
                     break
@@ -1162,8 +1163,8 @@ class Worker:
         self.sessions[call_id] = s
         try:
             p = self.r.pipeline(transaction=True)
-            p.sadd(ev.gw_calls_key(self.gateway_id), call_id)
-            p.hset(ev.call_key(call_id), mapping={"gateway": self.gateway_id, "direction": s.direction,
+            p.sadd(keys.gw_calls_key(self.gateway_id), call_id)
+            p.hset(keys.call_key(call_id), mapping={"gateway": self.gateway_id, "direction": s.direction,
                                                   "tenant": s.tenant or "", "state": "initiated"})
             p.execute()
         except redis.RedisError as exc:
@@ -1212,22 +1213,9 @@ def main(argv=None) -> int:
     p.add_argument("--recordings-dir", default=os.environ.get("RECORDINGS_SPOOL_DIR") or "var/recordings/spool",
                    help="where media hosts write recorded calls' WAV files (the platform moves them into storage)")
     p.add_argument("--pj-log-level", type=int, default=1)
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-    if not args.redis_url:
-        p.error("--redis-url or REDIS_URL is required")
-    from core.logs import configure  # the platform's key=value lines, call_sid included
-
-    configure(args.log_level, gateway=args.gateway_id)
+    args = cli.parse_args(p, argv, lambda a: a.gateway_id, needs_redis=True)
     worker = Worker(args)
-
-    def on_signal(signum, frame):
-        log.info("signal %s: stopping", signum)
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return worker.run()
+    return cli.run_until_signalled(worker.run, lambda: setattr(worker, "stopping", True))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import json
 import time
 from collections import defaultdict
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.gateway import client as gateway_client
 
+from . import buckets, percentiles
 from . import histograms as H
-from . import keys, percentiles
 
 # name -> (resolution, number of buckets)
 WINDOWS = {"1m": ("s", 60), "15m": ("m", 15), "1h": ("m", 60), "6h": ("m", 360), "24h": ("h", 24),
@@ -36,8 +37,8 @@ def _num(value) -> float:
 
 
 def _bucket_starts(res: str, count: int, now: float) -> list[int]:
-    step = keys.RESOLUTIONS[res]
-    last = keys.bucket(now, res)
+    step = buckets.RESOLUTIONS[res]
+    last = buckets.bucket(now, res)
     return [last - step * i for i in range(count - 1, -1, -1)]
 
 
@@ -123,10 +124,10 @@ def _window(window: str) -> tuple[str, int]:
 
 
 def _series(rollup: _Rollup, starts: list[int], res: str, dims: tuple[str, ...], window: str) -> dict:
-    seconds = keys.RESOLUTIONS[res] * len(starts)
+    seconds = buckets.RESOLUTIONS[res] * len(starts)
     return {
         "window": window,
-        "step_s": keys.RESOLUTIONS[res],
+        "step_s": buckets.RESOLUTIONS[res],
         "t": starts,
         **{name: rollup.series(name) for name in COUNTERS},
         "outcomes": rollup.outcomes(),
@@ -144,7 +145,7 @@ def _read(pipe_fill, client=None):
 
 
 def _prune_and_count(pipe, key: str, now: float) -> None:
-    pipe.zremrangebyscore(key, "-inf", now - keys.MAX_CALL_AGE)
+    pipe.zremrangebyscore(key, "-inf", now - buckets.MAX_CALL_AGE)
     pipe.zcard(key)
 
 
@@ -216,7 +217,7 @@ STAGES = [("queued → INVITE", "queue_ms"), ("INVITE → ringing", "pdd_ms"), (
 
 def _window_start(window: str, now: float) -> dt.datetime:
     res, count = _window(window)
-    return dt.datetime.fromtimestamp(now - keys.RESOLUTIONS[res] * count, dt.UTC)
+    return dt.datetime.fromtimestamp(now - buckets.RESOLUTIONS[res] * count, dt.UTC)
 
 
 def _with_exact_percentiles(series: dict, schemas: list[str], window: str, now: float, by: tuple[str, ...]) -> None:
@@ -367,7 +368,7 @@ def platform_version() -> int:
 # ---- Prometheus ---------------------------------------------------------------------------------
 def totals() -> dict[tuple[str, ...], float]:
     """The monotonic totals: (tenant, metric, label values...) -> value."""
-    return {tuple(_str(k).split("|")): _num(v) for k, v in get_redis().hgetall(keys.TOTALS).items()}
+    return {tuple(_str(k).split("|")): _num(v) for k, v in get_redis().hgetall(keys.METRICS_TOTALS).items()}
 
 
 def active_by_tenant(schemas: list[str]) -> dict[str, int]:

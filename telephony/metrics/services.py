@@ -25,12 +25,13 @@ import logging
 import threading
 import time
 
+from core import keys
 from core.redis_client import get_redis
 from media.quality import estimated_mos
 from telephony.gateway import events as gw
 
+from . import buckets
 from . import histograms as H
-from . import keys
 from .writes import Batch
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ class _Update:
         self.schema, self.ts, self.dims = schema, ts, dims
         self.batch = Batch() if batch is None else batch
         self.buckets = [
-            (res, start) for res in keys.RESOLUTIONS
-            if keys.expires_at(start := keys.bucket(ts, res), res) > now
+            (res, start) for res in buckets.RESOLUTIONS
+            if buckets.expires_at(start := buckets.bucket(ts, res), res) > now
         ]
 
     def _keys(self, with_seconds: bool):
@@ -92,7 +93,7 @@ class _Update:
             if res == "s" and not with_seconds:
                 continue
             tkey, pkey = keys.tenant_rollup(self.schema, res, start), keys.platform_rollup(res, start)
-            when = keys.expires_at(start, res)
+            when = buckets.expires_at(start, res)
             self.batch.expire_at(tkey, when)
             self.batch.expire_at(pkey, when)
             yield tkey, pkey
@@ -125,10 +126,10 @@ class _Update:
                     self.batch.incr_float(key, f"h.{hist.name}.sum{suffix}", value)
         self.total(f"h.{hist.name}.{i}")
         self.total(f"h.{hist.name}.n")
-        self.batch.incr_float(keys.TOTALS, f"{self.schema}|h.{hist.name}.sum", value)
+        self.batch.incr_float(keys.METRICS_TOTALS, f"{self.schema}|h.{hist.name}.sum", value)
 
     def total(self, *name: str, amount: int = 1) -> None:
-        self.batch.incr(keys.TOTALS, "|".join((self.schema, *name)), amount)
+        self.batch.incr(keys.METRICS_TOTALS, "|".join((self.schema, *name)), amount)
 
     def in_flight(self, sid: str, *, carrier_only: bool = False) -> None:
         self._active(sid, carrier_only, lambda key, member: self.batch.zadd(key, self.ts, member))
@@ -158,7 +159,7 @@ class _Update:
         self.observe(H.MOS, values["mos"])
         for name, value in values.items():
             if value is not None:
-                self.batch.hset(keys.call_quality(self.schema, sid), name, value, keys.QUALITY_TTL)
+                self.batch.hset(keys.call_quality(self.schema, sid), name, value, buckets.QUALITY_TTL)
 
     def changed(self) -> None:
         self.batch.bump(keys.tenant_version(self.schema))
@@ -226,7 +227,7 @@ def _apply_event(u: _Update, kind: str, sid: str, event: dict, call_fields: dict
         ai_ms = _number(event.get("ai_response_ms"))
         u.observe(H.AI_RESPONSE, ai_ms)
         u.batch.push_capped(keys.latest_calls(u.schema), _summary(event, call_fields, u.dims, outcome),
-                            keys.LATEST_CALLS)
+                            buckets.LATEST_CALLS)
     else:
         return
     u.changed()
@@ -260,7 +261,7 @@ def record_call_events(tenant_schema: str, items: list[tuple[dict, dict | None]]
             ts = _number(event.get("ts")) or now
             _apply_event(_Update(tenant_schema, ts, _dims(event, call_fields), now, batch), kind, sid,
                          dict(event, ts=ts), call_fields)
-        seen = batch.apply(get_redis(), list(todo), keys.SEEN_TTL)
+        seen = batch.apply(get_redis(), list(todo), buckets.SEEN_TTL)
         if not seen:
             break
         for guard in seen:
@@ -279,7 +280,7 @@ def record_abandonment(tenant_schema: str, sid: str, call_fields: dict | None = 
     u.count("abandoned")
     u.total("abandoned")
     u.changed()
-    return not u.batch.apply(get_redis(), [keys.seen(tenant_schema, sid, "abandoned")], keys.SEEN_TTL)
+    return not u.batch.apply(get_redis(), [keys.seen(tenant_schema, sid, "abandoned")], buckets.SEEN_TTL)
 
 
 def metrics_fields(call) -> dict:

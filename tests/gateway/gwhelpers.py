@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from core import keys
 from telephony.gateway import events as ev
 from tests.support import free_udp_port, stop_process, wait_until
 
@@ -22,7 +23,7 @@ wait_for = wait_until
 
 
 def call_events(r, call_id: str) -> list[dict]:
-    return [e for _, e in ev.decode_entries(r.xrange(ev.EVENTS_STREAM)) if e.get("call_id") == call_id]
+    return [e for _, e in ev.decode_entries(r.xrange(keys.EVENTS_STREAM)) if e.get("call_id") == call_id]
 
 
 def wait_event(r, call_id: str, type_: str, timeout: float = 15.0) -> dict:
@@ -157,7 +158,7 @@ class GatewayProc:
         def alive():
             if self.proc.poll() is not None:
                 raise AssertionError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            return r.exists(ev.gw_alive_key(self.gateway_id))
+            return r.exists(keys.gw_alive_key(self.gateway_id))
         wait_for(alive, timeout, what=f"gateway {self.gateway_id} heartbeat")
 
     def stop(self, timeout: float = 20.0) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import ENV, ROOT, Sipp, free_udp_port, leg, wait_for
@@ -61,9 +62,9 @@ def main() -> None:
     hold = Sipp(work, "uas_answer.xml", free_udp_port())
     short = Sipp(work, "uas_answer_bye.xml", free_udp_port(), ["-d", str(a.hold_ms)])
     try:
-        wait_for(lambda: all(r.exists(ev.gw_alive_key(g)) for g in ids), 20)
+        wait_for(lambda: all(r.exists(keys.gw_alive_key(g)) for g in ids), 20)
         time.sleep(1.5)
-        pids = {g: int(r.hget(ev.gw_key(g), "pid")) for g in ids}
+        pids = {g: int(r.hget(keys.gw_key(g), "pid")) for g in ids}
         print("idle RSS kB:", {g: rss_kb(pid) for g, pid in pids.items()})
 
         # fill the pool with held calls, plus extra that must wait in the queue
@@ -80,14 +81,14 @@ def main() -> None:
 
         for _round in range(a.rounds):
             # throughput with short calls
-            last = r.xrevrange(ev.EVENTS_STREAM, count=1)[0][0].decode()
+            last = r.xrevrange(keys.EVENTS_STREAM, count=1)[0][0].decode()
             t0 = time.time()
             calls = {client.originate(r, {"to": "+1555", "legs": [leg(short.uri_host, "c")]}) for _ in range(a.calls)}
             done = wait_for(Finals(r, calls, last), 120, interval=0.2)
             elapsed = max(e["ts"] for e in done.values()) - t0
             outcomes = collections.Counter(e["type"] + ":" + e.get("outcome", "") for e in done.values())
             print(f"{a.calls} calls (hold {a.hold_ms} ms) in {elapsed:.2f}s = {a.calls / elapsed:.1f} CPS; {dict(outcomes)}")
-            answered = [e for _, e in ev.decode_entries(r.xrange(ev.EVENTS_STREAM, min=f"({last}"))
+            answered = [e for _, e in ev.decode_entries(r.xrange(keys.EVENTS_STREAM, min=f"({last}"))
                         if e["type"] == "answered" and e["call_id"] in calls]
             setups = sorted(e["setup_ms"] for e in answered)
             print(f"setup ms p50={setups[len(setups) // 2]} p95={setups[int(len(setups) * .95)]} max={setups[-1]}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
-from telephony.gateway.call_limits import carrier_calls_key, carrier_cps_key
 from tests.gateway.gwhelpers import call_events, leg, wait_final
 from tests.support import max_overlap
 
@@ -35,7 +35,7 @@ def test_a_concurrency_cap_of_k_holds_with_3k_calls_across_two_gateways(r, new_g
             assert by_type["failed"]["reason"] == ev.REASON_CARRIER_AT_CAPACITY, events
     assert len(answered) >= k
     assert max_overlap(answered) <= k
-    assert r.zcard(carrier_calls_key(carrier)) == 0  # every slot given back
+    assert r.zcard(keys.carrier_calls_key(carrier)) == 0  # every slot given back
 
 
 def test_calls_over_the_cap_fail_over_to_the_next_carrier(r, new_gateway, sipp):
@@ -57,7 +57,7 @@ def test_a_cps_cap_paces_invites(r, new_gateway, sipp):
     new_gateway("caps-e")
     uas = sipp("uas_answer.xml")
     carrier = f"paced-{uuid.uuid4().hex[:6]}"
-    r.delete(carrier_cps_key(carrier))
+    r.delete(keys.carrier_cps_key(carrier))
     rate, n = 4.0, 9
     calls = [originate(r, [leg(uas.uri_host, carrier, max_cps=rate)], max_duration=1) for _ in range(n)]
     invite_times = []

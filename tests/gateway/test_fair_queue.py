@@ -2,6 +2,7 @@
 queued 3, yet Globex's are among the first the worker dials, and every call gets its final event."""
 from __future__ import annotations
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import leg, wait_final
@@ -14,13 +15,13 @@ def originate(r, tenant: str, legs) -> str:
 
 def initiated_order(r, call_ids: set[str]) -> list[str]:
     """The calls in the order the gateway took them (their initiated events in the stream)."""
-    return [e["call_id"] for _, e in ev.decode_entries(r.xrange(ev.EVENTS_STREAM))
+    return [e["call_id"] for _, e in ev.decode_entries(r.xrange(keys.EVENTS_STREAM))
             if e["type"] == ev.INITIATED and e["call_id"] in call_ids]
 
 
 def test_globex_is_dialed_among_the_first_although_acme_queued_40_before_it(r, new_gateway, sipp):
-    r.delete(ev.tenant_queue("", "acme"), ev.tenant_queue("", "globex"), ev.originate_ring(),
-             ev.originate_depth(), ev.ORIGINATE_WAKE)
+    r.delete(keys.tenant_queue("", "acme"), keys.tenant_queue("", "globex"), keys.originate_ring(),
+             keys.originate_depth(), keys.ORIGINATE_WAKE)
     uas = sipp("uas_answer_bye.xml", ["-d", "100"])
     carrier = [leg(uas.uri_host, "c1")]
     acme = [originate(r, "acme", carrier) for _ in range(40)]  # no gateway is running yet: they wait

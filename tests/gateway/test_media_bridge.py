@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests import conversation
@@ -350,8 +351,8 @@ def test_agent_connect_timeout_ends_the_call(r, gateway, sipp):
 def test_inbound_call_is_bridged(r, gateway, sipp, agents, tmp_path):
     pcap = write_rtp_pcap(tmp_path / "in.pcap", pattern_frames(50, seed=7))
     number = "+15550009999"
-    r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
-    r.hset(ev.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "account_sid": "AC" + "7" * 32,
+    r.sadd(keys.CARRIER_ADDRESSES, "127.0.0.1")
+    r.hset(keys.NUMBER_ROUTES, number, json.dumps({"tenant": "acme", "account_sid": "AC" + "7" * 32,
                                                   "stream_url": agents.url("/record"),
                                                   "custom_parameters": {"line": "sales"}}))
     uac = sipp("uac_media.xml", ["-m", "1", "-s", number, f"127.0.0.1:{gateway.sip_port}"],

@@ -14,6 +14,7 @@ import signal
 import pytest
 import redis as redis_lib
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import (
@@ -72,7 +73,7 @@ def pool_with_media_host(redis_server, tmp_path, r):
     sup = SupervisorProc(redis_server.url, tmp_path / "supervisor.log",
                          ["--processes", "1", "--media-hosts", "1", "--node", "mh", "--base-rtp-port", "27000",
                           "--rtp-ports-per-worker", "100"])
-    wait_for(lambda: r.exists(ev.gw_alive_key("mh-0")), 20, what="pool heartbeat")
+    wait_for(lambda: r.exists(keys.gw_alive_key("mh-0")), 20, what="pool heartbeat")
     yield sup.log_path
     sup.stop()
 

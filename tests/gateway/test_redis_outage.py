@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
-from telephony.gateway.call_limits import carrier_calls_key
 from tests.gateway.gwhelpers import SupervisorProc, dumps, leg, wait_event, wait_final, wait_for
 
 POOL = ["outage-0", "outage-1"]
@@ -25,8 +25,8 @@ def test_calls_ride_out_a_redis_outage(outage, redis_server, r, tmp_path, sipp):
                          ["--processes", "2", "--node", "outage", "--media-hosts", "0",
                           "--base-rtp-port", "24000", "--rtp-ports-per-worker", "100"])
     try:
-        wait_for(lambda: all(r.exists(ev.gw_alive_key(g)) for g in POOL), 20, what="pool heartbeats")
-        pids = {g: int(r.hget(ev.gw_key(g), "pid")) for g in POOL}
+        wait_for(lambda: all(r.exists(keys.gw_alive_key(g)) for g in POOL), 20, what="pool heartbeats")
+        pids = {g: int(r.hget(keys.gw_key(g), "pid")) for g in POOL}
         carrier = f"outage-{uuid.uuid4().hex[:6]}"
         short_uas = sipp("uas_answer_bye.xml", ["-m", "3", "-d", "4000"])  # hangs up 4 s after the answer
         long_uas = sipp("uas_answer.xml", ["-m", "1"])  # waits for our BYE
@@ -61,16 +61,16 @@ def test_calls_ride_out_a_redis_outage(outage, redis_server, r, tmp_path, sipp):
         def known_again():
             state = client.call_state(r, long)
             return (state.get("state") == "answered" and state.get("gateway") == holder[long]
-                    and r.sismember(ev.gw_calls_key(holder[long]), long)
-                    and r.zscore(carrier_calls_key(carrier), long) is not None)
+                    and r.sismember(keys.gw_calls_key(holder[long]), long)
+                    and r.zscore(keys.carrier_calls_key(carrier), long) is not None)
         wait_for(known_again, 5, what="the long call re-asserted")
         assert client.hangup(r, long) == holder[long]
         final = wait_final(r, long, timeout=10)[-1]
         assert final["reason"] == ev.REASON_HANGUP_REQUESTED, dumps(final)
         assert long_uas.wait(10) == 0
 
-        assert r.zcard(carrier_calls_key(carrier)) == 0  # every slot given back, the buffered ones too
-        assert {g: int(r.hget(ev.gw_key(g), "pid")) for g in POOL} == pids  # no worker killed
+        assert r.zcard(keys.carrier_calls_key(carrier)) == 0  # every slot given back, the buffered ones too
+        assert {g: int(r.hget(keys.gw_key(g), "pid")) for g in POOL} == pids  # no worker killed
         assert "heartbeat stale" not in sup.text()
 
         # and the pool takes new calls

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import SupervisorProc, dumps, leg, types, wait_event, wait_final, wait_for
@@ -18,11 +19,11 @@ def pool(redis_server, tmp_path, r):
                          ["--processes", "2", "--node", "sup", "--base-rtp-port", "26000",
                           "--rtp-ports-per-worker", "100"])
     ids = ["sup-0", "sup-1"]
-    wait_for(lambda: all(r.exists(ev.gw_alive_key(g)) for g in ids), 20, what="pool heartbeats")
+    wait_for(lambda: all(r.exists(keys.gw_alive_key(g)) for g in ids), 20, what="pool heartbeats")
     yield ids
     text = sup.stop()
     assert "sup-0 | " in text and "sup-1 | " in text  # worker lines carry their gateway id
-    assert not any(r.exists(ev.gw_alive_key(g)) for g in ids)
+    assert not any(r.exists(keys.gw_alive_key(g)) for g in ids)
 
 
 def test_killed_worker_calls_closed_out_and_worker_restarted(r, pool, sipp):
@@ -31,7 +32,7 @@ def test_killed_worker_calls_closed_out_and_worker_restarted(r, pool, sipp):
                                    "tenant": "acme"})
     wait_event(r, call_id, ev.ANSWERED)
     gid = client.call_state(r, call_id)["gateway"]
-    old_pid = int(r.hget(ev.gw_key(gid), "pid"))
+    old_pid = int(r.hget(keys.gw_key(gid), "pid"))
     os.kill(old_pid, signal.SIGKILL)
     killed_at = time.time()
     evs = wait_final(r, call_id, timeout=10)
@@ -40,12 +41,12 @@ def test_killed_worker_calls_closed_out_and_worker_restarted(r, pool, sipp):
     assert final["reason"] == ev.REASON_GATEWAY_DIED and final["hangup_by"] == ev.BY_PLATFORM
     assert final["gateway_id"] == gid and final["tenant"] == "acme"
     assert final["ts"] - killed_at < 10
-    assert r.scard(ev.gw_calls_key(gid)) == 0
+    assert r.scard(keys.gw_calls_key(gid)) == 0
     assert client.call_state(r, call_id)["final"] == ev.COMPLETED
 
     def restarted():
-        pid = r.hget(ev.gw_key(gid), "pid")
-        return r.exists(ev.gw_alive_key(gid)) and pid and int(pid) != old_pid
+        pid = r.hget(keys.gw_key(gid), "pid")
+        return r.exists(keys.gw_alive_key(gid)) and pid and int(pid) != old_pid
     wait_for(restarted, 20, what="worker restart")
     status = {g["gateway_id"]: g for g in client.pool_status(r)}
     assert status[gid]["restarts"] == 1
@@ -79,13 +80,13 @@ def test_pull_model_honours_capacity(r, pool, sipp):
 
 def test_stuck_worker_is_killed_and_restarted(r, pool, sipp):
     gid = pool[0]
-    old_pid = int(r.hget(ev.gw_key(gid), "pid"))
+    old_pid = int(r.hget(keys.gw_key(gid), "pid"))
     before = {g["gateway_id"]: g for g in client.pool_status(r)}[gid]["restarts"]
     os.kill(old_pid, signal.SIGSTOP)  # alive but its loop is frozen: the heartbeat lapses
     try:
         def restarted():
-            pid = r.hget(ev.gw_key(gid), "pid")
-            return r.exists(ev.gw_alive_key(gid)) and pid and int(pid) != old_pid
+            pid = r.hget(keys.gw_key(gid), "pid")
+            return r.exists(keys.gw_alive_key(gid)) and pid and int(pid) != old_pid
         wait_for(restarted, 20, what="stuck worker replaced")
     finally:
         try:

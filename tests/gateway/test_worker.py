@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from telephony.gateway.store import Store
@@ -20,7 +21,7 @@ def test_answered_call_platform_hangup(r, gateway, sipp):
     call_id = originate(r, [leg(uas.uri_host, "c1")], headers={"X-Campaign": "spring"})
     wait_event(r, call_id, ev.ANSWERED)
     assert client.call_state(r, call_id)["state"] == "answered"
-    assert call_id.encode() in r.smembers(ev.gw_calls_key(gateway.gateway_id))
+    assert call_id.encode() in r.smembers(keys.gw_calls_key(gateway.gateway_id))
     assert client.hangup(r, call_id) == gateway.gateway_id
     evs = wait_final(r, call_id)
     assert types(evs) == ["initiated", "leg_started", "ringing", "answered", "completed"], dumps(evs)
@@ -36,7 +37,7 @@ def test_answered_call_platform_hangup(r, gateway, sipp):
     msgs = uas.messages()
     assert "BYE sip:" in msgs and "X-Campaign: spring" in msgs
     assert "From: sip:+15550001111@127.0.0.1;tag=" in msgs
-    assert call_id.encode() not in r.smembers(ev.gw_calls_key(gateway.gateway_id))
+    assert call_id.encode() not in r.smembers(keys.gw_calls_key(gateway.gateway_id))
     assert client.call_state(r, call_id)["final"] == ev.COMPLETED
 
 
@@ -130,7 +131,7 @@ def test_hangup_before_pickup_is_never_dialed(r, gateway, sipp, redis_server):
     cmd = {"call_id": client.new_call_id(), "to": "+15550002222", "legs": [leg(uas.uri_host, "c1")]}
     # queued behind a hangup: simulate by asking for the hangup before the gateway can pop it
     with r.pipeline(transaction=True) as p:
-        p.hset(ev.call_key(cmd["call_id"]), "hangup_requested", 1)
+        p.hset(keys.call_key(cmd["call_id"]), "hangup_requested", 1)
         p.execute()
     client.originate(r, cmd)
     evs = wait_final(r, cmd["call_id"])
@@ -160,7 +161,7 @@ def test_originates_are_picked_up_on_their_wake_token_not_by_polling(r, gateway,
     assert max(waits) < 300, waits
     for call_id in call_ids:
         wait_final(r, call_id)
-    assert r.llen(ev.ORIGINATE_WAKE) == 0  # no token left over once the queue is empty
+    assert r.llen(keys.ORIGINATE_WAKE) == 0  # no token left over once the queue is empty
 
 
 def test_invalid_command(r, gateway):
@@ -171,33 +172,33 @@ def test_invalid_command(r, gateway):
 
 
 def test_inbound_from_unknown_address_is_403(r, gateway, sipp):
-    r.delete(ev.CARRIER_ADDRESSES)
-    before = int(r.get(ev.INBOUND_REJECTED) or 0)
+    r.delete(keys.CARRIER_ADDRESSES)
+    before = int(r.get(keys.INBOUND_REJECTED) or 0)
     uac = sipp("uac_expect_reject.xml", [f"127.0.0.1:{gateway.sip_port}", "-s", "+15550003333", "-m", "1"])
     assert uac.wait(15) == 0, uac.messages()
     assert "SIP/2.0 403" in uac.messages()
-    assert int(r.get(ev.INBOUND_REJECTED)) == before + 1
+    assert int(r.get(keys.INBOUND_REJECTED)) == before + 1
 
 
 def test_inbound_unknown_number_is_404(r, gateway, sipp):
-    r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
+    r.sadd(keys.CARRIER_ADDRESSES, "127.0.0.1")
     try:
         uac = sipp("uac_expect_reject.xml", [f"127.0.0.1:{gateway.sip_port}", "-s", "+15550004444", "-m", "1"])
         assert uac.wait(15) == 0, uac.messages()
         assert "SIP/2.0 404" in uac.messages()
     finally:
-        r.srem(ev.CARRIER_ADDRESSES, "127.0.0.1")
+        r.srem(keys.CARRIER_ADDRESSES, "127.0.0.1")
 
 
 def test_inbound_call_answered(r, gateway, sipp):
-    r.sadd(ev.CARRIER_ADDRESSES, "127.0.0.1")
+    r.sadd(keys.CARRIER_ADDRESSES, "127.0.0.1")
     route = {"tenant": "acme"}  # no agent: answered and held (bridged inbound calls: test_media_bridge)
-    r.hset(ev.NUMBER_ROUTES, "+15550005555", json.dumps(route))
-    last = r.xrevrange(ev.EVENTS_STREAM, count=1)
+    r.hset(keys.NUMBER_ROUTES, "+15550005555", json.dumps(route))
+    last = r.xrevrange(keys.EVENTS_STREAM, count=1)
     start = f"({last[0][0].decode()}" if last else "-"
 
     def inbound_events():
-        return [e for _, e in ev.decode_entries(r.xrange(ev.EVENTS_STREAM, min=start))
+        return [e for _, e in ev.decode_entries(r.xrange(keys.EVENTS_STREAM, min=start))
                 if e.get("direction") == "inbound" and e.get("to") == "+15550005555"]
 
     try:
@@ -213,8 +214,8 @@ def test_inbound_call_answered(r, gateway, sipp):
         assert evs[-1]["hangup_by"] == ev.BY_CALLER
         assert call_events(r, evs[0]["call_id"]) == evs
     finally:
-        r.srem(ev.CARRIER_ADDRESSES, "127.0.0.1")
-        r.hdel(ev.NUMBER_ROUTES, "+15550005555")
+        r.srem(keys.CARRIER_ADDRESSES, "127.0.0.1")
+        r.hdel(keys.NUMBER_ROUTES, "+15550005555")
 
 
 def test_digest_credentials(r, gateway, sipp):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 
+from core import keys
 from telephony.gateway import client
 from telephony.gateway import events as ev
 from tests.gateway.gwhelpers import dumps, leg, types, wait_event, wait_final
@@ -10,14 +11,14 @@ from tests.gateway.gwhelpers import dumps, leg, types, wait_event, wait_final
 
 def test_heartbeat(r, new_gateway):
     gw = new_gateway("life-hb")
-    h = {k.decode(): v.decode() for k, v in r.hgetall(ev.gw_key(gw.gateway_id)).items()}
+    h = {k.decode(): v.decode() for k, v in r.hgetall(keys.gw_key(gw.gateway_id)).items()}
     assert int(h["pid"]) == gw.proc.pid and h["node"] == socket.gethostname()
     assert int(h["capacity"]) == 4 and int(h["active"]) == 0 and int(h["sip_port"]) == gw.sip_port
     assert float(h["updated_at"]) >= float(h["started_at"])
-    assert 0 < r.ttl(ev.gw_alive_key(gw.gateway_id)) <= 3
+    assert 0 < r.ttl(keys.gw_alive_key(gw.gateway_id)) <= 3
     assert gw.stop() == 0
-    assert not r.exists(ev.gw_alive_key(gw.gateway_id))
-    assert r.hget(ev.gw_key(gw.gateway_id), "state") == b"stopped"
+    assert not r.exists(keys.gw_alive_key(gw.gateway_id))
+    assert r.hget(keys.gw_key(gw.gateway_id), "state") == b"stopped"
 
 
 def test_sigterm_hangs_up_calls_and_exits_0(r, new_gateway, sipp):
@@ -35,4 +36,4 @@ def test_sigterm_hangs_up_calls_and_exits_0(r, new_gateway, sipp):
     assert types(ring_evs)[-2:] == ["leg_failed", "failed"], dumps(ring_evs)
     assert ring_evs[-1]["outcome"] == ev.OUTCOME_SHUTDOWN
     assert answering.wait(10) == 0 and ringing.wait(10) == 0  # BYE and CANCEL reached the carriers
-    assert r.scard(ev.gw_calls_key(gw.gateway_id)) == 0
+    assert r.scard(keys.gw_calls_key(gw.gateway_id)) == 0

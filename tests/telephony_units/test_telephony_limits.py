@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from telephony.limits import ConcurrencyLimiter, RateLimiter, acquire_all, release_all, renew_all
+from telephony.leases import ConcurrencyLimiter, RateLimiter, acquire_all, release_all, renew_all
 
 # fork: workers are plain functions of this module and get their own Redis connections after the fork.
 ctx = multiprocessing.get_context("fork")

@@ -3,6 +3,7 @@ starts one); `web` (tests/conftest.py) is daphne serving the platform."""
 import pytest
 from django_tenants.utils import schema_context
 
+from core import keys
 from telephony.calls.models import Call
 from telephony.models import Carrier, Number
 from tenants.models import Tenant
@@ -35,6 +36,5 @@ def gateways_start_empty():
     gateway pool a test starts takes only that test's calls (else they fill its slots, and an
     inbound call finds it busy)."""
     from core.redis_client import get_redis
-    from telephony.gateway import events as ev
 
-    get_redis().delete(ev.tenant_queue("", "acme"), ev.originate_ring(), ev.originate_depth(), ev.ORIGINATE_WAKE)
+    get_redis().delete(keys.tenant_queue("", "acme"), keys.originate_ring(), keys.originate_depth(), keys.ORIGINATE_WAKE)

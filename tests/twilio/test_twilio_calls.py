@@ -84,7 +84,7 @@ def test_the_account_is_fetched_by_its_sid(acme, web):
 
 @pytest.mark.parametrize("request_, status, code", [
     (lambda client, acme: client.calls.create(to="12", from_=ACME_NUMBER, twiml=STREAM_TWIML), 400, 21201),
-    (lambda client, acme: client.calls.create(to=CALLEE, from_=ACME_NUMBER, twiml="<Response><Dial/></Response>"),
+    (lambda client, acme: client.calls.create(to=CALLEE, from_=ACME_NUMBER, twiml="<Response><Dial>+14155550177</Dial></Response>"),
      400, 12100),
     (lambda client, acme: client.calls("CA" + "0" * 32).fetch(), 404, 20404),
     (lambda client, acme: client.api.accounts("AC" + "0" * 32).fetch(), 404, 20404),

@@ -16,9 +16,9 @@ import pytest
 from django_tenants.utils import schema_context
 from twilio.base.exceptions import TwilioRestException
 
+from core import keys
 from core.redis_client import get_redis
 from telephony.calls.models import Call
-from telephony.gateway import events as ev
 from tenants import auth_token
 from tests import stack
 from tests.support import free_udp_port, wait_until
@@ -32,7 +32,7 @@ CALLER = "+15557770000"  # the From of scenarios/uac_media.xml
 def gateway_sip_port(redis, since: float) -> int:
     """The SIP port of a gateway started after ``since`` (an earlier test's may not have expired yet)."""
     def port():
-        for gateway_id in redis.smembers(ev.GATEWAYS_SET):
+        for gateway_id in redis.smembers(keys.GATEWAYS_SET):
             state = {k.decode(): v.decode() for k, v in redis.hgetall(f"gw:{gateway_id.decode()}").items()}
             if state.get("state") == "running" and float(state.get("started_at") or 0) >= since:
                 return int(state["sip_port"])

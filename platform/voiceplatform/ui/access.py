@@ -46,7 +46,7 @@ def can_change(user) -> bool:
     return bool(user.is_authenticated and user.is_active and not is_viewer(user))
 
 
-def role_of(request) -> str:
+def ui_role(request) -> str:
     """'platform_admin', 'tenant_admin', 'tenant_member', 'tenant_viewer' or 'anonymous'."""
     user = request.user
     if not user.is_authenticated:
@@ -113,4 +113,4 @@ def roles(request) -> dict:
     """Template context: the signed-in user's role, and whether they may change anything."""
     if not hasattr(request, "user"):
         return {}
-    return {"ui_role": role_of(request), "can_change": can_change(request.user)}
+    return {"ui_role": ui_role(request), "can_change": can_change(request.user)}

@@ -28,7 +28,7 @@ def _day(value: str) -> dt.date | None:
 def call_log(params) -> QuerySet[Call]:
     """Calls matching the log's filters: q (part of a number, or a sid), outcome, campaign, carrier
     (by name), direction, from/to (days, UTC, both included), sort (a SORTS key, '-' for newest first)."""
-    calls = Call.objects.all()
+    calls = Call.objects.defer("marks")  # the log never shows them; up to 200 a call
     if q := params.get("q", "").strip():
         digits = q.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
         calls = calls.filter(Q(sid__istartswith=q) | Q(to_number__contains=digits) | Q(from_number__contains=digits))
@@ -85,8 +85,8 @@ AMD_RESULTS = {"human": "a person answered", "machine_start": "an answering mach
 
 def call_timeline(call: Call, legs: list[CallLeg], transfers: list[Transfer]) -> list[Step]:
     """What happened to the call, in order: queued, each carrier leg (INVITE, ringing, answer or its
-    SIP code and whether it failed over), the answering-machine result, the agent's stream, each
-    transfer leg, the hang-up and who hung up."""
+    SIP code and whether it failed over), the answering-machine result, the agent's stream and its
+    marks, each transfer leg, the hang-up and who hung up."""
     steps = [Step(call.created_at, "queued", f"{call.from_number} → {call.to_number}")]
     for leg in legs:
         name = leg.carrier_name or f"carrier {leg.carrier_id}"
@@ -114,6 +114,7 @@ def call_timeline(call: Call, legs: list[CallLeg], transfers: list[Transfer]) ->
         steps.append(Step(_ms_after(call.answered_at, call.ai_connect_ms), "agent stream connected",
                           f"{call.ai_connect_ms} ms after answer" + (" · abandoned" if call.abandoned else ""),
                           "failed" if call.abandoned else "completed"))
+    steps.extend(_mark_steps(call.marks))
     for n, transfer in enumerate(transfers, start=1):
         steps.append(Step(transfer.created_at, f"transfer {n}: dialing {transfer.to}",
                           f"{transfer.mode} transfer, caller ID {transfer.caller_id}"))
@@ -131,6 +132,20 @@ def call_timeline(call: Call, legs: list[CallLeg], transfers: list[Transfer]) ->
                                        f"SIP {call.sip_code}" if call.sip_code else "") if p)
         steps.append(Step(call.ended_at, "ended", detail, "failed" if call.status == Call.Status.FAILED else ""))
     return sorted(steps, key=lambda s: (s.at is None, s.at or call.created_at))
+
+
+def _mark_steps(marks: list[dict]) -> list[Step]:
+    """One step per stream mark: when the agent sent it, and how long until its audio had played."""
+    steps = []
+    for mark in marks:
+        sent, played = mark.get("sent_at"), mark.get("played_at")
+        if played is None:
+            detail, kind = "sent / never played (the call ended first)", "pending"
+        else:
+            wait = f"+{round((played - sent) * 1000)} ms"
+            detail, kind = (f"sent / cleared ({wait})", "") if mark.get("cleared") else (f"sent / played ({wait})", "")
+        steps.append(Step(dt.datetime.fromtimestamp(sent, dt.UTC), f"mark {mark.get('name', '')}", detail, kind))
+    return steps
 
 
 def call_page(sid: str) -> dict | None:

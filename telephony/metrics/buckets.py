@@ -1,4 +1,4 @@
-"""Redis keys of the call metrics, and the time buckets they roll up into.
+"""The time buckets the call metrics roll up into, and what their Redis keys (core.keys) hold.
 
 Rollups (hashes, one per scope and time bucket; the bucket is the epoch second it starts at):
     m:t:{schema}:{res}:{bucket}   one tenant
@@ -11,7 +11,7 @@ Rollups (hashes, one per scope and time bucket; the bucket is the epoch second i
   Histograms are `h.{name}.{bucket index}`, `h.{name}.sum`, `h.{name}.n` (same suffixes).
 
 Totals for Prometheus (never expire; monotonic counters):
-    m:total                       field `{schema}|{metric}|{label values…}`
+    m:total (METRICS_TOTALS)      field `{schema}|{metric}|{label values…}`
 In-flight calls (sorted sets, member -> start time; stale members pruned when read):
     m:active:t:{schema}, m:active:camp:{schema}:{campaign}, m:active:car:{id}, m:active:reg:{region},
     m:active:p
@@ -33,10 +33,6 @@ QUALITY_TTL = 86400
 LATEST_CALLS = 50
 MAX_CALL_AGE = 6 * 3600  # an in-flight call older than this lost its final event: not counted
 
-TOTALS = "m:total"
-PLATFORM_VERSION = "m:ver:p"
-PLATFORM_ACTIVE = "m:active:p"
-
 
 def bucket(ts: float, res: str) -> int:
     step = RESOLUTIONS[res]
@@ -45,43 +41,3 @@ def bucket(ts: float, res: str) -> int:
 
 def expires_at(bucket_start: int, res: str) -> int:
     return bucket_start + RESOLUTIONS[res] + TTL[res]
-
-
-def tenant_rollup(schema: str, res: str, bucket_start: int) -> str:
-    return f"m:t:{schema}:{res}:{bucket_start}"
-
-
-def platform_rollup(res: str, bucket_start: int) -> str:
-    return f"m:p:{res}:{bucket_start}"
-
-
-def tenant_active(schema: str) -> str:
-    return f"m:active:t:{schema}"
-
-
-def campaign_active(schema: str, campaign: str) -> str:
-    return f"m:active:camp:{schema}:{campaign}"
-
-
-def carrier_active(carrier: str) -> str:
-    return f"m:active:car:{carrier}"
-
-
-def region_active(region: str) -> str:
-    return f"m:active:reg:{region}"
-
-
-def latest_calls(schema: str) -> str:
-    return f"m:latest:{schema}"
-
-
-def call_quality(schema: str, sid: str) -> str:
-    return f"m:q:{schema}:{sid}"
-
-
-def tenant_version(schema: str) -> str:
-    return f"m:ver:{schema}"
-
-
-def seen(schema: str, sid: str, what: str) -> str:
-    return f"m:seen:{schema}:{sid}:{what}"

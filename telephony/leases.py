@@ -1,5 +1,6 @@
-"""Cluster-wide call limits kept in Redis, enforced by Lua scripts so that every process on every node
-sees one answer (each script runs atomically: there is no check-then-act window between nodes).
+"""Cluster-wide leases and pacing kept in Redis (the call caps, the dialer's one loop per slot),
+enforced by Lua scripts so that every process on every node sees one answer (each script runs
+atomically: there is no check-then-act window between nodes).
 
 Concurrency: a sorted set per limit key, member = holder id (e.g. a call id), score = lease expiry in
 ms of *Redis* time. A holder renews its lease every second or so; a process that dies stops renewing
