@@ -17,7 +17,7 @@ urlpatterns = [
     path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>.json", twilio_api.CallView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Recordings.json", twilio_recordings.RecordingsView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/Calls/<str:call_sid>/Recordings.json",
-         twilio_recordings.RecordingsView.as_view()),
+         twilio_recordings.CallRecordingsView.as_view()),
     re_path(r"^2010-04-01/Accounts/(?P<account_sid>[^/]+)/Recordings/(?P<recording_sid>RE[0-9a-f]+)"
             r"(?:\.(?P<extension>json|wav|mp3))?$", twilio_recordings.RecordingView.as_view()),
     path("2010-04-01/Accounts/<str:account_sid>/IncomingPhoneNumbers.json", twilio_numbers.NumbersView.as_view()),

@@ -14,6 +14,7 @@ import hashlib
 
 from django.db import connection, transaction
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
@@ -76,7 +77,8 @@ class NumberView(TwilioView):
     def get(self, request, account_sid, number_sid):
         return Response(resource(self.get_number(number_sid), account_sid))
 
-    @extend_schema(operation_id="twilio_incoming_numbers_update", responses={200: dict, 400: TWILIO_ERROR})
+    @extend_schema(operation_id="twilio_incoming_numbers_update", request=OpenApiTypes.OBJECT,
+                   responses={200: dict, 400: TWILIO_ERROR})
     def post(self, request, account_sid, number_sid):
         number, data = self.get_number(number_sid), request.data
         if unsupported := sorted(set(data) - set(VOICE_PARAMS)):

@@ -107,6 +107,14 @@ class RecordingsView(TwilioView):
             return twilio_error("list", str(error))
 
 
+class CallRecordingsView(RecordingsView):
+    """Calls/{CallSid}/Recordings.json: the same list, of one call."""
+
+    @extend_schema(operation_id="twilio_call_recordings_list", responses={200: dict})
+    def get(self, request, account_sid, call_sid=None):
+        return super().get(request, account_sid, call_sid)
+
+
 class RecordingView(TwilioView):
     def get_recording(self, recording_sid: str) -> Recording:
         recording = Recording.objects.select_related("call").filter(sid=recording_sid).first()
