@@ -85,6 +85,20 @@ def campaign_report(campaign: int) -> dict:
         }
 
 
+def campaign_pace(campaign: int) -> dict:
+    """How fast a campaign's calls started and how they ended (bench/cluster.py)."""
+    from campaigns.models import Campaign
+    from telephony.calls.models import Call
+
+    with schema_context("acme"):
+        calls = list(Call.objects.filter(campaign_id=campaign))
+        starts = sorted(c.started_at.timestamp() for c in calls if c.started_at)
+        return {"state": Campaign.objects.get(pk=campaign).state, "calls": len(calls), "started": len(starts),
+                "first_start": starts[0] if starts else None, "last_start": starts[-1] if starts else None,
+                "outcomes": dict(Counter(c.outcome for c in calls)),
+                "non_final": sum(1 for c in calls if not c.is_final)}
+
+
 def inbound_report() -> dict:
     from telephony.calls.models import Call
 
