@@ -5,8 +5,8 @@ scaling: Debian's PostgreSQL and Redis, a SIPp carrier and the demo agent stay o
 each node (`manage.py run --role worker,recorder,gateways`, beat on the first, on 127.0.0.2, .3, .4)
 runs in a cgroup v1 CPU group of its own held to --cores of a core (bench/cpu_groups.py; root only).
 For 1, 2 and 3 nodes:
-- CPS held: one campaign per step (--rates per node, times the node count), each held --step-s
-  seconds, calls answered and hung up after --cps-hold-ms; a step is held when the calls started at
+- CPS held: as many campaigns as nodes at once (one campaign is dialed by one task at a time),
+  each at the step's rate (--rates), for --step-s seconds, calls answered and hung up after --cps-hold-ms; a step is held when the calls started at
   ≥ 95% of the campaign's CPS with < 0.1% failed. The figure: the highest rate held.
 - bridged calls held: a campaign of as many contacts as the nodes' call slots (4 per gateway
   worker), each call streamed to the agent and held --bridge-hold-s seconds at the carrier; the
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import redis
@@ -165,18 +166,24 @@ def finished(cluster: Cluster, campaign: int, timeout: float) -> dict:
         return {**cluster.act("campaign_pace", campaign=campaign), "timed_out": True}
 
 
-def cps_step(cluster: Cluster, rate: float, seconds: float, name: str, first: int) -> dict:
+def cps_step(cluster: Cluster, campaigns: int, rate: float, seconds: float, name: str, first: int) -> dict:
+    """`campaigns` campaigns at once at `rate` CPS each (one campaign is dialed by one task at a time)."""
     contacts = int(rate * seconds)
-    campaign = cluster.act("start_campaign", name=name, contacts=contacts, cps=rate, max_concurrent=10_000,
-                           first=first)["campaign"]
+    started = [cluster.act("start_campaign", name=f"{name} #{k}", contacts=contacts, cps=rate, max_concurrent=10_000,
+                           first=first + k * contacts)["campaign"] for k in range(campaigns)]
     load = os.getloadavg()
-    pace = finished(cluster, campaign, seconds * 3 + 60)
-    span = (pace["last_start"] or 0) - (pace["first_start"] or 0)
-    achieved = (pace["started"] - 1) / span if span > 0 else 0.0
-    failed = pace["calls"] - pace["outcomes"].get("answered", 0) + (contacts - pace["calls"])
-    return {"offered_cps": rate, "contacts": contacts, "achieved_cps": round(achieved, 2), "failed": failed,
-            "outcomes": pace["outcomes"], "non_final": pace["non_final"], "timed_out": pace.get("timed_out", False),
-            "held": achieved >= 0.95 * rate and failed < 0.001 * contacts and not pace["non_final"],
+    paces = [finished(cluster, campaign, seconds * 3 + 60) for campaign in started]
+    span = max(p["last_start"] or 0 for p in paces) - min(p["first_start"] or 0 for p in paces)
+    calls = sum(p["started"] for p in paces)
+    achieved = (calls - 1) / span if span > 0 else 0.0
+    outcomes = sum((Counter(p["outcomes"]) for p in paces), Counter())
+    offered = contacts * campaigns
+    failed = offered - outcomes["answered"]
+    non_final = sum(p["non_final"] for p in paces)
+    return {"campaigns": campaigns, "offered_cps": rate * campaigns, "contacts": offered,
+            "achieved_cps": round(achieved, 2), "failed": failed, "outcomes": dict(outcomes), "non_final": non_final,
+            "timed_out": any(p.get("timed_out") for p in paces),
+            "held": achieved >= 0.95 * rate * campaigns and failed < 0.001 * offered and not non_final,
             "load_average": load}
 
 
@@ -210,7 +217,8 @@ def scaling(args) -> dict:
         agent = stack.Process("agent", [sys.executable, "-m", "demo.agent", "--port", str(agent_port)], folder)
         cluster = Cluster(folder, postgres.url, server.url, DIALER_UNPLACED_GRACE_S="3",
                           OUTBOUND_ALLOW=f"127.0.0.1:{agent_port}")
-        cluster.act("prepare", carriers=[{"name": "Bench trunk", "port": carrier.port}])
+        cluster.act("prepare", carriers=[{"name": "Bench trunk", "port": carrier.port, "max_cps": 1000,
+                                           "max_concurrent": 1000}])
         shared = redis.Redis.from_url(server.url)
         for count in args.nodes:
             groups = [CpuGroup(f"n{i}", args.cores) for i in range(1, count + 1)]
@@ -224,7 +232,7 @@ def scaling(args) -> dict:
             carrier.answer(args.cps_hold_ms)
             steps = []
             for per_node in args.rates:
-                step = cps_step(cluster, per_node * count, args.step_s, f"{count} nodes at {per_node * count} CPS",
+                step = cps_step(cluster, count, per_node, args.step_s, f"{count} nodes at {per_node} CPS",
                                 contacts_used)
                 contacts_used += step["contacts"]
                 steps.append(step)
@@ -271,9 +279,9 @@ def main() -> int:
     parser.add_argument("--parts", default="scaling,latency", help="scaling, latency or both")
     parser.add_argument("--nodes", default="1,2,3", type=lambda v: [int(n) for n in v.split(",")])
     parser.add_argument("--cores", type=float, default=0.5, help="CPU quota of each node, in cores")
-    parser.add_argument("--gateways", type=int, default=4, help="gateway workers per node (4 calls each)")
-    parser.add_argument("--rates", default="4,6,9", type=lambda v: [float(r) for r in v.split(",")],
-                        help="campaign CPS steps per node")
+    parser.add_argument("--gateways", type=int, default=8, help="gateway workers per node (4 calls each)")
+    parser.add_argument("--rates", default="5,6,7,8", type=lambda v: [float(r) for r in v.split(",")],
+                        help="CPS steps of each node's campaign")
     parser.add_argument("--step-s", type=float, default=20)
     parser.add_argument("--cps-hold-ms", type=int, default=500)
     parser.add_argument("--bridge-hold-s", type=float, default=20)

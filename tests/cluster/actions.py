@@ -36,7 +36,8 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
         create_tenant("acme", "acme.localhost", name="Acme")
     acme = Tenant.objects.get(schema_name="acme")
     rows = [Carrier.objects.create(name=c["name"], host=c.get("host", "127.0.0.1"), port=c["port"], region=c.get("region", ""),
-                                   max_cps=100, max_concurrent=100) for c in carriers]
+                                   max_cps=c.get("max_cps", 100), max_concurrent=c.get("max_concurrent", 100))
+            for c in carriers]
     Number.objects.get_or_create(e164=CALLER_ID, defaults={"tenant": acme})
     Number.objects.get_or_create(e164=INBOUND_NUMBER, defaults={"tenant": acme,
                                                                 "inbound_stream_url": inbound_stream_url})
