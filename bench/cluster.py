@@ -249,7 +249,9 @@ def scaling(args) -> dict:
             for group in groups:
                 group.remove()
             held = [s for s in steps if s["held"]]
-            figures[count] = {"cps_held": max((s["offered_cps"] for s in held), default=0), "cps_steps": steps,
+            figures[count] = {"cps_held": max((s["offered_cps"] for s in held), default=0),
+                              "cps_held_is_a_floor": len(held) == len(steps),  # the top step held: more may hold
+                              "cps_steps": steps,
                               "bridged_held": bridged["held"], "bridged": bridged, "cpu_stat": throttled}
     finally:
         if cluster is not None:
