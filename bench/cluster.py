@@ -166,16 +166,20 @@ def finished(cluster: Cluster, campaign: int, timeout: float) -> dict:
         return {**cluster.act("campaign_pace", campaign=campaign), "timed_out": True}
 
 
+def campaign_cps(pace: dict) -> float:
+    span = (pace["last_start"] or 0) - (pace["first_start"] or 0)
+    return (pace["started"] - 1) / span if span > 0 else 0.0
+
+
 def cps_step(cluster: Cluster, campaigns: int, rate: float, seconds: float, name: str, first: int) -> dict:
-    """`campaigns` campaigns at once at `rate` CPS each (one campaign is dialed by one task at a time)."""
+    """`campaigns` campaigns at once at `rate` CPS each (one campaign is dialed by one task at a time);
+    the CPS achieved is the sum of each one's own pace."""
     contacts = int(rate * seconds)
-    started = [cluster.act("start_campaign", name=f"{name} #{k}", contacts=contacts, cps=rate, max_concurrent=10_000,
-                           first=first + k * contacts)["campaign"] for k in range(campaigns)]
+    started = cluster.act("start_campaigns", copies=campaigns, name=name, contacts=contacts, cps=rate,
+                          max_concurrent=10_000, first=first)["campaigns"]
     load = os.getloadavg()
     paces = [finished(cluster, campaign, seconds * 3 + 60) for campaign in started]
-    span = max(p["last_start"] or 0 for p in paces) - min(p["first_start"] or 0 for p in paces)
-    calls = sum(p["started"] for p in paces)
-    achieved = (calls - 1) / span if span > 0 else 0.0
+    achieved = sum(campaign_cps(pace) for pace in paces)
     outcomes = sum((Counter(p["outcomes"]) for p in paces), Counter())
     offered = contacts * campaigns
     failed = offered - outcomes["answered"]
