@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def main() -> int:
     parser.add_argument("--nodes", default="1,2,3", type=lambda v: [int(n) for n in v.split(",")])
     parser.add_argument("--cores", type=float, default=0.5, help="CPU quota of each node, in cores")
     parser.add_argument("--gateways", type=int, default=8, help="gateway workers per node (4 calls each)")
-    parser.add_argument("--rates", default="5,6,7,8", type=lambda v: [float(r) for r in v.split(",")],
+    parser.add_argument("--rates", default="6,7,8,9,10", type=lambda v: [float(r) for r in v.split(",")],
                         help="CPS steps of each node's campaign")
     parser.add_argument("--step-s", type=float, default=20)
     parser.add_argument("--cps-hold-ms", type=int, default=500)
@@ -297,6 +298,9 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=2, help="Kamailio's UDP worker processes")
     parser.add_argument("--nice", type=int, default=0, help="Kamailio's niceness (-20..19; below 0: root)")
     args = parser.parse_args()
+    # stopped (TERM, or INT where a background start ignores it): nodes stopped, groups removed
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(1))
     parts = args.parts.split(",")
     report = {"bench": "cluster"}
     if "scaling" in parts:
