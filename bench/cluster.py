@@ -6,8 +6,9 @@ each node (`manage.py run --role worker,recorder,gateways`, beat on the first, o
 runs in a cgroup v1 CPU group of its own held to --cores of a core (bench/cpu_groups.py; root only).
 For 1, 2 and 3 nodes:
 - CPS held: as many campaigns as nodes at once (one campaign is dialed by one task at a time),
-  each at the step's rate (--rates), for --step-s seconds, calls answered and hung up after --cps-hold-ms; a step is held when the calls started at
-  ≥ 95% of the campaign's CPS with < 0.1% failed. The figure: the highest rate held.
+  each at the step's rate (--rates), for --step-s seconds, calls answered and hung up after
+  --cps-hold-ms; a step is held when the campaigns' own paces add up to ≥ 95% of the step's CPS
+  with < 0.1% failed. The figure: the highest total held (a floor when the top step held).
 - bridged calls held: a campaign of as many contacts as the nodes' call slots (4 per gateway
   worker), each call streamed to the agent and held --bridge-hold-s seconds at the carrier; the
   figure is the most calls up at once (the gateways' live call sets in Redis), with 0 failed.
