@@ -27,7 +27,7 @@ BENCHMARKS = {
     "recorder": ([], ["--calls", "600", "--cps", "150,0"]),
     "amd": ([], ["--answers", "100"]),
     "chaos": ([], ["--contacts", "40", "--cps", "8", "--max-concurrent", "16", "--gateways", "5"]),
-    "cluster": ([], ["--calls", "100"]),
+    "cluster": ([], ["--calls", "100", "--rates", "5,7", "--step-s", "10", "--bridge-hold-s", "10"]),  # as root: cgroup quotas
 }
 
 

@@ -36,7 +36,8 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
         create_tenant("acme", "acme.localhost", name="Acme")
     acme = Tenant.objects.get(schema_name="acme")
     rows = [Carrier.objects.create(name=c["name"], host=c.get("host", "127.0.0.1"), port=c["port"], region=c.get("region", ""),
-                                   max_cps=100, max_concurrent=100) for c in carriers]
+                                   max_cps=c.get("max_cps", 100), max_concurrent=c.get("max_concurrent", 100))
+            for c in carriers]
     Number.objects.get_or_create(e164=CALLER_ID, defaults={"tenant": acme})
     Number.objects.get_or_create(e164=INBOUND_NUMBER, defaults={"tenant": acme,
                                                                 "inbound_stream_url": inbound_stream_url})
@@ -64,6 +65,12 @@ def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, firs
     return {"campaign": campaign.pk}
 
 
+def start_campaigns(copies: int, name: str, contacts: int, first: int, **settings) -> dict:
+    """`copies` campaigns started together (bench/cluster.py), each with contacts of its own."""
+    return {"campaigns": [start_campaign(f"{name} #{k}", contacts, first=first + k * contacts, **settings)["campaign"]
+                          for k in range(copies)]}
+
+
 def campaign_report(campaign: int) -> dict:
     from campaigns.models import Campaign, CampaignContact
     from telephony.calls.models import Call
@@ -83,6 +90,20 @@ def campaign_report(campaign: int) -> dict:
             "gateways": dict(Counter(c.gateway_id for c in calls)),
             "placements": sorted({(c.gateway_id, str(c.carrier_id)) for c in calls if c.gateway_id}),
         }
+
+
+def campaign_pace(campaign: int) -> dict:
+    """How fast a campaign's calls started and how they ended (bench/cluster.py)."""
+    from campaigns.models import Campaign
+    from telephony.calls.models import Call
+
+    with schema_context("acme"):
+        calls = list(Call.objects.filter(campaign_id=campaign))
+        starts = sorted(c.started_at.timestamp() for c in calls if c.started_at)
+        return {"state": Campaign.objects.get(pk=campaign).state, "calls": len(calls), "started": len(starts),
+                "first_start": starts[0] if starts else None, "last_start": starts[-1] if starts else None,
+                "outcomes": dict(Counter(c.outcome for c in calls)),
+                "non_final": sum(1 for c in calls if not c.is_final)}
 
 
 def inbound_report() -> dict:
