@@ -59,10 +59,14 @@ class CallSidFilter(logging.Filter):
 
 class RoutineTaskFilter(logging.Filter):
     """Celery's lines about routine periodic tasks (beat sending dispatch-dialers every second, the
-    worker receiving and finishing it) are DEBUG lines: shown only when the root logger is at DEBUG."""
+    worker receiving and finishing it; carrier checks, the unplaced-call sweep, recording retention)
+    are DEBUG lines: shown only when the root logger is at DEBUG. What those tasks find (a carrier
+    down, a call given up) they log themselves; a task that fails is still an ERROR."""
 
     ROUTINE = ("dispatch-dialers", "campaigns.tasks.dispatch_dialers", "publish-inventory",
-               "telephony.tasks.publish_inventory")
+               "telephony.tasks.publish_inventory", "check-carriers", "telephony.tasks.check_carrier",
+               "give-up-unplaced-calls", "telephony.calls.tasks.give_up_unplaced_calls",
+               "delete-expired-recordings", "telephony.calls.tasks.delete_expired_recordings")
     LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
 
     def filter(self, record: logging.LogRecord) -> bool:
