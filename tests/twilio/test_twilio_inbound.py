@@ -135,18 +135,26 @@ def test_a_voice_url_answering_reject_refuses_the_call_unanswered(acme, web, app
 def test_a_ringing_call_whose_twiml_never_comes_is_refused_twiml_missing(acme, web, app, tmp_path):
     """The platform's workers are down: the voice URL is never fetched, and the caller is not left
     ringing; the gateway refuses the call (480) once it waited its TwiML in vain."""
+    from voiceplatform.celery import app as celery_app
+
     number, = acme_client(acme, web).incoming_phone_numbers.list(phone_number=ACME_NUMBER)
     number.update(voice_url=app.url("/voice"))
-    with platform_taking_calls(tmp_path, celery=False) as (port, processes):
-        caller = call_refused(tmp_path, port, 480)
-        assert caller.proc.wait(60) == 0, caller.tail()
-        with schema_context("acme"):
-            sid = wait_until(lambda: Call.objects.filter(to_number=ACME_NUMBER).values_list("sid", flat=True).first(),
-                             30, what="the call recorded")
-        final = stack.final_call("acme", sid, processes)
-        assert (final.status, final.reason, final.sip_code, final.answered_at) == ("failed", "twiml_missing", 480, None)
-        assert app.requests == []
-        caller.stop()
+    # A Celery worker another test of the run started stops taking tasks too, for this test.
+    celery_app.control.cancel_consumer("celery", reply=True, timeout=2)
+    try:
+        with platform_taking_calls(tmp_path, celery=False) as (port, processes):
+            caller = call_refused(tmp_path, port, 480)
+            assert caller.proc.wait(60) == 0, caller.tail()
+            with schema_context("acme"):
+                sid = wait_until(lambda: Call.objects.filter(to_number=ACME_NUMBER).values_list("sid", flat=True).first(),
+                                 30, what="the call recorded")
+            final = stack.final_call("acme", sid, processes)
+            assert (final.status, final.reason, final.sip_code, final.answered_at) == (
+                "failed", "twiml_missing", 480, None)
+            assert app.requests == []
+            caller.stop()
+    finally:
+        celery_app.control.add_consumer("celery", reply=True, timeout=2)
 
 
 def test_reject_in_a_calls_own_twiml_is_a_400(acme, web):
