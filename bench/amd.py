@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "platform")]
 
+from bench import report  # noqa: E402
 from bench.amd_corpus import corpus  # noqa: E402
 from media.amd import DETECT_MESSAGE_END, FAX, HUMAN, MACHINE_END_BEEP, AmdParams, MachineDetector  # noqa: E402
 
@@ -113,7 +114,7 @@ def evaluate(answers, params: AmdParams) -> dict:
 
 def bridge_cpu_per_call() -> dict | None:
     """The media bridge's CPU per call at its busiest measured level (latest media_bridge result)."""
-    results = sorted((ROOT / "bench" / "results").glob("media_bridge-*.json"))
+    results = sorted(report.RESULTS.glob("media_bridge-*.json"))
     if not results:
         return None
     doc = json.loads(results[-1].read_text())
@@ -157,11 +158,7 @@ def main(argv=None) -> int:
         "targets": {"accuracy": ">= 0.95", "humans_called_machine": "<= 0.02", "human_decision_p50_ms": "<= 2500",
                     "beep_to_message_p99_ms": "<= 300", "detection_percent_of_core_per_call": "< 0.2"},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    out = ROOT / "bench" / "results" / f"amd-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    report.save("amd", result)
     return 0
 
 

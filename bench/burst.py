@@ -41,7 +41,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.dialer import SCENARIO, free_port, percentile, save_report, start, stop_all  # noqa: E402
+from bench.dialer import SCENARIO, free_port, percentile, start, stop_all  # noqa: E402
+from bench.report import save as save_report  # noqa: E402
 
 
 def free_tcp_port() -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
+from bench import report  # noqa: E402
 from tests.chaos.faults import FAULTS, run_fault  # noqa: E402
 from tests.chaos.platform import ChaosPlatform, Scale  # noqa: E402
 
@@ -79,9 +80,7 @@ def main() -> None:
         "missed_target": [row["fault"] for row in rows if not row["met_target"]],
         "faults": rows,
     }
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    (ROOT / "bench" / "results" / f"chaos-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    report.save("chaos", result)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.cpu_groups import CpuGroup  # noqa: E402
+from bench.report import save as save_report  # noqa: E402
 from bench.sip_sniffer import SipSniffer  # noqa: E402
 from core import keys  # noqa: E402
 from telephony import balancer  # noqa: E402
@@ -308,9 +309,7 @@ def main() -> int:
         report["scaling"] = scaling(args)
     if "latency" in parts:
         report["latency"] = latency(args)
-    print(json.dumps(report, indent=1))
-    out = ROOT / "bench" / "results" / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    save_report("cluster", report)
     return 0
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import save as save_report
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 SCENARIO = ROOT / "tests" / "gateway" / "scenarios" / "uas_answer_bye.xml"
@@ -50,13 +52,6 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def save_report(name: str, report: dict) -> None:
-    """Print the report and write it to bench/results/<name>-<time>.json."""
-    text = json.dumps(report, indent=2)
-    print(text)
-    (ROOT / "bench" / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
 
 
 def percentile(values, q):

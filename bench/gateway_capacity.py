@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
+from bench.report import save as save_report  # noqa: E402
 from core import keys  # noqa: E402
 from telephony.gateway import client, events  # noqa: E402
 from voiceplatform.embedded import RedisServer  # noqa: E402
@@ -236,10 +236,7 @@ def main() -> None:
     finally:
         redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    out = ROOT / "bench" / "results" / f"gateway_capacity-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(text)
+    save_report("gateway_capacity", report)
 
 
 if __name__ == "__main__":

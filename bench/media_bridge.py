@@ -48,6 +48,7 @@ os.environ.setdefault("OUTBOUND_ALLOW", "127.0.0.1")
 
 import redis as redis_lib  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.echo_agent import EchoAgent  # noqa: E402
 from bench.procstat import proc_cpu  # noqa: E402
 from telephony.gateway import client  # noqa: E402
@@ -259,11 +260,7 @@ def main():
         agent.stop()
         sipp.stop()
         srv.stop()
-    out = json.dumps(result, indent=1)
-    print(out)
-    d = ROOT / "bench" / "results"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"media_bridge-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(out)
+    report.save("media_bridge", result)
 
 
 if __name__ == "__main__":

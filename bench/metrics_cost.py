@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.procstat import proc_cpu  # noqa: E402
+from bench.report import save as save_report  # noqa: E402
 
 
 def redis_cpu(r) -> float:
@@ -248,11 +248,7 @@ def main() -> None:
     recorder_ms = recorded["recorder_cpu_s"] / n * 1000
     result["gateway_cpu_ms_per_call_second"] = round(gateway_ms_per_s, 2)
     result["shortest_call_s_under_target"] = round(max(0.0, (metrics_ms / 0.05 - recorder_ms) / gateway_ms_per_s), 1)
-    out = json.dumps(result, indent=2)
-    print(out)
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"metrics_cost-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(out)
+    save_report("metrics_cost", result)
     from django.db import connections
 
     connections.close_all()

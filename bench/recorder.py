@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.metrics_cost import recorders_metrics_cpu, redis_cpu, setup_platform  # noqa: E402
 from bench.procstat import proc_cpu  # noqa: E402
+from bench.report import save as save_report  # noqa: E402
 
 TENANT = "bench"
 
@@ -246,11 +247,7 @@ def main() -> None:
     worst = max(run["per_call_cpu_ms"]["recorder_total"] for run in runs)
     result = {"bench": "recorder", "machine": {"cpus": os.cpu_count()}, "callbacks": args.callbacks, "runs": runs,
               "target_ms": 10, "meets_target": worst < 10 and all(run["check"]["calls_wrong"] == 0 for run in runs)}
-    out = json.dumps(result, indent=2)
-    print(out)
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"recorder-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(out)
+    save_report("recorder", result)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ os.environ.setdefault("OUTBOUND_ALLOW", "127.0.0.1")  # the echo agent listens o
 
 import redis as redis_lib  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.echo_agent import EchoAgent  # noqa: E402
 from bench.procstat import proc_cpu  # noqa: E402
 from telephony.gateway import client  # noqa: E402
@@ -199,11 +200,7 @@ def main():
         agent.stop()
         sipp.stop()
         srv.stop()
-    out = json.dumps(result, indent=1)
-    print(out)
-    d = ROOT / "bench" / "results"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(out)
+    report.save("transfer", result)
 
 
 if __name__ == "__main__":
