@@ -27,13 +27,14 @@ system-deps:
 run: venv
 	$(PY) manage.py run
 
-# The chaos and cluster suites mostly wait (for processes to die and heal, for calls to ring) and run in
-# a second pytest beside the rest; each pytest starts its own servers. `make test PYTEST_ARGS=...` runs
+# The chaos and cluster suites mostly wait (for processes to die and heal, for calls to ring) and run,
+# one after the other, each in a pytest of its own, beside the rest; each pytest starts its own servers. `make test PYTEST_ARGS=...` runs
 # one pytest with those arguments.
 test: venv system-deps
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@mkdir -p var; \
-	$(PY) -m pytest -m "chaos or cluster" >var/test-chaos-cluster.log 2>&1 & slow=$$!; \
+	{ $(PY) -m pytest -m cluster; c=$$?; $(PY) -m pytest -m chaos; h=$$?; test $$c -eq 0 -a $$h -eq 0; } \
+	  >var/test-chaos-cluster.log 2>&1 & slow=$$!; \
 	$(PY) -m pytest -m "not chaos and not cluster"; rest=$$?; \
 	wait $$slow; slowrc=$$?; \
 	echo "==== chaos and cluster suites (var/test-chaos-cluster.log) ===="; cat var/test-chaos-cluster.log; \

@@ -129,7 +129,8 @@ def test_a_node_cut_off_from_the_control_plane_keeps_its_calls_talking_and_repor
     wait_until(lambda: "n2-0" in cluster.act("live_gateways")["gateways"], 120, interval=1,
                what="the second node's gateway")
 
-    assert all_talking(), f"the calls ended before the cut (the second node took long to start): {heard(rtp)}"
+    assert all_talking(), (f"the calls ended before the cut (the second node took long to start): {heard(rtp)}\n"
+                           f"{cluster.act('campaign_report', campaign=campaign)}\n{cluster.tails(6000)}")
     network["control"].cut()
     cut_at = time.time()
     assert subprocess.run(network["node"].run(["ping", "-c", "1", "-W", "1", CONTROL]),
