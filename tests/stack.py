@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import ROOT, free_tcp_port, free_udp_port, project_env, stop_process, wait_until
@@ -92,6 +94,21 @@ def media_carrier(log_dir: Path, play_pcap: Path | None = None, rtp_port: int | 
     scenario = log_dir / f"uas_media_{free_udp_port()}.xml"
     scenario.write_text(text)
     return sipp_carrier(log_dir, str(scenario))
+
+
+@contextmanager
+def media_trunk(log_dir: Path, name: str, priority: int = 1, play_pcap: Path | None = None,
+                rtp_port: int | None = None) -> Iterator:
+    """A platform Carrier named ``name`` whose far end is a media_carrier SIPp; both gone on exit."""
+    from telephony.models import Carrier
+
+    sipp, port = media_carrier(log_dir, play_pcap=play_pcap, rtp_port=rtp_port)
+    carrier = Carrier.objects.create(name=name, host="127.0.0.1", port=port, priority=priority)
+    try:
+        yield carrier
+    finally:
+        sipp.stop()
+        carrier.delete()
 
 
 def final_call(schema_name: str, sid: str, processes: list[Process], timeout: float = 40):

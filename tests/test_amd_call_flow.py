@@ -11,7 +11,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from bench.amd_corpus import make_answer
-from telephony.models import Carrier, Number
+from telephony.models import Number
 from tenants.models import Tenant
 from tests import stack
 from tests.conversation import write_rtp_pcap
@@ -26,13 +26,10 @@ ACME_NUMBER = "+14155550124"
 def fax_line(tmp_path):
     """A carrier whose callee is a fax machine: SIPp answers and plays CNG (1100 Hz) until our BYE."""
     pcap = write_rtp_pcap(tmp_path / "fax.pcap", [(0, f) for f in make_answer("fax", random.Random(1)).frames])
-    sipp, port = stack.media_carrier(tmp_path, play_pcap=pcap)
-    carrier = Carrier.objects.create(name="Fax trunk", host="127.0.0.1", port=port, priority=1)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield carrier
-    sipp.stop()
-    number.delete()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Fax trunk", play_pcap=pcap) as carrier:
+        number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
+        yield carrier
+        number.delete()
 
 
 def test_a_fax_answer_is_detected_hung_up_on_and_recorded(platform, fax_line, tenant_a):  # noqa: F811

@@ -10,7 +10,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from telephony.calls.models import Call
-from telephony.models import Carrier, Number
+from telephony.models import Number
 from tenants.models import Tenant
 from tests import stack
 from tests.gateway.test_amd import PhoneLine
@@ -33,14 +33,11 @@ def agents():
 def ivr_line(tmp_path):
     """A carrier whose callee answers (SIPp) on a phone line that records what it hears (RTP)."""
     line = PhoneLine([])
-    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
-    carrier = Carrier.objects.create(name="Bank trunk", host="127.0.0.1", port=port, priority=1)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield line
-    line.stop()
-    sipp.stop()
-    number.delete()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Bank trunk", rtp_port=line.port):
+        number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
+        yield line
+        line.stop()
+        number.delete()
 
 
 def test_an_agent_presses_keys_on_a_phone_menu(platform, ivr_line, agents, tenant_a):  # noqa: F811

@@ -20,7 +20,7 @@ from django_tenants.utils import schema_context
 
 from telephony.calls import tasks
 from telephony.calls.models import Call, Recording
-from telephony.models import Carrier, Number
+from telephony.models import Number
 from tenants.models import Tenant
 from tests import stack
 from tests.conversation import write_rtp_pcap
@@ -37,13 +37,10 @@ ACME_NUMBER = "+14155550126"
 def speaking_callee(tmp_path):
     """A carrier whose callee answers and says one second of 400 Hz at once."""
     pcap = write_rtp_pcap(tmp_path / "hello.pcap", [(0, f) for f in tone_frames(400, 1.0)])
-    sipp, port = stack.media_carrier(tmp_path, play_pcap=pcap)
-    carrier = Carrier.objects.create(name="Talking trunk", host="127.0.0.1", port=port, priority=1)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield carrier
-    sipp.stop()
-    number.delete()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Talking trunk", play_pcap=pcap) as carrier:
+        number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
+        yield carrier
+        number.delete()
 
 
 def channels(wav_bytes: bytes):

@@ -8,13 +8,15 @@ tried only if the desk does not answer). The platform dials it through that trun
 call record keeps the transfer: who answered, through which carrier, for how long, and its outcome.
 A bad number, a blind transfer on a trunk that takes no REFER, a call that is not bridged and a call that
 is over are refused with a 4xx."""
+from contextlib import ExitStack
+
 import pytest
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
 from telephony.calls.models import Call, Transfer
-from telephony.models import Carrier, Number
+from telephony.models import Number
 from tenants.models import Tenant
 from tests import stack
 from tests.gateway.test_transfer import CALLEE_HZ, PERSON_HZ, blocks_with, heard_since, talking_line
@@ -31,33 +33,24 @@ CUSTOMER, DESK, BACKUP_DESK = "+14155550199", "+14155550177", "sip:backup@127.0.
 def customer_line(tmp_path):
     """The customer trunk (SIPp answers) and the customer's phone line, which keeps saying 400 Hz."""
     line = talking_line(CALLEE_HZ)
-    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
-    carrier = Carrier.objects.create(name="Customer trunk", host="127.0.0.1", port=port, priority=2)
-    number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
-    yield line
-    line.stop()
-    sipp.stop()
-    number.delete()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Customer trunk", priority=2, rtp_port=line.port):
+        number = Number.objects.create(e164=ACME_NUMBER, tenant=Tenant.objects.get(schema_name="acme"))
+        yield line
+        line.stop()
+        number.delete()
 
 
 @pytest.fixture
 def desk_line(tmp_path):
     """Made by the test once the customer's call is up: the desk's trunk, first in the routing plan."""
-    made = []
+    with ExitStack() as made:
+        def make():
+            line = talking_line(PERSON_HZ)
+            made.callback(line.stop)
+            made.enter_context(stack.media_trunk(tmp_path, "Desk trunk", rtp_port=line.port))
+            return line
 
-    def make():
-        line = talking_line(PERSON_HZ)
-        sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
-        carrier = Carrier.objects.create(name="Desk trunk", host="127.0.0.1", port=port, priority=1)
-        made.append((line, sipp, carrier))
-        return line
-
-    yield make
-    for line, sipp, carrier in made:
-        line.stop()
-        sipp.stop()
-        carrier.delete()
+        yield make
 
 
 def post(api, path, data=None):

@@ -34,18 +34,15 @@ DESK = "+14155550177"
 def live(acme, tmp_path, gateways_start_empty):
     """The platform's processes, the caller's trunk (its line keeps saying 400 Hz) and an agent."""
     line = talking_line(CALLEE_HZ)
-    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
     Carrier.objects.filter(name="Queued only").update(enabled=False)
-    carrier = Carrier.objects.create(name="Caller trunk", host="127.0.0.1", port=port, priority=2)
-    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
-    agents = AgentServer()
-    yield line, processes, agents
-    agents.stop()
-    for process in processes:
-        process.stop()
-    line.stop()
-    sipp.stop()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Caller trunk", priority=2, rtp_port=line.port):
+        processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
+        agents = AgentServer()
+        yield line, processes, agents
+        agents.stop()
+        for process in processes:
+            process.stop()
+        line.stop()
 
 
 def answered_call(acme, web, line, agents):
@@ -78,37 +75,34 @@ def test_dial_bridges_the_caller_to_the_desk_and_the_action_hears_it_completed(a
     line, processes, agents = live
     client, call, agent = answered_call(acme, web, line, agents)
     desk = talking_line(PERSON_HZ)
-    desk_sipp, desk_port = stack.media_carrier(tmp_path, rtp_port=desk.port)
-    desk_trunk = Carrier.objects.create(name="Desk trunk", host="127.0.0.1", port=desk_port, priority=1)
     try:
-        updated = client.calls(call.sid).update(twiml=(
-            f'<Response><Dial callerId="{ACME_NUMBER}" timeout="20" action="{app.url("/after-dial")}">'
-            f'<Number>{DESK}</Number></Dial></Response>'))
-        assert updated.status == "in-progress"
-        desk.play(gateway_port(desk))
-        assert agent.closed.wait(10)  # cold: the agent's stream ends when the desk answers
-        caller_from, desk_from = len(line.heard), len(desk.heard)
-        wait_until(lambda: blocks_with(heard_since(desk, desk_from), CALLEE_HZ) >= 50, 10,
-                   what="the desk hearing the caller")
-        wait_until(lambda: blocks_with(heard_since(line, caller_from), PERSON_HZ) >= 50, 10,
-                   what="the caller hearing the desk")
-        client.calls(call.sid).update(status="completed")
-        stack.final_call("acme", call.sid, processes)
+        with stack.media_trunk(tmp_path, "Desk trunk", rtp_port=desk.port):
+            updated = client.calls(call.sid).update(twiml=(
+                f'<Response><Dial callerId="{ACME_NUMBER}" timeout="20" action="{app.url("/after-dial")}">'
+                f'<Number>{DESK}</Number></Dial></Response>'))
+            assert updated.status == "in-progress"
+            desk.play(gateway_port(desk))
+            assert agent.closed.wait(10)  # cold: the agent's stream ends when the desk answers
+            caller_from, desk_from = len(line.heard), len(desk.heard)
+            wait_until(lambda: blocks_with(heard_since(desk, desk_from), CALLEE_HZ) >= 50, 10,
+                       what="the desk hearing the caller")
+            wait_until(lambda: blocks_with(heard_since(line, caller_from), PERSON_HZ) >= 50, 10,
+                       what="the caller hearing the desk")
+            client.calls(call.sid).update(status="completed")
+            stack.final_call("acme", call.sid, processes)
 
-        action = action_request(app)
-        assert action["method"] == "POST" and app.validated(auth_token.current(acme), action)
-        params = params_of(action)
-        with schema_context("acme"):
-            transfer = Transfer.objects.get(call__sid=call.sid)
-        assert (transfer.to, transfer.caller_id, transfer.carrier_name) == (DESK, ACME_NUMBER, "Desk trunk")
-        assert params["DialCallStatus"] == "completed" and params["DialCallSid"] == transfer.sid
-        assert int(params["DialCallDuration"]) >= 1
-        assert (params["CallSid"], params["AccountSid"]) == (call.sid, acme.account_sid)
-        assert (params["From"], params["To"]) == (ACME_NUMBER, CALLEE)
+            action = action_request(app)
+            assert action["method"] == "POST" and app.validated(auth_token.current(acme), action)
+            params = params_of(action)
+            with schema_context("acme"):
+                transfer = Transfer.objects.get(call__sid=call.sid)
+            assert (transfer.to, transfer.caller_id, transfer.carrier_name) == (DESK, ACME_NUMBER, "Desk trunk")
+            assert params["DialCallStatus"] == "completed" and params["DialCallSid"] == transfer.sid
+            assert int(params["DialCallDuration"]) >= 1
+            assert (params["CallSid"], params["AccountSid"]) == (call.sid, acme.account_sid)
+            assert (params["From"], params["To"]) == (ACME_NUMBER, CALLEE)
     finally:
         desk.stop()
-        desk_sipp.stop()
-        desk_trunk.delete()
 
 
 def test_a_busy_desk_gives_busy_to_the_action_whose_twiml_ends_the_call(acme, web, app, live, tmp_path):

@@ -45,16 +45,13 @@ def app():
 def live(acme, tmp_path, gateways_start_empty):
     """The platform's processes, and a carrier whose callee answers on a phone line we listen to."""
     line = PhoneLine([])
-    sipp, port = stack.media_carrier(tmp_path, rtp_port=line.port)
     Carrier.objects.filter(name="Queued only").update(enabled=False)
-    carrier = Carrier.objects.create(name="Answering trunk", host="127.0.0.1", port=port, priority=1)
-    processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
-    yield line, processes
-    for process in processes:
-        process.stop()
-    line.stop()
-    sipp.stop()
-    carrier.delete()
+    with stack.media_trunk(tmp_path, "Answering trunk", rtp_port=line.port):
+        processes = [stack.gateway_pool(tmp_path, 1), stack.recorder(tmp_path), stack.celery_worker(tmp_path, "calls")]
+        yield line, processes
+        for process in processes:
+            process.stop()
+        line.stop()
 
 
 def fetched(app, path: str, count: int = 1) -> list[dict]:
