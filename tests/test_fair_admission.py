@@ -67,8 +67,8 @@ def gateways_take_everything(redis) -> list[dict]:
     in the order it took them."""
     taken = []
     while popped := Store(redis).pop_originates("gw-fair", GATEWAY_SLOTS):
-        assert {flag for _, flag in popped} == {"ok"}
-        taken += [json.loads(raw) for raw, _ in popped]
+        assert {flag for _, flag, _ in popped} == {"ok"}
+        taken += [json.loads(raw) for raw, _, _ in popped]
     return taken
 
 

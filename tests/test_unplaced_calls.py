@@ -54,6 +54,6 @@ def test_a_call_that_never_reached_the_gateways_ends_as_not_placed_once_and_is_n
 
     # the originate arrives after all (a slow client): the pool does not dial it, but does the queued one
     client.originate(r, {"call_id": lost.sid, "tenant": "acme", "legs": [{"uri": "sip:x@127.0.0.1:9"}]})
-    popped = {json.loads(raw)["call_id"]: flag for raw, flag in Store(r).pop_originates("gw-test", 100)}
+    popped = {json.loads(raw)["call_id"]: flag for raw, flag, _ in Store(r).pop_originates("gw-test", 100)}
     assert popped[lost.sid] == "done" and popped[queued.sid] == "ok"
     r.delete(keys.gw_calls_key("gw-test"))

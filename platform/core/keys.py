@@ -95,6 +95,12 @@ def originate_depth(region: str = "") -> str:
     return f"{originate_queue(region)}:depth"
 
 
+def originate_held(region: str = "") -> str:
+    """Tenants held back in the region's queue (sorted set: tenant -> until, ms of Redis time): a call
+    of theirs met full caps and went back to wait; gateways skip them until then."""
+    return f"{originate_queue(region)}:held"
+
+
 # ---- caps (telephony/leases.py, telephony/gateway/call_limits.py) -----------------------------
 def carrier_calls_key(carrier_id) -> str:
     return f"lim:carrier:{carrier_id}:calls"

@@ -243,6 +243,9 @@ STORAGES = {
 DIALER_UNPLACED_GRACE_S = float(env("DIALER_UNPLACED_GRACE_S", "30"))
 # A call still queued this long that Redis never heard of (down when it was placed) ends as not_placed.
 CALL_UNPLACED_GRACE_S = float(env("CALL_UNPLACED_GRACE_S", "30"))
+# An API call that finds its tenant's or every carrier's concurrent-call cap full waits in its queue for
+# room, at most this long after it was placed; then it fails with reason carrier_at_capacity.
+CALL_QUEUE_TIMEOUT_S = float(env("CALL_QUEUE_TIMEOUT_S", "600"))
 # A campaign is dialed by one loop per DIALER_CPS_PER_SLICE of its CPS, at most DIALER_MAX_SLICES at
 # once, each in any dialer worker (campaigns/dialer.py): more worker processes, more cores per campaign.
 DIALER_CPS_PER_SLICE = float(env("DIALER_CPS_PER_SLICE", "40"))

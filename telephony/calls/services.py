@@ -215,6 +215,8 @@ class CallPlacer:
             "stream_url": request.stream_url, "custom_parameters": request.custom_parameters,
             "account_sid": self.tenant.account_sid, "tenant_max_concurrent": self.tenant.max_concurrent_calls,
         }
+        if request.campaign_id is None:  # a campaign's dialer paces itself to the caps; an API call waits for room
+            command["wait_at_caps"] = settings.CALL_QUEUE_TIMEOUT_S
         if request.twiml is not None:
             command["twiml"] = request.twiml
         if request.twiml_url:

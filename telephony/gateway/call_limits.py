@@ -18,7 +18,6 @@ from telephony.leases import (
     RateLimiter,
     acquire_all,
     reassert_keys,
-    release_all,
     release_keys,
     renew_all,
 )
@@ -45,18 +44,18 @@ class CallLimits:
         return slots
 
     def admit(self, call_id: str, cmd: OriginateCommand, leg: CarrierLeg, held: list) -> tuple[str, float]:
-        """(OK, 0) with the slots appended to `held`; (WAIT, seconds) for the CPS turn; (FULL, 0).
-        Raises the client's error when Redis cannot be reached (the caller waits and tries again)."""
+        """(OK, 0) with the leg's slots in `held`; (WAIT, seconds) for the CPS turn, the slots kept in
+        `held` meanwhile (the call is being placed: no later call takes them; asked again, the same
+        holder keeps them); (FULL, 0). Raises the client's error when Redis cannot be reached (the
+        caller waits and tries again)."""
         slots = self._slots(cmd, leg)
         if slots and not acquire_all(slots, call_id, LEASE_S):
             return self.FULL, 0.0
+        held[:] = slots
         if leg.get("max_cps"):
             wait = RateLimiter(self.client, keys.carrier_cps_key(leg["carrier_id"]), float(leg["max_cps"])).try_acquire()
             if wait > 0:
-                if slots:
-                    release_all(slots, call_id)
                 return self.WAIT, wait
-        held.extend(slots)
         return self.OK, 0.0
 
     def release(self, call_id: str, held: list) -> None:

@@ -34,6 +34,9 @@ OriginateCommand = TypedDict("OriginateCommand", {
     "ring_timeout": NotRequired[float],
     "max_duration": NotRequired[float],
     "tenant_max_concurrent": NotRequired[int],  # the tenant's concurrent-call cap (0: none)
+    # an API call: while every leg (or the tenant) is at its cap it waits in its queue instead of
+    # failing, up to this many seconds after queued_at (CALL_QUEUE_TIMEOUT_S); campaign calls have none
+    "wait_at_caps": NotRequired[float],
     # the agent stream (media bridge): where, with which parameters and encoding
     "stream_url": NotRequired[str],
     "custom_parameters": NotRequired[dict[str, str]],

@@ -99,6 +99,15 @@ class _Commands:
     def rpush(self, key, *values):
         return self._call("RPUSH", key, *values)
 
+    def zrange(self, key, start, end, withscores=False):
+        if not withscores:
+            return self._call("ZRANGE", key, start, end)
+        return self._call("ZRANGE", key, start, end, "WITHSCORES",
+                          post=lambda r: [(r[i], float(r[i + 1])) for i in range(0, len(r), 2)])
+
+    def time(self):
+        return self._call("TIME", post=lambda r: (int(r[0]), int(r[1])))
+
     def blpop(self, keys, timeout=0):
         """(key, value) from the first non-empty list, waiting up to timeout s; None on timeout.
         The client's socket_timeout must be longer than timeout."""

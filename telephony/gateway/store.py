@@ -21,12 +21,18 @@ from core import keys
 
 from . import events as ev
 
-# KEYS: the tenant's queue, ring, wake list, depth    ARGV: command json, tenant
+# KEYS: the tenant's queue, ring, wake list, depth, held-back tenants    ARGV: command json, tenant
 # The tenant joins the back of the ring when its queue was empty (it is on the ring exactly while it
-# has calls waiting); one wake token per command.
+# has calls waiting); one wake token per command, none while the tenant is held back (no gateway
+# could take it: its gateway retries it when the hold ends).
 _PUSH_ORIGINATE = """
 if redis.call('RPUSH', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[2]) end
 redis.call('INCR', KEYS[4])
+local held_until = redis.call('ZSCORE', KEYS[5], ARGV[2])
+if held_until then
+  local clock = redis.call('TIME')
+  if tonumber(held_until) > tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) then return 1 end
+end
 redis.call('RPUSH', KEYS[3], 1)
 return 1
 """
@@ -34,69 +40,124 @@ return 1
 # Commands read ahead per command wanted: gateways woken together read the same head, and the one
 # that loses it to another finds the next commands among those it read instead of reading again.
 READ_AHEAD = 8
+# Tenants read from the front of the ring beyond those a pop wants: the held-back ones among them are
+# passed over, and the tenants behind them served.
+HELD_LOOKAHEAD = 64
+# How long a tenant whose call met full caps is held back: its calls are tried again this often by
+# the gateway that held it (a few times a second, not in a loop), others' calls go on meanwhile.
+CAP_HOLD_MS = 300
 
-# KEYS: ring, gw:{id}:calls, wake list, depth, then one queue per tenant served, then the call:{id}
-# of each command read from the heads of those queues, in order ('' for a command that is not one)
+# KEYS: ring, gw:{id}:calls, wake list, depth, held-back tenants, then one queue per tenant served,
+# then the queue of each tenant held back, then the call:{id} of each command read from the heads of
+# the served queues, in order ('' for a command that is not one)
 # ARGV: gateway id, now, commands per tenant, n tenants, the n tenants, how many commands were read
-# from each tenant's queue, then each command read and its call id
+# from each tenant's queue, m tenants held back, the m tenants, then each command read and its call id
 # Up to that many commands from each tenant's queue in turn, while its head is one of the commands
 # read (more are read than taken: a gateway that lost the head to another finds the next ones among
 # them); round-robin: a tenant served goes to the back of the ring, off it
-# when its queue is empty. Also leaves exactly one wake token per
-# command still queued (capped per call), so no gateway is woken for nothing and a token taken by a
-# gateway that then had no room (or died) is given back.
+# when its queue is empty. A tenant held back (its calls met full caps: _REQUEUE_ORIGINATES) is
+# skipped and keeps its place until its hold ends. Also leaves exactly one wake token per
+# command still queued that a gateway may take now (none for a held tenant's; capped per call), so
+# no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
+# given back.
 _POP_ORIGINATE = """
 local out = {}
 local popped = 0
 local each = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local first_command = 4 + 2 * n  -- ARGV index before the first (command, call id) pair
-local first_call_key = 4 + n  -- KEYS index before the first call:{id}
+local m = tonumber(ARGV[5 + 2 * n])
+local first_command = 5 + 2 * n + m  -- ARGV index before the first (command, call id) pair
+local first_call_key = 5 + n + m  -- KEYS index before the first call:{id}
+local clock = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
 local c = 0
 for t = 1, n do
   local tenant = ARGV[4 + t]
-  local queue = KEYS[4 + t]
-  redis.call('LREM', KEYS[1], 1, tenant)
-  local read = {}
-  for j = c + 1, c + tonumber(ARGV[4 + n + t]) do read[ARGV[first_command + 2 * j - 1]] = j end
-  c = c + tonumber(ARGV[4 + n + t])
-  for _ = 1, each do
-    local raw = redis.call('LINDEX', queue, 0)
-    local j = raw and read[raw]
-    if not j then break end
-    read[raw] = nil
-    redis.call('LPOP', queue)
-    popped = popped + 1
-    local ck = KEYS[first_call_key + j]
-    local flag = 'bad'
-    if ck ~= '' then
-      if redis.call('HEXISTS', ck, 'final') == 1 then
-        flag = 'done'
-      else
-        redis.call('SADD', KEYS[2], ARGV[first_command + 2 * j])
-        redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
-        if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+  local queue = KEYS[5 + t]
+  local count = tonumber(ARGV[4 + n + t])
+  if not redis.call('ZSCORE', KEYS[5], tenant) then
+    redis.call('LREM', KEYS[1], 1, tenant)
+    local read = {}
+    for j = c + 1, c + count do read[ARGV[first_command + 2 * j - 1]] = j end
+    for _ = 1, each do
+      local raw = redis.call('LINDEX', queue, 0)
+      local j = raw and read[raw]
+      if not j then break end
+      read[raw] = nil
+      redis.call('LPOP', queue)
+      popped = popped + 1
+      local ck = KEYS[first_call_key + j]
+      local flag = 'bad'
+      if ck ~= '' then
+        if redis.call('HEXISTS', ck, 'final') == 1 then
+          flag = 'done'
+        else
+          redis.call('SADD', KEYS[2], ARGV[first_command + 2 * j])
+          redis.call('HSET', ck, 'gateway', ARGV[1], 'state', 'accepted', 'accepted_at', ARGV[2])
+          if redis.call('HEXISTS', ck, 'hangup_requested') == 1 then flag = 'cancel' else flag = 'ok' end
+        end
       end
+      table.insert(out, raw)
+      table.insert(out, flag)
     end
-    table.insert(out, raw)
-    table.insert(out, flag)
+    if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
   end
-  if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', KEYS[1], tenant) end
+  c = c + count
 end
 local left = redis.call('DECRBY', KEYS[4], popped)
 if left < 0 or redis.call('LLEN', KEYS[1]) == 0 then
   left = 0
   redis.call('SET', KEYS[4], 0)
 end
+local takeable = left
+for h = 1, m do
+  if redis.call('ZSCORE', KEYS[5], ARGV[5 + 2 * n + h]) then takeable = takeable - redis.call('LLEN', KEYS[5 + n + h]) end
+end
 local tokens = redis.call('LLEN', KEYS[3])
-if left == 0 then
+if takeable <= 0 then
   redis.call('DEL', KEYS[3])
-elseif tokens > left then
-  redis.call('LTRIM', KEYS[3], 0, left - 1)
+elseif tokens > takeable then
+  redis.call('LTRIM', KEYS[3], 0, takeable - 1)
 else
-  for i = 1, math.min(left - tokens, 64) do redis.call('RPUSH', KEYS[3], 1) end
+  for i = 1, math.min(takeable - tokens, 64) do redis.call('RPUSH', KEYS[3], 1) end
 end
 return out
+"""
+
+# KEYS: the tenant's queue, ring, depth, wake list, held-back tenants, gw:{id}:calls, then the
+# call:{id} of each command    ARGV: gateway id, tenant, hold ms, then each command and its call id,
+# oldest first
+# Undoes the pop of commands this gateway took but cannot place yet (every carrier leg, or the
+# tenant, at its cap): back at the front of the tenant's queue in their order, the tenant back on the
+# ring, the calls queued again in their hashes and off the gateway's set; the tenant is held back for
+# hold ms, during which no gateway takes its calls or is woken for them. Only a call still this
+# gateway's goes back (run again after a lost reply, it changes nothing); an ended one is dropped.
+_REQUEUE_ORIGINATES = """
+local back = 0
+for i = (#ARGV - 3) / 2, 1, -1 do
+  local ck = KEYS[6 + i]
+  if redis.call('HGET', ck, 'gateway') == ARGV[1] then
+    redis.call('SREM', KEYS[6], ARGV[3 + 2 * i])
+    if redis.call('HEXISTS', ck, 'final') == 0 then
+      redis.call('HDEL', ck, 'gateway', 'accepted_at')
+      redis.call('HSET', ck, 'state', 'queued')
+      redis.call('LPUSH', KEYS[1], ARGV[2 + 2 * i])
+      back = back + 1
+    end
+  end
+end
+if back == 0 then return 0 end
+if redis.call('LLEN', KEYS[1]) == back then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+local depth = redis.call('INCRBY', KEYS[3], back)
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[5], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[3]), ARGV[2])
+local takeable = depth - redis.call('LLEN', KEYS[1])
+if takeable <= 0 then
+  redis.call('DEL', KEYS[4])
+elseif redis.call('LLEN', KEYS[4]) > takeable then
+  redis.call('LTRIM', KEYS[4], 0, takeable - 1)
+end
+return back
 """
 
 # KEYS: call:{id}, gw:{gw}:calls (may be ''), events stream    ARGV: call id, final type, event json,
@@ -156,6 +217,7 @@ class Store:
         self.r = redis
         self._push = redis.register_script(_PUSH_ORIGINATE)
         self._pop = redis.register_script(_POP_ORIGINATE)
+        self._requeue = redis.register_script(_REQUEUE_ORIGINATES)
         self._finalize = redis.register_script(_FINALIZE)
         self._hangup = redis.register_script(_HANGUP)
         self._call_command = redis.register_script(_CALL_COMMAND)
@@ -165,21 +227,30 @@ class Store:
     def push_originate(self, raw: str, tenant: str, region: str = "", client=None) -> None:
         """Queue one originate command (JSON) behind the tenant's calls already waiting."""
         self._push(keys=[keys.tenant_queue(region, tenant), keys.originate_ring(region), keys.originate_wake(region),
-                         keys.originate_depth(region)], args=[raw, tenant], client=client)
+                         keys.originate_depth(region), keys.originate_held(region)], args=[raw, tenant], client=client)
 
-    def pop_originates(self, gateway_id: str, count: int, client=None, region: str = "") -> list[tuple[bytes, str]]:
-        """Up to ``count`` commands, the waiting tenants' in turn (the room shared evenly between
-        the first ``count`` of the ring): the gateway's own region's first, then the shared queue's."""
-        popped: list[tuple[bytes, str]] = []
+    def pop_originates(self, gateway_id: str, count: int, client=None, region: str = ""
+                       ) -> list[tuple[bytes, str, str]]:
+        """Up to ``count`` (command, flag, region of the queue it came from), the waiting tenants' in
+        turn (the room shared evenly between the first ``count`` of the ring not held back): the
+        gateway's own region's first, then the shared queue's."""
+        popped: list[tuple[bytes, str, str]] = []
         c = client or self.r
         for queue_region in ((region, "") if region else ("",)):
             if popped and len(popped) >= count:
                 break
-            ring, idle_rounds = keys.originate_ring(queue_region), 0
+            ring, held_key, idle_rounds = keys.originate_ring(queue_region), keys.originate_held(queue_region), 0
             while True:  # once at least: with nothing to take, the script still gives the wake token back
                 want = count - len(popped)
-                tenants = [t.decode() if isinstance(t, bytes) else t
-                           for t in (c.lrange(ring, 0, want - 1) if want > 0 else [])]
+                p = c.pipeline(transaction=False)
+                p.zrange(held_key, 0, -1, withscores=True)
+                p.time()
+                if want > 0:
+                    p.lrange(ring, 0, want - 1 + HELD_LOOKAHEAD)
+                held_until, (seconds, micros), *ring_head = p.execute()
+                now_ms = seconds * 1000 + micros // 1000
+                held = [_text(t) for t, until in held_until if until > now_ms]
+                tenants = [t for t in map(_text, ring_head[0]) if t not in held][:want] if ring_head else []
                 heads: list[list[bytes]] = []
                 each = -(-want // max(1, len(tenants)))
                 if tenants:
@@ -190,18 +261,31 @@ class Store:
                 commands = [(raw, _call_id_of(raw)) for head in heads for raw in head]
                 res = self._pop(
                     keys=[ring, keys.gw_calls_key(gateway_id), keys.originate_wake(queue_region),
-                          keys.originate_depth(queue_region), *(keys.tenant_queue(queue_region, t) for t in tenants),
+                          keys.originate_depth(queue_region), held_key,
+                          *(keys.tenant_queue(queue_region, t) for t in tenants),
+                          *(keys.tenant_queue(queue_region, t) for t in held),
                           *(keys.call_key(call_id) if call_id else "" for _, call_id in commands)],
                     args=[gateway_id, f"{time.time():.3f}", each, len(tenants), *tenants, *(len(head) for head in heads),
-                          *(part for command in commands for part in command)],
+                          len(held), *held, *(part for command in commands for part in command)],
                     client=client,
                 )
-                popped += [(res[i], res[i + 1].decode() if isinstance(res[i + 1], bytes) else res[i + 1])
-                           for i in range(0, len(res), 2)]
+                popped += [(res[i], _text(res[i + 1]), queue_region) for i in range(0, len(res), 2)]
                 idle_rounds = 0 if res else idle_rounds + 1  # empty: another gateway took them first
                 if not tenants or len(popped) >= count or idle_rounds >= 3:
                     break
         return popped
+
+    def requeue_originates(self, gateway_id: str, region: str, tenant: str, commands: list[tuple[bytes, str]],
+                           hold_ms: int = CAP_HOLD_MS) -> int:
+        """Put back at the front of their tenant's queue, in order, commands (raw, call id) this
+        gateway popped from ``region``'s queue but cannot place while caps are full, and hold the
+        tenant back for ``hold_ms`` (see _REQUEUE_ORIGINATES). Returns how many went back."""
+        return int(self._requeue(
+            keys=[keys.tenant_queue(region, tenant), keys.originate_ring(region), keys.originate_depth(region),
+                  keys.originate_wake(region), keys.originate_held(region), keys.gw_calls_key(gateway_id),
+                  *(keys.call_key(call_id) for _, call_id in commands)],
+            args=[gateway_id, tenant, hold_ms, *(part for command in commands for part in command)],
+        ))
 
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
         """A non-final event, plus optional fields for the call:{id} hash."""
@@ -274,6 +358,10 @@ def _call_id_of(raw: bytes) -> str:
         return ""
     call_id = command.get("call_id") if isinstance(command, dict) else None
     return call_id if isinstance(call_id, str) and call_id else ""
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _s(v) -> str | int | float:

@@ -41,12 +41,13 @@ from .call_limits import CallLimits
 from .contract import CarrierLeg, OriginateCommand
 from .media_bridge import MediaBridge
 from .pj_errors import PJSUA_MAX_ACC, PJSUA_MAX_CALLS, PjsipLog, describe
-from .store import Store, _s
+from .store import CAP_HOLD_MS, Store, _s
 from .transfers import Transfers
 
 log = logging.getLogger("gateway")
 
 MAX_CRED_ACCOUNTS = PJSUA_MAX_ACC - 2  # the default account + one spare
+CARRIER_FULL = "carrier at capacity"  # the sip_reason of a leg its caps refused
 PJSIP_T1_MS, PJSIP_T2_MS, PJSIP_T4_MS = 500, 4000, 5000  # RFC 3261 defaults, unchanged
 
 # headers an originate command may not set
@@ -357,7 +358,7 @@ class Worker:
         # until the INVITE transaction times out (Timer B; measured): count those slots.
         self.zombies: list[float] = []
         self.zombie_seconds = args.tsx_timeout + 1.0
-        self.outbox: collections.deque = collections.deque()  # ('publish'|'finalize', event, state)
+        self.outbox: collections.deque = collections.deque()  # ('publish'|'state'|'finalize'|'requeue', event, state)
         self.stopping = False
         self.started_at = time.time()
         self.sip_port = 0
@@ -370,6 +371,7 @@ class Worker:
         self.sound_clock = False
         self.clock_needed_at = 0.0  # when an unbridged answered call last needed the clock
         self.listener: CommandListener | None = None
+        self.cap_retry_at = 0.0  # monotonic: look at the queue then (tenants held back at full caps)
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -622,6 +624,8 @@ class Worker:
     def take_commands(self) -> None:
         """What the listener received: commands for our calls, then originates if it saw a token."""
         inbox, wanted = self.listener.inbox, False
+        if self.cap_retry_at and time.monotonic() >= self.cap_retry_at:
+            self.cap_retry_at, wanted = 0.0, True
         while inbox:
             kind, raw = inbox.popleft()
             if kind == "command":
@@ -641,8 +645,19 @@ class Worker:
         except redis.RedisError as exc:
             self.redis_failed(exc)
             return
-        for raw, flag in popped:
-            self.handle_originate(raw, flag)
+        back: dict[tuple[str, str], list[tuple[bytes, str]]] = {}  # (region, tenant) -> commands going back
+        for raw, flag, region in popped:
+            cmd = self.originate_command(raw, flag)
+            if cmd is None:
+                continue
+            queue = (region, cmd.get("tenant") or "")
+            if not self.handle_originate(cmd, flag, behind_waiting=queue in back):
+                back.setdefault(queue, []).append((raw, cmd["call_id"]))
+        for (region, tenant), commands in back.items():
+            self.outbox.append(("requeue", {"region": region, "tenant": tenant, "commands": commands}, None))
+        if back:  # those tenants' calls are tried again when their hold ends, here (or by any gateway's poll)
+            self.cap_retry_at = time.monotonic() + CAP_HOLD_MS / 1000
+            self.flush_outbox()
 
     def update_room(self) -> None:
         """Tell the listener whether to wait for originate tokens; on the way from full to free, look
@@ -707,6 +722,8 @@ class Worker:
                     self.store.publish(event, state)
                 elif kind == "state":
                     self.store.set_state(event["call_id"], state)
+                elif kind == "requeue":
+                    self.store.requeue_originates(self.gateway_id, event["region"], event["tenant"], event["commands"])
                 else:
                     self.store.finalize(event, self.gateway_id)
             except redis.RedisError as exc:
@@ -744,20 +761,33 @@ class Worker:
         else:
             log.error("unknown command %r", cmd)
 
-    def handle_originate(self, raw: bytes, flag: str) -> None:
+    def originate_command(self, raw: bytes, flag: str) -> OriginateCommand | None:
+        """A popped originate command, or None when it is not one or its call already ended."""
         try:
             cmd = json.loads(raw)
         except ValueError:
             cmd = None
         if flag == "bad" or not isinstance(cmd, dict):
             log.error("dropping malformed originate %r", raw[:200])
-            return
-        call_id = cmd["call_id"]
+            return None
         if flag == "done":
-            log.info("call %s already ended, not dialing", call_id)
-            return
-        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cast(OriginateCommand, cmd), legs=list(cmd.get("legs") or []))
+            log.info("call %s already ended, not dialing", cmd["call_id"])
+            return None
+        return cast(OriginateCommand, cmd)
+
+    def handle_originate(self, cmd: OriginateCommand, flag: str, behind_waiting: bool = False) -> bool:
+        """Start an outbound call; False when it goes back to its queue instead: it may wait at full
+        caps (an API call, ``wait_at_caps``) and every carrier leg (or its tenant) is at its cap now,
+        or an earlier call of its tenant popped with it just went back (``behind_waiting``: order kept).
+        Nothing of a call that goes back is published: its record stays queued."""
+        call_id = cmd["call_id"]
+        s = Session(call_id=call_id, direction=ev.DIRECTION_OUTBOUND, cmd=cmd, legs=list(cmd.get("legs") or []))
         s.tenant = cmd.get("tenant")
+        bad = not s.legs or not all(isinstance(leg, dict) and leg.get("uri") for leg in s.legs) or not cmd.get("to")
+        first_leg = 0
+        if flag == "ok" and not bad and self.may_wait_at_caps(cmd):
+            if behind_waiting or (first_leg := self.first_leg_with_room(s)) is None:
+                return False
         s.extra = {"from": cmd.get("from"), "to": cmd.get("to")}
         if cmd.get("transfer_of"):  # a transfer leg (transfers.py): every event names its call
             s.extra["transfer_of"] = cmd["transfer_of"]
@@ -771,12 +801,42 @@ class Worker:
                   queue_ms=queue_ms, legs=len(s.legs))
         if flag == "cancel":
             self.fail(s, ev.OUTCOME_CANCELLED, code=0, reason=ev.REASON_HANGUP_REQUESTED)
-            return
-        bad = not s.legs or not all(isinstance(leg, dict) and leg.get("uri") for leg in s.legs)
-        if bad or not cmd.get("to"):
+            return True
+        if bad:
             self.fail(s, ev.OUTCOME_INVALID, code=0, reason="no legs / uri / to in command")
-            return
-        self.start_leg(s, 0)
+            return True
+        for index in range(first_leg):  # the legs before it were full: their failover, as when placed in turn
+            s.leg = index
+            self.emit(s, ev.LEG_STARTED, state={"state": "dialing", "leg": index, "carrier_id": s.carrier_id or ""},
+                      uri=s.legs[index]["uri"])
+            self.emit(s, ev.LEG_FAILED, sip_code=0, sip_reason=CARRIER_FULL, reason=ev.REASON_CARRIER_AT_CAPACITY,
+                      failover=True, pdd_ms=None)
+        self.save_slots(s)
+        self.start_leg(s, first_leg)
+        return True
+
+    @staticmethod
+    def may_wait_at_caps(cmd: OriginateCommand) -> bool:
+        """An API call waits in its queue while caps are full, up to ``wait_at_caps`` s since it was queued."""
+        limit, queued_at = float(cmd.get("wait_at_caps") or 0), cmd.get("queued_at")
+        return limit > 0 and queued_at is not None and time.time() - float(queued_at) < limit
+
+    def first_leg_with_room(self, s: Session) -> int | None:
+        """The first leg whose caps have room now, its slots taken (its carrier's CPS turn may still be
+        ahead: ``s.not_before``), or None when every leg is full."""
+        for index, leg in enumerate(s.legs):
+            try:
+                verdict, wait = self.limits.admit(s.call_id, s.cmd, leg, s.held)
+            except redis.RedisError as exc:
+                self.redis_failed(exc)
+                return index  # the caps cannot be read: the leg waits for Redis as any call's does
+            if verdict == CallLimits.OK:
+                s.admitted_leg = index
+                return index
+            if verdict == CallLimits.WAIT:
+                s.not_before = time.monotonic() + wait
+                return index
+        return None
 
     # ------------------------------------------------------------------------------ outbound legs
     def start_leg(self, s: Session, index: int, defer: bool = False) -> None:
@@ -815,14 +875,19 @@ class Worker:
         if verdict == CallLimits.WAIT:
             s.not_before = time.monotonic() + wait
             s.leg_start_pending = True
+            self.save_slots(s)
             return False
         if verdict == CallLimits.FULL:
-            self.leg_failed(s, 0, "carrier at capacity", ev.REASON_CARRIER_AT_CAPACITY)
+            self.leg_failed(s, 0, CARRIER_FULL, ev.REASON_CARRIER_AT_CAPACITY)
             return False
         s.admitted_leg = s.leg
-        if s.held:
-            self.save_state(s, slots=[lim.key for lim in s.held])
+        self.save_slots(s)
         return True
+
+    def save_slots(self, s: Session) -> None:
+        """The leg's slot keys in call:{id}, for whoever must give them back should this worker die."""
+        if s.held and s.redis_state.get("slots") != [lim.key for lim in s.held]:
+            self.save_state(s, slots=[lim.key for lim in s.held])
 
     def place_leg(self, s: Session) -> None:
         """makeCall for the current leg; retried from check_timers while pjsua has no free slot."""

@@ -31,7 +31,7 @@ def test_every_queued_call_is_taken_by_exactly_one_gateway(redis_url, redis_clie
     def gateway_takes_calls(gateway_id: str) -> None:
         store = Store(MiniRedis.from_url(redis_url))
         while popped := store.pop_originates(gateway_id, 4):
-            taken[gateway_id] += [(raw.decode(), flag) for raw, flag in popped]
+            taken[gateway_id] += [(raw.decode(), flag) for raw, flag, _ in popped]
 
     threads = [threading.Thread(target=gateway_takes_calls, args=(g,)) for g in GATEWAYS]
     for thread in threads:
