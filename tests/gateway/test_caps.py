@@ -52,6 +52,25 @@ def test_calls_over_the_cap_fail_over_to_the_next_carrier(r, new_gateway, sipp):
     assert sorted(carriers) == sorted([first, second, second])
 
 
+def test_an_api_call_over_the_first_carriers_cap_fails_over_rather_than_wait(r, new_gateway, sipp):
+    # API calls wait at full caps only when every leg is full: with room on the second carrier they
+    # go there at once, their first leg refused as carrier_at_capacity as for any call
+    new_gateway("caps-f")
+    uas = sipp("uas_answer.xml")
+    first, second = f"first-{uuid.uuid4().hex[:6]}", f"second-{uuid.uuid4().hex[:6]}"
+    legs = [leg(uas.uri_host, first, max_concurrent=1), leg(uas.uri_host, second, max_concurrent=3)]
+    calls = [originate(r, legs, max_duration=2, wait_at_caps=60) for _ in range(3)]
+    carriers = []
+    for call_id in calls:
+        events = wait_final(r, call_id, timeout=30)
+        answered = next(e for e in events if e["type"] == "answered")
+        carriers.append(answered["carrier_id"])
+        if answered["carrier_id"] == second:
+            refused = next(e for e in events if e["type"] == "leg_failed")
+            assert (refused["leg"], refused["reason"], refused["failover"]) == (0, ev.REASON_CARRIER_AT_CAPACITY, True)
+    assert sorted(carriers) == sorted([first, second, second])
+
+
 def test_a_cps_cap_paces_invites(r, new_gateway, sipp):
     new_gateway("caps-d")
     new_gateway("caps-e")
