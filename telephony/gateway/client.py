@@ -201,8 +201,9 @@ def originate_regions(redis, pool: list[dict] | None = None) -> list[str]:
 
 
 def waiting_calls(redis, pool: list[dict] | None = None) -> dict[str, tuple[int, float]]:
-    """Calls waiting for a free gateway, by tenant ("" for none): (how many, queued_at of the oldest),
-    every region together. Two round trips whatever the queue's length."""
+    """Calls waiting for a free gateway (or for room under a cap: wait_at_caps), by tenant ("" for
+    none): (how many, queued_at of the oldest), every region together. Two round trips whatever the
+    queue's length."""
     regions = originate_regions(redis, pool)
     p = redis.pipeline(transaction=False)
     for region in regions:

@@ -6,7 +6,9 @@ Lua scripts (run server-side, atomically) so that:
 - exactly one final event is published per call even when a worker and the supervisor race
   (``HSETNX call:{id} final``);
 - a hangup request either reaches the gateway holding the call or is seen by the gateway that pops
-  the still-queued command.
+  the still-queued command;
+- an API call a gateway popped but cannot place while caps are full goes back to the front of its
+  tenant's queue as if never popped, its tenant passed over for a moment (``_REQUEUE_ORIGINATES``).
 
 Every key a script touches comes as KEYS (core.keys names them): the commands at the head of each
 tenant's queue are read before the script that pops them (for their ``call:{id}`` keys), which pops

@@ -116,9 +116,9 @@ class CallMetricsCollector:
             alive.add_metric(values, 1 if g["alive"] else 0)
             restarts.add_metric(values, g["restarts"])
         yield from (capacity, active, alive, restarts)
-        queued = GaugeMetricFamily("voice_calls_queued", "Calls waiting for a free gateway.", labels=["tenant"])
+        queued = GaugeMetricFamily("voice_calls_queued", "Calls waiting for a gateway or a cap.", labels=["tenant"])
         waited = GaugeMetricFamily("voice_calls_queued_oldest_seconds",
-                                   "How long the oldest call waiting for a free gateway has waited.", labels=["tenant"])
+                                   "How long the oldest waiting call has waited.", labels=["tenant"])
         for tenant, (count, oldest) in sorted(selectors.originate_queue().items()):
             queued.add_metric([tenant], count)
             waited.add_metric([tenant], round(oldest, 3))

@@ -281,7 +281,7 @@ def carrier_names(ids) -> dict[str, str]:
 
 
 def originate_queue(now: float | None = None) -> dict[str, tuple[int, float]]:
-    """Calls waiting for a free gateway, by tenant: (how many, seconds the oldest has waited). Read at
+    """Calls waiting for a gateway or a cap, by tenant: (how many, seconds the oldest has waited). Read at
     scrape time from the tenants' queues (a burst shows as one tenant's depth and wait)."""
     now = time.time() if now is None else now
     return {tenant or "none": (count, max(0.0, now - oldest))
