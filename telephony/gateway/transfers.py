@@ -19,7 +19,6 @@ REFER or a failed NOTIFY is a failed transfer, handled by ``on_fail`` as above.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import pjsua2 as pj
@@ -90,7 +89,7 @@ class Transfers:
         self.commands[leg_id] = cmd
         self.leg_of[call_id] = leg_id
         w.emit(s, ev.TRANSFER_STARTED, transfer_sid=leg_id, to=leg.get("to"), mode=cmd.get("mode"))
-        w.handle_originate(json.dumps(leg).encode(), "ok")
+        w.handle_originate(leg, "ok")
 
     def _refer(self, s, cmd: TransferCommand) -> str:
         """Send the REFER of a blind transfer; "" or why it could not be sent."""
