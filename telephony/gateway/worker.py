@@ -654,6 +654,7 @@ class Worker:
             if not self.handle_originate(cmd, flag, behind_waiting=queue in back):
                 back.setdefault(queue, []).append((raw, cmd["call_id"]))
         for (region, tenant), commands in back.items():
+            log.debug("caps full: %d calls of %r back to their queue", len(commands), tenant)
             self.outbox.append(("requeue", {"region": region, "tenant": tenant, "commands": commands}, None))
         if back:  # those tenants' calls are tried again when their hold ends, here (or by any gateway's poll)
             self.cap_retry_at = time.monotonic() + CAP_HOLD_MS / 1000
