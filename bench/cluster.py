@@ -219,7 +219,7 @@ def scaling(args) -> dict:
     postgres = PostgresServer(folder / "postgres").start()
     server = RedisServer(folder / "redis").start()
     carrier, agent_port, groups, cluster, agent = Carrier(folder), free_tcp_port(), [], None, None
-    figures, contacts_used = {}, 0  # contacts' numbers are +1415556 and 4 digits: < 10,000 in all
+    figures, contacts_used = {}, 0  # each contact its own number (tests/cluster/actions.contact_number)
     try:
         agent = stack.Process("agent", [sys.executable, "-m", "demo.agent", "--port", str(agent_port)], folder)
         cluster = Cluster(folder, postgres.url, server.url, DIALER_UNPLACED_GRACE_S="3",

@@ -142,11 +142,11 @@ def test_a_campaign_wanting_more_calls_than_the_pool_holds_is_warned(page, ui_se
     shot(page, "48-campaign-390")
 
 
-def test_the_dashboard_shows_a_call_within_a_second_of_its_end(page, ui_server, shop, voice_stack, broken_trunk,
-                                                             django_db_blocker):
+def test_the_dashboard_shows_a_call_when_it_ends_without_a_reload(page, ui_server, shop, voice_stack, broken_trunk,
+                                                                  django_db_blocker):
     """The dashboard stays open while a call is placed, fails over, is answered and hung up (SIPp hangs
     up after 2 s). Once the recorder has written the call's end, its row and the attempt count reach the
-    page in 1 s: no reload, the live socket pushes them."""
+    page: no reload, the live socket pushes them."""
     base = f"http://{SHOP}.localhost:{ui_server}"
     sign_in(page, base, shop.admin_user, shop.admin_password)
     page.goto(f"{base}/dashboard/")
@@ -163,6 +163,7 @@ def test_the_dashboard_shows_a_call_within_a_second_of_its_end(page, ui_server, 
         expect(page.locator("#latest-calls")).not_to_contain_text(sid)  # still ringing or talking
         call = stack.final_call(SHOP, sid, voice_stack.processes)  # the recorder has written its end
     assert call.outcome == "answered", call.reason
-    expect(page.locator("#latest-calls tr").filter(has_text=sid)).to_contain_text("answered", timeout=1000)
-    expect(page.locator("#kpi-attempted")).to_have_text(str(attempted_before + 1), timeout=1000)
+    # How soon is a benchmark's figure (bench/dashboard_lag.py: under a second); here, only that it comes.
+    expect(page.locator("#latest-calls tr").filter(has_text=sid)).to_contain_text("answered", timeout=5000)
+    expect(page.locator("#kpi-attempted")).to_have_text(str(attempted_before + 1), timeout=5000)
     shot(page, "49-dashboard-after-a-call-1280")

@@ -47,6 +47,11 @@ def prepare(carriers: list[dict], inbound_stream_url: str = "") -> dict:
     return {"carriers": [row.pk for row in rows]}
 
 
+def contact_number(n: int) -> str:
+    """The n-th contact's number, unique for n < 440,000 (+1 415 556-0000 onwards, then 557-…)."""
+    return f"+1415{556 + n // 10_000}{n % 10_000:04d}"
+
+
 def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, first: int = 1000,
                    stream_url: str = "") -> dict:
     from campaigns import services
@@ -55,7 +60,7 @@ def start_campaign(name: str, contacts: int, cps: int, max_concurrent: int, firs
     with schema_context("acme"):
         contact_list = ContactList.objects.create(name=name)
         Contact.objects.bulk_create(
-            Contact(contact_list=contact_list, phone=f"+1415556{first + i:04d}", name=f"Contact {i}", time_zone="UTC")
+            Contact(contact_list=contact_list, phone=contact_number(first + i), name=f"Contact {i}", time_zone="UTC")
             for i in range(contacts))
         campaign = Campaign.objects.create(
             name=name, contact_list=contact_list, caller_ids=[CALLER_ID], stream_url=stream_url, cps=cps,

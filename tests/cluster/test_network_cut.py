@@ -114,10 +114,10 @@ def test_a_node_cut_off_from_the_control_plane_keeps_its_calls_talking_and_repor
                            stream_url=agent_url)["campaign"]
     _, rtp = phone_line
 
-    def all_talking():
+    def all_talking():  # the phone line rewrites its file twice a second: "last" may be that old
         now = time.time()
         calls = heard(rtp).values()
-        return len(calls) == CALLS and all(now - c["first"] > 2 and now - c["last"] < 0.5 for c in calls)
+        return len(calls) == CALLS and all(now - c["first"] > 2 and now - c["last"] < 1.5 for c in calls)
 
     try:
         wait_until(all_talking, 120, interval=0.25, what=f"{CALLS} calls talking to the phone line")
@@ -129,8 +129,11 @@ def test_a_node_cut_off_from_the_control_plane_keeps_its_calls_talking_and_repor
     wait_until(lambda: "n2-0" in cluster.act("live_gateways")["gateways"], 120, interval=1,
                what="the second node's gateway")
 
-    assert all_talking(), (f"the calls ended before the cut (the second node took long to start): {heard(rtp)}\n"
-                           f"{cluster.act('campaign_report', campaign=campaign)}\n{cluster.tails(6000)}")
+    try:
+        wait_until(all_talking, 3, interval=0.25, what="the calls still talking")
+    except AssertionError:
+        raise AssertionError(f"the calls ended before the cut (the second node took long to start): {heard(rtp)}\n"
+                             f"{cluster.act('campaign_report', campaign=campaign)}\n{cluster.tails(6000)}") from None
     network["control"].cut()
     cut_at = time.time()
     assert subprocess.run(network["node"].run(["ping", "-c", "1", "-W", "1", CONTROL]),
