@@ -155,6 +155,9 @@ AXES_VERBOSE = False
 # Failed API-key attempts per client address (tenants.accounts.throttle).
 API_KEY_FAILURE_LIMIT = int(env("API_KEY_FAILURE_LIMIT", "20"))
 API_KEY_FAILURE_WINDOW_S = int(env("API_KEY_FAILURE_WINDOW_S", "600"))
+# API credentials checked once are trusted this long by each web process (tenants/accounts/verified.py):
+# a revoked key or a suspended tenant is refused everywhere within it.
+API_AUTH_CACHE_S = float(env("API_AUTH_CACHE_S", "5"))
 
 ROOT_URLCONF = "voiceplatform.urls"
 LOGIN_URL = "/accounts/login/"

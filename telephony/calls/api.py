@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from core.spreadsheet import CsvLines
 
 from . import recordings, selectors, services, transfers
-from .models import CallLeg
+from .models import CallLeg, Transfer
 from .serializers import (
     CallCreateSerializer,
     CallDetailSerializer,
@@ -79,7 +79,8 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             # the record ends as not_placed (services.give_up_unplaced_calls): the caller may try again
             return Response({"detail": "the call could not be handed to the gateways; try again shortly"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        call._prefetched_objects_cache = {"legs": CallLeg.objects.none()}  # just placed: no leg yet, no query
+        # just placed: no leg nor transfer yet, no query for them
+        call._prefetched_objects_cache = {"legs": CallLeg.objects.none(), "transfers": Transfer.objects.none()}
         return Response(CallSerializer(call, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
