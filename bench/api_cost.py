@@ -7,14 +7,16 @@ of each kind (`POST /api/v1/calls` with a bearer key, Twilio's `Calls.json` with
 through Django's whole request path in this process (middleware, tenant lookup, API key, DRF,
 serializers, the call record, the originate pushed to Redis), one after the other.
 
-Measured per create: CPU ms (this thread's), the SQL queries and Redis commands it made. Then
+Measured per create: CPU ms (the process's), the SQL queries and Redis commands it made. Then
 ``--profile`` more creates of each kind under cProfile: the functions with the most cumulative time,
-to see where the milliseconds go. The HTTP server (daphne) is not in these figures: bench/burst.py
+to see where the milliseconds go. Last, `api_asgi`: the API create through Django's ASGI handler (as
+daphne runs it), CPU only. The HTTP server (daphne) is not in these figures: bench/burst.py
 (``--parts step``) measures the whole process at a request rate.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import cProfile
 import io
@@ -48,10 +50,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="vp-bench-api-"))
+    os.environ["DATABASE_POOL_SIZE"] = "20"  # as `run` starts web: daphne runs each request in a thread of its own
     redis_server = setup_platform(work)
     from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
+    from django.test import AsyncClient, Client
     from django_tenants.utils import schema_context
 
     from core.redis_client import get_redis
@@ -92,15 +94,21 @@ def main() -> None:
     for name, create in (("api", api_create), ("twilio", twilio_create)):
         for _ in range(20):  # warm up: lazy imports, URL resolver, connections
             create()
-        with CaptureQueriesContext(connection) as queries:
+        queries: list[str] = []
+
+        def counted(execute, sql, params, many, context, queries=queries):
+            queries.append(sql)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counted):
             create()
         commands = redis_commands(r)
         create()
         redis_per_create = redis_commands(r) - commands - 1  # the INFO itself
-        cpu, wall = time.thread_time(), time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(args.calls):
             create()
-        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(args.profile):
@@ -110,10 +118,26 @@ def main() -> None:
         pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.top)
         report[name] = {"calls": args.calls, "cpu_ms_per_create": round(cpu * 1000 / args.calls, 2),
                         "wall_ms_per_create": round(wall * 1000 / args.calls, 2),
-                        "queries_per_create": len(queries.captured_queries),
-                        "queries": [q["sql"][:160] for q in queries.captured_queries],
+                        "queries_per_create": len(queries), "queries": [sql[:100] for sql in queries],
                         "redis_commands_per_create": redis_per_create, "load": round(os.getloadavg()[0], 2)}
         print(f"--- {name}: cProfile of {args.profile} creates (cumulative) ---\n{out.getvalue()}", flush=True)
+
+    # The same create through Django's ASGI handler, as daphne runs it (its middleware in async mode,
+    # the sync parts in threads), without daphne's HTTP: the process's CPU (every thread).
+    asgi = AsyncClient(headers={"Authorization": f"Bearer {api_key}", "Host": "localhost"})
+
+    async def asgi_creates(n: int) -> None:
+        for _ in range(n):
+            response = await asgi.post("/api/v1/calls", json.dumps({"to": f"+1415{8000000 + next(counter):07d}",
+                                                                    "from": CALLER_ID}), content_type="application/json")
+            assert response.status_code == 201, response.content
+
+    asyncio.run(asgi_creates(20))
+    cpu, wall = time.process_time(), time.perf_counter()
+    asyncio.run(asgi_creates(args.calls))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    report["api_asgi"] = {"calls": args.calls, "cpu_ms_per_create": round(cpu * 1000 / args.calls, 2),
+                          "wall_ms_per_create": round(wall * 1000 / args.calls, 2), "load": round(os.getloadavg()[0], 2)}
     connection.close()
     redis_server.stop()
     stop_postgres(work / "postgres")

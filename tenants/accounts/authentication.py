@@ -75,14 +75,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                    services.hash_secret(credentials.secret))
         principal = verified.recall(checked)
         if principal is None:
-            principal = self._verify(host_tenant, account_sid, credentials)
-            verified.remember(checked, principal)
+            principal, lasting = self._verify(host_tenant, account_sid, credentials)
+            if lasting:
+                verified.remember(checked, principal)
         _use_schema(principal.tenant)
         request._request.tenant = principal.tenant
         return principal, principal.api_key
 
     @staticmethod
-    def _verify(host_tenant: Tenant | None, account_sid: str, credentials: Credentials) -> ApiPrincipal:
+    def _verify(host_tenant: Tenant | None, account_sid: str, credentials: Credentials) -> tuple[ApiPrincipal, bool]:
+        """Who the credentials are, and whether they may be remembered: an API key (its revocation makes
+        this process forget), not the auth token (a rotation's grace period ends in the tenant's row)."""
         if host_tenant is not None and host_tenant.account_sid == account_sid:
             tenant = None if host_tenant.is_suspended else host_tenant  # the middleware read it already
         else:
@@ -91,12 +94,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         _use_schema(tenant)
         if not credentials.key_sid and auth_token.accepts(tenant, credentials.secret):
-            return ApiPrincipal(tenant=tenant, api_key=None)
+            return ApiPrincipal(tenant=tenant, api_key=None), False
         api_key = services.find_active_key(credentials.secret)
         if api_key is None or (credentials.key_sid and api_key.sid != credentials.key_sid):
             connection.set_schema_to_public()
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        return ApiPrincipal(tenant=tenant, api_key=api_key)
+        return ApiPrincipal(tenant=tenant, api_key=api_key), True
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'

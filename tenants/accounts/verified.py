@@ -1,5 +1,6 @@
-"""API credentials verified recently, per process: a key checked once is trusted for API_AUTH_CACHE_S
-seconds without reading the tenant and the key again (two queries and a schema switch per request).
+"""API keys verified recently, per process: a key checked once is trusted for API_AUTH_CACHE_S seconds
+without reading the tenant and the key again (two queries and a schema switch per request). The
+account's auth token is checked every time (its rotation's grace period ends in the tenant's row).
 
 A revoked key or a suspended tenant is refused by every web process within API_AUTH_CACHE_S (0: no
 cache); this process forgets at once (services.revoke_api_key). Only successes are kept: a bad key is
@@ -8,38 +9,23 @@ the secret itself.
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Hashable
-
-from cachetools import TTLCache
 from django.conf import settings
 
-_lock = threading.Lock()  # cachetools' caches are not thread-safe, and daphne serves from many threads
-_cache: TTLCache | None = None
+from core.recent import MISSING, Recent
+
+_principals = Recent(settings.API_AUTH_CACHE_S)
 
 
-def _entries() -> TTLCache | None:
-    global _cache
-    if _cache is None and settings.API_AUTH_CACHE_S > 0:
-        _cache = TTLCache(maxsize=10_000, ttl=settings.API_AUTH_CACHE_S)
-    return _cache
+def recall(key):
+    """The principal remembered under ``key`` less than API_AUTH_CACHE_S ago, or None."""
+    principal = _principals.recall(key)
+    return None if principal is MISSING else principal
 
 
-def recall(key: Hashable):
-    """What `remember` kept under ``key`` less than API_AUTH_CACHE_S ago, or None."""
-    with _lock:
-        entries = _entries()
-        return entries.get(key) if entries is not None else None
-
-
-def remember(key: Hashable, principal) -> None:
-    with _lock:
-        if (entries := _entries()) is not None:
-            entries[key] = principal
+def remember(key, principal) -> None:
+    _principals.remember(key, principal)
 
 
 def forget_all() -> None:
     """After a revocation: every credential is checked again (in this process; others within the TTL)."""
-    with _lock:
-        if _cache is not None:
-            _cache.clear()
+    _principals.forget_all()
