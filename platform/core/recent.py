@@ -13,7 +13,7 @@ MISSING = object()
 
 class Recent:
     def __init__(self, ttl_s: float, maxsize: int = 10_000):
-        self._entries = TTLCache(maxsize=maxsize, ttl=ttl_s) if ttl_s > 0 else None
+        self._entries: TTLCache[Hashable, Any] | None = TTLCache(maxsize=maxsize, ttl=ttl_s) if ttl_s > 0 else None
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def recall(self, key: Hashable) -> Any:
