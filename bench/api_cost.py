@@ -9,14 +9,13 @@ serializers, the call record, the originate pushed to Redis), one after the othe
 
 Measured per create: CPU ms (the process's), the SQL queries and Redis commands it made. Then
 ``--profile`` more creates of each kind under cProfile: the functions with the most cumulative time,
-to see where the milliseconds go. Last, `api_asgi`: the API create through Django's ASGI handler (as
-daphne runs it), CPU only. The HTTP server (daphne) is not in these figures: bench/burst.py
+to see where the milliseconds go. The HTTP server (daphne, Django's ASGI handler) is not in these
+figures: bench/burst.py
 (``--parts step``) measures the whole process at a request rate.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import cProfile
 import io
@@ -53,7 +52,7 @@ def main() -> None:
     os.environ["DATABASE_POOL_SIZE"] = "20"  # as `run` starts web: daphne runs each request in a thread of its own
     redis_server = setup_platform(work)
     from django.db import connection
-    from django.test import AsyncClient, Client
+    from django.test import Client
     from django_tenants.utils import schema_context
 
     from core.redis_client import get_redis
@@ -122,22 +121,6 @@ def main() -> None:
                         "redis_commands_per_create": redis_per_create, "load": round(os.getloadavg()[0], 2)}
         print(f"--- {name}: cProfile of {args.profile} creates (cumulative) ---\n{out.getvalue()}", flush=True)
 
-    # The same create through Django's ASGI handler, as daphne runs it (its middleware in async mode,
-    # the sync parts in threads), without daphne's HTTP: the process's CPU (every thread).
-    asgi = AsyncClient(headers={"Authorization": f"Bearer {api_key}", "Host": "localhost"})
-
-    async def asgi_creates(n: int) -> None:
-        for _ in range(n):
-            response = await asgi.post("/api/v1/calls", json.dumps({"to": f"+1415{8000000 + next(counter):07d}",
-                                                                    "from": CALLER_ID}), content_type="application/json")
-            assert response.status_code == 201, response.content
-
-    asyncio.run(asgi_creates(20))
-    cpu, wall = time.process_time(), time.perf_counter()
-    asyncio.run(asgi_creates(args.calls))
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    report["api_asgi"] = {"calls": args.calls, "cpu_ms_per_create": round(cpu * 1000 / args.calls, 2),
-                          "wall_ms_per_create": round(wall * 1000 / args.calls, 2), "load": round(os.getloadavg()[0], 2)}
     connection.close()
     redis_server.stop()
     stop_postgres(work / "postgres")

@@ -1,8 +1,8 @@
 """The innermost middleware, synchronous only: Django then runs every middleware above it synchronously,
 in the one thread that serves the request under daphne. Without it Django runs them in async mode and
 sends each hook of each (process_request, process_view, process_response) to a thread and back: about
-fifteen round trips between daphne's event loop and a thread per request, a large share of an API
-call's CPU (bench/api_cost.py: `api` against `api_asgi`). Views stay synchronous either way."""
+fifteen round trips between daphne's event loop and a thread per request, part of what an API
+call costs under daphne (bench/burst.py, web CPU per call). Views stay synchronous either way."""
 
 
 class SynchronousMiddleware:
