@@ -3,6 +3,7 @@ daphne, recorder, webhooks worker, beat) with SIPp as the carrier, beside the ga
 figure in the same run.
 
     .venv/bin/python bench/burst.py [--hold 60] [--rates 100,150,200] [--pool-rates 150,200,250]
+                                    [--parts pool,hold,step,tenants]
 
 1. pool: originate commands pushed straight into Redis (bench/gateway_capacity.py), before the Django
    processes start: the highest rate with < 0.1% failed.
@@ -13,7 +14,8 @@ figure in the same run.
    The Twilio-compatible create is measured the same way at the same rate (request latency).
 4. tenants: two tenants' campaigns start at --step-rate CPS each at once; each one's wait
    (call recorded -> INVITE) p50/p99.
-The load average is recorded beside each figure (the machine may be shared).
+The load average is recorded beside each figure (the machine may be shared). ``--parts`` runs some of
+them (``--parts step --step-rate 100``: the API alone); every process starts whatever the parts.
 Results: JSON on stdout and in bench/results/burst-<time>.json.
 """
 from __future__ import annotations
@@ -175,7 +177,11 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=10)
     parser.add_argument("--gateways", type=int, default=12)
     parser.add_argument("--dialers", type=int, default=2, help="dialer worker processes")
+    parser.add_argument("--parts", default="pool,hold,step,tenants", help="which of them to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if unknown := parts - {"pool", "hold", "step", "tenants"}:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
 
     run_dir = Path(tempfile.mkdtemp(prefix="vp-bench-burst-"))
     os.environ["VOICEPLATFORM_VAR_DIR"] = str(run_dir)
@@ -265,7 +271,7 @@ def main() -> None:
     try:
         time.sleep(5)
         pool_ladder, pool_best = [], 0
-        for rate in [int(x) for x in args.pool_rates.split(",")]:
+        for rate in [int(x) for x in args.pool_rates.split(",")] if "pool" in parts else []:
             result = gateway_capacity.gateway_rate(r, PoolView(), f"127.0.0.1:{sipp_port}", rate, args.pool_s)
             # the rate the commands really went in at (this process may not keep up with the ladder)
             offered = round(result["calls"] / max(result["push_s"], args.pool_s), 1)
@@ -296,7 +302,7 @@ def main() -> None:
 
         report["hold"] = []
         offset = 5_000_000
-        for rate in [float(x) for x in args.rates.split(",")]:
+        for rate in [float(x) for x in args.rates.split(",")] if "hold" in parts else []:
             n = int(rate * args.hold)
             cpu_before = kinds.cpu()
             campaign_id = campaign("alpha", f"hold {rate}", rate, n, offset)
@@ -338,7 +344,7 @@ def main() -> None:
             return "POST", f"/2010-04-01/Accounts/{alpha.account_sid}/Calls.json", body, twilio_headers
 
         http_load(web_port, 5, 1, api_call)  # warm up: lazy imports, URL resolver
-        for name, request in (("api", api_call), ("twilio", twilio_call)):
+        for name, request in (("api", api_call), ("twilio", twilio_call)) if "step" in parts else ():
             cpu_before = kinds.cpu()
             results = http_load(web_port, args.step_rate, args.step_s, request)
             posted = {json.loads(x["body"])["sid"]: x["sent"] for x in results if x["status"] == 201}
@@ -359,27 +365,28 @@ def main() -> None:
             report[f"step_{name}"] = result
             print(json.dumps({name: result}), flush=True)
 
-        n = int(args.step_rate * args.step_s)
-        ids = {slug: campaign(slug, f"burst {slug}", args.step_rate, n, 9_000_000 + k * n)
-               for k, slug in enumerate(("alpha", "beta"))}
-        for slug, campaign_id in ids.items():
-            with schema_context(slug):
-                services.campaign_start(campaign_id)
-        report["tenants"] = {}
-        for slug, campaign_id in ids.items():
-            state = wait_completed(slug, campaign_id, args.step_s * 4 + 40)
-            created = campaign_calls(slug, campaign_id)
-            events.wait_finals(set(created), 60)
-            waits = [(events.invite[sid] - at) * 1000 for sid, at in created.items() if sid in events.invite]
-            queued = [events.queue_ms[sid] for sid in created if sid in events.queue_ms]
-            invites = [events.invite[sid] for sid in created if sid in events.invite]
-            report["tenants"][slug] = {
-                "cps": args.step_rate, "contacts": n, "calls": len(created), **state,
-                "wait_ms_p50": percentile(waits, 0.5), "wait_ms_p99": percentile(waits, 0.99),
-                "pool_queue_ms_p99": percentile(queued, 0.99),
-                "achieved_cps": round((len(invites) - 1) / (max(invites) - min(invites)), 1) if len(invites) > 1 else 0,
-                "lost": sum(1 for sid in created if sid not in events.final), "load": load()}
-        print(json.dumps({"tenants": report["tenants"]}), flush=True)
+        if "tenants" in parts:
+            n = int(args.step_rate * args.step_s)
+            ids = {slug: campaign(slug, f"burst {slug}", args.step_rate, n, 9_000_000 + k * n)
+                   for k, slug in enumerate(("alpha", "beta"))}
+            for slug, campaign_id in ids.items():
+                with schema_context(slug):
+                    services.campaign_start(campaign_id)
+            report["tenants"] = {}
+            for slug, campaign_id in ids.items():
+                state = wait_completed(slug, campaign_id, args.step_s * 4 + 40)
+                created = campaign_calls(slug, campaign_id)
+                events.wait_finals(set(created), 60)
+                waits = [(events.invite[sid] - at) * 1000 for sid, at in created.items() if sid in events.invite]
+                queued = [events.queue_ms[sid] for sid in created if sid in events.queue_ms]
+                invites = [events.invite[sid] for sid in created if sid in events.invite]
+                report["tenants"][slug] = {
+                    "cps": args.step_rate, "contacts": n, "calls": len(created), **state,
+                    "wait_ms_p50": percentile(waits, 0.5), "wait_ms_p99": percentile(waits, 0.99),
+                    "pool_queue_ms_p99": percentile(queued, 0.99),
+                    "achieved_cps": round((len(invites) - 1) / (max(invites) - min(invites)), 1) if len(invites) > 1 else 0,
+                    "lost": sum(1 for sid in created if sid not in events.final), "load": load()}
+            print(json.dumps({"tenants": report["tenants"]}), flush=True)
     finally:
         events.stop()
         stop_all([proc for procs in Kinds(processes).processes.values() for proc in procs] + [sipp])

@@ -68,6 +68,31 @@ def test_a_call_is_recorded_and_handed_to_the_gateways_with_carrier_failover_leg
     assert fetched.status_code == 200 and fetched.json()["to_number"] == CALLEE
 
 
+def test_a_burst_of_api_calls_costs_the_database_little_per_call(tenant_a, django_assert_num_queries):
+    """Once Acme's key and the host are known (for API_AUTH_CACHE_S), a create reads the caller ID and
+    the carriers and writes the call: no tenant, domain or key lookup, no query for legs or transfers."""
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {tenant_a.api_key}", HTTP_HOST="localhost")
+    body = {"to": CALLEE, "from": ACME_NUMBER, "stream_url": "wss://agent.acme.example/stream"}
+    assert client.post("/api/v1/calls", body, content_type="application/json").status_code == 201
+    connection.set_schema_to_public()
+
+    # SET search_path (Acme's schema), the number, the carriers; the insert (its savepoint in a test)
+    with django_assert_num_queries(6):
+        response = client.post("/api/v1/calls", body, content_type="application/json")
+    assert response.status_code == 201 and response.json()["legs"] == [] and response.json()["transfers"] == []
+    assert response.json()["to_number"] == CALLEE and response.json()["status"] == "queued"
+
+    connection.set_schema_to_public()
+    twilio_client = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION="Basic " + base64.b64encode(
+        f"{tenant_a.account_sid}:{tenant_a.api_key}".encode()).decode())
+    form = {"To": CALLEE, "From": ACME_NUMBER, "Twiml": "<Response><Hangup/></Response>"}
+    assert twilio_client.post(f"/2010-04-01/Accounts/{tenant_a.account_sid}/Calls.json", form).status_code == 201
+    connection.set_schema_to_public()
+    with django_assert_num_queries(6):
+        response = twilio_client.post(f"/2010-04-01/Accounts/{tenant_a.account_sid}/Calls.json", form)
+    assert response.status_code == 201 and response.json()["to"] == CALLEE
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [

@@ -71,3 +71,21 @@ def test_twilio_style_basic_auth_with_account_sid_and_key(tenant_a):
         f"{tenant_a.account_sid}:{secret}".encode()
     ).decode()
     assert client.get("/api/v1/contact-lists").status_code == 200
+
+
+def test_a_revoked_key_is_refused_at_once_though_it_was_just_verified(tenant_a):
+    """Verified keys are remembered for a few seconds (API_AUTH_CACHE_S); revoking one forgets them."""
+    from tenants.accounts.models import ApiKey
+    from tenants.accounts.services import issue_api_key, revoke_api_key
+
+    with schema_context(tenant_a.tenant):
+        key = issue_api_key(tenant_a.account_sid, "Reporting dashboard")
+        key_id = ApiKey.objects.get(name="Reporting dashboard").pk
+    client = api(key)
+    assert client.get("/api/v1/contact-lists").status_code == 200
+    assert client.get("/api/v1/contact-lists").status_code == 200  # remembered
+
+    with schema_context(tenant_a.tenant):
+        assert revoke_api_key(key_id)
+    assert client.get("/api/v1/contact-lists").status_code == 401
+    assert api(tenant_a.api_key).get("/api/v1/contact-lists").status_code == 200  # Acme's other key still works

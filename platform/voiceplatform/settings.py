@@ -132,7 +132,7 @@ MIDDLEWARE = [
     # Static files (admin, API docs, UI) before the tenant lookup: no database query per file.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "voiceplatform.api_errors.ApiErrorsMiddleware",
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "voiceplatform.tenancy.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -141,6 +141,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    # Last: every middleware above runs synchronously in one thread, not one thread hop per hook.
+    "voiceplatform.sync_middleware.SynchronousMiddleware",
 ]
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 # Failed sign-ins (browser and admin) are counted per account and per address, in Redis; past the
@@ -155,6 +157,9 @@ AXES_VERBOSE = False
 # Failed API-key attempts per client address (tenants.accounts.throttle).
 API_KEY_FAILURE_LIMIT = int(env("API_KEY_FAILURE_LIMIT", "20"))
 API_KEY_FAILURE_WINDOW_S = int(env("API_KEY_FAILURE_WINDOW_S", "600"))
+# API credentials checked once are trusted this long by each web process (tenants/accounts/verified.py):
+# a revoked key or a suspended tenant is refused everywhere within it.
+API_AUTH_CACHE_S = float(env("API_AUTH_CACHE_S", "5"))
 
 ROOT_URLCONF = "voiceplatform.urls"
 LOGIN_URL = "/accounts/login/"

@@ -19,7 +19,7 @@ from rest_framework import authentication, exceptions
 from tenants import auth_token
 from tenants.models import Tenant
 
-from . import services, throttle
+from . import services, throttle, verified
 from .models import ApiKey
 
 
@@ -71,6 +71,21 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             host_tenant = None
         account_sid = credentials.account_sid or (request.parser_context or {}).get("kwargs", {}).get("account_sid") \
             or (host_tenant.account_sid if host_tenant else "")
+        checked = (host_tenant.pk if host_tenant else None, account_sid, credentials.key_sid,
+                   services.hash_secret(credentials.secret))
+        principal = verified.recall(checked)
+        if principal is None:
+            principal, lasting = self._verify(host_tenant, account_sid, credentials)
+            if lasting:
+                verified.remember(checked, principal)
+        _use_schema(principal.tenant)
+        request._request.tenant = principal.tenant
+        return principal, principal.api_key
+
+    @staticmethod
+    def _verify(host_tenant: Tenant | None, account_sid: str, credentials: Credentials) -> tuple[ApiPrincipal, bool]:
+        """Who the credentials are, and whether they may be remembered: an API key (its revocation makes
+        this process forget), not the auth token (a rotation's grace period ends in the tenant's row)."""
         if host_tenant is not None and host_tenant.account_sid == account_sid:
             tenant = None if host_tenant.is_suspended else host_tenant  # the middleware read it already
         else:
@@ -79,15 +94,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         _use_schema(tenant)
         if not credentials.key_sid and auth_token.accepts(tenant, credentials.secret):
-            principal = ApiPrincipal(tenant=tenant, api_key=None)
-        else:
-            api_key = services.find_active_key(credentials.secret)
-            if api_key is None or (credentials.key_sid and api_key.sid != credentials.key_sid):
-                connection.set_schema_to_public()
-                raise exceptions.AuthenticationFailed("Invalid API key.")
-            principal = ApiPrincipal(tenant=tenant, api_key=api_key)
-        request._request.tenant = tenant
-        return principal, principal.api_key
+            return ApiPrincipal(tenant=tenant, api_key=None), False
+        api_key = services.find_active_key(credentials.secret)
+        if api_key is None or (credentials.key_sid and api_key.sid != credentials.key_sid):
+            connection.set_schema_to_public()
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        return ApiPrincipal(tenant=tenant, api_key=api_key), True
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'

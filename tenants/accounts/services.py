@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
+from . import verified
 from .models import ApiKey
 
 SEPARATOR = "."
@@ -53,7 +54,10 @@ def find_active_key(secret: str) -> ApiKey | None:
 
 
 def revoke_api_key(key_id: int) -> bool:
-    return bool(ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now()))
+    """Revoke a key: refused at once by this process, by every other within API_AUTH_CACHE_S (verified.py)."""
+    revoked = bool(ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now()))
+    verified.forget_all()
+    return revoked
 
 
 
