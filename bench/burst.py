@@ -3,6 +3,7 @@ daphne, recorder, webhooks worker, beat) with SIPp as the carrier, beside the ga
 figure in the same run.
 
     .venv/bin/python bench/burst.py [--hold 60] [--rates 100,150,200] [--pool-rates 150,200,250]
+                                    [--parts pool,hold,step,tenants]
 
 1. pool: originate commands pushed straight into Redis (bench/gateway_capacity.py), before the Django
    processes start: the highest rate with < 0.1% failed.
@@ -175,7 +176,10 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=10)
     parser.add_argument("--gateways", type=int, default=12)
     parser.add_argument("--dialers", type=int, default=2, help="dialer worker processes")
+    parser.add_argument("--parts", default="pool,hold,step,tenants",
+                        help="which parts to run (the hold ratio needs pool)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     run_dir = Path(tempfile.mkdtemp(prefix="vp-bench-burst-"))
     os.environ["VOICEPLATFORM_VAR_DIR"] = str(run_dir)
@@ -265,7 +269,7 @@ def main() -> None:
     try:
         time.sleep(5)
         pool_ladder, pool_best = [], 0
-        for rate in [int(x) for x in args.pool_rates.split(",")]:
+        for rate in [int(x) for x in args.pool_rates.split(",")] if "pool" in parts else []:
             result = gateway_capacity.gateway_rate(r, PoolView(), f"127.0.0.1:{sipp_port}", rate, args.pool_s)
             # the rate the commands really went in at (this process may not keep up with the ladder)
             offered = round(result["calls"] / max(result["push_s"], args.pool_s), 1)
@@ -296,7 +300,7 @@ def main() -> None:
 
         report["hold"] = []
         offset = 5_000_000
-        for rate in [float(x) for x in args.rates.split(",")]:
+        for rate in [float(x) for x in args.rates.split(",")] if "hold" in parts else []:
             n = int(rate * args.hold)
             cpu_before = kinds.cpu()
             campaign_id = campaign("alpha", f"hold {rate}", rate, n, offset)
@@ -337,8 +341,9 @@ def main() -> None:
             body = f"To=%2B1415{8500000 + i:07d}&From=%2B14155550123&Twiml=%3CResponse%3E%3CHangup%2F%3E%3C%2FResponse%3E"
             return "POST", f"/2010-04-01/Accounts/{alpha.account_sid}/Calls.json", body, twilio_headers
 
-        http_load(web_port, 5, 1, api_call)  # warm up: lazy imports, URL resolver
-        for name, request in (("api", api_call), ("twilio", twilio_call)):
+        if "step" in parts:
+            http_load(web_port, 5, 1, api_call)  # warm up: lazy imports, URL resolver
+        for name, request in (("api", api_call), ("twilio", twilio_call)) if "step" in parts else ():
             cpu_before = kinds.cpu()
             results = http_load(web_port, args.step_rate, args.step_s, request)
             posted = {json.loads(x["body"])["sid"]: x["sent"] for x in results if x["status"] == 201}
@@ -361,11 +366,11 @@ def main() -> None:
 
         n = int(args.step_rate * args.step_s)
         ids = {slug: campaign(slug, f"burst {slug}", args.step_rate, n, 9_000_000 + k * n)
-               for k, slug in enumerate(("alpha", "beta"))}
+               for k, slug in enumerate(("alpha", "beta")) if "tenants" in parts}
         for slug, campaign_id in ids.items():
             with schema_context(slug):
                 services.campaign_start(campaign_id)
-        report["tenants"] = {}
+        report["tenants"] = {} if ids else None
         for slug, campaign_id in ids.items():
             state = wait_completed(slug, campaign_id, args.step_s * 4 + 40)
             created = campaign_calls(slug, campaign_id)
@@ -379,7 +384,8 @@ def main() -> None:
                 "pool_queue_ms_p99": percentile(queued, 0.99),
                 "achieved_cps": round((len(invites) - 1) / (max(invites) - min(invites)), 1) if len(invites) > 1 else 0,
                 "lost": sum(1 for sid in created if sid not in events.final), "load": load()}
-        print(json.dumps({"tenants": report["tenants"]}), flush=True)
+        if ids:
+            print(json.dumps({"tenants": report["tenants"]}), flush=True)
     finally:
         events.stop()
         stop_all([proc for procs in Kinds(processes).processes.values() for proc in procs] + [sipp])
