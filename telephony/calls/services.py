@@ -264,9 +264,7 @@ def give_up_unplaced_calls() -> int:
 
 
 def _originate_all(commands: list[OriginateCommand]) -> None:
-    redis = get_redis()
-    for command in commands:
-        gateway.originate(redis, command)
+    gateway.originate_many(get_redis(), commands)
 
 
 def _fallback_audio_key(text: str) -> str:
