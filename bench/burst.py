@@ -317,6 +317,8 @@ def main() -> None:
             result = {"configured_cps": rate, "contacts": n, "calls": len(sids), "invites": len(times),
                       "achieved_cps": round(achieved, 1), "failed_pct": round(100 * failed / max(1, n), 3),
                       "held": achieved >= 0.95 * rate and failed < 0.001 * n and len(sids) == n,
+                      "pool_queue_ms_p50": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.5),
+                      "pool_queue_ms_p99": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.99),
                       **state, "cpu_ms_per_call": cpu, "load": load()}
             report["hold"].append(result)
             print(json.dumps(result), flush=True)
