@@ -99,10 +99,27 @@ class Events:
         self._stop.set()
 
 
+def servers(run_dir: Path) -> dict[str, list[psutil.Process]]:
+    """The embedded PostgreSQL and Redis of the run (found by their data folder): the topmost
+    process of each, so Kinds counts each process once."""
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(run_dir) in cmdline:
+            for kind in ("postgres", "redis"):
+                if f"/{kind}" in cmdline.split(" -")[0] or cmdline.startswith(kind):
+                    found[proc.pid] = (kind, proc)
+    kinds: dict[str, list[psutil.Process]] = {"postgres": [], "redis": []}
+    for kind, proc in found.values():
+        if proc.ppid() not in found:
+            kinds[kind].append(proc)
+    return kinds
+
+
 class Kinds:
     """CPU seconds of each process kind (a process and its children)."""
 
-    def __init__(self, processes: dict[str, subprocess.Popen | list[subprocess.Popen]]):
+    def __init__(self, processes: dict[str, subprocess.Popen | psutil.Process | list]):
         self.processes = {kind: procs if isinstance(procs, list) else [procs] for kind, procs in processes.items()}
 
     def cpu(self) -> dict[str, float]:
@@ -294,7 +311,7 @@ def main() -> None:
             beat=start([py, "-m", "celery", "-A", "voiceplatform", "beat", "-l", "WARNING", "-s",
                         str(run_dir / "beat-schedule")], run_dir, "beat"),
         )
-        kinds = Kinds(processes)
+        kinds = Kinds({**processes, "sipp": sipp, **servers(run_dir)})
         wait_listening(web_port)
         time.sleep(5)
 
