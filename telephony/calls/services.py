@@ -202,7 +202,8 @@ class CallPlacer:
             results.append(call)
         calls = [call for call in results if isinstance(call, Call)]
         if calls:
-            with transaction.atomic():
+            # no savepoint in the dialer's transaction: a failed insert fails its whole batch anyway
+            with transaction.atomic(savepoint=False):
                 Call.objects.bulk_create(calls)
                 transaction.on_commit(lambda: _originate_all(commands))
         return results
