@@ -62,6 +62,13 @@ def wait_listening(port: int, timeout: float = 90) -> None:
     raise RuntimeError(f"daphne is not listening on {port}")
 
 
+def per_second(times) -> list[int]:
+    """How many of `times` (epoch seconds) fall in each second from the first."""
+    times = sorted(times)
+    counts = Counter(int(t - times[0]) for t in times) if times else Counter()
+    return [counts[second] for second in range(max(counts, default=-1) + 1)]
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -325,7 +332,8 @@ def main() -> None:
             with schema_context("alpha"):
                 services.campaign_start(campaign_id)
             state = wait_completed("alpha", campaign_id, args.hold * 2 + 40)
-            sids = set(campaign_calls("alpha", campaign_id))
+            created = campaign_calls("alpha", campaign_id)
+            sids = set(created)
             events.wait_finals(sids, 60)
             cpu = Kinds.per_call(cpu_before, kinds.cpu(), len(sids))
             times = sorted(events.invite[sid] for sid in sids if sid in events.invite)
@@ -336,7 +344,9 @@ def main() -> None:
                       "held": achieved >= 0.95 * rate and failed < 0.001 * n and len(sids) == n,
                       "pool_queue_ms_p50": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.5),
                       "pool_queue_ms_p99": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.99),
-                      **state, "cpu_ms_per_call": cpu, "load": load()}
+                      **state, "cpu_ms_per_call": cpu, "load": load(),
+                      # where the pace was lost: calls recorded by the dialer, and INVITEs, in each second
+                      "recorded_per_s": per_second(created.values()), "invites_per_s": per_second(times)}
             report["hold"].append(result)
             print(json.dumps(result), flush=True)
             if not result["held"]:

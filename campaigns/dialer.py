@@ -45,8 +45,9 @@ LEASE_S = 3.0
 BOOKKEEPING_S = 0.2
 ABANDONMENT_LIMIT = 0.03
 # How far the pace may fall behind before the missed calls are given up rather than made up in a
-# burst (the loop stalls on bookkeeping, the next slice starts a little late).
-MAX_LAG_S = 0.3
+# burst (the loop stalls on bookkeeping, the next slice starts a little late: on a busy machine,
+# a few tenths of a second; a burst waits in the gateways' queue and for the carriers' CPS).
+MAX_LAG_S = 1.0
 REFUSAL_BACKOFF_S = 1.0
 # Calls that fall due are gathered this long and placed together: a batch costs one transaction and
 # one Redis transaction whatever its size, so the cost per call falls as the CPS grows.
