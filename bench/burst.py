@@ -63,6 +63,13 @@ def wait_listening(port: int, timeout: float = 90) -> None:
     raise RuntimeError(f"daphne is not listening on {port}")
 
 
+def per_second(times) -> list[int]:
+    """How many of `times` (epoch seconds) fall in each second from the first."""
+    times = sorted(times)
+    counts = Counter(int(t - times[0]) for t in times) if times else Counter()
+    return [counts[second] for second in range(max(counts, default=-1) + 1)]
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -100,10 +107,27 @@ class Events:
         self._stop.set()
 
 
+def servers(run_dir: Path) -> dict[str, list[psutil.Process]]:
+    """The embedded PostgreSQL and Redis of the run (found by their data folder): the topmost
+    process of each, so Kinds counts each process once."""
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(run_dir) in cmdline:
+            for kind in ("postgres", "redis"):
+                if f"/{kind}" in cmdline.split(" -")[0] or cmdline.startswith(kind):
+                    found[proc.pid] = (kind, proc)
+    kinds: dict[str, list[psutil.Process]] = {"postgres": [], "redis": []}
+    for kind, proc in found.values():
+        if proc.ppid() not in found:
+            kinds[kind].append(proc)
+    return kinds
+
+
 class Kinds:
     """CPU seconds of each process kind (a process and its children)."""
 
-    def __init__(self, processes: dict[str, subprocess.Popen | list[subprocess.Popen]]):
+    def __init__(self, processes: dict[str, subprocess.Popen | psutil.Process | list]):
         self.processes = {kind: procs if isinstance(procs, list) else [procs] for kind, procs in processes.items()}
 
     def cpu(self) -> dict[str, float]:
@@ -177,7 +201,8 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=10)
     parser.add_argument("--gateways", type=int, default=12)
     parser.add_argument("--dialers", type=int, default=2, help="dialer worker processes")
-    parser.add_argument("--parts", default="pool,hold,step,tenants", help="which of them to run")
+    parser.add_argument("--parts", default="pool,hold,step,tenants",
+                        help="which parts to run (the hold ratio needs pool)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if unknown := parts - {"pool", "hold", "step", "tenants"}:
@@ -296,7 +321,7 @@ def main() -> None:
             beat=start([py, "-m", "celery", "-A", "voiceplatform", "beat", "-l", "WARNING", "-s",
                         str(run_dir / "beat-schedule")], run_dir, "beat"),
         )
-        kinds = Kinds(processes)
+        kinds = Kinds({**processes, "sipp": sipp, **servers(run_dir)})
         wait_listening(web_port)
         time.sleep(5)
 
@@ -310,7 +335,8 @@ def main() -> None:
             with schema_context("alpha"):
                 services.campaign_start(campaign_id)
             state = wait_completed("alpha", campaign_id, args.hold * 2 + 40)
-            sids = set(campaign_calls("alpha", campaign_id))
+            created = campaign_calls("alpha", campaign_id)
+            sids = set(created)
             events.wait_finals(sids, 60)
             cpu = Kinds.per_call(cpu_before, kinds.cpu(), len(sids))
             times = sorted(events.invite[sid] for sid in sids if sid in events.invite)
@@ -319,7 +345,11 @@ def main() -> None:
             result = {"configured_cps": rate, "contacts": n, "calls": len(sids), "invites": len(times),
                       "achieved_cps": round(achieved, 1), "failed_pct": round(100 * failed / max(1, n), 3),
                       "held": achieved >= 0.95 * rate and failed < 0.001 * n and len(sids) == n,
-                      **state, "cpu_ms_per_call": cpu, "load": load()}
+                      "pool_queue_ms_p50": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.5),
+                      "pool_queue_ms_p99": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.99),
+                      **state, "cpu_ms_per_call": cpu, "load": load(),
+                      # where the pace was lost: calls recorded by the dialer, and INVITEs, in each second
+                      "recorded_per_s": per_second(created.values()), "invites_per_s": per_second(times)}
             report["hold"].append(result)
             print(json.dumps(result), flush=True)
             if not result["held"]:
@@ -343,7 +373,8 @@ def main() -> None:
             body = f"To=%2B1415{8500000 + i:07d}&From=%2B14155550123&Twiml=%3CResponse%3E%3CHangup%2F%3E%3C%2FResponse%3E"
             return "POST", f"/2010-04-01/Accounts/{alpha.account_sid}/Calls.json", body, twilio_headers
 
-        http_load(web_port, 5, 1, api_call)  # warm up: lazy imports, URL resolver
+        if "step" in parts:
+            http_load(web_port, 5, 1, api_call)  # warm up: lazy imports, URL resolver
         for name, request in (("api", api_call), ("twilio", twilio_call)) if "step" in parts else ():
             cpu_before = kinds.cpu()
             results = http_load(web_port, args.step_rate, args.step_s, request)

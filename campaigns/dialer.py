@@ -45,9 +45,13 @@ LEASE_S = 3.0
 BOOKKEEPING_S = 0.2
 ABANDONMENT_LIMIT = 0.03
 # How far the pace may fall behind before the missed calls are given up rather than made up in a
-# burst (the loop stalls on bookkeeping, the next slice starts a little late).
-MAX_LAG_S = 0.3
+# burst (the loop stalls on bookkeeping, the next slice starts a little late: on a busy machine,
+# a few tenths of a second; a burst waits in the gateways' queue and for the carriers' CPS).
+MAX_LAG_S = 1.0
 REFUSAL_BACKOFF_S = 1.0
+# Calls that fall due are gathered this long and placed together: a batch costs one transaction and
+# one Redis transaction whatever its size, so the cost per call falls as the CPS grows.
+BATCH_S = 0.1
 
 
 @dataclass
@@ -70,9 +74,10 @@ def share(room: int, slot: int, slices: int) -> int:
 class Pace:
     """The campaign's dial schedule on the monotonic clock: call n is due at start + n / cps.
 
-    Calls that fall due while the loop is busy (bookkeeping, a batch) are placed together as soon as
-    it is free, up to MAX_LAG_S of them; the schedule is handed to the next slice through Redis (wall
-    time of the next due call), so slices follow each other without losing the pace.
+    Calls that fall due are placed together BATCH_S after the first of them, and those that fall due
+    while the loop is busy (bookkeeping, a batch) as soon as it is free, up to MAX_LAG_S of them; the
+    schedule is handed to the next slice through Redis (wall time of the next due call), so slices
+    follow each other without losing the pace.
     """
 
     def __init__(self, redis, key: str, cps: float):
@@ -82,14 +87,14 @@ class Pace:
         self.next_at = time.monotonic() + max(-MAX_LAG_S, min(offset, 1.0 / cps))
 
     def due(self) -> int:
-        """Calls due now (0: the next one is not due yet)."""
+        """Calls due now (0: the first one has not waited BATCH_S yet)."""
         now = time.monotonic()
         if self.next_at < now - MAX_LAG_S:
             self.next_at = now - MAX_LAG_S
-        return int((now - self.next_at) * self.cps) + 1 if now >= self.next_at else 0
+        return int((now - self.next_at) * self.cps) + 1 if now >= self.next_at + BATCH_S else 0
 
     def wait(self) -> float:
-        return max(0.0, self.next_at - time.monotonic())
+        return max(0.0, self.next_at + BATCH_S - time.monotonic())
 
     def taken(self, count: int) -> None:
         self.next_at += count / self.cps
@@ -186,8 +191,9 @@ def paced_cps(campaign: Campaign) -> float:
     return campaign.cps / 2 if rate is not None and rate > ABANDONMENT_LIMIT else campaign.cps
 
 
-def _claimed_batch(campaign: Campaign, now: dt.datetime, size: int) -> list[CampaignContact]:
-    due = selectors.due_contacts(campaign, now, limit=size)
+def _claimed_batch(campaign: Campaign, now: dt.datetime, size: int,
+                   zones: set[str | None] | None = None) -> list[CampaignContact]:
+    due = selectors.due_contacts(campaign, now, limit=size, zones=zones)
     won = set(services.campaign_contacts_claim([row.pk for row in due], now))
     return [row for row in due if row.pk in won]
 
@@ -212,6 +218,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
     try:
         campaign = Campaign.objects.get(pk=campaign_id)
         carriers = selectors.campaign_carriers(campaign)
+        zones = selectors.campaign_time_zones(campaign)
         slowdown = paced_cps(campaign) / campaign.cps
         pace = Pace(redis, keys.dialer_pace_key(connection.schema_name, campaign_id, slot), campaign.cps * slowdown / slices_for(campaign.cps))
         deadline = time.monotonic() + slice_s
@@ -243,7 +250,7 @@ def dial_slice(campaign_id: int, slot: int = 0, slice_s: float = SLICE_S) -> Sli
                 continue
             if not queue:
                 claimed_at = timezone.now()
-                queue = _claimed_batch(campaign, claimed_at, max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1))
+                queue = _claimed_batch(campaign, claimed_at, max(1, int(pace.cps * BOOKKEEPING_S * 2) + 1), zones)
                 if not queue:
                     pace.hold()
                     services.complete_if_finished(campaign.pk, timezone.now())

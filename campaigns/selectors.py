@@ -119,18 +119,27 @@ def next_window_opens(campaign: Campaign, tz_name: str | None, now: dt.datetime)
     return None
 
 
-def due_contacts(campaign: Campaign, now: dt.datetime, limit: int) -> list[CampaignContact]:
+def campaign_time_zones(campaign: Campaign) -> set[str | None]:
+    """The time zones of the campaign's contacts (the dialer reads them once per slice)."""
+    return set(CampaignContact.objects.filter(campaign=campaign).values_list("contact__time_zone", flat=True)
+               .distinct().order_by())
+
+
+def due_contacts(campaign: Campaign, now: dt.datetime, limit: int,
+                 zones: set[str | None] | None = None) -> list[CampaignContact]:
     """Pending contacts of the campaign that are due (next_attempt_at is empty or has come), whose own
     local time is inside the calling window, and whose number is not on the do-not-call list; the
     earliest-due first, with their contact. Does not look at the campaign's state: the dialer only
     asks for running campaigns, and claims the rows (services.campaign_contacts_claim) before dialing.
 
-    The window is evaluated once per distinct time zone among the due contacts, then applied in SQL.
+    The window is evaluated once per distinct time zone among the due contacts (or among `zones`, any
+    set holding theirs: campaign_time_zones), then applied in SQL.
     """
     due = CampaignContact.objects.filter(campaign=campaign, state=ContactState.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
-    zones = set(due.values_list("contact__time_zone", flat=True).distinct().order_by())
+    if zones is None:
+        zones = set(due.values_list("contact__time_zone", flat=True).distinct().order_by())
     open_zones = [zone for zone in zones if local_window_open(campaign, zone, now)]
     if not open_zones:
         return []

@@ -321,21 +321,28 @@ def complete_if_finished(campaign_id: int, now: dt.datetime) -> bool:
 # --- dialing -------------------------------------------------------------------------------------
 
 
+def _contacts_update_returning(sql: str, params: list) -> list[int]:
+    """One UPDATE … RETURNING id on the campaign contacts (`{table}` in `sql`): one round trip,
+    atomic on its own, its rows locked until the transaction it runs in ends."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(table=connection.ops.quote_name(CampaignContact._meta.db_table)), params)
+        return [row[0] for row in cursor.fetchall()]
+
+
 def campaign_contacts_claim(ids: list[int], now: dt.datetime | None = None) -> list[int]:
-    """pending → dialing for those of `ids` still pending; returns the ids this caller won. For the
-    dialer: after `selectors.due_contacts`, claim before placing calls so two workers never dial the
-    same contact."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        claimed = list(
-            CampaignContact.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, state=ContactState.PENDING)
-            .values_list("pk", flat=True)
-        )
-        CampaignContact.objects.filter(pk__in=claimed, state=ContactState.PENDING).update(
-            state=ContactState.DIALING, updated_at=now
-        )
-    return claimed
+    """pending → dialing for those of `ids` still pending (rows another transaction holds are
+    skipped); returns the ids this caller won, in the order of `ids`. For the dialer: after
+    `selectors.due_contacts`, claim before placing calls so two workers never dial the same contact."""
+    if not ids:
+        return []
+    won = set(_contacts_update_returning(
+        """UPDATE {table} SET state = %s, updated_at = %s
+           WHERE id IN (SELECT id FROM {table} WHERE id = ANY(%s) AND state = %s FOR UPDATE SKIP LOCKED)
+             AND state = %s
+           RETURNING id""",
+        [ContactState.DIALING.value, now or timezone.now(), list(ids), ContactState.PENDING.value,
+         ContactState.PENDING.value]))
+    return [pk for pk in ids if pk in won]
 
 
 def campaign_contacts_confirm(ids: list[int], claimed_at: dt.datetime, now: dt.datetime) -> set[int]:
@@ -343,11 +350,11 @@ def campaign_contacts_confirm(ids: list[int], claimed_at: dt.datetime, now: dt.d
     unplaced by campaign_calls_reconcile, perhaps claimed again since by another loop), their claim
     renewed to `now`. Call it in the transaction that records their calls: the renewal keeps the
     reconciliation from handing them back while the calls are being recorded."""
-    held = set(CampaignContact.objects.select_for_update().filter(
-        pk__in=ids, state=ContactState.DIALING, updated_at=claimed_at).values_list("pk", flat=True))
-    if held:
-        CampaignContact.objects.filter(pk__in=held).update(updated_at=now)
-    return held
+    if not ids:
+        return set()
+    return set(_contacts_update_returning(
+        "UPDATE {table} SET updated_at = %s WHERE id = ANY(%s) AND state = %s AND updated_at = %s RETURNING id",
+        [now, list(ids), ContactState.DIALING.value, claimed_at]))
 
 
 def record_attempt_outcome(campaign_contact_id: int, outcome: str, call_sid: str = "",

@@ -202,7 +202,8 @@ class CallPlacer:
             results.append(call)
         calls = [call for call in results if isinstance(call, Call)]
         if calls:
-            with transaction.atomic():
+            # no savepoint in the dialer's transaction: a failed insert fails its whole batch anyway
+            with transaction.atomic(savepoint=False):
                 Call.objects.bulk_create(calls)
                 transaction.on_commit(lambda: _originate_all(commands))
         return results
@@ -266,9 +267,7 @@ def give_up_unplaced_calls() -> int:
 
 
 def _originate_all(commands: list[OriginateCommand]) -> None:
-    redis = get_redis()
-    for command in commands:
-        gateway.originate(redis, command)
+    gateway.originate_many(get_redis(), commands)
 
 
 def _fallback_audio_key(text: str) -> str:

@@ -28,26 +28,44 @@ def originate(redis, command: OriginateCommand) -> str:
     takes it (any gateway when the legs have no region, or no live gateway has that region), the
     tenants' waiting calls taken in turn; its events then appear on ``calls:events``.
     """
-    cmd = OriginateCommand(**command)
-    cmd["type"] = "originate"
-    cmd.setdefault("call_id", new_call_id())
-    cmd.setdefault("queued_at", round(time.time(), 3))
-    if not cmd.get("legs"):
-        raise ValueError("originate needs at least one leg")
-    call_id = cmd["call_id"]
-    p = redis.pipeline(transaction=True)
-    p.hset(keys.call_key(call_id), mapping={
-        "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
-        "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
-    })
-    region = ev.call_region(cmd)
-    if region and not redis.exists(keys.region_alive_key(region)):
-        region = ""  # no gateway serves the carrier's region: any gateway places it (one node, no regions)
-    Store(redis).push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
+    return originate_many(redis, [command])[0]
+
+
+def originate_many(redis, commands: list[OriginateCommand]) -> list[str]:
+    """Queue several outbound calls (as ``originate``, in their order) in one Redis transaction:
+    two round trips whatever their number; returns their call_ids."""
+    queued: list[OriginateCommand] = []
+    for command in commands:
+        cmd = OriginateCommand(**command)
+        cmd["type"] = "originate"
+        cmd.setdefault("call_id", new_call_id())
+        cmd.setdefault("queued_at", round(time.time(), 3))
+        if not cmd.get("legs"):
+            raise ValueError("originate needs at least one leg")
+        queued.append(cmd)
+    if not queued:
+        return []
+    regions = sorted({region for cmd in queued if (region := ev.call_region(cmd))})
+    alive: dict[str, int] = {}
+    if regions:
+        p = redis.pipeline(transaction=False)
+        for region in regions:
+            p.exists(keys.region_alive_key(region))
+        alive = dict(zip(regions, p.execute(), strict=True))
+    store, p = Store(redis), redis.pipeline(transaction=True)
+    for cmd in queued:
+        p.hset(keys.call_key(cmd["call_id"]), mapping={
+            "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
+            "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
+        })
+        # no gateway serves the carrier's region: any gateway places it (one node, no regions)
+        region = ev.call_region(cmd) if alive.get(ev.call_region(cmd)) else ""
+        store.push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
     p.execute()
-    log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
-             extra={"call_sid": call_id})
-    return call_id
+    for cmd in queued:
+        log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),
+                 extra={"call_sid": cmd["call_id"]})
+    return [cmd["call_id"] for cmd in queued]
 
 
 def give_up_unplaced(redis, call_id: str, tenant: str) -> bool:
