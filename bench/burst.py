@@ -342,11 +342,11 @@ def main() -> None:
             times = sorted(events.invite[sid] for sid in sids if sid in events.invite)
             achieved = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
             failed = sum(1 for sid in sids if events.final.get(sid) != "completed")
+            queued = [events.queue_ms[sid] for sid in sids if sid in events.queue_ms]
             result = {"configured_cps": rate, "contacts": n, "calls": len(sids), "invites": len(times),
                       "achieved_cps": round(achieved, 1), "failed_pct": round(100 * failed / max(1, n), 3),
                       "held": achieved >= 0.95 * rate and failed < 0.001 * n and len(sids) == n,
-                      "pool_queue_ms_p50": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.5),
-                      "pool_queue_ms_p99": percentile([events.queue_ms[sid] for sid in sids if sid in events.queue_ms], 0.99),
+                      "pool_queue_ms_p50": percentile(queued, 0.5), "pool_queue_ms_p99": percentile(queued, 0.99),
                       **state, "cpu_ms_per_call": cpu, "load": load(),
                       # where the pace was lost: calls recorded by the dialer, and INVITEs, in each second
                       "recorded_per_s": per_second(created.values()), "invites_per_s": per_second(times)}

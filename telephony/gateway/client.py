@@ -45,7 +45,8 @@ def originate_many(redis, commands: list[OriginateCommand]) -> list[str]:
         queued.append(cmd)
     if not queued:
         return []
-    regions = sorted({region for cmd in queued if (region := ev.call_region(cmd))})
+    wanted = [ev.call_region(cmd) for cmd in queued]
+    regions = sorted({region for region in wanted if region})
     alive: dict[str, int] = {}
     if regions:
         p = redis.pipeline(transaction=False)
@@ -53,14 +54,14 @@ def originate_many(redis, commands: list[OriginateCommand]) -> list[str]:
             p.exists(keys.region_alive_key(region))
         alive = dict(zip(regions, p.execute(), strict=True))
     store, p = Store(redis), redis.pipeline(transaction=True)
-    for cmd in queued:
+    for cmd, region in zip(queued, wanted, strict=True):
         p.hset(keys.call_key(cmd["call_id"]), mapping={
             "state": "queued", "direction": ev.DIRECTION_OUTBOUND, "tenant": _s(cmd.get("tenant") or ""),
             "from": _s(cmd.get("from") or ""), "to": _s(cmd.get("to") or ""), "queued_at": cmd["queued_at"],
         })
         # no gateway serves the carrier's region: any gateway places it (one node, no regions)
-        region = ev.call_region(cmd) if alive.get(ev.call_region(cmd)) else ""
-        store.push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "", region, client=p)
+        store.push_originate(json.dumps(cmd, separators=(",", ":")), cmd.get("tenant") or "",
+                             region if alive.get(region) else "", client=p)
     p.execute()
     for cmd in queued:
         log.info("originate queued: %s -> %s, %d carrier legs", cmd.get("from"), cmd.get("to"), len(cmd["legs"]),

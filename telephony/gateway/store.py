@@ -23,17 +23,24 @@ from core import keys
 
 from . import events as ev
 
+# Redis's clock in ms, for the scripts that read or write tenants' holds (scores of originate_held)
+_NOW_MS = """
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+"""
+
 # KEYS: the tenant's queue, ring, wake list, depth, held-back tenants    ARGV: command json, tenant
 # The tenant joins the back of the ring when its queue was empty (it is on the ring exactly while it
 # has calls waiting); one wake token per command, none while the tenant is held back (no gateway
 # could take it: its gateway retries it when the hold ends).
-_PUSH_ORIGINATE = """
+_PUSH_ORIGINATE = _NOW_MS + """
 if redis.call('RPUSH', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[2]) end
 redis.call('INCR', KEYS[4])
 local held_until = redis.call('ZSCORE', KEYS[5], ARGV[2])
 if held_until then
-  local clock = redis.call('TIME')
-  if tonumber(held_until) > tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) then return 1 end
+  if tonumber(held_until) > now_ms() then return 1 end
 end
 redis.call('RPUSH', KEYS[3], 1)
 return 1
@@ -62,7 +69,7 @@ CAP_HOLD_MS = 300
 # command still queued that a gateway may take now (none for a held tenant's; capped per call), so
 # no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
 # given back.
-_POP_ORIGINATE = """
+_POP_ORIGINATE = _NOW_MS + """
 local out = {}
 local popped = 0
 local each = tonumber(ARGV[3])
@@ -70,8 +77,7 @@ local n = tonumber(ARGV[4])
 local m = tonumber(ARGV[5 + 2 * n])
 local first_command = 5 + 2 * n + m  -- ARGV index before the first (command, call id) pair
 local first_call_key = 5 + n + m  -- KEYS index before the first call:{id}
-local clock = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms())
 local c = 0
 for t = 1, n do
   local tenant = ARGV[4 + t]
@@ -134,7 +140,7 @@ return out
 # ring, the calls queued again in their hashes and off the gateway's set; the tenant is held back for
 # hold ms, during which no gateway takes its calls or is woken for them. Only a call still this
 # gateway's goes back (run again after a lost reply, it changes nothing); an ended one is dropped.
-_REQUEUE_ORIGINATES = """
+_REQUEUE_ORIGINATES = _NOW_MS + """
 local back = 0
 for i = (#ARGV - 3) / 2, 1, -1 do
   local ck = KEYS[6 + i]
@@ -151,8 +157,7 @@ end
 if back == 0 then return 0 end
 if redis.call('LLEN', KEYS[1]) == back then redis.call('RPUSH', KEYS[2], ARGV[2]) end
 local depth = redis.call('INCRBY', KEYS[3], back)
-local clock = redis.call('TIME')
-redis.call('ZADD', KEYS[5], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[3]), ARGV[2])
+redis.call('ZADD', KEYS[5], now_ms() + tonumber(ARGV[3]), ARGV[2])
 local takeable = depth - redis.call('LLEN', KEYS[1])
 if takeable <= 0 then
   redis.call('DEL', KEYS[4])
