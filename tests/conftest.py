@@ -82,6 +82,14 @@ def django_db_setup(django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def fresh_placement_data():
+    """A test's carriers and numbers are its own: none remembered from the test before (PLACEMENT_CACHE_S)."""
+    from telephony.calls import services
+
+    services.forget_recent_placement_data()
+
+
+@pytest.fixture(autouse=True)
 def back_to_public():
     """Tests switch schemas (API calls, schema_context left open by an assertion); each starts public."""
     yield

@@ -1,10 +1,14 @@
 """ASGI entry point for daphne: Django for HTTP, Channels for WebSockets."""
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from .sync_handler import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -141,8 +141,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
-    # Last: every middleware above runs synchronously in one thread, not one thread hop per hook.
-    "voiceplatform.sync_middleware.SynchronousMiddleware",
 ]
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 # Failed sign-ins (browser and admin) are counted per account and per address, in Redis; past the
@@ -160,6 +158,10 @@ API_KEY_FAILURE_WINDOW_S = int(env("API_KEY_FAILURE_WINDOW_S", "600"))
 # API credentials checked once are trusted this long by each web process (tenants/accounts/verified.py):
 # a revoked key or a suspended tenant is refused everywhere within it.
 API_AUTH_CACHE_S = float(env("API_AUTH_CACHE_S", "5"))
+# A tenant's caller-ID numbers and the usable carriers, once read, are trusted this long by each process
+# placing calls (telephony/calls/services.py): a number removed, or a carrier disabled or found down, is
+# left out of new calls everywhere within it (the gateway's failover covers a carrier that just went down).
+PLACEMENT_CACHE_S = float(env("PLACEMENT_CACHE_S", "1"))
 
 ROOT_URLCONF = "voiceplatform.urls"
 LOGIN_URL = "/accounts/login/"
@@ -194,7 +196,7 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "vp:asgi"},
     }
 }
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {"default": {"BACKEND": "core.cache.ProcessRedisCache", "LOCATION": REDIS_URL}}
 
 CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
 CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.recent import MISSING, Recent
 from core.redis_client import get_redis
 from media import fallback
 from telephony import routing
@@ -115,11 +116,24 @@ def _checked_number(value: str, name: str) -> str:
         raise CallRequestError(name, str(exc)) from None
 
 
+# What every placer of this process may reuse for PLACEMENT_CACHE_S: each API create makes a placer,
+# and reading the caller ID and the carriers cost two of its four queries.
+_recent_numbers = Recent(settings.PLACEMENT_CACHE_S)
+_recent_carriers = Recent(settings.PLACEMENT_CACHE_S)
+
+
+def forget_recent_placement_data() -> None:
+    """Read the numbers and carriers again at the next call (tests: each starts from its own)."""
+    _recent_numbers.forget_all()
+    _recent_carriers.forget_all()
+
+
 class CallPlacer:
     """Places calls for one tenant, a batch at a time (the campaign dialer) or one (place_call).
 
     Caller-ID numbers and the usable carriers are read once per placer (the dialer makes one per
-    dialing slice, a few seconds, so carrier health and number changes are seen at the next one);
+    dialing slice, a few seconds, so carrier health and number changes are seen at the next one), and
+    trusted by every placer of the process for PLACEMENT_CACHE_S (an API create is one placer each);
     each batch is one transaction whatever its size, and its commands go to the gateway pool when
     it commits. A request that cannot be placed gets its CallRequestError instead of a Call, and the
     rest of the batch is placed all the same. With no usable carrier a call is still recorded, as
@@ -133,15 +147,23 @@ class CallPlacer:
 
     def _caller_id(self, e164: str) -> Number:
         if e164 not in self._numbers:
-            self._numbers[e164] = Number.objects.filter(e164=e164, tenant=self.tenant).first()
+            number = _recent_numbers.recall((self.tenant.pk, e164))
+            if number is MISSING:
+                number = Number.objects.filter(e164=e164, tenant=self.tenant).first()
+                if number is not None:  # a number just added is usable at once
+                    _recent_numbers.remember((self.tenant.pk, e164), number)
+            self._numbers[e164] = number
         if self._numbers[e164] is None:
             raise CallRequestError("from", f"{e164} is not one of this tenant's numbers")
         return self._numbers[e164]
 
     def _legs(self, to: str, region: str | None) -> list[CarrierLeg]:
         if self._carriers is None:
+            self._carriers = _recent_carriers.recall("usable")
+        if self._carriers is MISSING:
             rows = {carrier.pk: carrier for carrier in Carrier.objects.filter(enabled=True, healthy=True)}
             self._carriers = {pk: (carrier, carrier.as_route()) for pk, carrier in rows.items()}
+            _recent_carriers.remember("usable", self._carriers)
         return [
             {"carrier_id": str(leg.carrier.id), "uri": leg.uri, "username": leg.carrier.username or None,
              "password": leg.carrier.password or None, "from_domain": leg.carrier.from_domain or None,
