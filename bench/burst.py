@@ -47,10 +47,14 @@ from bench.dialer import SCENARIO, free_port, percentile, start, stop_all  # noq
 from bench.report import save as save_report  # noqa: E402
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def web_socket() -> socket.socket:
+    """A free port bound once and shared by the web processes, as `manage.py run` does."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
 
 
 def wait_listening(port: int, timeout: float = 90) -> None:
@@ -201,6 +205,7 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=10)
     parser.add_argument("--gateways", type=int, default=12)
     parser.add_argument("--dialers", type=int, default=2, help="dialer worker processes")
+    parser.add_argument("--web-processes", type=int, default=2, help="daphnes sharing the HTTP port (as `run`)")
     parser.add_argument("--parts", default="pool,hold,step,tenants",
                         help="which parts to run (the hold ratio needs pool)")
     args = parser.parse_args()
@@ -213,7 +218,8 @@ def main() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     os.environ.update(DJANGO_SETTINGS_MODULE="voiceplatform.settings", DEBUG="false")
-    web_port = free_tcp_port()
+    web = web_socket()
+    web_port = web.getsockname()[1]
     os.environ["MEDIA_RELAY_URL"] = f"ws://127.0.0.1:{web_port}"
     from voiceplatform.startup import prepare_process
 
@@ -256,7 +262,8 @@ def main() -> None:
                                   run_dir, "gateways")}
     r = get_redis()
     events = Events(r)
-    report = {"cpus": os.cpu_count(), "gateways": args.gateways, "dialer_workers": args.dialers}
+    report = {"cpus": os.cpu_count(), "gateways": args.gateways, "dialer_workers": args.dialers,
+              "web_processes": args.web_processes}
 
     class PoolView:  # what gateway_capacity.gateway_rate reads of a pool
         def cpu_seconds(self):
@@ -316,8 +323,9 @@ def main() -> None:
             webhooks=start([py, "-m", "celery", "-A", "voiceplatform", "worker", "-Q", "webhooks", "--pool", "threads",
                             "--concurrency", "16", "-l", "WARNING", "-n", "webhooks@%h"], run_dir, "webhooks"),
             recorder=start([py, str(ROOT / "manage.py"), "record_calls"], run_dir, "recorder"),
-            web=start([py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port), "voiceplatform.asgi:application"],
-                      run_dir, "web", DATABASE_POOL_SIZE="20"),
+            web=[start([py, "-m", "daphne", "--fd", str(web.fileno()), "voiceplatform.asgi:application"],
+                       run_dir, f"web{i}", pass_fds=(web.fileno(),), DATABASE_POOL_SIZE="20")
+                 for i in range(args.web_processes)],
             beat=start([py, "-m", "celery", "-A", "voiceplatform", "beat", "-l", "WARNING", "-s",
                         str(run_dir / "beat-schedule")], run_dir, "beat"),
         )

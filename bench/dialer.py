@@ -36,11 +36,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(argv, log_dir: Path, name: str, **extra_env: str) -> subprocess.Popen:
+def start(argv, log_dir: Path, name: str, pass_fds: tuple[int, ...] = (), **extra_env: str) -> subprocess.Popen:
     # No carrier health checks: the SIPp scenario answers INVITEs, not OPTIONS.
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}", CARRIER_HEALTH_INTERVAL="3600",
                **extra_env)
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, pass_fds=pass_fds,
                             stdout=open(log_dir / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
 
 

@@ -50,7 +50,7 @@ def embedded_env(server_dir):
     return env
 
 
-CHILDREN = {"web", "worker", "webhooks", "beat", "recorder", "gateways", "carrier", "agent"}
+CHILDREN = {"web", "web-2", "worker", "webhooks", "beat", "recorder", "gateways", "carrier", "agent"}
 
 
 def healthy_after_restart(port: int, *names: str):

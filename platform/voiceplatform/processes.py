@@ -33,6 +33,7 @@ class ProcessSpec:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    pass_fds: tuple[int, ...] = ()  # open descriptors the child inherits (the web processes' shared socket)
 
 
 def python_module(name: str, module: str, *args: str, **env: str) -> ProcessSpec:
@@ -114,6 +115,7 @@ class ProcessGroup:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            pass_fds=spec.pass_fds,
             # Own process group: Ctrl-C reaches us only, and we stop children in order.
             start_new_session=True,
         )

@@ -39,6 +39,7 @@ class Scale:
     cps: float = 8.0
     max_concurrent: int = 16  # the campaign's cap, and each trunk's
     dialer_threads: int = 4
+    web_processes: int = 2  # daphnes on the one HTTP port, as `run` starts them
 
 
 # Which process plays which part, by its command line (the runner's children and the supervisor's).
@@ -81,6 +82,7 @@ class ChaosPlatform:
         return project_env(
             DATABASE_URL=self.postgres.url, REDIS_URL=self.redis.url, VOICEPLATFORM_VAR_DIR=str(self.work_dir / "var"),
             GATEWAY_PROCESSES=str(self.scale.gateways), CELERY_CONCURRENCY=str(self.scale.dialer_threads),
+            WEB_PROCESSES=str(self.scale.web_processes),
             # carriers pinged every second, down after 2 failures, back after 1 answer
             CARRIER_HEALTH_INTERVAL="1", CARRIER_PING_TIMEOUT="1", CARRIER_DOWN_AFTER="2", CARRIER_UP_AFTER="1",
             # a contact claimed by a dialer that died is dialed again after 5 s (default 30 s)
@@ -169,7 +171,7 @@ class ChaosPlatform:
         return found
 
     def expected(self) -> dict[str, int]:
-        return {"web": 1, "worker": 1, "webhooks": 1, "beat": 1, "recorder": 1, "gateways": 1,
+        return {"web": self.scale.web_processes, "worker": 1, "webhooks": 1, "beat": 1, "recorder": 1, "gateways": 1,
                 "gateway worker": self.scale.gateways, "media host": os.cpu_count() or 1}
 
     def missing(self) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """`make run`: the whole platform in the foreground on one machine."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,6 +32,21 @@ def port_is_free(host: str, port: int, udp: bool = False) -> bool:
     return True
 
 
+def web_socket(host: str, port: int) -> socket.socket:
+    """The HTTP port, bound once by the runner and shared by its web processes: the kernel hands each
+    new connection to one of them, and a web process that is restarted finds the port still open."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT") from exc
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
 def is_healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
@@ -48,6 +64,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "8")))
         parser.add_argument("--gateways", type=int, default=int(os.environ.get("GATEWAY_PROCESSES", "2")))
+        parser.add_argument("--web-processes", type=int, default=int(os.environ.get("WEB_PROCESSES", "2")),
+                            help="daphne processes sharing the HTTP port (each uses at most one core)")
         parser.add_argument("--demo-carrier-port", type=int, default=int(os.environ.get("DEMO_CARRIER_PORT", "5090")))
         parser.add_argument("--demo-agent-port", type=int, default=int(os.environ.get("DEMO_AGENT_PORT", "8765")))
         parser.add_argument(
@@ -67,29 +85,27 @@ class Command(BaseCommand):
             return self.run_node(role, **options)
         return self.run_all(**options)
 
-    def run_node(self, role, *, host, port, workers, gateways, public_ip, region, node, **options):
+    def run_node(self, role, *, host, port, workers, gateways, web_processes, public_ip, region, node, **options):
         roles = NODE_ROLES if role == "node" else tuple(r.strip() for r in role.split(",") if r.strip())
         unknown = sorted(set(roles) - set(ROLES))
         if unknown or not roles:
             raise CommandError(f"unknown role {', '.join(map(repr, unknown)) or repr(role)}; "
                                f"roles: {', '.join(ROLES)} or node")
-        if "web" in roles and not port_is_free(host, port):
-            raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT")
+        self.web = web_socket(host, port) if "web" in roles else None
         node = node or socket.gethostname().split(".")[0]
-        specs = {
-            name: spec for name, spec in node_processes(host, port, workers, gateways, public_ip, region, node).items()
-            if name in roles
-        }
-        self.supervise(ProcessGroup(list(specs.values()), watched=started_here(), state_path=state_path()),
+        processes = node_processes(self.web, web_processes, workers, gateways, public_ip, region, node)
+        specs = [spec for name in roles for spec in processes[name]]
+        self.supervise(ProcessGroup(specs, watched=started_here(), state_path=state_path()),
                        f"http://{host}:{port}/healthz" if "web" in roles else None,
-                       lambda: self.stdout.write(f"node {node} is up: {', '.join(specs)}"))
+                       lambda: self.stdout.write(f"node {node} is up: {', '.join(spec.name for spec in specs)}"))
 
-    def run_all(self, *, host, port, workers, gateways, demo_carrier_port, demo_agent_port, **options):
-        for what, variable, number, udp in (("HTTP", "HTTP_PORT", port, False),
-                                            ("demo carrier", "DEMO_CARRIER_PORT", demo_carrier_port, True),
+    def run_all(self, *, host, port, workers, gateways, web_processes, demo_carrier_port, demo_agent_port,
+                **options):
+        for what, variable, number, udp in (("demo carrier", "DEMO_CARRIER_PORT", demo_carrier_port, True),
                                             ("demo agent", "DEMO_AGENT_PORT", demo_agent_port, False)):
-            if not port_is_free(host if what == "HTTP" else "127.0.0.1", number, udp):
+            if not port_is_free("127.0.0.1", number, udp):
                 raise CommandError(f"port {number} ({what}) is already in use; stop what uses it or set {variable}")
+        self.web = web_socket(host, port)
         call_command("migrate_schemas", interactive=False, verbosity=0)
         credentials = demo.ensure_demo_setup()
         demo.ensure_demo_telephony(demo_carrier_port, demo_agent_port)
@@ -101,14 +117,14 @@ class Command(BaseCommand):
         # The outbound guard lets the demo reach exactly its own agent and carrier on this machine.
         demo_targets = [f"127.0.0.1:{demo_agent_port}", f"127.0.0.1:{demo_carrier_port}"]
         os.environ["OUTBOUND_ALLOW"] = ",".join([*settings.OUTBOUND_ALLOW, *demo_targets])
-        processes = node_processes(host, port, workers, gateways, "127.0.0.1", "", "")
+        processes = node_processes(self.web, web_processes, workers, gateways, "127.0.0.1", "", "")
         group = ProcessGroup(
             [
-                *(processes[name] for name in ("web", "worker", "webhooks", "recorder", "gateways")),
+                *(spec for name in ("web", "worker", "webhooks", "recorder", "gateways") for spec in processes[name]),
                 python_module("carrier", "demo.carrier", "--host", "127.0.0.1",
                               "--port", str(demo_carrier_port)),
                 python_module("agent", "demo.agent", "--host", "127.0.0.1", "--port", str(demo_agent_port)),
-                processes["beat"],
+                *processes["beat"],
             ],
             # the embedded PostgreSQL and Redis this command started (manage.py, before Django loaded)
             watched=started_here(),
@@ -145,30 +161,37 @@ class Command(BaseCommand):
             group.stop()
 
 
-def node_processes(host: str, port: int, workers: int, gateways: int, public_ip: str, region: str,
-                   node: str) -> dict[str, ProcessSpec]:
-    """One node's processes by role; `node` names its Celery workers and gateways (empty: the
-    runner's pid names the Celery workers, the host name the gateways)."""
+def node_processes(web: socket.socket | None, web_processes: int, workers: int, gateways: int, public_ip: str,
+                   region: str, node: str) -> dict[str, list[ProcessSpec]]:
+    """One node's processes by role; `web` is the HTTP port's socket (None: no web role here), which
+    `web_processes` daphnes share (named web, web-2, …); `node` names its Celery workers and gateways
+    (empty: the runner's pid names the Celery workers, the host name the gateways)."""
     gateway_args = ["--processes", str(gateways), "--bind", public_ip, "--public-ip", public_ip]
     if region:
         gateway_args += ["--region", region]
     if node:
         gateway_args += ["--node", node]
     node = node or str(os.getpid())
+    # daphne runs each request in a thread of its own: a pool keeps PostgreSQL's connections bounded
+    web_specs = [] if web is None else [
+        dataclasses.replace(
+            python_module("web" if n == 1 else f"web-{n}", "daphne", "--fd", str(web.fileno()),
+                          "voiceplatform.asgi:application", DATABASE_POOL_SIZE=os.environ.get("DATABASE_POOL_SIZE", "20")),
+            pass_fds=(web.fileno(),))
+        for n in range(1, max(1, web_processes) + 1)
+    ]
     return {
-        # daphne runs each request in a thread of its own: a pool keeps PostgreSQL's connections bounded
-        "web": python_module("web", "daphne", "-b", host, "-p", str(port), "voiceplatform.asgi:application",
-                             DATABASE_POOL_SIZE=os.environ.get("DATABASE_POOL_SIZE", "20")),
-        "worker": python_module(
+        "web": web_specs,
+        "worker": [python_module(
             "worker", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "celery",
             "--pool", "threads", "--concurrency", str(workers), "-n", f"worker-{node}@%h",
-        ),
-        "webhooks": python_module(
+        )],
+        "webhooks": [python_module(
             "webhooks", "celery", "-A", "voiceplatform", "worker", "-l", "INFO", "-Q", "webhooks",
             "--pool", "threads", "--concurrency", "16", "-n", f"webhooks-{node}@%h",
-        ),
-        "recorder": manage_command("recorder", "record_calls"),
-        "gateways": python_module("gateways", "telephony.gateway.supervisor", *gateway_args),
-        "beat": python_module("beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
-                              "-s", str(var_dir() / "celerybeat-schedule")),
+        )],
+        "recorder": [manage_command("recorder", "record_calls")],
+        "gateways": [python_module("gateways", "telephony.gateway.supervisor", *gateway_args)],
+        "beat": [python_module("beat", "celery", "-A", "voiceplatform", "beat", "-l", "INFO",
+                               "-s", str(var_dir() / "celerybeat-schedule"))],
     }
