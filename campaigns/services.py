@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, CharField, DateTimeField, Exists, F, OuterRef, Q, Value, When
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from telephony.calls import amd, voicemail_audio
@@ -394,7 +395,7 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
             ).exclude(last_call_sid__in=[sid for _, sid in rows if sid])
             common = {
                 "attempts": F("attempts") + 1, "last_outcome": outcome[:32], "updated_at": now,
-                "last_call_sid": Case(*[When(pk=pk, then=Value(sid)) for pk, sid in rows], output_field=CharField()),
+                "last_call_sid": _call_sid_per_row(rows),
             }
             if outcome == "answered":
                 counted += open_rows.update(state=ContactState.DONE, next_attempt_at=None, **common)
@@ -418,6 +419,14 @@ def record_attempt_outcomes(campaign: Campaign, results: list[tuple[int, str, st
         if counted:
             complete_if_finished(campaign.pk, now)
     return counted
+
+
+def _call_sid_per_row(rows: list[tuple[int, str]]) -> RawSQL:
+    """Each contact's call SID, for an UPDATE of their rows: one expression over two arrays. A CASE
+    with a WHEN per row cost the dialer about 0.4 ms of CPU per call to build."""
+    table = CampaignContact._meta.db_table
+    return RawSQL(f'(%s::varchar[])[array_position(%s::bigint[], "{table}"."id")]',
+                  ([sid for _, sid in rows], [pk for pk, _ in rows]), output_field=CharField())
 
 
 class Reconciled(NamedTuple):
