@@ -143,6 +143,7 @@ class CallPlacer:
     def __init__(self, tenant):
         self.tenant = tenant
         self._numbers: dict[str, Number | None] = {}
+        self._caller_ids: dict[str, Number] = {}  # as the requests give them: a campaign has a few for all its calls
         self._carriers: dict | None = None
 
     def _caller_id(self, e164: str) -> Number:
@@ -174,7 +175,9 @@ class CallPlacer:
 
     def checked_caller_id(self, from_: str) -> Number:
         """``from_`` as one of the tenant's numbers (CallRequestError naming "from" otherwise)."""
-        return self._caller_id(_checked_number(from_, "from"))
+        if from_ not in self._caller_ids:
+            self._caller_ids[from_] = self._caller_id(_checked_number(from_, "from"))
+        return self._caller_ids[from_]
 
     def carrier_legs(self, to: str, caller_id: Number) -> list[CarrierLeg]:
         """The carrier legs (routing plan, failover order, caps) of a call to ``to`` from ``caller_id``:
@@ -192,7 +195,7 @@ class CallPlacer:
                 if why := custom_parameters_problem(request.custom_parameters):
                     raise CallRequestError("custom_parameters", why)
                 to = _checked_number(request.to, "to")
-                from_number = self._caller_id(_checked_number(request.from_, "from"))
+                from_number = self.checked_caller_id(request.from_)
                 _check_machine_detection(request)
                 if request.record and not _bridged(request):
                     raise CallRequestError("record", "bridged calls are recorded: give stream_url or agent_connects")
