@@ -154,7 +154,7 @@ class Kinds:
         return {kind: round((after[kind] - before[kind]) * 1000 / max(1, calls), 2) for kind in after}
 
 
-def http_load(port: int, rate: float, seconds: float, request, threads: int = 48) -> list[dict]:
+def http_load(port: int, rate: float, seconds: float, request, threads: int = 256) -> list[dict]:
     """Open-loop load: request i is due at start + i / rate; `request(i)` gives (method, path, body,
     headers). Returns per request: due and sent wall times, latency from sending (ms), status, body."""
     total, due_q, results = int(rate * seconds), queue.Queue(), []
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--pool-s", type=float, default=15)
     parser.add_argument("--step-rate", type=float, default=200)
     parser.add_argument("--step-s", type=float, default=10)
-    parser.add_argument("--gateways", type=int, default=12)
+    parser.add_argument("--gateways", type=int, default=16)
     parser.add_argument("--dialers", type=int, default=2, help="dialer worker processes")
     parser.add_argument("--web-processes", type=int, default=2, help="daphnes sharing the HTTP port (as `run`)")
     parser.add_argument("--parts", default="pool,hold,step,tenants",
