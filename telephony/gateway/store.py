@@ -68,9 +68,9 @@ CAP_HOLD_MS = 300
 # skipped and keeps its place until its hold ends. Also leaves exactly one wake token per
 # command still queued that a gateway may take now (none for a held tenant's; capped per call), so
 # no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
-# given back.
+# given back. Returns how many commands a gateway may still take now, then each command and its flag.
 _POP_ORIGINATE = _NOW_MS + """
-local out = {}
+local out = {0}
 local popped = 0
 local each = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
@@ -129,6 +129,7 @@ elseif tokens > takeable then
 else
   for i = 1, math.min(takeable - tokens, 64) do redis.call('RPUSH', KEYS[3], 1) end
 end
+out[1] = math.max(takeable, 0)
 return out
 """
 
@@ -242,7 +243,7 @@ class Store:
         turn (the room shared evenly between the first ``count`` of the ring not held back): the
         gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str, str]] = []
-        c = client or self.r
+        c = client if client is not None else self.r
         for queue_region in ((region, "") if region else ("",)):
             if popped and len(popped) >= count:
                 break
@@ -276,9 +277,11 @@ class Store:
                           len(held), *held, *(part for command in commands for part in command)],
                     client=client,
                 )
+                takeable, *res = res
                 popped += [(res[i], _text(res[i + 1]), queue_region) for i in range(0, len(res), 2)]
                 idle_rounds = 0 if res else idle_rounds + 1  # empty: another gateway took them first
-                if not tenants or len(popped) >= count or idle_rounds >= 3:
+                # takeable 0: nothing left to take here (another round would find an empty ring)
+                if not tenants or not takeable or len(popped) >= count or idle_rounds >= 3:
                     break
         return popped
 
