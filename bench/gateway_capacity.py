@@ -1,6 +1,7 @@
 """Benchmark: what the gateway pool sustains against SIPp, beside SIPp calling SIPp in the same run.
 
     .venv/bin/python bench/gateway_capacity.py [--duration 60] [--workers 8] [--hold-workers 40]
+                                               [--parts sipp,gateway,hold]
 
 1. Baseline: SIPp UAC -> SIPp UAS, short calls, at a ladder of rates; the highest rate with < 0.1%
    failed calls over the duration.
@@ -9,12 +10,15 @@
    Highest rate with < 0.1% failed; CPU seconds per call and resident memory per process.
 3. Concurrency: `--hold-workers` processes (4 calls each) hold answered calls for `--hold` seconds;
    the most concurrent answered calls held, memory per call.
+``--parts gateway --gateway-rates 150`` measures the pool alone at one rate (the CPU per call of a
+change to the worker, before and after).
 Results: JSON on stdout and in bench/results/gateway_capacity-<time>.json. Ratios are gateway / SIPp.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import signal
@@ -108,10 +112,12 @@ class Pool:
         return psutil.Process(self.proc.pid).children()
 
     def cpu_seconds(self) -> float:
+        """The supervisor's, its workers' and media hosts' (as bench/burst.py counts the gateway kind:
+        the supervisor re-prints every line its workers log)."""
         total = 0.0
-        for worker in self.workers():
+        for proc in [psutil.Process(self.proc.pid), *self.workers()]:
             try:
-                times = worker.cpu_times()
+                times = proc.cpu_times()
                 total += times.user + times.system
             except psutil.NoSuchProcess:
                 pass
@@ -138,10 +144,16 @@ def finals(r: redis.Redis, call_ids: set[str], timeout: float) -> dict[str, dict
     return found
 
 
+def redis_work(r: redis.Redis) -> tuple[float, int]:
+    """Redis's CPU seconds so far and the commands it ran (scripts' own calls included)."""
+    cpu, stats = r.info("cpu"), r.info("commandstats")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], sum(s["calls"] for s in stats.values())
+
+
 def gateway_rate(r: redis.Redis, pool: Pool, uas_host: str, rate: int, duration: float) -> dict:
     r.delete(keys.EVENTS_STREAM)
     total = int(rate * duration)
-    cpu_before = pool.cpu_seconds()
+    cpu_before, redis_before = pool.cpu_seconds(), redis_work(r)
     leg = {"carrier_id": "bench", "uri": f"sip:+14155550199@{uas_host}", "username": None, "password": None}
     ids = set()
     started = time.monotonic()
@@ -157,9 +169,13 @@ def gateway_rate(r: redis.Redis, pool: Pool, uas_host: str, rate: int, duration:
     answered = sum(1 for e in got.values() if e["type"] == events.COMPLETED)
     failed = total - answered
     cpu = pool.cpu_seconds() - cpu_before
+    redis_cpu, redis_commands = (after - before for after, before in zip(redis_work(r), redis_before, strict=True))
     return {"rate": rate, "calls": total, "answered": answered, "failed": failed,
             "failed_pct": round(100 * failed / total, 3), "push_s": round(push_s, 1),
             "cpu_s_per_call": round(cpu / max(1, answered), 5), "rss_mb": pool.rss_mb(),
+            # everyone's (the pusher's and reader's too): for comparing runs of the same bench
+            "redis_cpu_ms_per_call": round(1000 * redis_cpu / max(1, answered), 3),
+            "redis_commands_per_call": round(redis_commands / max(1, answered), 1),
             "outcomes": sorted({e.get("outcome", "?") for e in got.values() if e["type"] == events.FAILED})}
 
 
@@ -207,32 +223,41 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=60)
     parser.add_argument("--sipp-rates", default="100,200,400")
     parser.add_argument("--gateway-rates", default="50,100,150")
+    parser.add_argument("--parts", default="sipp,gateway,hold", help="which parts to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     redis_server = RedisServer(workdir / "redis").start()
     r = redis.Redis.from_url(redis_server.url)
     report = {"machine": {"cpus": os.cpu_count()}, "duration_s": args.duration}
     try:
-        sipp_results, sipp_best = ladder(lambda rate: sipp_baseline(workdir, rate, args.duration),
-                                         [int(x) for x in args.sipp_rates.split(",")])
-        report["sipp_baseline"] = {"ladder": sipp_results, "best_cps": sipp_best}
+        sipp_best = 0
+        if "sipp" in parts:
+            sipp_results, sipp_best = ladder(lambda rate: sipp_baseline(workdir, rate, args.duration),
+                                             [int(x) for x in args.sipp_rates.split(",")])
+            report["sipp_baseline"] = {"ladder": sipp_results, "best_cps": sipp_best}
 
-        pool = Pool(workdir, redis_server.url, args.workers)
-        uas_port = free_port()
-        uas = sipp_uas(workdir, uas_port)
-        try:
-            pool.wait_ready(r)
-            report["gateway_idle_rss_mb"] = pool.rss_mb()
-            gw_results, gw_best = ladder(
-                lambda rate: gateway_rate(r, pool, f"127.0.0.1:{uas_port}", rate, args.duration),
-                [int(x) for x in args.gateway_rates.split(",")])
-        finally:
-            stop(uas)
-            pool.stop()
-        report["gateway_pool"] = {"workers": args.workers, "ladder": gw_results, "best_cps": gw_best,
-                                  "ratio_to_sipp": round(gw_best / sipp_best, 3) if sipp_best else None}
-        report["concurrency"] = hold_calls(workdir, r, redis_server.url, args.hold_workers, args.hold)
+        if "gateway" in parts:
+            pool = Pool(workdir, redis_server.url, args.workers)
+            uas_port = free_port()
+            uas = sipp_uas(workdir, uas_port)
+            try:
+                pool.wait_ready(r)
+                report["gateway_idle_rss_mb"] = pool.rss_mb()
+                report["gateway_pids"] = [w.pid for w in pool.workers()]
+                print(json.dumps({"gateway_pids": report["gateway_pids"]}), flush=True)
+                gw_results, gw_best = ladder(
+                    lambda rate: dict(gateway_rate(r, pool, f"127.0.0.1:{uas_port}", rate, args.duration),
+                                      load=round(os.getloadavg()[0], 2)),
+                    [int(x) for x in args.gateway_rates.split(",")])
+            finally:
+                stop(uas)
+                pool.stop()
+            report["gateway_pool"] = {"workers": args.workers, "ladder": gw_results, "best_cps": gw_best,
+                                      "ratio_to_sipp": round(gw_best / sipp_best, 3) if sipp_best else None}
+        if "hold" in parts:
+            report["concurrency"] = hold_calls(workdir, r, redis_server.url, args.hold_workers, args.hold)
     finally:
         redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

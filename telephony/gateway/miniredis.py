@@ -262,7 +262,8 @@ class Pipeline(_Commands):
         self.commands.append((list(args), post))
         return self
 
-    def execute(self) -> list:
+    def execute(self, raise_on_error: bool = True) -> list:
+        """The replies in order; raise_on_error=False: a command's error is its reply (the others ran)."""
         cmds = [c for c, _ in self.commands]
         if self.transaction:
             replies = self.client._roundtrip([["MULTI"], *cmds, ["EXEC"]])[-1]
@@ -273,10 +274,16 @@ class Pipeline(_Commands):
         out = []
         for (_, post), reply in zip(self.commands, replies or [], strict=False):
             if isinstance(reply, ResponseError):
-                raise reply
+                if raise_on_error:
+                    raise reply
+                out.append(reply)
+                continue
             out.append(post(reply) if post and reply is not None else reply)
         self.commands = []
         return out
+
+    def __len__(self) -> int:
+        return len(self.commands)
 
     def __enter__(self):
         return self
@@ -292,7 +299,7 @@ class Script:
         self.sha = hashlib.sha1(script.encode()).hexdigest()
 
     def __call__(self, keys=(), args=(), client=None):
-        c = client or self.client
+        c = client if client is not None else self.client  # an empty pipeline is falsy
         try:
             return c.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:

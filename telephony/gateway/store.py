@@ -68,9 +68,9 @@ CAP_HOLD_MS = 300
 # skipped and keeps its place until its hold ends. Also leaves exactly one wake token per
 # command still queued that a gateway may take now (none for a held tenant's; capped per call), so
 # no gateway is woken for nothing and a token taken by a gateway that then had no room (or died) is
-# given back.
+# given back. Returns how many commands a gateway may still take now, then each command and its flag.
 _POP_ORIGINATE = _NOW_MS + """
-local out = {}
+local out = {0}
 local popped = 0
 local each = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
@@ -129,6 +129,7 @@ elseif tokens > takeable then
 else
   for i = 1, math.min(takeable - tokens, 64) do redis.call('RPUSH', KEYS[3], 1) end
 end
+out[1] = math.max(takeable, 0)
 return out
 """
 
@@ -242,7 +243,7 @@ class Store:
         turn (the room shared evenly between the first ``count`` of the ring not held back): the
         gateway's own region's first, then the shared queue's."""
         popped: list[tuple[bytes, str, str]] = []
-        c = client or self.r
+        c = client if client is not None else self.r
         for queue_region in ((region, "") if region else ("",)):
             if popped and len(popped) >= count:
                 break
@@ -276,23 +277,28 @@ class Store:
                           len(held), *held, *(part for command in commands for part in command)],
                     client=client,
                 )
+                takeable, *res = res
                 popped += [(res[i], _text(res[i + 1]), queue_region) for i in range(0, len(res), 2)]
                 idle_rounds = 0 if res else idle_rounds + 1  # empty: another gateway took them first
-                if not tenants or len(popped) >= count or idle_rounds >= 3:
+                # takeable 0: nothing left to take here (another round would find an empty ring)
+                if not tenants or not takeable or len(popped) >= count or idle_rounds >= 3:
                     break
         return popped
 
     def requeue_originates(self, gateway_id: str, region: str, tenant: str, commands: list[tuple[bytes, str]],
-                           hold_ms: int = CAP_HOLD_MS) -> int:
+                           hold_ms: int = CAP_HOLD_MS, pipe=None) -> int:
         """Put back at the front of their tenant's queue, in order, commands (raw, call id) this
         gateway popped from ``region``'s queue but cannot place while caps are full, and hold the
-        tenant back for ``hold_ms`` (see _REQUEUE_ORIGINATES). Returns how many went back."""
-        return int(self._requeue(
+        tenant back for ``hold_ms`` (see _REQUEUE_ORIGINATES). Returns how many went back (with
+        ``pipe``: queued there, 0)."""
+        res = self._requeue(
             keys=[keys.tenant_queue(region, tenant), keys.originate_ring(region), keys.originate_depth(region),
                   keys.originate_wake(region), keys.originate_held(region), keys.gw_calls_key(gateway_id),
                   *(keys.call_key(call_id) for _, call_id in commands)],
             args=[gateway_id, tenant, hold_ms, *(part for command in commands for part in command)],
-        ))
+            client=pipe,
+        )
+        return 0 if pipe is not None else int(res)
 
     def publish(self, event: dict, state: dict | None = None, pipe=None) -> None:
         """A non-final event, plus optional fields for the call:{id} hash."""
@@ -303,19 +309,22 @@ class Store:
         if pipe is None:
             p.execute()
 
-    def set_state(self, call_id: str, state: dict) -> None:
+    def set_state(self, call_id: str, state: dict, pipe=None) -> None:
         """Fields of the call:{id} hash (a call's dialog, its slot keys) with no event."""
-        self.r.hset(keys.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
+        (pipe if pipe is not None else self.r).hset(keys.call_key(call_id), mapping={k: _s(v) for k, v in state.items()})
 
-    def finalize(self, event: dict, gateway_id: str | None) -> bool:
-        """Publish a final event unless the call already has one; drop it from the gateway's set."""
+    def finalize(self, event: dict, gateway_id: str | None, pipe=None) -> bool:
+        """Publish a final event unless the call already has one; drop it from the gateway's set.
+        With ``pipe``: queued there (returns False)."""
         assert ev.is_final(event), event
-        return bool(self._finalize(
+        res = self._finalize(
             keys=[keys.call_key(event["call_id"]), keys.gw_calls_key(gateway_id) if gateway_id else "",
                   keys.EVENTS_STREAM],
             args=[event["call_id"], event["type"], json.dumps(event, separators=(",", ":")),
                   ev.EVENTS_MAXLEN, ev.CALL_TTL, f"{float(event['ts']):.3f}"],
-        ))
+            client=pipe,
+        )
+        return pipe is None and bool(res)
 
     # ---- client side -------------------------------------------------------------------------
     def give_up_unplaced(self, event: dict) -> bool:

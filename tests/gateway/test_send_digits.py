@@ -62,6 +62,8 @@ def answered_call(r, sipp, agents, **command) -> tuple[str, PhoneLine]:
 def sent(line: PhoneLine, count: int) -> list[dict]:
     """The line's telephone-events once ``count`` of them have ended (their end packets all heard)."""
     def done():
+        if not line.packets:  # the first packet may not be in yet
+            return None
         events = decode_events(line.packets)
         return events if len(events) == count and events[-1]["ends"] == 3 else None
     return wait_for(done, 10, what=f"{count} telephone-events")
