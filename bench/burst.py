@@ -45,16 +45,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.dialer import SCENARIO, free_port, percentile, start, stop_all  # noqa: E402
 from bench.report import save as save_report  # noqa: E402
-
-
-def web_socket() -> socket.socket:
-    """A free port bound once and shared by the web processes, as `manage.py run` does."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
+from voiceplatform.processes import shared_listening_socket  # noqa: E402
 
 
 def wait_listening(port: int, timeout: float = 90) -> None:
@@ -218,7 +209,7 @@ def main() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     os.environ.update(DJANGO_SETTINGS_MODULE="voiceplatform.settings", DEBUG="false")
-    web = web_socket()
+    web = shared_listening_socket("127.0.0.1", 0)  # shared by the web processes, as `run` does
     web_port = web.getsockname()[1]
     os.environ["MEDIA_RELAY_URL"] = f"ws://127.0.0.1:{web_port}"
     from voiceplatform.startup import prepare_process

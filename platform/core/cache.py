@@ -6,12 +6,12 @@ request opened a new Redis connection for the API-key throttle, at about 1 ms of
 its own package metadata per connection). Here every cache object of a process shares one client."""
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shared_client(servers: tuple[str, ...], options: tuple) -> RedisCacheClient:
     return RedisCacheClient(list(servers), **dict(options))
 

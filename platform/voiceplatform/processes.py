@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,26 @@ from pathlib import Path
 from typing import Protocol
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+class PortInUse(OSError):
+    pass
+
+
+def shared_listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP port bound once by the runner and shared by its web processes (daphne --fd, pass_fds):
+    the kernel hands each new connection to one of them, and a web process that is restarted finds
+    the port still open. Port 0: any free port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(str(exc)) from exc
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

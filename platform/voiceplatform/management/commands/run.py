@@ -15,7 +15,15 @@ from django.core.management.base import BaseCommand, CommandError
 
 from voiceplatform import demo
 from voiceplatform.embedded import started_here, var_dir
-from voiceplatform.processes import ProcessGroup, ProcessSpec, manage_command, python_module, state_path
+from voiceplatform.processes import (
+    PortInUse,
+    ProcessGroup,
+    ProcessSpec,
+    manage_command,
+    python_module,
+    shared_listening_socket,
+    state_path,
+)
 
 ROLES = ("web", "worker", "webhooks", "recorder", "gateways", "beat")
 NODE_ROLES = ("web", "worker", "webhooks", "recorder", "gateways")  # beat: one node of the cluster asks for it
@@ -30,21 +38,6 @@ def port_is_free(host: str, port: int, udp: bool = False) -> bool:
         except OSError:
             return False
     return True
-
-
-def web_socket(host: str, port: int) -> socket.socket:
-    """The HTTP port, bound once by the runner and shared by its web processes: the kernel hands each
-    new connection to one of them, and a web process that is restarted finds the port still open."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host or "0.0.0.0", port))
-    except OSError as exc:
-        sock.close()
-        raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT") from exc
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 def is_healthy(url: str) -> bool:
@@ -91,7 +84,7 @@ class Command(BaseCommand):
         if unknown or not roles:
             raise CommandError(f"unknown role {', '.join(map(repr, unknown)) or repr(role)}; "
                                f"roles: {', '.join(ROLES)} or node")
-        self.web = web_socket(host, port) if "web" in roles else None
+        self.web = self.web_socket(host, port) if "web" in roles else None
         node = node or socket.gethostname().split(".")[0]
         processes = node_processes(self.web, web_processes, workers, gateways, public_ip, region, node)
         specs = [spec for name in roles for spec in processes[name]]
@@ -105,7 +98,7 @@ class Command(BaseCommand):
                                             ("demo agent", "DEMO_AGENT_PORT", demo_agent_port, False)):
             if not port_is_free("127.0.0.1", number, udp):
                 raise CommandError(f"port {number} ({what}) is already in use; stop what uses it or set {variable}")
-        self.web = web_socket(host, port)
+        self.web = self.web_socket(host, port)
         call_command("migrate_schemas", interactive=False, verbosity=0)
         credentials = demo.ensure_demo_setup()
         demo.ensure_demo_telephony(demo_carrier_port, demo_agent_port)
@@ -133,6 +126,13 @@ class Command(BaseCommand):
         base = f"http://localhost:{port}"
         self.supervise(group, f"http://{host}:{port}/healthz",
                        lambda: self.stdout.write(demo.banner(base, port, credentials, demo_agent_port)))
+
+    @staticmethod
+    def web_socket(host: str, port: int) -> socket.socket:
+        try:
+            return shared_listening_socket(host, port)
+        except PortInUse as exc:
+            raise CommandError(f"port {port} (HTTP) is already in use; stop what uses it or set HTTP_PORT") from exc
 
     def supervise(self, group: ProcessGroup, health_url: str | None, announce) -> None:
         """Run the group until SIGINT/SIGTERM; announce once /healthz is green (at once without web)."""
