@@ -75,6 +75,7 @@ class Session:
     leg_started_at: float = 0.0  # monotonic
     leg_started_wall: float = 0.0
     got_provisional: bool = False
+    early_saved: bool = False  # this leg's INVITE kept in Redis, for a CANCEL if the worker dies
     ringing_sent: bool = False
     pdd_ms: float | None = None
     setup_ms: float | None = None
@@ -147,9 +148,11 @@ class GatewayCall(pj.Call):
             if tsx.method != "INVITE":
                 return
             code = tsx.statusCode
-            if 100 <= code < 200 and not s.got_provisional:
+            # Not got_provisional: a 18x with no 100 before it sets that first, in onCallState(EARLY).
+            if 100 <= code < 200 and not s.early_saved:
                 s.got_provisional = True
                 if e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+                    s.early_saved = True
                     rdata = e.body.tsxState.src.rdata
                     self.worker.save_early(s, rdata.wholeMsg, rdata.srcAddress)
             elif 200 <= code < 300 and "dialog" not in s.redis_state:
@@ -873,7 +876,7 @@ class Worker:
         main loop, once the slot of the leg that just ended is free."""
         s.leg = index
         s.state = "dialing"
-        s.got_provisional = s.ringing_sent = False
+        s.got_provisional = s.early_saved = s.ringing_sent = False
         s.pdd_ms = s.setup_ms = None
         s.hangup_reason = None
         s.sip_call_id = None
