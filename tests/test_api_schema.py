@@ -16,7 +16,7 @@ from tenants.models import Tenant
 pytestmark = pytest.mark.django_db
 
 ACME_NUMBER = "+14155550100"
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 15
 # Every answer as the schema promises it, never a server error, for good and bad requests alike.
 # (Not "positive data acceptance": a request can fit the schema and still be refused for its meaning -
 # a number that is not the tenant's; not "negative data rejection": unknown query parameters are
