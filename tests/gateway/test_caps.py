@@ -84,5 +84,7 @@ def test_a_cps_cap_paces_invites(r, new_gateway, sipp):
         wait_final(r, call_id, timeout=40)
         ringing = next(e for e in call_events(r, call_id) if e["type"] == "ringing")
         invite_times.append(ringing["ts"] - ringing["pdd_ms"] / 1000)
-    # GCRA with a burst of 1: n INVITEs need at least (n - 2) intervals whatever the load.
-    assert max(invite_times) - min(invite_times) >= (n - 2) / rate
+    # GCRA with a burst of 1: n INVITEs need at least (n - 2) intervals whatever the load. An INVITE's
+    # time is the worker's (ringing less its PDD, counted from when the leg started, a little before
+    # the INVITE left): a few ms of slack, not a whole interval.
+    assert max(invite_times) - min(invite_times) >= (n - 2) / rate - 0.02
