@@ -27,17 +27,18 @@ system-deps:
 run: venv
 	$(PY) manage.py run
 
-# The chaos and cluster suites mostly wait (for processes to die and heal, for calls to ring) and run,
-# one after the other, each in a pytest of its own, beside the rest; each pytest starts its own servers. `make test PYTEST_ARGS=...` runs
-# one pytest with those arguments.
+# The cluster, chaos and gateway suites mostly wait (for processes to die and heal, for calls to ring)
+# and run, one after the other, each in a pytest of its own, beside the rest; each pytest starts its own
+# servers. `make test PYTEST_ARGS=...` runs one pytest with those arguments.
 test: venv system-deps
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@mkdir -p var; \
-	{ $(PY) -m pytest -m cluster; c=$$?; $(PY) -m pytest -m chaos; h=$$?; test $$c -eq 0 -a $$h -eq 0; } \
-	  >var/test-chaos-cluster.log 2>&1 & slow=$$!; \
-	$(PY) -m pytest -m "not chaos and not cluster"; rest=$$?; \
+	{ $(PY) -m pytest -m cluster; c=$$?; $(PY) -m pytest -m chaos; h=$$?; \
+	  $(PY) -m pytest -m "not chaos and not cluster" tests/gateway; g=$$?; test $$c -eq 0 -a $$h -eq 0 -a $$g -eq 0; } \
+	  >var/test-waiting-suites.log 2>&1 & slow=$$!; \
+	$(PY) -m pytest -m "not chaos and not cluster" --ignore=tests/gateway; rest=$$?; \
 	wait $$slow; slowrc=$$?; \
-	echo "==== chaos and cluster suites (var/test-chaos-cluster.log) ===="; cat var/test-chaos-cluster.log; \
+	echo "==== cluster, chaos and gateway suites (var/test-waiting-suites.log) ===="; cat var/test-waiting-suites.log; \
 	test $$rest -eq 0 -a $$slowrc -eq 0
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
