@@ -256,7 +256,7 @@ CALL_QUEUE_TIMEOUT_S = float(env("CALL_QUEUE_TIMEOUT_S", "600"))
 # A campaign is dialed by one loop per DIALER_CPS_PER_SLICE of its CPS, at most DIALER_MAX_SLICES at
 # once, each in any dialer worker (campaigns/dialer.py): more worker processes, more cores per campaign.
 # Each loop's bookkeeping and each batch cost the same whatever the CPS: fewer, larger loops are
-# cheaper (150 CPS: 3.8 ms of dialer CPU per call with 4 loops, 2.2-2.6 with 2; docs/capacity.md).
+# cheaper (150 CPS: 3.8-4.2 ms of dialer CPU per call with 4 loops, 2.2-3.1 with 2; docs/capacity.md).
 DIALER_CPS_PER_SLICE = float(env("DIALER_CPS_PER_SLICE", "75"))
 DIALER_MAX_SLICES = int(env("DIALER_MAX_SLICES", "4"))
 
