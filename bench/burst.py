@@ -73,6 +73,8 @@ class Events:
     """Reads the call events stream from the start, in a thread: INVITE time, queue time and final
     type of every call (the stream is read as it grows, so nothing trimmed is missed)."""
 
+    BLOCK = 20000  # entries per read; a full block is followed by the next read at once
+
     def __init__(self, r):
         self.r, self.invite, self.final, self.queue_ms = r, {}, {}, {}
         self._stop = threading.Event()
@@ -89,11 +91,11 @@ class Events:
         last = "0"
         while not self._stop.is_set():
             started = time.monotonic()
-            got = self.r.xread({keys.EVENTS_STREAM: last}, count=20000, block=500)
+            got = self.r.xread({keys.EVENTS_STREAM: last}, count=self.BLOCK, block=500)
             entries = got[0][1] if got else []
             if entries:
                 last = entries[-1][0]
-            for event in (json.loads(f[b"event"]) for _, f in entries if any(w in f[b"event"] for w in wanted)):
+            for event in (events.decode(f) for _, f in entries if any(w in f[b"event"] for w in wanted)):
                 call_id = event["call_id"]
                 if event["type"] == events.INITIATED and event.get("queue_ms") is not None:
                     self.queue_ms[call_id] = event["queue_ms"]
@@ -101,7 +103,7 @@ class Events:
                     self.invite[call_id] = event["ts"] - event.get("pdd_ms", 0) / 1000
                 elif events.is_final(event):
                     self.final[call_id] = event["type"]
-            if len(entries) < 20000:
+            if len(entries) < self.BLOCK:
                 self._stop.wait(max(0.0, 0.5 - (time.monotonic() - started)))
 
     def wait_finals(self, call_ids: set[str], timeout: float) -> None:
