@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="vp-bench-api-"))
-    os.environ["DATABASE_POOL_SIZE"] = "20"  # as `run` starts web: daphne runs each request in a thread of its own
+    os.environ["DATABASE_POOL_SIZE"] = "20"  # as `run` starts web
     redis_server = setup_platform(work)
     from django.db import connection
     from django.test import Client

@@ -38,8 +38,8 @@ def database_from_url(url: str) -> dict:
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
     pool_size = int(env("DATABASE_POOL_SIZE", "0"))
     if pool_size:
-        # For daphne: each request's sync part runs in a thread of its own, so persistent connections
-        # pile up (one per thread) until PostgreSQL refuses clients; a pool bounds and reuses them.
+        # For the web processes: their request threads (as many as the pool's connections,
+        # voiceplatform/sync_handler.py) share the connections, returned at the end of each request.
         query["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
     return {
         "ENGINE": "django_tenants.postgresql_backend",

@@ -172,7 +172,7 @@ def node_processes(web: socket.socket | None, web_processes: int, workers: int, 
     if node:
         gateway_args += ["--node", node]
     node = node or str(os.getpid())
-    # daphne runs each request in a thread of its own: a pool keeps PostgreSQL's connections bounded
+    # web: its request threads share a pool of DATABASE_POOL_SIZE connections (voiceplatform/sync_handler.py)
     web_specs = [] if web is None else [
         dataclasses.replace(
             python_module("web" if n == 1 else f"web-{n}", "daphne", "--fd", str(web.fileno()),
