@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 
 DEFAULT_THREADS = 16
@@ -40,20 +41,16 @@ class SyncChainASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         try:
-            response = await sync_to_async(self.respond, thread_sensitive=False, executor=self.threads)(scope, body_file)
-            if not response.streaming:
-                return await self.send_response(response, send)
-            # A streamed body (a file) is read while it is sent: closed after, in a thread of the
-            # request's own, as Django's handler does (its sync iterator is read there too).
-            async with ThreadSensitiveContext():
-                try:
-                    await self.send_response(response, send)
-                finally:
-                    await sync_to_async(response.close, thread_sensitive=True)()
+            response, closed = await sync_to_async(self.respond, thread_sensitive=False, executor=self.threads)(
+                scope, body_file)
+            await self.send_response(response, send)
+            if not closed:
+                await sync_to_async(response.close, thread_sensitive=False, executor=self.threads)()
         finally:
             body_file.close()
 
-    def respond(self, scope, body_file):
+    def respond(self, scope, body_file) -> tuple[HttpResponseBase, bool]:
+        """The response, and whether it is closed already (all but an asynchronous stream)."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
@@ -62,8 +59,16 @@ class SyncChainASGIHandler(ASGIHandler):
             response._handler_class = self.__class__
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size
-        if not response.streaming:
-            # request_finished (the database connection goes back to the pool) before the bytes are
-            # sent: they are all in memory, and the thread is free for the next request sooner
-            response.close()
-        return response
+        if response.streaming and response.is_async:
+            return response, False
+        if response.streaming:
+            # Read here, in the view's thread, with its tenant's schema and connection (an export's
+            # rows come from a query). Django's handler reads a synchronous stream whole too.
+            response.streaming_content = _replay(list(response.streaming_content))
+        response.close()  # request_finished: the database connection goes back before the bytes are sent
+        return response, True
+
+
+async def _replay(chunks: list[bytes]):
+    for chunk in chunks:
+        yield chunk
