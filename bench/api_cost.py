@@ -5,17 +5,20 @@
 Set-up: an embedded PostgreSQL and Redis, one tenant with a number, one carrier. ``--calls`` creates
 of each kind (`POST /api/v1/calls` with a bearer key, Twilio's `Calls.json` with basic auth) go
 through Django's whole request path in this process (middleware, tenant lookup, API key, DRF,
-serializers, the call record, the originate pushed to Redis), one after the other.
+serializers, the call record, the originate pushed to Redis), one after the other; then as many
+`POST /api/v1/calls` through the web processes' ASGI application (``asgi``: the request handler of
+voiceplatform/sync_handler.py and its request threads, as daphne calls it).
 
 Measured per create: CPU ms (the process's), the SQL queries and Redis commands it made. Then
 ``--profile`` more creates of each kind under cProfile: the functions with the most cumulative time,
-to see where the milliseconds go. The HTTP server (daphne, Django's ASGI handler) is not in these
-figures: bench/burst.py
-(``--parts step``) measures the whole process at a request rate.
+to see where the milliseconds go (``asgi`` only the event loop's side: the request threads are not
+profiled). The HTTP server (daphne) is not in these figures: bench/burst.py (``--parts step``)
+measures the whole process at a request rate.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import cProfile
 import io
@@ -82,6 +85,37 @@ def main() -> None:
                                                             "from": CALLER_ID}), content_type="application/json")
         assert response.status_code == 201, response.content
 
+    from voiceplatform.asgi import django_asgi_app
+
+    async def asgi_post(path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [*headers, (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+        delivered, status = False, []
+
+        async def receive():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await django_asgi_app(scope, receive, send)
+        return status[0]
+
+    loop = asyncio.new_event_loop()
+    asgi_headers = [(b"host", b"localhost"), (b"authorization", f"Bearer {api_key}".encode()),
+                    (b"content-type", b"application/json")]
+
+    def asgi_create():
+        body = json.dumps({"to": f"+1415{8000000 + next(counter):07d}", "from": CALLER_ID}).encode()
+        assert loop.run_until_complete(asgi_post("/api/v1/calls", body, asgi_headers)) == 201
+
     def twilio_create():
         response = basic.post(f"/2010-04-01/Accounts/{tenant.account_sid}/Calls.json",
                               f"To=%2B1415{8500000 + next(counter):07d}&From=%2B14155550123"
@@ -90,7 +124,7 @@ def main() -> None:
         assert response.status_code == 201, response.content
 
     report = {"load_before": round(os.getloadavg()[0], 2)}
-    for name, create in (("api", api_create), ("twilio", twilio_create)):
+    for name, create in (("api", api_create), ("twilio", twilio_create), ("asgi", asgi_create)):
         for _ in range(20):  # warm up: lazy imports, URL resolver, connections
             create()
         queries: list[str] = []
@@ -117,7 +151,9 @@ def main() -> None:
         pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.top)
         report[name] = {"calls": args.calls, "cpu_ms_per_create": round(cpu * 1000 / args.calls, 2),
                         "wall_ms_per_create": round(wall * 1000 / args.calls, 2),
-                        "queries_per_create": len(queries), "queries": [sql[:100] for sql in queries],
+                        # asgi: its queries run in the request threads, on connections of theirs (not counted)
+                        "queries_per_create": len(queries) if name != "asgi" else None,
+                        "queries": [sql[:100] for sql in queries],
                         "redis_commands_per_create": redis_per_create, "load": round(os.getloadavg()[0], 2)}
         print(f"--- {name}: cProfile of {args.profile} creates (cumulative) ---\n{out.getvalue()}", flush=True)
 
