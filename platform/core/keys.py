@@ -3,7 +3,7 @@
 Code never writes a key name inline, and Lua scripts never build one: a script gets every key it
 touches as KEYS (tests/test_redis_keys.py checks both). What the keys hold is described where they
 are used: the gateway's in docs/gateway.md, the metrics' in telephony/metrics/buckets.py. (Keys of
-Django's cache, such as the login and API-key throttles', belong to the cache, which prefixes them.)
+Django's cache, such as the sign-in throttle's, belong to the cache, which prefixes them.)
 
 Redis Cluster: a script's KEYS must share one slot there. The gateway's scripts touch a call and
 its gateway (and the events stream), the caps' a carrier and a tenant: entities that no hash tag
@@ -25,6 +25,11 @@ INBOUND_REJECTED = "gw:inbound:rejected"  # counter of INVITEs refused for their
 MEDIA_NODES_SET = "gw:media"  # nodes whose supervisor publishes its media hosts
 CARRIER_ADDRESSES = "carriers:addresses"  # set of IP strings allowed to send us INVITEs
 NUMBER_ROUTES = "numbers:routes"  # hash E.164 -> JSON {"tenant":..., "stream_url":..., ...}
+
+
+def api_key_failures(address: str) -> str:
+    """Failed API-key attempts from one client address (a counter that expires with its window)."""
+    return f"api:key-failures:{address}"
 
 
 def call_key(call_id: str) -> str:
