@@ -142,6 +142,9 @@ def page(browser, request):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True,
                                   timezone_id=BROWSER_ZONE)
     context.set_default_timeout(15000)
+    # A page's load includes parsing plotly (4.8 MB) on the dashboards: 15 s once ran out while this
+    # suite shared 2 cores with the cluster, chaos and gateway suites (`make test`).
+    context.set_default_navigation_timeout(30000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

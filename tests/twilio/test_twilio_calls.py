@@ -128,16 +128,17 @@ def test_list_faults_are_twilios_errors_too(acme, web):
 
 
 def test_an_address_locked_out_for_failed_logins_gets_429_with_code_20429(acme, web, settings):
-    from django.core.cache import cache
+    from core import keys
+    from core.redis_client import get_redis
 
     # This address has failed to log in as often as allowed (as test_security_api proves it counts).
-    cache.set("vp:apikey-failures:127.0.0.1", settings.API_KEY_FAILURE_LIMIT, timeout=60)
+    get_redis().set(keys.api_key_failures("127.0.0.1"), settings.API_KEY_FAILURE_LIMIT, ex=60)
     try:
         with pytest.raises(TwilioRestException) as fault:
             acme_client(acme, web).calls.create(to=CALLEE, from_=ACME_NUMBER, twiml=STREAM_TWIML)
         assert fault.value.status == 429 and fault.value.code == 20429
     finally:
-        cache.delete("vp:apikey-failures:127.0.0.1")
+        get_redis().delete(keys.api_key_failures("127.0.0.1"))
 
 
 def test_an_unknown_twilio_path_is_a_twilio_404(acme, web):
