@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 from bench.metrics_cost import setup_platform  # noqa: E402
 from bench.report import save as save_report  # noqa: E402
+from tests.support import asgi_request  # noqa: E402
 
 CALLER_ID = "+14155550123"
 
@@ -87,34 +88,14 @@ def main() -> None:
 
     from voiceplatform.asgi import django_asgi_app
 
-    async def asgi_post(path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [*headers, (b"content-length", str(len(body)).encode())],
-                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
-        delivered, status = False, []
-
-        async def receive():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()
-
-        async def send(message):
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-
-        await django_asgi_app(scope, receive, send)
-        return status[0]
-
     loop = asyncio.new_event_loop()
     asgi_headers = [(b"host", b"localhost"), (b"authorization", f"Bearer {api_key}".encode()),
                     (b"content-type", b"application/json")]
 
     def asgi_create():
         body = json.dumps({"to": f"+1415{8000000 + next(counter):07d}", "from": CALLER_ID}).encode()
-        assert loop.run_until_complete(asgi_post("/api/v1/calls", body, asgi_headers)) == 201
+        status, _ = loop.run_until_complete(asgi_request(django_asgi_app, "POST", "/api/v1/calls", asgi_headers, body))
+        assert status == 201
 
     def twilio_create():
         response = basic.post(f"/2010-04-01/Accounts/{tenant.account_sid}/Calls.json",

@@ -74,3 +74,32 @@ def max_overlap(intervals) -> int:
         level += step
         peak = max(peak, level)
     return peak
+
+
+async def asgi_request(app, method: str, path: str, headers: list[tuple[bytes, bytes]],
+                       body: bytes = b"") -> tuple[int, bytes]:
+    """One HTTP request to an ASGI application in this process, as daphne hands it over (the client
+    stays connected until the answer): its status and body."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [*headers, (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    delivered, status, parts = False, [], []
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        else:
+            parts.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status[0], b"".join(parts)

@@ -13,32 +13,14 @@ from django.core import signals
 from django_tenants.utils import schema_context
 
 from telephony.calls.models import Call
+from tests.support import asgi_request
 from voiceplatform.asgi import django_asgi_app
 
 
 async def ask(tenant, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", tenant.domain.encode()), (b"authorization", f"Bearer {tenant.api_key}".encode()),
-                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
-    delivered, status, parts = False, [], []
-
-    async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        else:
-            parts.append(message.get("body", b""))
-
-    await django_asgi_app(scope, receive, send)
-    return status[0], b"".join(parts)
+    headers = [(b"host", tenant.domain.encode()), (b"authorization", f"Bearer {tenant.api_key}".encode()),
+               (b"content-type", b"application/json")]
+    return await asgi_request(django_asgi_app, method, path, headers, body)
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Django's Redis cache with one connection pool per process.
 
 Django builds a cache object per thread and, under ASGI, per request (its cache handler is
-context-local), and each of Django's Redis cache objects builds its own connection pool: every API
-request opened a new Redis connection for the API-key throttle, at about 1 ms of CPU (redis-py reads
-its own package metadata per connection). Here every cache object of a process shares one client."""
+context-local), and each of Django's Redis cache objects builds its own connection pool: every request
+that used the cache opened a new Redis connection, at about 1 ms of CPU (redis-py reads its own
+package metadata per connection). Here every cache object of a process shares one client."""
 from __future__ import annotations
 
 from functools import cache, cached_property
