@@ -43,8 +43,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.dialer import SCENARIO, free_port, percentile, start, stop_all  # noqa: E402
+from bench.dialer import SCENARIO, percentile, start, stop_all  # noqa: E402
 from bench.report import save as save_report  # noqa: E402
+from tests.support import free_media_port, free_udp_port  # noqa: E402
 from voiceplatform.processes import shared_listening_socket  # noqa: E402
 
 
@@ -256,9 +257,9 @@ def main() -> None:
         tenant.max_concurrent_calls = 2000
         tenant.save(update_fields=["max_concurrent_calls"])
         Number.objects.create(e164=caller_id if slug == "alpha" else "+14155550124", tenant=tenant)
-    sipp_port = free_port()
+    sipp_port = free_udp_port()
     sipp = start([shutil.which("sipp"), "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(sipp_port), "-nostdin",
-                  "-mp", str(free_port()), "-d", "200", "-max_socket", "5000"], run_dir, "sipp")
+                  "-mp", str(free_media_port()), "-d", "200", "-max_socket", "5000"], run_dir, "sipp")
     Carrier.objects.create(name="SIPp", host="127.0.0.1", port=sipp_port, max_cps=1000, max_concurrent=2000)
     py = sys.executable
     processes = {"gateway": start([py, "-m", "telephony.gateway.supervisor", "--processes", str(args.gateways),

@@ -51,7 +51,7 @@ from telephony import balancer  # noqa: E402
 from tests import stack  # noqa: E402
 from tests.cluster.nodes import Cluster  # noqa: E402
 from tests.cluster.servers import PostgresServer, RedisServer  # noqa: E402
-from tests.support import free_tcp_port, free_udp_port, project_env, stop_process, wait_until  # noqa: E402
+from tests.support import free_media_port, free_tcp_port, free_udp_port, project_env, stop_process, wait_until  # noqa: E402
 
 NODE, BALANCER, NUMBER = "127.0.0.2", "127.0.0.5", "+15550001234"
 
@@ -147,7 +147,7 @@ class Carrier:
         self.stop()
         self.process = stack.Process(f"carrier-{hold_ms}", [
             shutil.which("sipp") or "/usr/bin/sipp", "-sf", str(stack.GATEWAY_SCENARIOS / "uas_answer_bye.xml"),
-            "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_udp_port()), "-nostdin", "-d", str(hold_ms)],
+            "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_media_port()), "-nostdin", "-d", str(hold_ms)],
             self.folder)
         time.sleep(0.5)
 

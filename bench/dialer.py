@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,13 +26,9 @@ from bench.report import save as save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+from tests.support import free_media_port, free_udp_port  # noqa: E402
+
 SCENARIO = ROOT / "tests" / "gateway" / "scenarios" / "uas_answer_bye.xml"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(argv, log_dir: Path, name: str, pass_fds: tuple[int, ...] = (), **extra_env: str) -> subprocess.Popen:
@@ -116,9 +111,9 @@ def main() -> None:
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     ensure_public_tenant()
     credentials = create_tenant("bench", "bench.localhost")
-    sipp_port = free_port()
+    sipp_port = free_udp_port()
     sipp = start([shutil.which("sipp"), "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(sipp_port), "-nostdin",
-                  "-mp", str(free_port()), "-d", "200", "-max_socket", "5000"], run_dir, "sipp")
+                  "-mp", str(free_media_port()), "-d", "200", "-max_socket", "5000"], run_dir, "sipp")
     Carrier.objects.create(name="SIPp", host="127.0.0.1", port=sipp_port, max_cps=1000, max_concurrent=1000)
     caller_id = "+14155550123"
     Number.objects.create(e164=caller_id, tenant=Tenant.objects.get(schema_name="bench"))

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,21 +37,16 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 from bench.report import save as save_report  # noqa: E402
 from core import keys  # noqa: E402
 from telephony.gateway import client, events  # noqa: E402
+from tests.support import free_media_port, free_udp_port  # noqa: E402
 from voiceplatform.embedded import RedisServer  # noqa: E402
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 ENV = dict(os.environ, PYTHONPATH=f"{ROOT / 'platform'}{os.pathsep}{ROOT}")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def sipp_uas(workdir: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen([SIPP, "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin", "-mp",
-                             str(free_port()), "-max_socket", "5000"], cwd=workdir,
+                             str(free_media_port()), "-max_socket", "5000"], cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -68,14 +62,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 def sipp_baseline(workdir: Path, rate: int, duration: float) -> dict:
     """SIPp calling SIPp: `rate` calls/s of 100 ms calls for `duration` s."""
-    uas_port = free_port()
+    uas_port = free_udp_port()
     uas = sipp_uas(workdir, uas_port)
     time.sleep(0.3)
     total = int(rate * duration)
     stats = workdir / f"uac_{rate}.csv"
     started = time.monotonic()
-    uac = subprocess.run([SIPP, "-sn", "uac", f"127.0.0.1:{uas_port}", "-i", "127.0.0.1", "-p", str(free_port()),
-                          "-r", str(rate), "-m", str(total), "-d", "100", "-nostdin", "-mp", str(free_port()),
+    uac = subprocess.run([SIPP, "-sn", "uac", f"127.0.0.1:{uas_port}", "-i", "127.0.0.1", "-p", str(free_udp_port()),
+                          "-r", str(rate), "-m", str(total), "-d", "100", "-nostdin", "-mp", str(free_media_port()),
                           "-trace_stat", "-stf", str(stats), "-fd", "1", "-timeout", str(int(duration) + 30),
                           "-max_socket", "5000"],
                          cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -193,7 +187,7 @@ def ladder(run, rates) -> tuple[list[dict], int]:
 
 def hold_calls(workdir: Path, r: redis.Redis, redis_url: str, processes: int, hold: float) -> dict:
     pool = Pool(workdir, redis_url, processes)
-    uas_port = free_port()
+    uas_port = free_udp_port()
     uas = sipp_uas(workdir, uas_port)
     try:
         pool.wait_ready(r)
@@ -240,7 +234,7 @@ def main() -> None:
 
         if "gateway" in parts:
             pool = Pool(workdir, redis_server.url, args.workers)
-            uas_port = free_port()
+            uas_port = free_udp_port()
             uas = sipp_uas(workdir, uas_port)
             try:
                 pool.wait_ready(r)

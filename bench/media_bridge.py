@@ -53,7 +53,8 @@ from bench.echo_agent import EchoAgent  # noqa: E402
 from bench.procstat import proc_cpu  # noqa: E402
 from telephony.gateway import client  # noqa: E402
 from telephony.gateway import events as ev  # noqa: E402
-from tests.gateway.gwhelpers import GatewayProc, MediaHostProc, Sipp, free_udp_port  # noqa: E402
+from tests.gateway.gwhelpers import GatewayProc, MediaHostProc, Sipp  # noqa: E402
+from tests.support import free_media_port, free_udp_port  # noqa: E402
 
 
 def pct(values, p):
@@ -202,7 +203,7 @@ def main():
     r = redis_lib.Redis.from_url(srv.url)
     # the agents' sends spread over 4 instants per 20 ms, as independent agents would be
     agent = EchoAgent(args.chunk_ms, phases=4)
-    echo_port = free_udp_port()
+    echo_port = free_media_port()
     sipp = Sipp(work, "uas_media.xml", free_udp_port(), ["-rtp_echo", "-mp", echo_port, "-l", "1000"],
                 subst={"PLAY": "", "CODEC": "PCMU", "CODEC_PT": 0})
     # Sipp() already passes an -mp; the last one on the command line wins (ours)

@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support import ROOT, free_tcp_port, free_udp_port, project_env, stop_process, wait_until
+from tests.support import (
+    ROOT,
+    free_media_port,
+    free_tcp_port,
+    free_udp_port,
+    project_env,
+    stop_process,
+    wait_until,
+)
 
 GATEWAY_SCENARIOS = ROOT / "tests" / "gateway" / "scenarios"
 
@@ -78,7 +86,7 @@ def sipp_carrier(log_dir: Path, scenario: str = "uas_answer_bye.xml", *args: str
     """SIPp as a carrier on 127.0.0.1: answers every call (and, by default, hangs up after -d ms)."""
     port = free_udp_port()
     argv = [shutil.which("sipp"), "-sf", str(GATEWAY_SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-            "-nostdin", "-mp", str(free_udp_port()), *args]
+            "-nostdin", "-mp", str(free_media_port()), *args]
     return Process(f"sipp-{port}", argv, log_dir), port
 
 

@@ -30,6 +30,28 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_media_port() -> int:
+    """An even UDP port for SIPp's media (-mp), with the three above it free too (SIPp binds RTP at
+    the port and more next to it). Drawn from 10000-19999: the kernel's ephemeral ports (32768 and
+    up, see free_udp_port) and the gateways' RTP ranges in the tests (20000 and up) never reach it,
+    so another suite running beside this one cannot take it between this probe and SIPp's bind."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(10000, 19996, 2)
+        probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+
+
 def free_tcp_port() -> int:
     import socket
 

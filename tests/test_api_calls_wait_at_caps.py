@@ -66,13 +66,25 @@ def acme_capped():
     Tenant.objects.filter(schema_name="acme").update(max_concurrent_calls=100)
 
 
-def place(tenant, from_: str, to: str) -> str:
-    response = Client(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}").post(
-        "/api/v1/calls", {"to": to, "from": from_, "timeout": 15}, content_type="application/json")
-    connection.set_schema_to_public()
-    assert response.status_code == 201, response.content
-    assert response.json()["status"] == "queued"
-    return response.json()["sid"]
+@pytest.fixture
+def placed():
+    """Places a call through Acme's or Globex's REST API; every call placed is removed after the test,
+    passed or failed (a left-over call would show in the next tests' call lists)."""
+    made: list[tuple[str, str]] = []
+
+    def place(tenant, from_: str, to: str) -> str:
+        response = Client(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}").post(
+            "/api/v1/calls", {"to": to, "from": from_, "timeout": 15}, content_type="application/json")
+        connection.set_schema_to_public()
+        assert response.status_code == 201, response.content
+        assert response.json()["status"] == "queued"
+        made.append((tenant.tenant, response.json()["sid"]))
+        return made[-1][1]
+
+    yield place
+    for schema in {schema for schema, _ in made}:
+        with schema_context(schema):
+            Call.objects.filter(sid__in=[sid for s, sid in made if s == schema]).delete()
 
 
 def records(schema: str, sids: list[str]) -> dict[str, Call]:
@@ -99,23 +111,20 @@ def acme_waiting() -> int:
 
 
 def test_a_burst_over_acmes_cap_waits_its_turn_while_globex_calls_at_once(
-        platform, numbers, trunk, acme_capped, tenant_a, tenant_b):
-    trunk(hold_ms=2000)
+        platform, numbers, trunk, acme_capped, placed, tenant_a, tenant_b):
+    trunk(hold_ms=3000)
     acme_capped(2)
-    acme = [place(tenant_a, ACME_NUMBER, f"+1415555{1100 + n:04d}") for n in range(10)]
+    acme = [placed(tenant_a, ACME_NUMBER, f"+1415555{1100 + n:04d}") for n in range(10)]
 
-    # two are up; the other eight wait in Acme's queue, queued in its records and on the dashboards
-    wait_until(lambda: answered("acme", acme) == 2, 30, what="Acme's first two calls answered")
-    wait_until(lambda: acme_waiting() == 8, 10, what="Acme's eight other calls shown waiting")
+    # two are taken; the others wait in Acme's queue, queued in its records and on the dashboards
+    # (each pair holds 3 s: by the time this looks, a second pair may have been taken, never more)
+    wait_until(lambda: acme_waiting() <= 8, 30, what="Acme's first two calls taken")
+    assert acme_waiting() >= 6
     assert [call.status for call in records("acme", acme).values()].count(Call.Status.QUEUED) >= 6
 
-    globex = place(tenant_b, GLOBEX_NUMBER, "+14155552100")
+    globex = placed(tenant_b, GLOBEX_NUMBER, "+14155552100")
     globex_call = all_final("globex", [globex], platform)[globex]
     calls = all_final("acme", acme, platform)
-    with schema_context("globex"):
-        globex_call.delete()
-    with schema_context("acme"):
-        Call.objects.filter(sid__in=acme).delete()
 
     assert {(call.status, call.outcome) for call in calls.values()} == {("completed", "answered")}
     assert max_overlap([(call.answered_at, call.ended_at) for call in calls.values()]) <= 2
@@ -126,12 +135,12 @@ def test_a_burst_over_acmes_cap_waits_its_turn_while_globex_calls_at_once(
 
 
 def test_a_call_waiting_at_acmes_cap_hung_up_through_the_api_ends_cancelled(
-        platform, numbers, trunk, acme_capped, tenant_a):
+        platform, numbers, trunk, acme_capped, placed, tenant_a):
     trunk(hold_ms=6000)
     acme_capped(1)
-    up = place(tenant_a, ACME_NUMBER, "+14155551200")
+    up = placed(tenant_a, ACME_NUMBER, "+14155551200")
     wait_until(lambda: answered("acme", [up]) == 1, 30, what="Acme's first call answered")
-    waiting = place(tenant_a, ACME_NUMBER, "+14155551201")
+    waiting = placed(tenant_a, ACME_NUMBER, "+14155551201")
     redis = get_redis()
     wait_until(lambda: redis.zscore(keys.originate_held(), "acme"), 10, what="the call sent back at Acme's cap")
     assert records("acme", [waiting])[waiting].status == Call.Status.QUEUED
@@ -143,7 +152,6 @@ def test_a_call_waiting_at_acmes_cap_hung_up_through_the_api_ends_cancelled(
     wait_until(lambda: acme_waiting() == 0, 10, what="the hung-up call's command gone from Acme's queue")
     with schema_context("acme"):
         legs = calls[waiting].legs.count()
-        Call.objects.filter(sid__in=[up, waiting]).delete()
 
     assert (calls[waiting].status, calls[waiting].outcome) == ("canceled", "cancelled")
     assert (calls[waiting].reason, legs, initiated(waiting)) == ("hangup_requested", 0, 0)  # never dialed
@@ -151,17 +159,15 @@ def test_a_call_waiting_at_acmes_cap_hung_up_through_the_api_ends_cancelled(
 
 
 def test_a_call_waiting_longer_than_the_queue_timeout_fails_at_capacity(
-        platform, numbers, trunk, acme_capped, tenant_a, settings):
+        platform, numbers, trunk, acme_capped, placed, tenant_a, settings):
     settings.CALL_QUEUE_TIMEOUT_S = 2
     trunk(hold_ms=8000)
     acme_capped(1)
-    up = place(tenant_a, ACME_NUMBER, "+14155551300")
+    up = placed(tenant_a, ACME_NUMBER, "+14155551300")
     wait_until(lambda: answered("acme", [up]) == 1, 30, what="Acme's first call answered")
-    late = place(tenant_a, ACME_NUMBER, "+14155551301")
+    late = placed(tenant_a, ACME_NUMBER, "+14155551301")
     late_call = all_final("acme", [late], platform)[late]
     up_call = all_final("acme", [up], platform)[up]
-    with schema_context("acme"):
-        Call.objects.filter(sid__in=[up, late]).delete()
 
     assert (late_call.status, late_call.reason) == ("failed", "carrier_at_capacity")
     assert (late_call.ended_at - late_call.created_at).total_seconds() >= 2  # it waited its time first

@@ -6,7 +6,6 @@ RTCP (a responder beside SIPp, which sends none), so the record has a round trip
 
 Real parts: the gateway pool, the recorder, SIPp with real RTP, the agent's WebSocket.
 """
-import socket
 
 import pytest
 from django.db import connection
@@ -20,32 +19,13 @@ from tenants.models import Tenant
 from tests import stack
 from tests.conversation import RespondingAgent, RtcpResponder, caller_pcap
 from tests.gateway.gwhelpers import Sipp
-from tests.support import free_udp_port
+from tests.support import free_media_port, free_udp_port
 
 pytestmark = pytest.mark.usefixtures("committed")
 ACME_NUMBER = "+14155550188"
 QUALITY = ("jitter_ms", "loss_percent", "rtt_ms", "mos", "bridge_in_p50_ms", "bridge_in_p99_ms",
            "bridge_out_p50_ms", "bridge_out_p99_ms", "frames_to_agent", "frames_dropped", "ai_connect_ms",
            "ai_response_ms", "ai_response_turns", "setup_ms", "post_dial_delay_ms", "duration_s")
-
-
-def free_media_port() -> int:
-    """An even port for SIPp's RTP (it also takes +2) whose +1, RTCP, is free for the responder."""
-    for _ in range(50):
-        port = free_udp_port() & ~1
-        probes = []
-        try:
-            for p in (port, port + 1, port + 2):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                probes.append(probe)
-                probe.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError("no free RTP/RTCP port triple")
 
 
 @pytest.fixture

@@ -163,7 +163,8 @@ def test_the_dashboard_shows_a_call_when_it_ends_without_a_reload(page, ui_serve
         expect(page.locator("#latest-calls")).not_to_contain_text(sid)  # still ringing or talking
         call = stack.final_call(SHOP, sid, voice_stack.processes)  # the recorder has written its end
     assert call.outcome == "answered", call.reason
-    # How soon is a benchmark's figure (bench/dashboard_lag.py: under a second); here, only that it comes.
-    expect(page.locator("#latest-calls tr").filter(has_text=sid)).to_contain_text("answered", timeout=5000)
-    expect(page.locator("#kpi-attempted")).to_have_text(str(attempted_before + 1), timeout=5000)
+    # How soon is a benchmark's figure (bench/dashboard_lag.py: under a second); here, only that it comes
+    # (under the whole make test's load on 2 cores, the row once took just over 5 s to show).
+    expect(page.locator("#latest-calls tr").filter(has_text=sid)).to_contain_text("answered", timeout=15000)
+    expect(page.locator("#kpi-attempted")).to_have_text(str(attempted_before + 1), timeout=15000)
     shot(page, "49-dashboard-after-a-call-1280")

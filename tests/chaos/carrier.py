@@ -17,7 +17,7 @@ from pathlib import Path
 from media import codec
 from tests.conversation import write_rtp_pcap
 from tests.stack import Process
-from tests.support import free_udp_port
+from tests.support import free_media_port, free_udp_port
 
 SCENARIO = Path(__file__).with_name("carrier.xml")
 
@@ -64,7 +64,7 @@ class Carrier:
         trace = self.work_dir / f"carrier-{self.port}-{len(self.runs)}.trace"
         self.process = Process(f"carrier-{self.port}-{len(self.runs)}", [
             shutil.which("sipp"), "-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
-            "-mp", str(free_udp_port()), "-nostdin", "-trace_shortmsg", "-shortmessage_file", str(trace),
+            "-mp", str(free_media_port()), "-nostdin", "-trace_shortmsg", "-shortmessage_file", str(trace),
             "-trace_err", "-error_file", str(self.work_dir / f"carrier-{self.port}-errors.log"),
         ], self.work_dir)
         self.runs.append((trace, None))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core import keys
 from telephony.gateway import events as ev
-from tests.support import free_udp_port, stop_process, wait_until
+from tests.support import free_media_port, free_udp_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -59,7 +59,7 @@ class Sipp:
         cmd = [SIPP, *(["-sn", scenario[1:]] if path is None else ["-sf", str(path)]), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
                "-trace_msg", "-message_file", str(workdir / f"sipp_{port}_messages.log"),
                "-trace_err", "-error_file", str(workdir / f"sipp_{port}_errors.log"),
-               "-mp", str(free_udp_port()), *map(str, args)]
+               "-mp", str(free_media_port()), *map(str, args)]
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.15)

@@ -21,7 +21,7 @@ from core.redis_client import get_redis
 from telephony.calls.models import Call
 from tenants import auth_token
 from tests import stack
-from tests.support import free_udp_port, wait_until
+from tests.support import free_media_port, free_udp_port, wait_until
 from tests.test_call_digits import agents  # noqa: F401 - fixture: a WebSocket agent server
 from tests.twilio_support import ACME_NUMBER, acme_client
 
@@ -62,7 +62,7 @@ def call_in(folder, port: int) -> stack.Process:
     scenario.write_text((stack.GATEWAY_SCENARIOS / "uac_media.xml").read_text()
                         .replace("@PLAY@", "").replace('<pause milliseconds="2500"/>', '<pause milliseconds="6000"/>'))
     return stack.Process("caller", [shutil.which("sipp"), "-sf", str(scenario), "-i", "127.0.0.1",
-                                    "-p", str(free_udp_port()), "-mp", str(free_udp_port()), "-nostdin", "-m", "1",
+                                    "-p", str(free_udp_port()), "-mp", str(free_media_port()), "-nostdin", "-m", "1",
                                     "-s", ACME_NUMBER, f"127.0.0.1:{port}"], folder)
 
 
