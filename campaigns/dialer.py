@@ -42,7 +42,7 @@ from .models import Campaign, CampaignContact
 ContactState = CampaignContact.State
 SLICE_S = 5.0  # a loop dials for this long, then hands over; state is re-read every BOOKKEEPING_S
 LEASE_S = 3.0
-BOOKKEEPING_S = 0.2
+BOOKKEEPING_S = 0.4
 ABANDONMENT_LIMIT = 0.03
 # How far the pace may fall behind before the missed calls are given up rather than made up in a
 # burst (the loop stalls on bookkeeping, the next slice starts a little late: on a busy machine,
@@ -51,7 +51,7 @@ MAX_LAG_S = 1.0
 REFUSAL_BACKOFF_S = 1.0
 # Calls that fall due are gathered this long and placed together: a batch costs one transaction and
 # one Redis transaction whatever its size, so the cost per call falls as the CPS grows.
-BATCH_S = 0.1
+BATCH_S = 0.2
 
 
 @dataclass
