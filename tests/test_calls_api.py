@@ -8,6 +8,7 @@ from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
 
+from campaigns.models import Campaign, ContactList
 from core import keys
 from core.recent import Recent
 from core.redis_client import get_redis
@@ -171,6 +172,21 @@ def test_records_filter_and_export_as_csv(tenant_a):
     lines = b"".join(export.streaming_content).decode().splitlines()
     assert lines[0].startswith("sid,direction,from_number,to_number,status,outcome")
     assert len(lines) == 2 and "+14155550198" in lines[1]
+
+
+def test_records_filter_by_campaign_and_a_bad_campaign_id_is_a_400(tenant_a):
+    with schema_context("acme"):
+        spring = Campaign.objects.create(name="Spring", contact_list=ContactList.objects.create(name="Leads"),
+                                         caller_ids=[ACME_NUMBER], stream_url="wss://agent.acme.example/")
+        Call.objects.create(from_number=ACME_NUMBER, to_number=CALLEE, campaign_id=spring.pk)
+        Call.objects.create(from_number=ACME_NUMBER, to_number="+14155550198")
+
+    listed = v1(tenant_a).get(f"/api/v1/calls?campaign={spring.pk}").json()["results"]
+    assert [row["to_number"] for row in listed] == [CALLEE]
+    export = b"".join(v1(tenant_a).get(f"/api/v1/calls/export?campaign={spring.pk}").streaming_content)
+    assert len(export.decode().splitlines()) == 2 and CALLEE in export.decode()
+    response = v1(tenant_a).get("/api/v1/calls?campaign=spring")
+    assert response.status_code == 400 and "campaign" in response.json()
 
 
 class TestTwilioCompatibleApi:

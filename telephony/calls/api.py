@@ -52,6 +52,9 @@ class CallViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     serializer_class = CallSerializer
 
     def get_queryset(self):
+        campaign = self.request.query_params.get("campaign", "")
+        if campaign and not campaign.isdigit():
+            raise ValidationError({"campaign": ["a campaign's id (a whole number)"]})
         calls = selectors.calls(self.request.query_params)
         return calls if self.action == "retrieve" else calls.defer("marks")  # up to 200 marks a call
 

@@ -4,12 +4,12 @@ from django.utils.dateparse import parse_datetime
 from .models import Call, Recording
 
 FILTERS = {"status": "status", "outcome": "outcome", "to": "to_number", "from": "from_number",
-           "direction": "direction"}
+           "direction": "direction", "campaign": "campaign_id"}
 
 
 def calls(params=None) -> QuerySet[Call]:
     """Call records, newest first, filtered by query parameters (status, outcome, to, from, direction,
-    since, until as ISO timestamps)."""
+    campaign as its id, since, until as ISO timestamps)."""
     queryset = Call.objects.prefetch_related("legs", "transfers")
     params = params or {}
     for name, field in FILTERS.items():
