@@ -322,6 +322,9 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 WHITENOISE_MAX_AGE = 300
+# Vendored files carry their version in their name (vendor/plotly-basic-4.1.1.min.js): a new version is
+# a new URL, so browsers may keep them for good.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"/vendor/[^/]+-\d+(\.\d+)+\.min\.js$"
 
 LOGGING = {
     "version": 1,
