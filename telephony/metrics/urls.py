@@ -6,6 +6,5 @@ from . import prometheus, views
 urlpatterns = [
     path("dashboard/", views.tenant_dashboard, name="tenant-dashboard"),
     path("platform/dashboard/", views.platform_dashboard, name="platform-dashboard"),
-    path("dashboards/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
     path("metrics", prometheus.metrics_view, name="metrics"),
 ]

@@ -1,23 +1,18 @@
-"""Dashboard pages (server-rendered; live updates come over the dashboard sockets) and plotly.js,
-served from the plotly package with long cache headers, never from a CDN."""
+"""Dashboard pages (server-rendered; live updates come over the dashboard sockets). Their plotly.js
+is a static file (voiceplatform/static/vendor/), never from a CDN."""
 from __future__ import annotations
 
-from functools import lru_cache
-
-import plotly
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404
 from django.shortcuts import render
-from django.urls import reverse
 from django.views.decorators.http import require_GET
 from django_tenants.utils import get_public_schema_name
 
 from . import selectors
 
 LOGIN_URL = settings.LOGIN_URL
-YEAR = 365 * 86400
 
 
 def _on_public_host(request) -> bool:
@@ -32,7 +27,6 @@ def _page(request, template: str, data: dict, socket_path: str):
         "socket_path": socket_path,
         "windows": list(selectors.WINDOWS),
         "window": selectors.DEFAULT_WINDOW,
-        "plotly_url": reverse("plotly-js", kwargs={"version": plotly.__version__}),
     })
 
 
@@ -56,16 +50,3 @@ def platform_dashboard(request):
         raise PermissionDenied("staff only")
     return _page(request, "dashboards/platform.html", selectors.platform_dashboard(), "/ws/platform-dashboard")
 
-
-@lru_cache(maxsize=1)
-def _plotly_bundle() -> bytes:
-    return plotly.offline.get_plotlyjs().encode()
-
-
-@require_GET
-def plotly_js(request, version: str):
-    if version != plotly.__version__:  # an old page asking for an old bundle: hand it the current one
-        return HttpResponseRedirect(reverse("plotly-js", kwargs={"version": plotly.__version__}))
-    response = HttpResponse(_plotly_bundle(), content_type="text/javascript; charset=utf-8")
-    response["Cache-Control"] = f"public, max-age={YEAR}, immutable"
-    return response

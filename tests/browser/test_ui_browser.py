@@ -30,6 +30,9 @@ DASHBOARD_FIGURES = """() => ({
     chartNow: document.getElementById("chart-now").data.map(t => t.y.reduce((a, b) => a + (b || 0), 0)),
     outcomes: document.getElementById("chart-outcomes").data.map(t => [t.name, t.y.reduce((a, b) => a + (b || 0), 0)]),
 })"""
+PLOTLY_TRACES = "() => Object.keys(Plotly.PlotSchema.get().traces).sort()"
+PLOTLY_LOADED = """() => performance.getEntriesByType("resource").filter(r => r.name.includes("plotly"))
+    .map(r => [r.name, r.encodedBodySize])"""
 WATCH_ACTIVE = """() => {  // every value the "calls now" figure takes while the socket pushes updates
     const el = document.getElementById("kpi-active");
     window.activeSeen = [el.textContent];
@@ -143,6 +146,10 @@ def test_a_business_user_builds_starts_and_watches_a_campaign_dialed_for_real(pa
     expect(dashboard.locator("#socket-status")).to_contain_text("live")
     for chart in ("now", "outcomes", "asr", "setup", "mos", "ai"):
         expect(dashboard.locator(f"#chart-{chart} .main-svg").first).to_be_visible()  # plotly drew it
+    # with plotly.js's basic bundle (a static file, 1.2 MB), not the full one (4.8 MB)
+    assert dashboard.evaluate(PLOTLY_TRACES) == ["bar", "pie", "scatter"]
+    [(bundle, size)] = dashboard.evaluate(PLOTLY_LOADED)
+    assert "/static/vendor/plotly-basic-" in bundle and 0 < size < 1_500_000, (bundle, size)
     expect(dashboard.locator("#kpi-attempted")).not_to_have_text("–")
     before = dashboard.evaluate(DASHBOARD_FIGURES)  # the test call is in already
     attempted_before, answered_before = int(before["attempted"]), dict(before["outcomes"]).get("answered", 0)
