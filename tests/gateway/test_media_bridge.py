@@ -306,7 +306,9 @@ def test_stalled_agent_does_not_delay_other_calls(r, new_gateway, sipp, agents, 
     # the stalled agent read nothing after `start`: its frames sat in socket buffers / our queue
     assert len(agents.conn_for(stalled).msgs) == 2 and final[stalled]["frames_to_agent"] > 0
     assert final[good].get("frames_dropped", 0) == 0
-    assert final[good]["late_frames"] == 0
+    # A stall that reached the healthy call would make tens of its 250 ticks late; one tick late by
+    # 10 ms happens beside the rest of `make test` on 2 cores (seen once), whatever the agents do.
+    assert final[good]["late_frames"] <= 2
 
 
 def test_agent_closing_ends_the_call(r, gateway, sipp, agents, tmp_path):
