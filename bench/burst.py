@@ -70,6 +70,13 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def busy_cores(before, after, seconds: float) -> float:
+    """Cores the whole machine kept busy between two psutil.cpu_times() (every process, the kernel's
+    too): beside the stack's own figures, it shows CPU that no process kind accounts for."""
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    return round((sum(after) - sum(before) - idle) / seconds, 2)
+
+
 class Events:
     """Reads the call events stream from the start, in a thread: INVITE time, queue time and final
     type of every call (the stream is read as it grows, so nothing trimmed is missed)."""
@@ -134,7 +141,8 @@ def servers(run_dir: Path) -> dict[str, list[psutil.Process]]:
 
 
 class Kinds:
-    """CPU seconds of each process kind (a process and its children)."""
+    """CPU seconds of each process kind (a process and its children, with the children that have
+    ended: PostgreSQL's backends and autovacuum workers, a gateway worker that died)."""
 
     def __init__(self, processes: dict[str, subprocess.Popen | psutil.Process | list]):
         self.processes = {kind: procs if isinstance(procs, list) else [procs] for kind, procs in processes.items()}
@@ -147,8 +155,8 @@ class Kinds:
                 try:
                     root = psutil.Process(proc.pid)
                     for p in [root, *root.children(recursive=True)]:
-                        times = p.cpu_times()
-                        total += times.user + times.system
+                        times = p.cpu_times()  # children_*: its children that ended and were reaped
+                        total += times.user + times.system + times.children_user + times.children_system
                 except psutil.NoSuchProcess:
                     pass
             totals[kind] = total
@@ -344,7 +352,7 @@ def main() -> None:
         offset = 5_000_000
         for rate in [float(x) for x in args.rates.split(",")] if "hold" in parts else []:
             n = int(rate * args.hold)
-            cpu_before = kinds.cpu()
+            cpu_before, machine_before, started = kinds.cpu(), psutil.cpu_times(), time.monotonic()
             campaign_id = campaign("alpha", f"hold {rate}", rate, n, offset)
             offset += n
             with schema_context("alpha"):
@@ -354,6 +362,7 @@ def main() -> None:
             sids = set(created)
             events.wait_finals(sids, 60)
             cpu = Kinds.per_call(cpu_before, kinds.cpu(), len(sids))
+            elapsed = time.monotonic() - started
             times = sorted(events.invite[sid] for sid in sids if sid in events.invite)
             achieved = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
             failed = sum(1 for sid in sids if events.final.get(sid) != "completed")
@@ -363,6 +372,8 @@ def main() -> None:
                       "held": achieved >= 0.95 * rate and failed < 0.001 * n and len(sids) == n,
                       "pool_queue_ms_p50": percentile(queued, 0.5), "pool_queue_ms_p99": percentile(queued, 0.99),
                       **state, "cpu_ms_per_call": cpu, "load": load(),
+                      "stack_cores": round(sum(cpu.values()) * len(sids) / 1000 / elapsed, 2),
+                      "busy_cores": busy_cores(machine_before, psutil.cpu_times(), elapsed),
                       # where the pace was lost: calls recorded by the dialer, and INVITEs, in each second
                       "recorded_per_s": per_second(created.values()), "invites_per_s": per_second(times)}
             report["hold"].append(result)
