@@ -120,6 +120,13 @@ def tenant_calls_key(tenant: str) -> str:
 
 
 # ---- campaign dialer (campaigns/dialer.py) ----------------------------------------------------
+# The tenant schemas with campaign activity (campaigns/activity.py): sorted set, member = schema,
+# score = Redis time (ms) of its latest mark. The every-second dispatch visits these, not every tenant.
+CAMPAIGN_ACTIVITY = "dialer:active-schemas"
+# Set NX PX DIALER_FULL_SCAN_S by the dispatch that visits every tenant: while it lives, no other does.
+CAMPAIGN_FULL_SCAN = "dialer:full-scan"
+
+
 def dialer_lease_key(schema: str, campaign_id: int, slot: int) -> str:
     """Which worker runs a campaign's dialing loop `slot` (a lease of telephony.leases, limit 1)."""
     return f"dialer:{schema}:{campaign_id}:{slot}:lease"

@@ -259,6 +259,10 @@ CALL_QUEUE_TIMEOUT_S = float(env("CALL_QUEUE_TIMEOUT_S", "600"))
 # cheaper (150 CPS: 3.8-4.2 ms of dialer CPU per call with 4 loops, 2.2-3.1 with 2; docs/capacity.md).
 DIALER_CPS_PER_SLICE = float(env("DIALER_CPS_PER_SLICE", "75"))
 DIALER_MAX_SLICES = int(env("DIALER_MAX_SLICES", "4"))
+# The dispatcher (every second) visits only the tenants with campaign activity (campaigns/activity.py);
+# every DIALER_FULL_SCAN_S it visits them all, so a campaign Redis lost track of (Redis restarted
+# empty, an upgrade) waits at most this long to be dialed again. Seconds, > 0.
+DIALER_FULL_SCAN_S = float(env("DIALER_FULL_SCAN_S", "60"))
 
 # Agents that connect in (POST /api/v1/calls with agent_connects): their stream URL carries a token
 # good for AGENT_STREAM_TOKEN_TTL_S; once the call is answered the gateway waits
