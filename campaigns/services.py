@@ -20,7 +20,7 @@ from telephony.gateway import events as gw
 from telephony.models import Number
 from telephony.validators import validate_e164
 
-from . import imports
+from . import activity, imports
 from .models import Campaign, CampaignContact, Contact, ContactList, DoNotCall
 
 State = Campaign.State
@@ -184,6 +184,8 @@ def campaign_create(**fields) -> Campaign:
         _check_start_at(campaign.start_at)
         campaign.state = State.SCHEDULED
     campaign.save()
+    if campaign.state == State.SCHEDULED:
+        activity.note_activity()
     return campaign
 
 
@@ -222,7 +224,8 @@ def campaign_update(campaign: Campaign, **fields) -> Campaign:
     if "start_at" in fields:
         # Scheduling follows start_at while the campaign has not started.
         target, source = (State.SCHEDULED, State.DRAFT) if campaign.start_at else (State.DRAFT, State.SCHEDULED)
-        Campaign.objects.filter(pk=campaign.pk, state=source).update(state=target)
+        if Campaign.objects.filter(pk=campaign.pk, state=source).update(state=target) and target == State.SCHEDULED:
+            activity.note_activity()
     campaign.refresh_from_db()
     return campaign
 
@@ -239,6 +242,7 @@ def _transition(campaign_id: int, action: str, **extra) -> Campaign:
     campaign = Campaign.objects.get(pk=campaign_id)
     if not updated:
         raise TransitionNotAllowed(action, campaign.state)
+    activity.note_activity()
     return campaign
 
 
