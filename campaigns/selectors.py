@@ -152,6 +152,10 @@ def due_contacts(campaign: Campaign, now: dt.datetime, limit: int,
     )
 
 
+def campaigns_scheduled() -> QuerySet[Campaign]:
+    return Campaign.objects.filter(state=Campaign.State.SCHEDULED)
+
+
 def campaigns_running() -> QuerySet[Campaign]:
     return Campaign.objects.filter(state=Campaign.State.RUNNING)
 

@@ -1,9 +1,16 @@
 """Celery entry points of the dialer; thin: the work is in campaigns.dialer and campaigns.services."""
-from celery import shared_task
-from django_tenants.utils import get_tenant_model, schema_context
+import logging
 
-from . import dialer, selectors, services
+from celery import shared_task
+from django.db import DatabaseError
+from django_tenants.utils import schema_context
+
+from tenants.selectors import tenant_schemas
+
+from . import activity, dialer, selectors, services
 from .models import Campaign, ContactList
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -14,16 +21,41 @@ def count_contacts(contact_list_id: int) -> int:
 
 @shared_task(ignore_result=True)
 def dispatch_dialers() -> None:
-    """Every second (beat): start due campaigns, make sure each running one has a dialing loop, and
-    bring the contacts of paused or cancelled campaigns up to date with their calls that ended."""
-    for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
-        with schema_context(schema):
-            services.campaigns_start_due()
-            for campaign_id, cps in selectors.campaigns_running().values_list("pk", "cps"):
-                for slot in range(dialer.slices_for(cps)):
-                    dial_campaign.delay(campaign_id, slot)
-            for campaign_id in selectors.campaigns_settling().values_list("pk", flat=True):
-                reconcile_campaign.delay(campaign_id)
+    """Every second (beat), in each tenant with campaign activity (campaigns.activity): start due
+    campaigns, make sure each running one has a dialing loop, and bring the contacts of paused or
+    cancelled campaigns up to date with their calls that ended. A tenant found with nothing to do
+    leaves the activity set; every DIALER_FULL_SCAN_S every tenant is visited, and those with
+    something to do are marked again."""
+    visit = activity.dispatch_round()
+    listed = set(visit.schemas)
+    schemas = tenant_schemas() if visit.full_scan else visit.schemas
+    for schema in schemas:
+        try:
+            with schema_context(schema):
+                busy = _dispatch_schema()
+        except DatabaseError:  # one tenant's broken schema does not hold the others' campaigns up
+            log.exception("dispatching the campaigns of schema %s failed", schema)
+            continue
+        if busy and schema not in listed:
+            activity.mark(schema)
+        elif not busy and schema in listed:
+            activity.forget(schema, visit.t0)
+    if visit.full_scan:
+        for schema in listed.difference(schemas):  # tenants deleted since they were marked
+            activity.forget(schema, visit.t0)
+
+
+def _dispatch_schema() -> bool:
+    """The current schema's campaigns dispatched; False when none is scheduled, running or settling."""
+    services.campaigns_start_due()
+    running = list(selectors.campaigns_running().values_list("pk", "cps"))
+    for campaign_id, cps in running:
+        for slot in range(dialer.slices_for(cps)):
+            dial_campaign.delay(campaign_id, slot)
+    settling = list(selectors.campaigns_settling().values_list("pk", flat=True))
+    for campaign_id in settling:
+        reconcile_campaign.delay(campaign_id)
+    return bool(running or settling) or selectors.campaigns_scheduled().exists()
 
 
 @shared_task(ignore_result=True)
