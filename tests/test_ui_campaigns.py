@@ -347,11 +347,12 @@ def test_a_scheduled_campaign_shows_when_it_starts_and_can_be_unscheduled_or_can
 
 
 def test_a_scheduled_campaign_starts_by_itself_when_its_time_comes(member, tenant_a, acme_number, settings,
-                                                                  monkeypatch):
+                                                                  monkeypatch, django_capture_on_commit_callbacks):
     from campaigns import tasks
 
     campaign = build_draft(member)
-    schedule(member, campaign, tomorrow_in("America/New_York").strftime("%Y-%m-%dT%H:%M"), "America/New_York")
+    with django_capture_on_commit_callbacks(execute=True):  # scheduling marks Acme for the dispatcher
+        schedule(member, campaign, tomorrow_in("America/New_York").strftime("%Y-%m-%dT%H:%M"), "America/New_York")
     assert settings.CELERY_BEAT_SCHEDULE["dispatch-dialers"] == {
         "task": "campaigns.tasks.dispatch_dialers", "schedule": 1.0}  # beat runs it every second
     dialing = []
