@@ -23,6 +23,7 @@ BENCHMARKS = {
     "media_bridge": (["--record"], ["--levels", "1,10,20", "--hold", "5", "--record"]),  # recorded beside plain
     "transfer": ([], ["--levels", "4", "--hold", "5"]),
     "dashboard_lag": ([], ["--seconds", "5"]),
+    "dispatch": ([], ["--idle-tenants", "10"]),
     "metrics_cost": ([], ["--calls", "4", "--hold", "4", "--replays", "5"]),
     "recorder": ([], ["--calls", "600", "--cps", "150,0"]),
     "amd": ([], ["--answers", "100"]),
