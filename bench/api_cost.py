@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pstats
-import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.metrics_cost import setup_platform  # noqa: E402
+from bench.metrics_cost import setup_platform, stop_platform  # noqa: E402
 from bench.report import save as save_report  # noqa: E402
 from tests.support import asgi_request  # noqa: E402
 
@@ -69,7 +68,6 @@ def main() -> None:
     Number.objects.create(e164=CALLER_ID, tenant=tenant)
     Carrier.objects.create(name="Carrier", host="127.0.0.1", port=5099, max_cps=1000, max_concurrent=2000)
     from tenants.accounts.services import issue_api_key
-    from voiceplatform.embedded import stop_postgres
 
     with schema_context("bench"):
         api_key = issue_api_key(tenant.account_sid, "bench")
@@ -138,10 +136,7 @@ def main() -> None:
                         "redis_commands_per_create": redis_per_create, "load": round(os.getloadavg()[0], 2)}
         print(f"--- {name}: cProfile of {args.profile} creates (cumulative) ---\n{out.getvalue()}", flush=True)
 
-    connection.close()
-    redis_server.stop()
-    stop_postgres(work / "postgres")
-    shutil.rmtree(work, ignore_errors=True)
+    stop_platform(work, redis_server)
     save_report("api_cost", report)
 
 

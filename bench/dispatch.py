@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from bench.metrics_cost import setup_platform  # noqa: E402
+from bench.metrics_cost import setup_platform, stop_platform  # noqa: E402
 from bench.report import save as save_report  # noqa: E402
 
 
@@ -47,7 +46,6 @@ def main() -> None:
     from core import keys
     from core.redis_client import get_redis
     from tenants.services import create_tenant
-    from voiceplatform.embedded import stop_postgres
 
     started = time.perf_counter()
     for n in range(args.idle_tenants):
@@ -103,10 +101,7 @@ def main() -> None:
         "active_schemas": sorted(m.decode() for m in r.zrange(keys.CAMPAIGN_ACTIVITY, 0, -1)),
         "cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2),
     }
-    connection.close()
-    redis_server.stop()
-    stop_postgres(work / "postgres")
-    shutil.rmtree(work, ignore_errors=True)
+    stop_platform(work, redis_server)
     save_report("dispatch", report)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +64,18 @@ def setup_platform(work: Path):
     ensure_public_tenant()
     create_tenant("bench", "bench.localhost", name="Bench")
     return redis_server
+
+
+def stop_platform(work: Path, redis_server) -> None:
+    """What setup_platform started, stopped, and its folder removed."""
+    from django.db import connections
+
+    from voiceplatform.embedded import stop_postgres
+
+    connections.close_all()
+    redis_server.stop()
+    stop_postgres(work / "postgres")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def place_calls(r, n: int, hold: float, agent_url: str, uas_host: str, gateway_pid: int) -> dict:
@@ -189,7 +202,6 @@ def main() -> None:
 
     from tests.conversation import RespondingAgent, caller_pcap
     from tests.gateway.gwhelpers import GatewayProc, Sipp, free_udp_port
-    from voiceplatform.embedded import stop_postgres
 
     r = redis_lib.Redis.from_url(redis_server.url)
     agent = RespondingAgent()
@@ -249,11 +261,7 @@ def main() -> None:
     result["gateway_cpu_ms_per_call_second"] = round(gateway_ms_per_s, 2)
     result["shortest_call_s_under_target"] = round(max(0.0, (metrics_ms / 0.05 - recorder_ms) / gateway_ms_per_s), 1)
     save_report("metrics_cost", result)
-    from django.db import connections
-
-    connections.close_all()
-    redis_server.stop()
-    stop_postgres(work / "postgres")
+    stop_platform(work, redis_server)
 
 
 if __name__ == "__main__":
