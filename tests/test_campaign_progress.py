@@ -212,3 +212,18 @@ def test_a_call_refused_at_a_carriers_cap_sends_its_contact_back_without_using_a
         assert (ada.state, ada.attempts, ada.last_call_sid) == (State.DONE, 1, again.sid)
         campaign.refresh_from_db()
         assert campaign.state == Campaign.State.COMPLETED
+
+
+def test_a_campaign_asking_more_calls_at_once_than_the_pool_holds_is_warned_until_it_ends(tenant_a):
+    """Acme's campaign asks for 10,000 calls at once: the page warns while it can still dial, and
+    not once it has completed (a newcomer's finished campaign on the 8-call demo pool was warned)."""
+    with schema_context("acme"):
+        campaign = new_campaign("Too wide", [("+12125550009", "America/New_York")], WEDNESDAY_4PM_UTC,
+                                cps=2, max_concurrent=10_000, **ALL_WEEK)
+        assert "the gateway pool holds" in campaign_live_progress(campaign)["capacity_warning"]
+
+        row = CampaignContact.objects.get(campaign=campaign)
+        services.record_attempt_outcome(row.pk, "answered", "CA-wide", now=WEDNESDAY_4PM_UTC)
+        campaign.refresh_from_db()
+        assert campaign.state == Campaign.State.COMPLETED  # its last contact answered
+        assert campaign_live_progress(campaign)["capacity_warning"] == ""

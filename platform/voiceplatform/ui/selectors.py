@@ -61,7 +61,8 @@ def campaign_live_progress(campaign: Campaign, now=None) -> dict:
         "state_label": campaign.get_state_display(),
         "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
         "updated_at": time.time(),
-        **gateway_capacity(campaign.max_concurrent),
+        # a campaign that has ended dials nobody more: its concurrency is no concern of the pool's
+        **gateway_capacity(None if campaign.is_final else campaign.max_concurrent),
     }
 
 
