@@ -27,18 +27,20 @@ system-deps:
 run: venv
 	$(PY) manage.py run
 
-# The cluster, chaos and gateway suites mostly wait (for processes to die and heal, for calls to ring)
+# The cluster, chaos, gateway and browser suites mostly wait (for processes to die and heal, for calls to ring, for pages)
 # and run, one after the other, each in a pytest of its own, beside the rest; each pytest starts its own
 # servers. `make test PYTEST_ARGS=...` runs one pytest with those arguments.
 test: venv system-deps
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@mkdir -p var; \
 	{ $(PY) -m pytest -m cluster; c=$$?; $(PY) -m pytest -m chaos; h=$$?; \
-	  $(PY) -m pytest -m "not chaos and not cluster" tests/gateway; g=$$?; test $$c -eq 0 -a $$h -eq 0 -a $$g -eq 0; } \
+	  $(PY) -m pytest -m "not chaos and not cluster" tests/gateway; g=$$?; \
+	  $(PY) -m pytest -m "not chaos and not cluster" tests/browser; b=$$?; \
+	  test $$c -eq 0 -a $$h -eq 0 -a $$g -eq 0 -a $$b -eq 0; } \
 	  >var/test-waiting-suites.log 2>&1 & slow=$$!; \
-	$(PY) -m pytest -m "not chaos and not cluster" --ignore=tests/gateway; rest=$$?; \
+	$(PY) -m pytest -m "not chaos and not cluster" --ignore=tests/gateway --ignore=tests/browser; rest=$$?; \
 	wait $$slow; slowrc=$$?; \
-	echo "==== cluster, chaos and gateway suites (var/test-waiting-suites.log) ===="; cat var/test-waiting-suites.log; \
+	echo "==== cluster, chaos, gateway and browser suites (var/test-waiting-suites.log) ===="; cat var/test-waiting-suites.log; \
 	test $$rest -eq 0 -a $$slowrc -eq 0
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
