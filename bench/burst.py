@@ -70,11 +70,16 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+# psutil.cpu_times() fields that are not this machine's work: waiting, time the hypervisor took,
+# and guest time (Linux counts it in user and nice already)
+NOT_BUSY = ("idle", "iowait", "steal", "guest", "guest_nice")
+
+
 def busy_cores(before, after, seconds: float) -> float:
     """Cores the whole machine kept busy between two psutil.cpu_times() (every process, the kernel's
     too): beside the stack's own figures, it shows CPU that no process kind accounts for."""
-    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-    return round((sum(after) - sum(before) - idle) / seconds, 2)
+    busy = [field for field in after._fields if field not in NOT_BUSY]
+    return round(sum(getattr(after, f) - getattr(before, f) for f in busy) / seconds, 2)
 
 
 class Events:

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from core import keys
 from core.redis_client import get_redis
+from core.redis_scripts import registered
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -59,7 +60,6 @@ class Round(NamedTuple):
 
 
 class _Scripts:
-    """Registered once per client (redis-py caches the SHA and falls back to EVAL)."""
 
     def __init__(self, client):
         self.mark = client.register_script(_MARK)
@@ -68,11 +68,7 @@ class _Scripts:
 
 
 def _scripts() -> _Scripts:
-    client = get_redis()
-    scripts = getattr(client, "_voiceplatform_activity_scripts", None)
-    if scripts is None:
-        scripts = client._voiceplatform_activity_scripts = _Scripts(client)
-    return scripts
+    return registered(get_redis(), _Scripts)
 
 
 def note_activity() -> None:

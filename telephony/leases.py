@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from core.redis_scripts import registered
+
 if TYPE_CHECKING:  # the gateway passes its small Redis client; nothing here needs redis-py itself
     import redis
 
@@ -139,11 +141,7 @@ class _Scripts:
 
 
 def _scripts(client: redis.Redis) -> _Scripts:
-    scripts = getattr(client, "_voiceplatform_limit_scripts", None)
-    if scripts is None:
-        scripts = _Scripts(client)
-        client._voiceplatform_limit_scripts = scripts
-    return scripts
+    return registered(client, _Scripts)
 
 
 def _ms(seconds: float) -> int:
